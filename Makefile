@@ -1,0 +1,35 @@
+# The two set-up commands of the README, and the steps they share. Each target installs what it needs first.
+#   make run    the main job on the bundled example_apps/
+#   make test   lint, type check and the test suite (what CI runs)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: run test lint type venvs clean
+
+# The venv, with this package (editable) and its test extras; `pip install uwsgi` compiles the real binary.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# The example apps' own virtualenvs (home = venv-...), built for the Python that uwsgi embeds.
+venvs: $(BIN)/.installed
+	$(BIN)/python example_apps/make_venvs.py
+
+run: venvs
+	$(BIN)/pytest --emperor example_apps -v -p no:cacheprovider
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks example_apps
+
+type: $(BIN)/.installed
+	$(BIN)/mypy
+
+test: venvs lint type
+	$(BIN)/pytest -n 2
+
+clean:
+	rm -rf $(VENV) example_apps/*/venv-*

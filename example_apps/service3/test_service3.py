@@ -1,0 +1,7 @@
+"""service3's own tests, as its repo would have them: run with `pytest --emperor`."""
+
+
+def test_path_info(app_vassal):
+    response = app_vassal.request("GET", "/some/path")
+    assert response.status == 200
+    assert response.body == b"hello from service3 at /some/path\n"

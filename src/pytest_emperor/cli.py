@@ -1,0 +1,22 @@
+"""The ``emperor-dev`` command line: one click group, one sub-command per job.
+
+Each sub-command lives in the module named for its job and is only registered here, so this file stays a table
+of contents.
+"""
+
+from __future__ import annotations
+
+import click
+
+from pytest_emperor import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="emperor-dev")
+def main() -> None:
+    """Run and check WSGI apps the way a uWSGI emperor behind nginx runs them.
+
+    \b
+    Examples:
+      emperor-dev --version
+    """

@@ -1,0 +1,514 @@
+"""A sans-IO reader of uWSGI ini files that follows uWSGI 2.0's own parsing rules exactly.
+
+uWSGI does not parse ini files the way :mod:`configparser` does, and the differences are the traps this module
+exists to predict (each rule below names the uWSGI 2.0 source it mirrors):
+
+1. Magic ``%x`` substitution runs over the *whole raw text* before any line is looked at
+   (core/utils.c ``magic_sub``, called from ``uwsgi_open_and_read`` by core/ini.c ``uwsgi_ini_config``).
+   ``init_magic_table`` maps every byte to ``""`` except ``%%`` -> ``%`` and ``%(`` -> ``%(``, so an unknown
+   ``%X`` deletes itself *and the next character*; a ``%`` at the end of a line eats the newline and joins the
+   next line to it (which comments it out when the first line is a comment). A ``%`` as the very last byte of
+   the file is deleted too: the buffer handed to ``magic_sub`` ends with the NUL ``uwsgi_open_and_read`` adds
+   (found by the differential test against 2.0.31; 2.0's ``magic_sub`` then also reads past its buffer, so
+   garbage may follow that value in uWSGI).
+2. Lines split at ``\\n`` only; blanks are ``' '``, ``'\\t'`` and ``'\\r'`` (core/ini.c ``ini_lstrip`` /
+   ``ini_rstrip``). A line whose first non-blank character is ``;`` or ``#`` is a comment; there is no
+   inline comment and no quoting. ``[name]`` opens a section (the last character is dropped whatever it is).
+   ``key = value`` splits at the first ``=``; a bare ``key`` has the value ``""`` (true for flags).
+   Only options in the asked section (default ``uwsgi``) are kept; all of them, in order (repeatable options).
+3. After every config is read, three passes run over all options in this order (core/uwsgi.c ``main``):
+   ``$(ENV)`` (``getenv``; unset -> left literally), ``@(file)`` / ``@(exec://cmd)`` (``uwsgi_at_file_read``),
+   ``%(name)`` (core/config.c ``uwsgi_manage_placeholder``: the *first* option of that name, forward
+   references work, unknown -> left literally, ``%(a + 1)`` pipeline math). Each pass is core/config.c
+   ``uwsgi_apply_config_pass``, reproduced character for character by :func:`_apply_pass` (including its
+   quirk of re-scanning an expanded value from index 1, not 0). Options flagged ``UWSGI_OPT_IMMEDIATE``
+   (``plugin``, ``ini``, ``set-placeholder`` ...) were already applied while parsing and are skipped by the
+   passes (their ``configured`` flag is set in core/config.c ``add_exported_option_do``).
+
+Not modelled (reported as ``IniProblem`` so callers can say so): ``ini``/``include``/``inherit`` of other
+files and the ``if-*``/``for`` config logic blocks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable
+
+__all__ = [
+    "IMMEDIATE_OPTIONS",
+    "IniFile",
+    "IniOption",
+    "IniProblem",
+    "MagicVars",
+    "Resolution",
+    "ResolvedOption",
+    "djb33x_hex",
+    "parse_ini",
+]
+
+AtResolver = Callable[[str], str]
+
+# Blanks for ini_lstrip/ini_rstrip (core/ini.c): NOT str.strip()'s set (that one also eats \f, \v, Unicode).
+_BLANKS = " \t\r"
+
+# Options uWSGI 2.0 declares with UWSGI_OPT_IMMEDIATE (core/uwsgi.c uwsgi_base_options and the python plugin):
+# they run while the file is parsed, so the $/@/% passes never touch their values.
+IMMEDIATE_OPTIONS = frozenset(
+    {
+        "ini", "yaml", "yml", "json", "js", "xml", "xmlconfig", "config", "fallback-config", "include",
+        "strict", "set", "set-placeholder", "set-ph", "declare-option", "declare-option2",
+        "for", "for-glob", "for-times", "for-readline", "endfor", "end-for", "end",
+        "if-opt", "if-not-opt", "if-env", "if-not-env", "ifenv", "if-reload", "if-not-reload",
+        "if-exists", "if-not-exists", "ifexists", "if-plugin", "if-not-plugin", "ifplugin",
+        "if-file", "if-not-file", "if-dir", "if-not-dir", "ifdir", "if-directory",
+        "if-hostname", "if-not-hostname", "endif", "end-if", "else",
+        "blacklist", "end-blacklist", "whitelist", "end-whitelist",
+        "help", "usage", "print-sym", "print-symbol", "signal", "flock", "flock-wait", "flock2",
+        "flock-wait2", "immediate-uid", "immediate-gid", "command-mode", "pcre-jit", "spooler-processes",
+        "stop", "reload", "pause", "suspend", "resume", "connect-and-read", "extract", "umask",
+        "plugin", "plugins", "need-plugin", "need-plugins", "plugins-dir", "plugin-dir",
+        "plugins-list", "plugin-list", "autoload", "dlopen",
+    }
+)  # fmt: skip
+
+# Options that pull in other config files or open a config-logic block: not followed by this reader.
+_INCLUDES = frozenset(
+    {"ini", "yaml", "yml", "json", "js", "xml", "xmlconfig", "config", "include", "inherit"}
+)
+_LOGIC_PREFIXES = ("if-", "ifenv", "ifexists", "ifplugin", "ifdir", "for")
+# option -> whether the placeholder it adds is already "configured" (then the passes skip it)
+_PLACEHOLDER_SETTERS = {"set": False, "set-placeholder": True, "set-ph": True}
+
+# Bounds on one option's expansion before we call it a loop: uWSGI itself spins forever (or until memory runs
+# out) on ``a = x%(a)`` or ``a = %(a)%(a)``, since core/config.c uwsgi_apply_config_pass re-scans every
+# expanded value. 64 KiB is far above any sane option (uWSGI's own buffer-size default is 4 KiB).
+_MAX_EXPANSIONS = 256
+_MAX_VALUE = 65536
+
+
+def djb33x_hex(data: bytes) -> str:
+    """``%j``: core/hash.c ``djb33x_hash`` of the path, printed as the hex of its 4 bytes in memory order.
+
+    ``key[i]`` is a (signed) ``char``, so bytes >= 0x80 are XORed sign-extended.
+    """
+    h = 5381
+    for b in data:
+        c = b if b < 0x80 else b | 0xFFFFFF00
+        h = (((h << 5) + h) & 0xFFFFFFFF) ^ c
+    return h.to_bytes(4, "little").hex().upper()
+
+
+@dataclass(frozen=True)
+class MagicVars:
+    """The ``%x`` magic table uWSGI builds for one config file (core/uwsgi.c ``config_magic_table_fill``).
+
+    Letters missing from ``table`` expand to ``""`` like every unset entry of uWSGI's table.
+    """
+
+    table: Mapping[str, str]
+
+    @classmethod
+    def for_config(
+        cls,
+        config_arg: str,
+        *,
+        cwd: str,
+        is_symlink: bool,
+        realpath: str,
+        inode: int = 0,
+        cpu_count: int = 1,
+        hostname: str = "",
+        version: str = "",
+        binary_path: str = "",
+        uid: int | None = None,
+        gid: int | None = None,
+        user: str = "",
+        group: str = "",
+        first: bool = True,
+    ) -> MagicVars:
+        """The table for ``config_arg`` as passed on argv (relative to ``cwd``), e.g. a vassal symlink.
+
+        ``%p`` is ``cwd + "/" + config_arg`` when the file is a symlink (the link path, not resolved) and
+        ``realpath`` otherwise. ``first`` also fills the upper-case "first config" copies (``%P %N ...``),
+        which only the first ``--ini``/``--yaml``... file sets (``--include``/``--inherit`` do not).
+        The time-dependent ``%t``/``%T`` are left out: nothing can predict them.
+        """
+        t: dict[str, str] = {"o": config_arg, "v": cwd, "k": str(cpu_count), "[": "\x1b"}
+        for letter, value in (("h", hostname), ("V", version), ("b", binary_path), ("U", user), ("G", group)):
+            if value:
+                t[letter] = value
+        if uid is not None:
+            t["u"] = str(uid)
+        if gid is not None:
+            t["g"] = str(gid)
+        # uwsgi_check_scheme(filename) || "-": only %o is set (config from stdin, http://, exec:// ...)
+        if config_arg == "-" or re.match(r"^[a-z0-9]+://", config_arg):
+            return cls(t)
+        if is_symlink:
+            path = config_arg if config_arg.startswith("/") else f"{cwd}/{config_arg}"
+        else:
+            path = realpath or config_arg
+        name = path[path.rfind("/") + 1 :]
+        directory = path[: len(path) - len(name)]
+        t.update(p=path, s=name, d=directory)
+        trimmed = directory[:-1] if directory.endswith("/") else directory
+        if "/" in trimmed:
+            t["c"] = trimmed[trimmed.rfind("/") + 1 :]
+        # %0..%9: strtok(%d, "/"), so empty components are skipped.
+        for index, part in enumerate([p for p in directory.split("/") if p][:10]):
+            t[str(index)] = part
+        if "." in config_arg:  # %e comes from the argv spelling, not from %p
+            t["e"] = config_arg[config_arg.rfind(".") + 1 :]
+        if "." in name:
+            t["n"] = name[: name.rfind(".")]
+        t["i"] = str(inode)
+        t["j"] = djb33x_hex(path.encode("utf-8", "surrogateescape"))
+        if first:
+            for letter in "pdsnecoij":
+                if letter in t:
+                    t[letter.upper()] = t[letter]
+        return cls(t)
+
+
+@dataclass(frozen=True)
+class IniOption:
+    """One ``key = value`` of the asked section: value after magic substitution, line in the original file."""
+
+    key: str
+    value: str
+    line: int
+
+
+@dataclass(frozen=True)
+class IniProblem:
+    """Something in the file that uWSGI reads differently from how it looks (``line`` is 1-based)."""
+
+    line: int
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ResolvedOption:
+    """An option after the ``$``/``@``/``%`` passes; ``synthetic`` for ones created by ``set``/``set-ph``."""
+
+    key: str
+    value: str
+    line: int
+    raw: str
+    immediate: bool
+    synthetic: bool = False
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """All options after uWSGI's three passes, in uWSGI's order, and what went wrong resolving them."""
+
+    options: tuple[ResolvedOption, ...]
+    problems: tuple[IniProblem, ...]
+
+    def first(self, key: str) -> str | None:
+        """What ``%(key)`` and ``uwsgi --get key`` see: the first occurrence."""
+        return next((o.value for o in self.options if o.key == key), None)
+
+    def last(self, key: str) -> str | None:
+        """What a scalar option ends up as: ``uwsgi_configure`` applies every occurrence in order."""
+        return next((o.value for o in reversed(self.options) if o.key == key), None)
+
+
+# Problem codes emitted by the reader (the checker maps them to rule codes).
+MAGIC_UNKNOWN = "magic-unknown"
+MAGIC_NEWLINE = "magic-newline"
+NO_SECTION = "no-section"
+EMPTY_KEY = "empty-key"
+NOT_FOLLOWED = "not-followed"
+EXPANSION_LOOP = "expansion-loop"
+
+
+def _magic_sub(text: str, table: Mapping[str, str]) -> tuple[str, list[int], list[IniProblem]]:
+    """core/utils.c ``magic_sub`` plus, for each output char, the original line it came from."""
+    text += "\0"  # the terminator uwsgi_open_and_read appends, which magic_sub sees (and a last `%` eats)
+    out: list[str] = []
+    lines: list[int] = []
+    problems: list[IniProblem] = []
+    line = 1
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "%" and i + 1 < n:
+            nxt = text[i + 1]
+            if nxt == "%":
+                value = "%"
+            elif nxt == "(":
+                value = "%("
+            else:
+                value = table.get(nxt, "")
+                if nxt == "\0":
+                    problems.append(IniProblem(line, MAGIC_UNKNOWN, "a '%' ending the file is deleted"))
+                elif nxt == "\n":
+                    problems.append(
+                        IniProblem(
+                            line,
+                            MAGIC_NEWLINE,
+                            f"'%' ending line {line} deletes the newline: line {line + 1} is joined to it",
+                        )
+                    )
+                elif nxt not in table:
+                    problems.append(
+                        IniProblem(
+                            line,
+                            MAGIC_UNKNOWN,
+                            f"{('%' + nxt)!r} is no magic variable: uWSGI deletes it and the char after it",
+                        )
+                    )
+            out.append(value)
+            lines.extend([line] * len(value))
+            if nxt == "\n":
+                line += 1
+            i += 2
+            continue
+        out.append(ch)
+        lines.append(line)
+        if ch == "\n":
+            line += 1
+        i += 1
+    if out and out[-1] == "\0":
+        out.pop()
+        lines.pop()
+    return "".join(out), lines, problems
+
+
+@dataclass
+class IniFile:
+    """The options of one section of an ini file, read the way uWSGI reads them."""
+
+    options: list[IniOption]
+    section: str
+    sections: list[str]
+    problems: list[IniProblem]
+    magic: MagicVars | None = None
+
+    def get(self, key: str) -> str | None:
+        """The value uWSGI applies for a scalar option: the last occurrence wins (before the passes)."""
+        return next((o.value for o in reversed(self.options) if o.key == key), None)
+
+    def get_all(self, key: str) -> list[str]:
+        """Every value of a repeatable option, in file order (before the passes)."""
+        return [o.value for o in self.options if o.key == key]
+
+    def lines_of(self, key: str) -> list[int]:
+        """The original line numbers of every occurrence of ``key``."""
+        return [o.line for o in self.options if o.key == key]
+
+    def resolve(
+        self, *, env: Mapping[str, str], at_resolver: AtResolver | None = None, extra: Sequence[str] = ()
+    ) -> Resolution:
+        """Run uWSGI's ``$(ENV)``, ``@(...)``, ``%(name)`` passes over every option, in uWSGI's order.
+
+        ``extra`` values are appended as options named ``""`` after the file's own (as a later command-line
+        option would be); :meth:`expand` uses that. ``at_resolver(spec)`` gets ``exec://cmd`` or a file path
+        and returns its text with exactly one trailing ``\\n`` or ``\\r`` stripped (core/uwsgi.c
+        ``uwsgi_at_file_read``); without one, ``@(...)`` is left literally.
+        """
+        items: list[_Item] = []
+        if self.magic is not None and "o" in self.magic.table:
+            # The `--ini <file>` that loaded us is itself an exported option, so `%(ini)` works.
+            items.append(_Item("ini", self.magic.table["o"], 0, True, True))
+        for option in self.options:
+            items.append(_Item(option.key, option.value, option.line, option.key in IMMEDIATE_OPTIONS, False))
+            placeholder_only = _PLACEHOLDER_SETTERS.get(option.key)
+            if placeholder_only is not None and "=" in option.value:
+                # core/config.c uwsgi_opt_set_placeholder: `set-placeholder` adds an already "configured"
+                # option, which the passes skip: why `set-placeholder = x=@(exec://...)` is never expanded.
+                name, _, value = option.value.partition("=")
+                items.append(_Item(name, value, option.line, placeholder_only, True))
+        items.extend(_Item("", value, 0, False, True) for value in extra)
+        problems: list[IniProblem] = []
+        _apply_pass(items, "$", env.get, problems)
+        _apply_pass(items, "@", at_resolver, problems)
+        _apply_pass(items, "%", lambda key: _manage_placeholder(items, key), problems)
+        return Resolution(
+            tuple(ResolvedOption(i.key, i.value, i.line, i.raw, i.immediate, i.synthetic) for i in items),
+            tuple(problems),
+        )
+
+    def expand(self, value: str, *, env: Mapping[str, str], at_resolver: AtResolver | None = None) -> str:
+        """``value`` as uWSGI would expand it were it one more option at the end of this file."""
+        return self.resolve(env=env, at_resolver=at_resolver, extra=(value,)).options[-1].value
+
+    def resolved(
+        self, key: str, *, env: Mapping[str, str], at_resolver: AtResolver | None = None
+    ) -> str | None:
+        """The final value uWSGI applies for scalar option ``key`` (the last occurrence, after the passes)."""
+        return self.resolve(env=env, at_resolver=at_resolver).last(key)
+
+
+@dataclass
+class _Item:
+    key: str
+    value: str
+    line: int
+    immediate: bool
+    synthetic: bool
+    raw: str = ""
+
+    def __post_init__(self) -> None:
+        self.raw = self.value
+
+
+def _manage_placeholder(items: Sequence[_Item], key: str) -> str | None:
+    """core/config.c ``uwsgi_manage_placeholder``: a name, or a space-separated math pipeline."""
+
+    def lookup(name: str) -> str | None:
+        return next((i.value for i in items if i.key == name), None)
+
+    if " " not in key:
+        return lookup(key)
+    current: str | None = None
+    state = "concat"
+    for token in (t for t in key.split(" ") if t):
+        if token in ("+", "-", "*", "/"):
+            state = token
+            continue
+        if token in ("++", "--"):
+            if current is not None:
+                current = str(_wrap64(_strtoll(current) + (1 if token == "++" else -1)))
+            state = "concat"
+            continue
+        value = token if token.isascii() and token.isdigit() else (lookup(token) or "")
+        if state == "concat":
+            current = (current or "") + value
+        else:
+            a, b = (_strtoll(current) if current is not None else 0), _strtoll(value)
+            if state == "+":
+                r = a + b
+            elif state == "-":
+                r = a - b
+            elif state == "*":
+                r = a * b
+            else:  # C integer division truncates toward zero; uWSGI turns x/0 into 0
+                r = 0 if b == 0 else abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)
+            current = str(_wrap64(r))
+        state = "concat"
+    return current
+
+
+def _strtoll(text: str) -> int:
+    """C ``strtoll(text, NULL, 10)``: leading blanks, optional sign, digits; 0 when there are none."""
+    m = re.match(r"[ \t\n\v\f\r]*([+-]?[0-9]+)", text)
+    if not m:
+        return 0
+    return max(-(2**63), min(2**63 - 1, int(m.group(1))))
+
+
+def _wrap64(n: int) -> int:
+    return (n + 2**63) % 2**64 - 2**63
+
+
+def _apply_pass(
+    items: list[_Item], symbol: str, hook: Callable[[str], str | None] | None, problems: list[IniProblem]
+) -> None:
+    """core/config.c ``uwsgi_apply_config_pass``, step for step (see the module docstring)."""
+    if hook is None:
+        return
+    for item in items:
+        if item.immediate:
+            continue
+        has_symbol = 0
+        depth = 0
+        start = -1
+        expansions = 0
+        j = 0
+        while j < len(item.value):
+            c = item.value[j]
+            if c == symbol:
+                has_symbol = 1
+            elif c == "(" and has_symbol == 1:
+                has_symbol, depth, start = 2, 0, j + 1
+            elif has_symbol > 1:
+                if c == "(":
+                    has_symbol += 1
+                    depth += 1
+                elif c == ")":
+                    if depth > 0:
+                        has_symbol += 1
+                        depth -= 1
+                    elif has_symbol <= 2:
+                        has_symbol = 0
+                    else:
+                        key = item.value[start : start + has_symbol - 2]
+                        value = hook(key)
+                        has_symbol = 0
+                        if value is not None:
+                            expansions += 1
+                            if expansions > _MAX_EXPANSIONS or len(item.value) + len(value) > _MAX_VALUE:
+                                problems.append(
+                                    IniProblem(
+                                        item.line,
+                                        EXPANSION_LOOP,
+                                        f"'{item.key}' keeps expanding {symbol}({key}): uWSGI would hang",
+                                    )
+                                )
+                                break
+                            # C strings: a NUL in the hook's result ends the value.
+                            value = value.split("\0", 1)[0]
+                            # the `symbol(` before the key and the `)` after it go too
+                            item.value = item.value[: start - 2] + value + item.value[start + len(key) + 1 :]
+                            j = 1  # `j = 0` then the loop's `j++`: index 0 is never looked at again
+                            continue
+                else:
+                    has_symbol += 1
+            else:
+                has_symbol = 0
+            j += 1
+
+
+def parse_ini(text: str, *, magic: MagicVars | None = None, section: str = "uwsgi") -> IniFile:
+    """Read ``text`` (a whole ini file) the way core/ini.c ``uwsgi_ini_config`` does, section ``section``."""
+    table: Mapping[str, str] = magic.table if magic is not None else {}
+    subbed, origin, problems = _magic_sub(text, table)
+    options: list[IniOption] = []
+    sections: list[str] = []
+    current = ""
+    got_section = False
+    pos = 0
+    while pos < len(subbed):
+        end = subbed.find("\n", pos)
+        end = len(subbed) if end < 0 else end
+        # C string: a NUL ends the line early; the line number is where its first character came from.
+        raw = subbed[pos:end].split("\0", 1)[0]
+        line_no = origin[pos] if pos < len(origin) else (origin[-1] if origin else 1)
+        pos = end + 1
+        stripped = raw.strip(_BLANKS)
+        if not stripped:
+            continue
+        if stripped[0] == "[":
+            current = stripped[1:-1]
+            sections.append(current)
+            continue
+        if stripped[0] in ";#":
+            continue
+        key, eq, value = stripped.partition("=")
+        if current != section:
+            continue
+        got_section = True
+        key = key.rstrip(_BLANKS)
+        value = value.strip(_BLANKS) if eq else ""
+        if not key:
+            problems.append(IniProblem(line_no, EMPTY_KEY, f"line has no option name: '{stripped}'"))
+        if key in _INCLUDES or key.startswith(_LOGIC_PREFIXES):
+            problems.append(
+                IniProblem(
+                    line_no, NOT_FOLLOWED, f"'{key}' is not followed by this reader: values may differ"
+                )
+            )
+        options.append(IniOption(key, value, line_no))
+    if not got_section:
+        problems.append(
+            IniProblem(1, NO_SECTION, f"no option in a [{section}] section: uWSGI would ignore the file")
+        )
+    problems.sort(key=lambda p: p.line)
+    return IniFile(options=options, section=section, sections=sections, problems=problems, magic=magic)

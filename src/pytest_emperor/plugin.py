@@ -1,0 +1,237 @@
+"""The pytest plugin: options, fixtures and hooks. The machinery lives in emperor.py and vassal.py.
+
+One emperor per test session, started on first use; under pytest-xdist each worker has its own (a separate run
+dir and vassal-name suffix), so workers never share or clash on sockets and need no cross-process lock.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Optional
+
+import pytest
+
+from pytest_emperor.binary import find_uwsgi
+from pytest_emperor.emperor import Emperor
+from pytest_emperor.emperor_log import EventKind
+from pytest_emperor.errors import ConfigError, UwsgiNotFound
+from pytest_emperor.vassal import APP_INI, Vassal
+
+SKIP_REASON = "needs a uWSGI emperor: run pytest with --emperor"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register ``--emperor`` and its options; each has an ini/pyproject.toml twin (the command line wins)."""
+    group = parser.getgroup("emperor", "uWSGI emperor (pytest-emperor)")
+    group.addoption("--emperor", action="store_true", help="run tests that need a real uWSGI emperor")
+    group.addoption(
+        "--emperor-app", action="append", default=None, metavar="PATH",
+        help=f"app dir (holding {APP_INI}) or ini file to deploy for app_vassal; repeatable "
+        f"(default: the {APP_INI} nearest above each test, else the rootdir's)",
+    )  # fmt: skip
+    group.addoption("--emperor-uwsgi", metavar="PATH", help="uwsgi binary (default: beside the running Python)")
+    group.addoption("--emperor-timeout", type=float, metavar="SECONDS", help="default wait for a vassal (30)")
+    group.addoption("--emperor-keep", action="store_true", default=None, help="keep the run dir for debugging")
+    group.addoption("--emperor-domain", metavar="DOMAIN", help="vassal hosts are <name>.<DOMAIN> (api.localhost)")
+    parser.addini("emperor_apps", "app dirs or ini files to deploy for app_vassal", type="paths")
+    parser.addini("emperor_uwsgi", "uwsgi binary to run")
+    parser.addini("emperor_timeout", "default wait for a vassal, in seconds", default="30")
+    parser.addini("emperor_keep", "keep the run dir for debugging", type="bool", default=False)
+    parser.addini("emperor_domain", "vassal hosts are <name>.<domain>", default="api.localhost")
+
+
+@dataclass
+class _Settings:
+    """Options resolved from the command line, then the ini file, then the defaults."""
+
+    uwsgi: str | None
+    timeout: float
+    keep: bool
+    domain: str
+    apps: list[Path]
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> _Settings:
+        def pick(option: str, ini: str) -> Any:
+            value = config.getoption(option)
+            return config.getini(ini) if value is None else value
+
+        root = config.rootpath
+        apps = [root / p for p in config.getoption("emperor_app") or []] or list(config.getini("emperor_apps"))
+        return cls(
+            uwsgi=pick("emperor_uwsgi", "emperor_uwsgi") or None,
+            timeout=float(pick("emperor_timeout", "emperor_timeout")),
+            keep=bool(pick("emperor_keep", "emperor_keep")),
+            domain=str(pick("emperor_domain", "emperor_domain")),
+            apps=apps,
+        )
+
+
+@dataclass
+class _Session:
+    """The session's emperor (started on first use) and the app vassals deployed once for it."""
+
+    settings: _Settings
+    rootpath: Path
+    emperor: Emperor | None = None
+    apps: dict[Path, Vassal] = field(default_factory=dict)
+    kept: list[Path] = field(default_factory=list)
+
+    def get_emperor(self) -> Emperor:
+        if self.emperor is None:
+            self.emperor = Emperor(
+                self.settings.uwsgi, domain=self.settings.domain, keep=self.settings.keep,
+                timeout=self.settings.timeout,
+            ).start()  # fmt: skip
+        return self.emperor
+
+    def app_for(self, test_path: Path) -> Path:
+        """The app a test means by ``app_vassal``: the configured one containing it, the nearest
+        ``app.uwsgi.ini`` above it (up to the rootdir), else the first configured app or the rootdir's."""
+        for app in self.settings.apps:
+            app_dir = app if app.is_dir() else app.parent
+            if app_dir in test_path.parents:
+                return app
+        for directory in test_path.parents:
+            if (directory / APP_INI).exists():
+                return directory
+            if directory == self.rootpath:
+                break
+        if self.settings.apps:
+            return self.settings.apps[0]
+        raise ConfigError(
+            f"no app for app_vassal: no {APP_INI} above {test_path} up to the rootdir {self.rootpath}; put one "
+            "there, or pass --emperor-app PATH (or set emperor_apps in the ini file)"
+        )
+
+    def app_vassal(self, app: Path) -> Vassal:
+        key = app.resolve()
+        if key not in self.apps:
+            self.apps[key] = self.get_emperor().deploy(app)
+        return self.apps[key]
+
+    def close(self) -> None:
+        if self.emperor is not None:
+            if self.emperor.keep:
+                self.kept.append(self.emperor.run_dir)
+            self.emperor.stop()
+            self.emperor = None
+
+
+_SESSION = pytest.StashKey[_Session]()
+_USED = pytest.StashKey[list[tuple[Vassal, int, int]]]()  # vassal, its log offset and event number at first use
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Check the uwsgi binary up front (a clear usage error beats a failure in every test) and make SIGTERM
+    unwind the session like Ctrl-C does, so the emperor is stopped either way."""
+    config.addinivalue_line("markers", "emperor: the test needs a running uWSGI emperor (pytest --emperor)")
+    settings = _Settings.from_config(config)
+    config.stash[_SESSION] = _Session(settings, config.rootpath)
+    if not config.getoption("emperor"):
+        return
+    try:
+        find_uwsgi(settings.uwsgi)
+    except UwsgiNotFound as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: Optional[FrameType]) -> None:  # noqa: UP045 (a runtime annotation on 3.9)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the emperor if a fixture teardown did not (an interrupted session)."""
+    session = config.stash.get(_SESSION, None)
+    if session is not None:
+        session.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Say where a kept run dir is."""
+    for path in config.stash[_SESSION].kept:
+        terminalreporter.write_line(f"pytest-emperor: run dir kept at {path}")
+
+
+def _use(request: pytest.FixtureRequest, vassal: Vassal) -> Vassal:
+    """Remember that the current test used ``vassal``, from which point of its log and of the emperor's."""
+    used = request.node.stash.setdefault(_USED, [])
+    try:
+        offset = vassal.log_path.stat().st_size
+    except FileNotFoundError:
+        offset = 0
+    used.append((vassal, offset, vassal.emperor.last_seq))
+    return vassal
+
+
+@pytest.fixture(scope="session")
+def emperor(pytestconfig: pytest.Config) -> Iterator[Emperor]:
+    """The session's running uWSGI emperor: ``vassal_dir``, ``stats()``, ``log_path``, ``deploy()``.
+
+    Skipped unless pytest runs with ``--emperor``. Stopped (every vassal with it) at the end of the session.
+    """
+    if not pytestconfig.getoption("emperor"):
+        pytest.skip(SKIP_REASON)
+    session = pytestconfig.stash[_SESSION]
+    yield session.get_emperor()
+    session.close()
+
+
+@pytest.fixture
+def deploy_app(
+    emperor: Emperor, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Vassal]]:
+    """Factory: ``deploy_app(path, name=None, *, wait=True, timeout=None)`` deploys an app dir or ini file
+    (relative paths are taken from the rootdir) and returns its Vassal, ready unless ``wait=False``. Every
+    vassal it deployed is removed after the test."""
+    deployed: list[Vassal] = []
+
+    def deploy(
+        path: str | os.PathLike[str], name: str | None = None, *, wait: bool = True, timeout: float | None = None
+    ) -> Vassal:
+        vassal = emperor.deploy(request.config.rootpath / path, name, wait=False)
+        deployed.append(_use(request, vassal))
+        if wait:
+            vassal.wait_ready(timeout)
+        return vassal
+
+    yield deploy
+    for vassal in reversed(deployed):
+        vassal.remove()
+
+
+@pytest.fixture
+def app_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Vassal:
+    """The app under test, deployed once per session and kept for the whole session: the ``--emperor-app``
+    containing the test, else the nearest ``app.uwsgi.ini`` above the test file, else the rootdir's.
+
+    Function-scoped only so that it can see which test asks (a monorepo's tests each get their own app); the
+    vassal behind it is the same for every test of that app.
+    """
+    session = request.config.stash[_SESSION]
+    return _use(request, session.app_vassal(session.app_for(Path(request.path))))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test's report gets, for each vassal it used, that vassal's log lines from this test only and
+    the emperor's lines about it (curses, throttling, reloads)."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed:
+        return
+    for vassal, offset, seq in item.stash.get(_USED, []):
+        emperor_lines = [e.line for e in vassal.emperor.events(vassal.id, since=seq) if e.kind is not EventKind.OUTPUT]
+        early = [e.line for e in vassal.emperor.events(vassal.id, since=seq) if e.kind is EventKind.OUTPUT]
+        log = "\n".join(early) + vassal.log_text(offset)
+        report.sections.append((f"vassal {vassal.name} log", log or "(nothing logged during this test)"))
+        if emperor_lines:
+            report.sections.append((f"emperor about {vassal.name}", "\n".join(emperor_lines)))

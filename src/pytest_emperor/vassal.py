@@ -1,0 +1,408 @@
+"""A vassal: one app deployed into an emperor by a symlink, with its state, its log and a client for its socket.
+
+Before the symlink is made, the app's ini is read the way uWSGI will read it through that symlink (inifile.py:
+``%n`` is the vassal's name, ``%p`` the link's path), which predicts the socket the vassal will bind. That is
+what lets a deploy fail early and clearly (socket path too long, a live socket of someone else's) and lets tests
+talk to the vassal without asking it.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_emperor.client import Response, http_request, uwsgi_request
+from pytest_emperor.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError
+from pytest_emperor.inifile import IniFile, MagicVars, parse_ini
+from pytest_emperor.processes import children_of, kill_all, wait_exit
+from pytest_emperor.runs import AF_UNIX_MAX, remove_stale_socket, socket_is_live
+from pytest_emperor.stats import BlacklistEntry
+
+if TYPE_CHECKING:
+    from pytest_emperor.emperor import Emperor
+
+APP_INI = "app.uwsgi.ini"
+
+STOP_GRACE = 3.0
+
+# A vassal name becomes the first DNS label of its host (<name>.api.<domain>) and nginx matches it with
+# ``(?<app>[^.]+)`` against the lower-cased Host, so it must be one lower-case label (RFC 1035 section 2.3.1,
+# with leading digits allowed as RFC 1123 does), at most 63 bytes.
+_ROUTABLE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+# uWSGI options that bind the vassal's main socket, with the protocol spoken on it (core/uwsgi.c options table).
+_SOCKET_OPTIONS = {"socket": "uwsgi", "uwsgi-socket": "uwsgi", "http-socket": "http"}
+
+# Lines of a vassal's output worth showing when it fails; uWSGI's own boilerplate warnings are not.
+_ERROR_LINE = re.compile(
+    r"error|no such file|unable|fail|traceback|exception|\[strict-mode\]|game over|not found|cannot|invalid"
+    r"|denied|permission|refused|no app loaded|unknown|exit|killed|segmentation",
+    re.IGNORECASE,
+)
+_NOISE_LINE = re.compile(r"no internal routing support|running uWSGI as root|use the --uid flag")
+
+
+class VassalState(enum.Enum):
+    """What the emperor is doing with a vassal, as far as its stats and log tell."""
+
+    STARTING = "starting"  # deployed, not accepting yet (or being retried after a curse)
+    READY = "ready"  # accepting requests
+    CURSED = "cursed"  # died or was killed; the emperor will retry it
+    THROTTLED = "throttled"  # blacklisted after repeated deaths and waiting out its throttle
+    STOPPED = "stopped"  # removed
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    """The socket a vassal binds: its address (a unix path, or ``host:port``) and the protocol spoken on it."""
+
+    address: str
+    protocol: str  # "uwsgi" or "http"
+    line: int  # the ini line that sets it
+
+    @property
+    def is_unix(self) -> bool:
+        """True for a unix socket path (uWSGI treats an address with ``:`` as TCP)."""
+        return ":" not in self.address
+
+    def connect_address(self) -> str | tuple[str, int]:
+        """The address in the form the clients take."""
+        if self.is_unix:
+            return self.address
+        host, _, port = self.address.rpartition(":")
+        return (host or "127.0.0.1", int(port))
+
+
+def routable_name(raw: str) -> str:
+    """Turn a directory name into a vassal name that can be routed (``My_App`` -> ``my-app``)."""
+    return re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-") or "app"
+
+
+def resolve_ini(path: Path) -> Path:
+    """The ini file for an app dir or ini path; clear errors for a missing app or a dangling symlink."""
+    if path.is_dir():
+        ini = path / APP_INI
+        if not ini.is_symlink() and not ini.exists():
+            raise ConfigError(f"{path} has no {APP_INI}: an app dir keeps its uWSGI config in {ini}")
+        path = ini
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{path} is a dangling symlink (-> {os.readlink(path)}); point it at an existing file")
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: give an app dir holding {APP_INI}, or an .ini file")
+    if path.suffix != ".ini":
+        raise ConfigError(f"{path}: only .ini vassal configs are supported (the emperor picks the parser by suffix)")
+    return path.absolute()
+
+
+def read_as_deployed(ini: Path, link: Path) -> IniFile:
+    """Read ``ini`` as uWSGI will once it is opened as the symlink ``link`` from the vassal dir."""
+    vassal_dir = link.parent.resolve()
+    magic = MagicVars.for_config(
+        link.name,
+        cwd=str(vassal_dir),
+        is_symlink=True,
+        realpath=str(ini.resolve()),
+        cpu_count=os.cpu_count() or 1,
+    )
+    return parse_ini(ini.read_text(errors="replace"), magic=magic)
+
+
+def at_directive(spec: str, cwd: Path) -> str:
+    """Evaluate an ``@(...)`` the way the vassal will: ``exec://`` runs ``/bin/sh -c`` in the vassal dir and
+    drops exactly one trailing newline (core/io.c); anything else is a file read."""
+    if spec.startswith("exec://"):
+        out = subprocess.run(["/bin/sh", "-c", spec[len("exec://"):]], cwd=cwd, capture_output=True, check=False)
+        text = out.stdout.decode(errors="replace")
+        return text[:-1] if text.endswith(("\n", "\r")) else text
+    return (cwd / spec).read_text(errors="replace")
+
+
+def predict_sockets(ini_file: IniFile, ini: Path, vassal_dir: Path) -> list[SocketSpec]:
+    """Every socket the vassal will bind, in order, fully expanded (the options are repeatable)."""
+    sockets = []
+    for option in ini_file.options:
+        protocol = _SOCKET_OPTIONS.get(option.key)
+        if protocol is None:
+            continue
+        address = ini_file.expand(
+            option.value, env=os.environ, at_resolver=lambda spec: at_directive(spec, vassal_dir)
+        )
+        if protocol == "uwsgi" and (ini_file.get("protocol") or "").strip() == "http":
+            protocol = "http"
+        spec = SocketSpec(address, protocol, option.line)
+        if spec.is_unix:
+            size = len(os.fsencode(address))
+            if size > AF_UNIX_MAX:
+                raise ConfigError(
+                    f"{ini}:{option.line}: socket path {address!r} is {size} bytes, over the AF_UNIX limit of "
+                    f"{AF_UNIX_MAX} (sun_path is 108 bytes with its NUL): use a shorter directory or vassal name"
+                )
+        sockets.append(spec)
+    return sockets
+
+
+def prepare_deployment(emperor: Emperor, path: Path, name: str | None) -> Vassal:
+    """Validate an app for deployment into ``emperor`` and build its (not yet linked) Vassal."""
+    ini = resolve_ini(path)
+    base = name if name is not None else routable_name(ini.parent.name)
+    full = base + (emperor.name_suffix or "")
+    if not _ROUTABLE_NAME.fullmatch(full):
+        raise ConfigError(
+            f"vassal name {full!r} cannot be routed: <name>.{emperor.domain} must be one lower-case DNS label "
+            "(a-z, 0-9, '-', at most 63 characters, no dots); choose another name"
+        )
+    if full in emperor.vassals:
+        raise ConfigError(f"a vassal named {full!r} is already deployed; remove it first or choose another name")
+    link = emperor.vassal_dir / f"{full}.ini"
+    sockets = predict_sockets(read_as_deployed(ini, link), ini, emperor.vassal_dir)
+    for socket in sockets:
+        if socket.is_unix and socket_is_live(socket.address):
+            raise SocketInUse(
+                f"{ini}:{socket.line}: vassal {full!r} would bind {socket.address}, which another live process "
+                "is serving; uWSGI would unlink it and steal it, so nothing was deployed. Stop that process or "
+                "deploy under another name"
+            )
+    return Vassal(emperor, full, ini, link, sockets)
+
+
+class Vassal:
+    """One deployed app. Read ``state``/``pid``; ``request()`` it; ``wait_ready``/``reload``/``remove`` it."""
+
+    def __init__(self, emperor: Emperor, name: str, ini: Path, link: Path, sockets: list[SocketSpec]) -> None:
+        self.emperor = emperor
+        self.name = name
+        self.ini = ini
+        self.symlink = link
+        self.sockets = sockets
+        self.socket = sockets[0] if sockets else None  # the main socket: the first one the ini declares
+        self.log_path = emperor.logs_dir / f"{name}.log"
+        self._since = 0  # event number at deploy (or at the last reload): waits look after it
+        self._deploy_seq = 0
+        self._log_offset = 0
+        self._removed = False
+
+    def __repr__(self) -> str:
+        return f"<Vassal {self.name} {self.socket.address if self.socket else 'no socket'}>"
+
+    # -- identity ---------------------------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The emperor's name for this vassal (its file name)."""
+        return self.symlink.name
+
+    @property
+    def app_dir(self) -> Path:
+        """The directory holding the app's ini."""
+        return self.ini.parent
+
+    @property
+    def socket_path(self) -> str | None:
+        """The unix socket path of the main socket, if it is a unix socket."""
+        return self.socket.address if self.socket is not None and self.socket.is_unix else None
+
+    @property
+    def socket_paths(self) -> list[str]:
+        """Every unix socket path the vassal binds."""
+        return [s.address for s in self.sockets if s.is_unix]
+
+    @property
+    def host(self) -> str:
+        """The Host a router maps to this vassal: ``<name>.<domain>``."""
+        return f"{self.name}.{self.emperor.domain}"
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    def link(self) -> None:
+        """Deploy: create the symlink and ring the emperor's doorbell so it scans now."""
+        self._deploy_seq = self._since = self.emperor.last_seq
+        try:
+            self._log_offset = self.log_path.stat().st_size
+        except FileNotFoundError:
+            self._log_offset = 0
+        os.symlink(self.ini, self.symlink)
+        self._removed = False
+        self.emperor.stats()
+
+    def wait_ready(self, timeout: float | None = None) -> Vassal:
+        """Wait until the emperor reports the vassal accepting and a probe request gets an answer.
+
+        Fails fast with VassalCursed (and the vassal's error lines) if the emperor curses it meanwhile.
+        """
+        timeout = self.emperor.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        event = self._wait({EventKind.READY, EventKind.CURSED}, timeout, f"vassal {self.name} to be ready")
+        if event.kind is EventKind.CURSED:
+            raise VassalCursed(
+                f"vassal {self.name} ({self.ini}) was cursed by the emperor while starting (pid {event.pid})",
+                self.error_lines(),
+            )
+        if self.socket is not None:
+            self._probe(deadline)
+        return self
+
+    def _probe(self, deadline: float) -> None:
+        # Once worker 1 accepts, the listen socket is bound; the probe proves the predicted address is the one
+        # the vassal serves, and its first answered request makes the vassal loyal to the emperor.
+        try:
+            self.request("GET", "/", timeout=max(deadline - time.monotonic(), 0.1))
+        except OSError as exc:
+            raise VassalError(
+                f"vassal {self.name} is accepting per the emperor, but a probe request to {self.socket} "
+                f"failed: {exc}. Is the socket in {self.ini} the one it binds?",
+                self.error_lines(),
+            ) from exc
+
+    def wait_cursed(self, timeout: float | None = None) -> EmperorEvent:
+        """Wait until the emperor curses this vassal (after the last event a wait returned); return that event."""
+        timeout = self.emperor.timeout if timeout is None else timeout
+        return self._wait({EventKind.CURSED}, timeout, f"vassal {self.name} to be cursed")
+
+    def _wait(self, kinds: set[EventKind], timeout: float, what: str) -> EmperorEvent:
+        # Waits consume the emperor's events like a cursor: after wait_cursed(), wait_ready() waits for the
+        # comeback, not for the start-up that preceded the curse.
+        event = self.emperor.wait_event(
+            lambda e: e.vassal == self.id and e.kind in kinds,
+            since=self._since,
+            timeout=timeout,
+            what=what,
+            context=self.error_lines,
+        )
+        self._since = event.seq
+        return event
+
+    def reload(self, timeout: float | None = None) -> Vassal:
+        """Make the emperor reload the vassal, as ``touch --no-dereference`` on the link does, and wait until it
+        is ready again.
+
+        The emperor reloads when the link's mtime is *strictly greater*, in whole seconds, than the one it saw
+        last; rather than wait for the clock, the link's mtime is set one second past it.
+        """
+        seen = self.emperor.stats().vassals.get(self.id)
+        last = seen.last_mod if seen is not None else int(os.lstat(self.symlink).st_mtime)
+        mtime = max(last + 1, int(time.time()))
+        self._since = self.emperor.last_seq
+        os.utime(self.symlink, (mtime, mtime), follow_symlinks=False)
+        self.emperor.stats()
+        timeout = self.emperor.timeout if timeout is None else timeout
+        self._wait({EventKind.RELOADING}, timeout, f"vassal {self.name} to be reloaded")
+        return self.wait_ready(timeout)
+
+    def remove(self, timeout: float | None = None) -> None:
+        """Undeploy: remove the symlink, wait until the emperor has reaped the vassal, and make sure its socket
+        file is gone (removing it if the config has no ``vacuum`` and nobody serves it any more).
+
+        uWSGI 2.0 has a start-up race: a worker stopped before it has installed its signal handlers ignores the
+        emperor's stop, and its master waits for it until the worker gives up 30 s later. A vassal that is not
+        gone within ``STOP_GRACE`` seconds therefore has its leftover workers killed.
+        """
+        if self._removed:
+            return
+        timeout = self.emperor.timeout if timeout is None else timeout
+        since = self.emperor.last_seq
+        running = self.emperor.stats().vassals.get(self.id)
+        self.symlink.unlink(missing_ok=True)
+        if running is not None:
+            self.emperor.stats()
+            if running.pid > 0 and not wait_exit(running.pid, STOP_GRACE):
+                kill_all(children_of(running.pid))
+            self.emperor.wait_event(
+                lambda e: e.vassal == self.id and e.kind is EventKind.REMOVED,
+                since=since,
+                timeout=timeout,
+                what=f"vassal {self.name} to be removed",
+                context=self.error_lines,
+            )
+        for path in self.socket_paths:
+            remove_stale_socket(path)
+        self._removed = True
+        self.emperor.vassals.pop(self.name, None)
+
+    # -- state ------------------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> VassalState:
+        """The vassal's state now, from the emperor's stats and what it logged since the deploy."""
+        if self._removed:
+            return VassalState.STOPPED
+        stats = self.emperor.stats()
+        running = stats.vassals.get(self.id)
+        if running is not None:
+            if running.cursed:
+                return VassalState.CURSED
+            return VassalState.READY if running.accepting else VassalState.STARTING
+        if self.id in stats.blacklist:
+            throttled = any(e.kind is EventKind.THROTTLED for e in self.events())
+            return VassalState.THROTTLED if throttled else VassalState.CURSED
+        return VassalState.STARTING if self.symlink.is_symlink() else VassalState.STOPPED
+
+    @property
+    def pid(self) -> int | None:
+        """The vassal master's pid, while the emperor runs it."""
+        running = self.emperor.stats().vassals.get(self.id)
+        return running.pid if running is not None and running.pid > 0 else None
+
+    @property
+    def blacklist(self) -> BlacklistEntry | None:
+        """The emperor's blacklist entry (attempts, throttle) while the vassal waits out a throttle."""
+        return self.emperor.stats().blacklist.get(self.id)
+
+    @property
+    def curses(self) -> int:
+        """How many times the emperor cursed this vassal since it was deployed."""
+        return sum(1 for e in self.events() if e.kind is EventKind.CURSED)
+
+    def events(self) -> list[EmperorEvent]:
+        """The emperor's events about this vassal since it was deployed."""
+        return self.emperor.events(self.id, since=self._deploy_seq)
+
+    # -- logs -------------------------------------------------------------------------------------------------
+
+    def log_text(self, offset: int | None = None) -> str:
+        """The vassal's own log since its deploy (or from byte ``offset``)."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_offset if offset is None else offset)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def output_lines(self) -> list[str]:
+        """Everything the vassal printed since its deploy: its early output (in the emperor's log) then its log."""
+        early = [e.line for e in self.events() if e.kind is EventKind.OUTPUT]
+        return early + self.log_text().splitlines()
+
+    def error_lines(self, limit: int = 30) -> list[str]:
+        """The lines of the vassal's output that explain a failure (the last ``limit`` lines if none match)."""
+        lines = [line for line in self.output_lines() if not _NOISE_LINE.search(line)]
+        errors = [line for line in lines if _ERROR_LINE.search(line) or line.startswith((" ", "\t"))]
+        return (errors or lines)[-limit:]
+
+    # -- talking to it ----------------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str = "GET",
+        path: str = "/",
+        *,
+        query: str = "",
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        timeout: float = 30.0,
+    ) -> Response:
+        """Send one request straight to the vassal's socket (uwsgi protocol, or HTTP for ``http-socket``)."""
+        if self.socket is None:
+            raise ConfigError(f"{self.ini} declares no socket, http-socket or uwsgi-socket to send requests to")
+        send = uwsgi_request if self.socket.protocol == "uwsgi" else http_request
+        return send(
+            self.socket.connect_address(), method, path,
+            query=query, headers=headers, body=body, host=self.host, timeout=timeout,
+        )  # fmt: skip

@@ -1,0 +1,93 @@
+"""Shared fixtures of the project's own tests: the real uwsgi binary, a live emperor, generated apps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from filelock import FileLock
+
+from pytest_emperor.binary import find_uwsgi
+from pytest_emperor.emperor import Emperor
+from pytest_emperor.errors import UwsgiNotFound
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "example_apps"
+
+HELLO = '''
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello from " + environ["PATH_INFO"].encode()]
+'''
+
+# The seed's production style; `{extra}` adds or overrides lines.
+SEED_INI = """\
+[uwsgi]
+app_root = @(exec://dirname $(realpath %P))
+chdir = %(app_root)
+socket = {socket}
+chmod-socket = 666
+module = app
+processes = 2 # number of cores on machine
+master = true
+vacuum = true
+{extra}
+"""
+
+
+def require_component(name: str, problem: str) -> None:
+    """Skip a test whose real component is missing; in CI (CI=true) fail it instead, as CI must have it."""
+    message = f"{name} is needed: {problem}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def uwsgi_bin() -> Path:
+    """The real uwsgi binary beside the running Python."""
+    try:
+        return find_uwsgi()
+    except UwsgiNotFound as exc:
+        require_component("uwsgi", str(exc))
+        raise
+
+
+@pytest.fixture
+def live_emperor(uwsgi_bin: Path) -> Iterator[Emperor]:
+    """A real emperor of its own for one test, stopped (and checked gone) after it."""
+    with Emperor(uwsgi_bin, timeout=30) as emperor:
+        yield emperor
+    assert not emperor.running
+
+
+@pytest.fixture(scope="session")
+def example_venvs() -> None:
+    """The example apps' virtualenvs, made by the same documented step the README uses (once, xdist-safe)."""
+    with FileLock(str(EXAMPLES / ".make_venvs.lock")):
+        subprocess.run([sys.executable, str(EXAMPLES / "make_venvs.py")], check=True, capture_output=True)
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_app(name, extra_ini="", code=HELLO, socket="/tmp/%n.api.sock")`` writes an app dir
+    (app.uwsgi.ini + app.py) under the test's long tmp path, which also proves that long app paths are fine (only
+    socket paths are limited). ``socket=""`` leaves the socket line out."""
+
+    def make(name: str = "app", extra_ini: str = "", code: str = HELLO, socket: str = "/tmp/%n.api.sock") -> Path:
+        app = tmp_path / name
+        app.mkdir()
+        ini = SEED_INI.format(extra=textwrap.dedent(extra_ini), socket=socket)
+        if not socket:
+            ini = ini.replace("socket = \n", "")
+        (app / "app.uwsgi.ini").write_text(ini)
+        (app / "app.py").write_text(code)
+        return app
+
+    return make

@@ -1,0 +1,208 @@
+"""The engine against a real emperor: deploy, readiness, states, reload, remove, bad input, clean stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from pytest_emperor.emperor import Emperor
+from pytest_emperor.emperor_log import EventKind
+from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalTimeout
+from pytest_emperor.processes import processes_with_marker
+from pytest_emperor.runs import socket_is_live
+from pytest_emperor.vassal import VassalState
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
+
+MakeApp = Callable[..., Path]
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="pe-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.usefixtures("example_venvs")
+@pytest.mark.parametrize(("app", "body"), [
+    ("service1", b"hello from service1\n"),
+    ("service2", b"hello from service2\n"),
+    ("service3", b"hello from service3 at /\n"),
+])  # fmt: skip
+def test_example_apps_serve_through_their_own_unmodified_ini(live_emperor: Emperor, app: str, body: bytes) -> None:
+    ini = EXAMPLES / app / "app.uwsgi.ini"
+    before = (ini.read_bytes(), ini.stat().st_mtime_ns)
+    vassal = live_emperor.deploy(EXAMPLES / app)
+    assert vassal.state is VassalState.READY
+    assert vassal.symlink.is_symlink() and os.readlink(vassal.symlink) == str(ini)
+    # socket = /tmp/%n.api.sock, %n being the deployed (suffixed) name, exactly as uWSGI computed it
+    assert vassal.socket_path == f"/tmp/{vassal.name}.api.sock" and socket_is_live(vassal.socket_path)
+    assert vassal.name == app + live_emperor.name_suffix
+    assert vassal.request("GET", "/").body == body
+    assert vassal.pid is not None and vassal.pid in processes_with_marker(str(live_emperor.run_dir))
+    assert (ini.read_bytes(), ini.stat().st_mtime_ns) == before  # the user's file is never touched
+
+
+def test_seed_idiom_finds_the_app_root_through_the_symlink(live_emperor: Emperor, make_app: MakeApp) -> None:
+    code = "import os\ndef application(e, sr):\n    sr('200 OK', [])\n    return [os.getcwd().encode()]\n"
+    app = make_app("rooted", code=code)
+    vassal = live_emperor.deploy(app, name="service1-beta")
+    assert vassal.request().body == str(app).encode()
+    assert vassal.socket_path == f"/tmp/service1-beta{live_emperor.name_suffix}.api.sock"
+
+
+def test_http_socket_vassal_is_reached_over_http(live_emperor: Emperor, make_app: MakeApp, short_dir: Path) -> None:
+    app = make_app(socket="", extra_ini=f"http-socket = {short_dir}/%n.http.sock")
+    vassal = live_emperor.deploy(app)
+    assert vassal.socket is not None and vassal.socket.protocol == "http"
+    response = vassal.request("GET", "/over-http")
+    assert (response.status, response.body) == (200, b"hello from /over-http")
+
+
+def test_deploy_of_a_broken_config_fails_fast_with_its_error_lines(live_emperor: Emperor) -> None:
+    start = time.monotonic()
+    with pytest.raises(VassalCursed) as info:
+        live_emperor.deploy(EXAMPLES / "broken-config", timeout=60)
+    assert time.monotonic() - start < 10, "a curse must fail the wait at once, not at the timeout"
+    assert "chdir(): No such file or directory" in str(info.value)
+    assert any("chdir()" in line for line in info.value.lines)
+
+
+def test_strict_mode_error_printed_before_logto_is_still_the_reason(live_emperor: Emperor, make_app: MakeApp
+                                                                      ) -> None:  # fmt: skip
+    app = make_app(extra_ini="strict = true\nwsgi-fil = app.py")
+    with pytest.raises(VassalCursed, match=r"\[strict-mode\] unknown config directive: wsgi-fil"):
+        live_emperor.deploy(app)
+
+
+def test_cursed_vassal_is_throttled_then_blacklisted_name_can_be_redeployed(
+    live_emperor: Emperor, make_app: MakeApp
+) -> None:
+    broken = live_emperor.deploy(EXAMPLES / "broken-config", name="phoenix", wait=False)
+    broken.wait_cursed()
+    live_emperor.wait_event(lambda e: e.vassal == broken.id and e.kind is EventKind.THROTTLED, since=0, timeout=30,
+                            what="the throttling line")  # fmt: skip
+    assert broken.curses >= 3
+    assert broken.state in (VassalState.THROTTLED, VassalState.STARTING, VassalState.CURSED)
+    entry = broken.blacklist or live_emperor.stats().blacklist.get(broken.id)
+    broken.remove()
+    assert broken.state is VassalState.STOPPED
+    # The emperor still blacklists the name; a good app deployed under it must start anyway, and at once.
+    assert entry is not None or broken.id in live_emperor.stats().blacklist
+    start = time.monotonic()
+    reborn = live_emperor.deploy(make_app(), name="phoenix", timeout=20)
+    assert reborn.state is VassalState.READY
+    assert time.monotonic() - start < 5
+
+
+def test_reload_really_reloads(live_emperor: Emperor, make_app: MakeApp) -> None:
+    app = make_app(code="def application(e, sr):\n    sr('200 OK', [])\n    return [b'v1']\n")
+    vassal = live_emperor.deploy(app)
+    assert vassal.request().body == b"v1"
+    (app / "app.py").write_text("def application(e, sr):\n    sr('200 OK', [])\n    return [b'v2']\n")
+    vassal.reload()
+    assert vassal.request().body == b"v2"
+    (app / "app.py").write_text("def application(e, sr):\n    sr('200 OK', [])\n    return [b'v3']\n")
+    vassal.reload()  # a second reload within the same second must work too (mtimes are whole seconds)
+    assert vassal.request().body == b"v3"
+    reloads = [e for e in vassal.events() if e.kind is EventKind.RELOADING]
+    assert len(reloads) == 2
+
+
+def test_remove_returns_once_vassal_and_socket_are_gone(live_emperor: Emperor, make_app: MakeApp) -> None:
+    vassal = live_emperor.deploy(make_app())
+    pid, socket_path = vassal.pid, vassal.socket_path
+    assert pid is not None and socket_path is not None
+    vassal.remove()
+    assert vassal.state is VassalState.STOPPED
+    assert not os.path.exists(socket_path)
+    assert pid not in processes_with_marker(str(live_emperor.run_dir))
+    assert vassal.id not in live_emperor.stats().vassals
+
+
+def test_remove_cleans_the_socket_of_a_config_without_vacuum(live_emperor: Emperor, make_app: MakeApp) -> None:
+    app = make_app()
+    ini = app / "app.uwsgi.ini"
+    ini.write_text(ini.read_text().replace("vacuum = true\n", ""))
+    vassal = live_emperor.deploy(app)
+    assert vassal.socket_path is not None
+    vassal.remove()
+    assert not os.path.exists(vassal.socket_path)
+
+
+def test_live_socket_of_someone_else_is_an_error_and_untouched(live_emperor: Emperor, make_app: MakeApp,
+                                                               short_dir: Path) -> None:  # fmt: skip
+    app = make_app(extra_ini=f"socket = {short_dir}/%n.sock")  # a second socket: both are checked
+    path = short_dir / f"app{live_emperor.name_suffix}.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen()
+        with pytest.raises(SocketInUse, match=rf"app.uwsgi.ini:\d+: .*would bind {path}"):
+            live_emperor.deploy(app)
+        assert socket_is_live(path)
+    assert not any(live_emperor.vassal_dir.iterdir())
+
+
+def test_socket_path_over_the_af_unix_limit_is_a_clear_error(live_emperor: Emperor, make_app: MakeApp) -> None:
+    app = make_app(socket="/tmp/" + "d" * 90 + "/%n.api.sock")
+    with pytest.raises(ConfigError, match=r"app.uwsgi.ini:\d+: socket path '/tmp/d+/app-\w+.api.sock' is 1\d\d "
+                                          r"bytes, over the AF_UNIX limit of 107"):  # fmt: skip
+        live_emperor.deploy(app)
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("Upper", "cannot be routed"), ("a.b", "cannot be routed"), ("x" * 64, "cannot be routed"),
+    ("-lead", "cannot be routed"),
+])  # fmt: skip
+def test_unroutable_names_are_refused(live_emperor: Emperor, make_app: MakeApp, name: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        live_emperor.deploy(make_app(), name=name)
+
+
+def test_missing_app_and_dangling_symlink(live_emperor: Emperor, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"has no app\.uwsgi\.ini"):
+        live_emperor.deploy(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        live_emperor.deploy(tmp_path / "nowhere")
+    dangling = tmp_path / "app.uwsgi.ini"
+    dangling.symlink_to(tmp_path / "gone.ini")
+    with pytest.raises(ConfigError, match="dangling symlink"):
+        live_emperor.deploy(tmp_path)
+
+
+def test_wait_ready_timeout_says_what_was_awaited(live_emperor: Emperor, make_app: MakeApp) -> None:
+    code = "import threading\nthreading.Event().wait()\n"  # the app never finishes importing
+    vassal = live_emperor.deploy(make_app(code=code), wait=False)
+    with pytest.raises(VassalTimeout, match=r"timed out after 1.5s waiting for vassal app-\w+ to be ready"):
+        vassal.wait_ready(timeout=1.5)
+
+
+def test_stop_leaves_nothing(uwsgi_bin: Path, make_app: MakeApp) -> None:
+    with Emperor(uwsgi_bin) as emperor:
+        vassals = [emperor.deploy(make_app(f"app{i}")) for i in range(2)]
+        run_dir, sockets = emperor.run_dir, [v.socket_path for v in vassals]
+        stats_path = emperor.stats_path
+    assert processes_with_marker(str(run_dir)) == []
+    assert not run_dir.exists() and not stats_path.exists()
+    assert not any(os.path.exists(s) for s in sockets if s)
+
+
+def test_keep_keeps_the_run_dir_with_its_logs(uwsgi_bin: Path, make_app: MakeApp) -> None:
+    with Emperor(uwsgi_bin, keep=True) as emperor:
+        vassal = emperor.deploy(make_app())
+        vassal.request("GET", "/kept")
+    try:
+        assert "GET /kept" in vassal.log_path.read_text()
+        assert "has been spawned" in emperor.log_path.read_text()
+        assert processes_with_marker(str(emperor.run_dir)) == []
+    finally:
+        shutil.rmtree(emperor.run_dir)
