@@ -1,5 +1,5 @@
 # The two set-up commands of the README, and the steps they share. Each target installs what it needs first.
-#   make run    the main job on the bundled example_apps/
+#   make run    the main job on the bundled example_apps/: emperor-dev up
 #   make test   lint, type check and the test suite (what CI runs)
 
 PYTHON ?= python3
@@ -19,8 +19,9 @@ $(BIN)/.installed: pyproject.toml
 venvs: $(BIN)/.installed
 	$(BIN)/python example_apps/make_venvs.py
 
+# Every example app under a real emperor behind the router at http://<app>.api.localhost:8080/ (Ctrl-C stops all).
 run: venvs
-	$(BIN)/pytest --emperor example_apps -v -p no:cacheprovider
+	cd example_apps && ../$(BIN)/emperor-dev up
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks example_apps

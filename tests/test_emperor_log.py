@@ -75,3 +75,19 @@ def test_early_vassal_output_is_attributed_to_the_vassal_that_announced_itself()
         (EventKind.OUTPUT, "other.ini", "other speaking"),
     ]
     assert [e.seq for e in events] == [1, 2, 3, 4]
+
+
+def test_removal_without_curse_or_stop_is_a_death() -> None:
+    parser = EmperorLogParser()
+    lines = [
+        "[emperor] vassal a.ini is ready to accept requests",
+        "[emperor] removed uwsgi instance a.ini",  # died and reaped before its EOF was read
+        "[emperor] curse the uwsgi instance a.ini (pid: 5)",
+        "[emperor] removed uwsgi instance a.ini",  # the usual curse, then removal
+        "[emperor] stop the uwsgi instance a.ini",
+        "[emperor] removed uwsgi instance a.ini",  # stopped on purpose
+    ]
+    events = [e for e in map(parser.feed, lines) if e is not None]
+    assert [e.kind for e in events] == [EventKind.READY, EventKind.REMOVED, EventKind.CURSED, EventKind.REMOVED,
+                                        EventKind.STOPPING, EventKind.REMOVED]  # fmt: skip
+    assert [e.is_death for e in events] == [False, True, True, False, False, False]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import requests
 
 from pytest_emperor.emperor import Emperor
 from pytest_emperor.emperor_log import EventKind
@@ -200,9 +201,24 @@ def test_keep_keeps_the_run_dir_with_its_logs(uwsgi_bin: Path, make_app: MakeApp
     with Emperor(uwsgi_bin, keep=True) as emperor:
         vassal = emperor.deploy(make_app())
         vassal.request("GET", "/kept")
+        vassal.sync_log()
     try:
-        assert "GET /kept" in vassal.log_path.read_text()
+        log = vassal.log_path.read_text()
+        assert "GET /kept" in log, log
         assert "has been spawned" in emperor.log_path.read_text()
         assert processes_with_marker(str(emperor.run_dir)) == []
     finally:
         shutil.rmtree(emperor.run_dir)
+
+
+def test_vassal_is_reached_through_the_router_with_its_host(live_emperor: Emperor, make_app: MakeApp) -> None:
+    vassal = live_emperor.deploy(make_app(), name="routed")
+    assert vassal.host == f"routed{live_emperor.name_suffix}.api.localhost"
+    response = vassal.http.get("/through/the/router")
+    assert (response.status_code, response.content) == (200, b"hello from /through/the/router")
+    host, port = live_emperor.router.tcp_address
+    assert vassal.url == f"http://{vassal.host}:{port}/"
+    by_tcp = requests.get(f"http://{host}:{port}/x", headers={"Host": vassal.host}, timeout=10)
+    assert by_tcp.content == b"hello from /x"
+    unknown = requests.get(f"http://{host}:{port}/", headers={"Host": "nobody.api.localhost"}, timeout=10)
+    assert unknown.status_code == 502

@@ -14,6 +14,7 @@ from pytest_emperor.errors import (
     VassalError,
     VassalTimeout,
 )
+from pytest_emperor.isolation import IsolationError, IsolationReport
 from pytest_emperor.vassal import Vassal, VassalState
 
 __version__ = "0.1.0"
@@ -22,6 +23,8 @@ __all__ = [
     "ConfigError",
     "Emperor",
     "EmperorError",
+    "IsolationError",
+    "IsolationReport",
     "Response",
     "SocketInUse",
     "UwsgiNotFound",

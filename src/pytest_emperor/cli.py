@@ -20,3 +20,18 @@ def main() -> None:
     Examples:
       emperor-dev --version
     """
+
+from pytest_emperor.dev.cli import add, down, logs, reload, request, rm, status, up  # noqa: E402
+
+main.add_command(up)
+main.add_command(status)
+main.add_command(logs)
+main.add_command(add)
+main.add_command(rm)
+main.add_command(reload)
+main.add_command(down)
+main.add_command(request)
+
+from pytest_emperor.check.cli import check  # noqa: E402
+
+main.add_command(check)

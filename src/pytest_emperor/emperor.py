@@ -21,11 +21,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from pytest_emperor.binary import find_uwsgi
 from pytest_emperor.emperor_log import EmperorEvent, EmperorLogParser, EventKind
 from pytest_emperor.errors import EmperorError, VassalTimeout
+from pytest_emperor.isolation import Isolation, direct, through_router
 from pytest_emperor.processes import MARKER_ENV, die_with_parent, kill_all, processes_with_marker, wait_exit
+from pytest_emperor.router import RouteMap, Router, start_router
 from pytest_emperor.runs import RunDir, remove_stale_socket
 from pytest_emperor.stats import EmperorStats, read_stats
 from pytest_emperor.vassal import Vassal, prepare_deployment
@@ -54,6 +57,9 @@ class Emperor:
     ``name_suffix`` is appended to every vassal name, and so (through ``%n``) to socket paths like
     ``/tmp/%n.api.sock``: by default ``-<run tag>``, unique per run, so that concurrent runs and xdist workers
     never bind the same path. Pass ``""`` to deploy under the apps' own names, as production does.
+
+    ``route_map`` (default: ``<app>.<domain>`` -> ``/tmp/<app>.api.sock``) is the nginx-style routing; the
+    ``router`` (``"builtin"`` or ``"nginx"``) serving it is started on first use of ``emperor.router``.
     """
 
     def __init__(
@@ -62,13 +68,19 @@ class Emperor:
         *,
         name_suffix: str | None = None,
         domain: str = "api.localhost",
+        route_map: RouteMap | None = None,
+        router: str = "builtin",
+        router_options: dict[str, Any] | None = None,
         runs_root: Path | None = None,
         keep: bool = False,
         timeout: float = 30.0,
     ) -> None:
         self.uwsgi = find_uwsgi(uwsgi)
         self.name_suffix = name_suffix
-        self.domain = domain
+        self.route_map = route_map or RouteMap.for_domain(domain)
+        self.router_kind = router
+        self.router_options = router_options or {}
+        self._router: Router | None = None
         self.keep = keep
         self.timeout = timeout
         self.vassals: dict[str, Vassal] = {}
@@ -180,6 +192,9 @@ class Emperor:
         if self._run is None:
             return
         try:
+            if self._router is not None:
+                self._router.stop()
+                self._router = None
             if self._proc is not None:
                 if self._proc.poll() is None:
                     self._proc.send_signal(signal.SIGINT)
@@ -195,6 +210,17 @@ class Emperor:
         finally:
             self._run.close(keep=self.keep)
             self._run = None
+
+    @property
+    def router(self) -> Router:
+        """The router in front of the vassals (started on first use): ``tcp_address``, ``unix_path``,
+        ``url_for(name)``, ``session_for(name)``."""
+        if self._router is None:
+            self._router = start_router(
+                self.router_kind, self.route_map, self.run_dir,
+                env={MARKER_ENV: self._run_or_fail().marker}, timeout=self.timeout, **self.router_options,
+            )  # fmt: skip
+        return self._router
 
     @property
     def running(self) -> bool:
@@ -295,8 +321,6 @@ class Emperor:
         probe request answered); raise VassalCursed with its error lines if the emperor curses it first.
         """
         vassal = prepare_deployment(self, Path(path), name)
-        if vassal.id in self.stats().blacklist:
-            self.clear_blacklist()
         for socket_path in vassal.socket_paths:
             self._run_or_fail().record_socket(socket_path)
         self.vassals[vassal.name] = vassal
@@ -304,6 +328,12 @@ class Emperor:
         if wait:
             vassal.wait_ready(timeout)
         return vassal
+
+    def isolation(self, *healthy: Vassal, p99_budget: float = 0.5, via: str = "direct") -> Isolation:
+        """``with emperor.isolation(*healthy) as report:``: steady traffic to ``healthy`` for the whole block,
+        which fails on exit unless none of them noticed what the block did (see isolation.py). ``via`` is
+        ``"direct"`` (to the sockets) or ``"router"``."""
+        return Isolation(self, healthy, p99_budget=p99_budget, send=through_router if via == "router" else direct)
 
     def _run_or_fail(self) -> RunDir:
         if self._run is None:

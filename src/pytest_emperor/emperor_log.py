@@ -45,6 +45,12 @@ class EmperorEvent:
     vassal: str | None
     line: str
     pid: int | None = None
+    died: bool = False  # a removal that nobody asked for: see EmperorLogParser.feed
+
+    @property
+    def is_death(self) -> bool:
+        """True for a curse, and for a removal the emperor logged without cursing first (the vassal died)."""
+        return self.kind is EventKind.CURSED or self.died
 
 
 # The verbose log lines of core/emperor.c (uWSGI 2.0), without their ``ctime - `` prefix.
@@ -64,6 +70,7 @@ _PATTERNS: list[tuple[EventKind, re.Pattern[str]]] = [
     (EventKind.BURIED, re.compile(r"The Emperor is buried\.")),
     (EventKind.STATS_READY, re.compile(r"^\*\*\* Emperor stats server enabled on ")),
 ]
+_ENDINGS = {EventKind.CURSED, EventKind.STOPPING}
 _ANNOUNCE = re.compile(r"^\[uWSGI\] getting INI configuration from (?P<file>\S+)$")
 _VASSAL_START = "*** has_emperor mode detected"
 
@@ -74,10 +81,13 @@ class EmperorLogParser:
     def __init__(self) -> None:
         self.seq = 0
         self._speaker: str | None = None
+        self._last: dict[str, EventKind] = {}  # the last event kind per vassal
 
-    def _event(self, kind: EventKind, vassal: str | None, line: str, pid: int | None = None) -> EmperorEvent:
+    def _event(
+        self, kind: EventKind, vassal: str | None, line: str, pid: int | None = None, died: bool = False
+    ) -> EmperorEvent:
         self.seq += 1
-        return EmperorEvent(self.seq, kind, vassal, line, pid)
+        return EmperorEvent(self.seq, kind, vassal, line, pid, died)
 
     def feed(self, line: str) -> EmperorEvent | None:
         """Parse one line (without its newline); return its event, or None for the emperor's own chatter."""
@@ -87,7 +97,14 @@ class EmperorLogParser:
                 if match:
                     vassal = match.groupdict().get("v")
                     pid = match.groupdict().get("pid")
-                    return self._event(kind, vassal, line, int(pid) if pid else None)
+                    died = False
+                    if vassal is not None:
+                        # A vassal that dies and is reaped before the emperor reads its pipe's EOF is logged
+                        # only as "removed", without the curse line; unless it was being stopped, that removal
+                        # is a death as much as a curse is.
+                        died = kind is EventKind.REMOVED and self._last.get(vassal) not in _ENDINGS
+                        self._last[vassal] = kind
+                    return self._event(kind, vassal, line, int(pid) if pid else None, died)
             return None
         if line.startswith(_VASSAL_START):
             self._speaker = None  # a new vassal process starts; it names itself on its next line

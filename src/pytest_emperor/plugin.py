@@ -21,9 +21,13 @@ from pytest_emperor.binary import find_uwsgi
 from pytest_emperor.emperor import Emperor
 from pytest_emperor.emperor_log import EventKind
 from pytest_emperor.errors import ConfigError, UwsgiNotFound
+from pytest_emperor.faults import deploy_broken
+from pytest_emperor.isolation import Isolation, IsolationReport
+from pytest_emperor.router import RouteMap
 from pytest_emperor.vassal import APP_INI, Vassal
 
 SKIP_REASON = "needs a uWSGI emperor: run pytest with --emperor"
+REPORT_LINES = 200  # per vassal in a failing test's report; steady traffic can log thousands
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,11 +43,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--emperor-timeout", type=float, metavar="SECONDS", help="default wait for a vassal (30)")
     group.addoption("--emperor-keep", action="store_true", default=None, help="keep the run dir for debugging")
     group.addoption("--emperor-domain", metavar="DOMAIN", help="vassal hosts are <name>.<DOMAIN> (api.localhost)")
+    group.addoption(
+        "--emperor-router", choices=("builtin", "nginx"), default=None,
+        help="router in front of the vassals: built-in (default) or a private real nginx (apt-get install nginx-light)",
+    )  # fmt: skip
+    group.addoption(
+        "--emperor-server-name", metavar="REGEX",
+        help=r"nginx server_name regex with a named group app, e.g. '~^(?<app>[^.]+)\.api\.mycompany\.com$' "
+        "(default: from --emperor-domain)",
+    )  # fmt: skip
+    group.addoption(
+        "--emperor-socket-template", metavar="PATH",
+        help="socket of an app, as in uwsgi_pass unix:/tmp/$app.api.sock (default: /tmp/$app.api.sock)",
+    )  # fmt: skip
+    group.addoption(
+        "--emperor-host-template", metavar="HOST",
+        help="Host for an app when the server_name regex does not give one, e.g. $app.api.mycompany.com",
+    )  # fmt: skip
+    group.addoption("--emperor-max-body-size", type=int, metavar="BYTES", help="client_max_body_size (1048576)")
+    group.addoption("--emperor-upstream-timeout", type=float, metavar="SECONDS", help="uwsgi_read_timeout (60)")
     parser.addini("emperor_apps", "app dirs or ini files to deploy for app_vassal", type="paths")
     parser.addini("emperor_uwsgi", "uwsgi binary to run")
     parser.addini("emperor_timeout", "default wait for a vassal, in seconds", default="30")
     parser.addini("emperor_keep", "keep the run dir for debugging", type="bool", default=False)
     parser.addini("emperor_domain", "vassal hosts are <name>.<domain>", default="api.localhost")
+    parser.addini("emperor_router", "builtin or nginx", default="builtin")
+    parser.addini("emperor_server_name", "nginx server_name regex with a named group app", default="")
+    parser.addini("emperor_socket_template", "socket of an app, e.g. /tmp/$app.api.sock", default="/tmp/$app.api.sock")
+    parser.addini("emperor_host_template", "Host for an app, e.g. $app.api.mycompany.com", default="")
+    parser.addini("emperor_max_body_size", "client_max_body_size in bytes", default="1048576")
+    parser.addini("emperor_upstream_timeout", "uwsgi_read_timeout in seconds", default="60")
 
 
 @dataclass
@@ -53,8 +82,10 @@ class _Settings:
     uwsgi: str | None
     timeout: float
     keep: bool
-    domain: str
     apps: list[Path]
+    router: str
+    route_map: RouteMap
+    router_options: dict[str, Any]
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> _Settings:
@@ -64,12 +95,31 @@ class _Settings:
 
         root = config.rootpath
         apps = [root / p for p in config.getoption("emperor_app") or []] or list(config.getini("emperor_apps"))
+        domain = str(pick("emperor_domain", "emperor_domain"))
+        server_name = str(pick("emperor_server_name", "emperor_server_name"))
+        try:
+            route_map = (
+                RouteMap(
+                    server_name,
+                    str(pick("emperor_socket_template", "emperor_socket_template")),
+                    str(pick("emperor_host_template", "emperor_host_template")),
+                )
+                if server_name
+                else RouteMap.for_domain(domain)
+            )
+        except ValueError as exc:
+            raise pytest.UsageError(f"pytest-emperor routing: {exc}") from exc
         return cls(
             uwsgi=pick("emperor_uwsgi", "emperor_uwsgi") or None,
             timeout=float(pick("emperor_timeout", "emperor_timeout")),
             keep=bool(pick("emperor_keep", "emperor_keep")),
-            domain=str(pick("emperor_domain", "emperor_domain")),
             apps=apps,
+            router=str(pick("emperor_router", "emperor_router")),
+            route_map=route_map,
+            router_options={
+                "max_body_size": int(pick("emperor_max_body_size", "emperor_max_body_size")),
+                "upstream_timeout": float(pick("emperor_upstream_timeout", "emperor_upstream_timeout")),
+            },
         )
 
 
@@ -86,8 +136,8 @@ class _Session:
     def get_emperor(self) -> Emperor:
         if self.emperor is None:
             self.emperor = Emperor(
-                self.settings.uwsgi, domain=self.settings.domain, keep=self.settings.keep,
-                timeout=self.settings.timeout,
+                self.settings.uwsgi, route_map=self.settings.route_map, router=self.settings.router,
+                router_options=self.settings.router_options, keep=self.settings.keep, timeout=self.settings.timeout,
             ).start()  # fmt: skip
         return self.emperor
 
@@ -164,6 +214,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 def _use(request: pytest.FixtureRequest, vassal: Vassal) -> Vassal:
     """Remember that the current test used ``vassal``, from which point of its log and of the emperor's."""
     used = request.node.stash.setdefault(_USED, [])
+    vassal.sync_log()  # the previous test's request lines belong before this test's offset
     try:
         offset = vassal.log_path.stat().st_size
     except FileNotFoundError:
@@ -220,6 +271,40 @@ def app_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Vassal:
     return _use(request, session.app_vassal(session.app_for(Path(request.path))))
 
 
+@pytest.fixture
+def cursed_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., Vassal]]:
+    """Factory: ``cursed_vassal(kind, name=None, *, need_app=False, timeout=None)`` deploys a known-broken
+    vassal next to the apps under test and returns it once it reached the state its kind leads to: ``bad-config``
+    (throttled), ``import-error`` (serving 500s; with ``need_app=True``: throttled), ``crash-loop`` (cursed
+    twice), ``hang`` (never ready), ``worker-crash`` (a worker died and was respawned). Removed after the test."""
+    deployed: list[Vassal] = []
+
+    def deploy(kind: str, name: str | None = None, *, need_app: bool = False, timeout: float | None = None) -> Vassal:
+        vassal = deploy_broken(emperor, kind, name, need_app=need_app, timeout=timeout)
+        deployed.append(_use(request, vassal))
+        return vassal
+
+    yield deploy
+    for vassal in reversed(deployed):
+        vassal.remove()
+
+
+@pytest.fixture
+def isolation(emperor: Emperor) -> Iterator[Callable[..., IsolationReport]]:
+    """The fixture form of ``emperor.isolation``: ``isolation(*healthy, p99_budget=0.5, via="direct")`` starts
+    steady traffic to ``healthy`` now; when the test ends it fails unless none of them noticed anything."""
+    guards: list[Isolation] = []
+
+    def watch(*healthy: Vassal, p99_budget: float = 0.5, via: str = "direct") -> IsolationReport:
+        guard = emperor.isolation(*healthy, p99_budget=p99_budget, via=via)
+        guards.append(guard)
+        return guard.__enter__()
+
+    yield watch
+    for guard in guards:
+        guard.__exit__(None, None, None)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """A failing test's report gets, for each vassal it used, that vassal's log lines from this test only and
@@ -229,9 +314,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if not report.failed:
         return
     for vassal, offset, seq in item.stash.get(_USED, []):
-        emperor_lines = [e.line for e in vassal.emperor.events(vassal.id, since=seq) if e.kind is not EventKind.OUTPUT]
-        early = [e.line for e in vassal.emperor.events(vassal.id, since=seq) if e.kind is EventKind.OUTPUT]
-        log = "\n".join(early) + vassal.log_text(offset)
-        report.sections.append((f"vassal {vassal.name} log", log or "(nothing logged during this test)"))
+        vassal.sync_log()
+        events = vassal.emperor.events(vassal.id, since=seq)
+        emperor_lines = [e.line for e in events if e.kind is not EventKind.OUTPUT]
+        lines = [e.line for e in events if e.kind is EventKind.OUTPUT] + vassal.log_text(offset).splitlines()
+        if len(lines) > REPORT_LINES:
+            omitted = len(lines) - REPORT_LINES
+            lines = [f"({omitted} earlier lines omitted; the whole log is {vassal.log_path})", *lines[-REPORT_LINES:]]
+        report.sections.append((f"vassal {vassal.name} log", "\n".join(lines) or "(nothing logged during this test)"))
         if emperor_lines:
-            report.sections.append((f"emperor about {vassal.name}", "\n".join(emperor_lines)))
+            report.sections.append((f"emperor about {vassal.name}", "\n".join(emperor_lines[-REPORT_LINES:])))

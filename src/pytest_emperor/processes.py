@@ -57,6 +57,24 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def is_sleeping(pid: int) -> bool:
+    """True if ``pid`` is blocked in the kernel (state S or D), i.e. not running Python code right now."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"S", b"D")
+    except OSError:
+        return False
+
+
+def command_line(pid: int) -> bytes:
+    """The raw ``/proc/<pid>/cmdline`` of a process (empty if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def wait_exit(pid: int, timeout: float) -> bool:
     """Wait until ``pid`` is gone (exited; not reaped, which is its parent's job); True if it did in time.
 

@@ -11,18 +11,21 @@ from __future__ import annotations
 import enum
 import os
 import re
+import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import requests
+
 from pytest_emperor.client import Response, http_request, uwsgi_request
 from pytest_emperor.emperor_log import EmperorEvent, EventKind
-from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError
+from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
 from pytest_emperor.inifile import IniFile, MagicVars, parse_ini
-from pytest_emperor.processes import children_of, kill_all, wait_exit
+from pytest_emperor.processes import children_of, command_line, is_sleeping, kill_all, wait_exit
 from pytest_emperor.runs import AF_UNIX_MAX, remove_stale_socket, socket_is_live
 from pytest_emperor.stats import BlacklistEntry
 
@@ -32,6 +35,10 @@ if TYPE_CHECKING:
 APP_INI = "app.uwsgi.ini"
 
 STOP_GRACE = 3.0
+# How long wait_ready() lets the other workers finish starting after worker 1 accepts (see _settle).
+SETTLE_LIMIT = 2.0
+# How long reload() waits for the vassal to come back before it kills workers stuck in a graceful reload.
+RELOAD_GRACE = 5.0
 
 # A vassal name becomes the first DNS label of its host (<name>.api.<domain>) and nginx matches it with
 # ``(?<app>[^.]+)`` against the lower-cased Host, so it must be one lower-case label (RFC 1035 section 2.3.1,
@@ -44,10 +51,17 @@ _SOCKET_OPTIONS = {"socket": "uwsgi", "uwsgi-socket": "uwsgi", "http-socket": "h
 # Lines of a vassal's output worth showing when it fails; uWSGI's own boilerplate warnings are not.
 _ERROR_LINE = re.compile(
     r"error|no such file|unable|fail|traceback|exception|\[strict-mode\]|game over|not found|cannot|invalid"
-    r"|denied|permission|refused|no app loaded|unknown|exit|killed|segmentation",
+    r"|denied|permission|refused|no app loaded|unknown|exit|killed|segmentation|damn|died",
     re.IGNORECASE,
 )
-_NOISE_LINE = re.compile(r"no internal routing support|running uWSGI as root|use the --uid flag")
+# uWSGI's default request log line: "[pid: 123|app: 0|req: 5/17] ..." where 17 counts the vassal's requests.
+_REQUEST_LINE = re.compile(rb"^\[pid: \d+\|app: -?\d+\|req: \d+/(\d+)\]", re.MULTILINE)
+# How long sync_log() waits for request lines, and gives up for good if none ever came (logging disabled).
+LOG_SYNC_LIMIT = 1.0
+
+_NOISE_LINE = re.compile(
+    r"no internal routing support|running uWSGI as root|use the --uid flag|^subprocess \d+ exited with code 0$"
+)
 
 
 class VassalState(enum.Enum):
@@ -154,10 +168,12 @@ def prepare_deployment(emperor: Emperor, path: Path, name: str | None) -> Vassal
     ini = resolve_ini(path)
     base = name if name is not None else routable_name(ini.parent.name)
     full = base + (emperor.name_suffix or "")
-    if not _ROUTABLE_NAME.fullmatch(full):
+    host = emperor.route_map.host_for(full)
+    if not _ROUTABLE_NAME.fullmatch(full) or emperor.route_map.match(host) != full:
         raise ConfigError(
-            f"vassal name {full!r} cannot be routed: <name>.{emperor.domain} must be one lower-case DNS label "
-            "(a-z, 0-9, '-', at most 63 characters, no dots); choose another name"
+            f"vassal name {full!r} cannot be routed: in {host!r} it must be one lower-case DNS label "
+            f"(a-z, 0-9, '-', at most 63 characters, no dots) that {emperor.route_map.nginx_server_name} captures "
+            "as app; choose another name"
         )
     if full in emperor.vassals:
         raise ConfigError(f"a vassal named {full!r} is already deployed; remove it first or choose another name")
@@ -185,9 +201,14 @@ class Vassal:
         self.socket = sockets[0] if sockets else None  # the main socket: the first one the ini declares
         self.log_path = emperor.logs_dir / f"{name}.log"
         self._since = 0  # event number at deploy (or at the last reload): waits look after it
+        self._answered = 0  # requests this object sent that got a response
+        self._logged = 0  # the highest request count seen in the vassal's request log lines
+        self._log_scanned = 0  # how far the log was scanned for them
+        self._request_logging = True
+        self._http: requests.Session | None = None
         self._deploy_seq = 0
         self._log_offset = 0
-        self._removed = False
+        self._stopped = True  # until link()
 
     def __repr__(self) -> str:
         return f"<Vassal {self.name} {self.socket.address if self.socket else 'no socket'}>"
@@ -216,38 +237,70 @@ class Vassal:
 
     @property
     def host(self) -> str:
-        """The Host a router maps to this vassal: ``<name>.<domain>``."""
-        return f"{self.name}.{self.emperor.domain}"
+        """The Host the router maps to this vassal (``<name>.api.localhost`` by default)."""
+        return self.emperor.route_map.host_for(self.name)
+
+    @property
+    def url(self) -> str:
+        """The vassal's URL through the router, for a browser or curl (starts the router if needed)."""
+        return self.emperor.router.url_for(self.name)
+
+    @property
+    def http(self) -> requests.Session:
+        """A ``requests.Session`` whose relative URLs (``vassal.http.get("/x")``) go through the router with this
+        vassal's Host, over the router's unix socket (starts the router if needed)."""
+        if self._http is None:
+            self._http = self.emperor.router.session_for(self.name)
+        return self._http
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
     def link(self) -> None:
-        """Deploy: create the symlink and ring the emperor's doorbell so it scans now."""
+        """Deploy: create the symlink and ring the emperor's doorbell so it scans now.
+
+        A name the emperor blacklisted (its vassal died without ever serving a request) would be skipped
+        silently until its throttle expires, so the blacklist is cleared first.
+        """
+        if self.id in self.emperor.stats().blacklist:
+            self.emperor.clear_blacklist()
         self._deploy_seq = self._since = self.emperor.last_seq
         try:
             self._log_offset = self.log_path.stat().st_size
         except FileNotFoundError:
             self._log_offset = 0
         os.symlink(self.ini, self.symlink)
-        self._removed = False
+        self._stopped = False
         self.emperor.stats()
 
     def wait_ready(self, timeout: float | None = None) -> Vassal:
         """Wait until the emperor reports the vassal accepting and a probe request gets an answer.
 
-        Fails fast with VassalCursed (and the vassal's error lines) if the emperor curses it meanwhile.
+        Fails fast with VassalCursed (and the vassal's error lines) if the vassal dies meanwhile.
         """
         timeout = self.emperor.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        event = self._wait({EventKind.READY, EventKind.CURSED}, timeout, f"vassal {self.name} to be ready")
-        if event.kind is EventKind.CURSED:
+        event = self._wait_for(lambda e: e.kind is EventKind.READY or e.is_death, timeout, "to be ready")
+        if event.is_death:
             raise VassalCursed(
-                f"vassal {self.name} ({self.ini}) was cursed by the emperor while starting (pid {event.pid})",
+                f"vassal {self.name} ({self.ini}) was cursed by the emperor while starting"
+                + (f" (pid {event.pid})" if event.pid else ""),
                 self.error_lines(),
             )
         if self.socket is not None:
             self._probe(deadline)
+        self._settle(min(deadline, time.monotonic() + SETTLE_LIMIT))
         return self
+
+    def _settle(self, deadline: float) -> None:
+        # The emperor hears "accepting" from worker 1 only. A worker still starting has not installed its
+        # signal handlers, and uWSGI 2.0 then ignores a reload or stop sent to it: the master waits up to its
+        # 60 s worker mercy. So readiness also waits (briefly, bounded) until every worker sits blocked in the
+        # kernel, twice in a row: what a worker waiting for requests does. No event exists for it: polled.
+        quiet = 0
+        while quiet < 2 and time.monotonic() < deadline:
+            workers = self.workers
+            quiet = quiet + 1 if workers and all(is_sleeping(pid) for pid in workers) else 0
+            time.sleep(0.002)
 
     def _probe(self, deadline: float) -> None:
         # Once worker 1 accepts, the listen socket is bound; the probe proves the predicted address is the one
@@ -262,18 +315,26 @@ class Vassal:
             ) from exc
 
     def wait_cursed(self, timeout: float | None = None) -> EmperorEvent:
-        """Wait until the emperor curses this vassal (after the last event a wait returned); return that event."""
+        """Wait until the vassal dies (the emperor curses it, or reaps it unasked); return that event."""
         timeout = self.emperor.timeout if timeout is None else timeout
-        return self._wait({EventKind.CURSED}, timeout, f"vassal {self.name} to be cursed")
+        return self._wait_for(lambda e: e.is_death, timeout, "to be cursed")
 
-    def _wait(self, kinds: set[EventKind], timeout: float, what: str) -> EmperorEvent:
+    def wait_event(self, kinds: set[EventKind], timeout: float | None = None) -> EmperorEvent:
+        """Wait for the next emperor event of one of ``kinds`` about this vassal."""
+        timeout = self.emperor.timeout if timeout is None else timeout
+        names = "/".join(sorted(k.value for k in kinds))
+        return self._wait_for(lambda e: e.kind in kinds, timeout, f"to be {names}")
+
+    def _wait_for(
+        self, match: Callable[[EmperorEvent], bool], timeout: float, what: str, since: int | None = None
+    ) -> EmperorEvent:
         # Waits consume the emperor's events like a cursor: after wait_cursed(), wait_ready() waits for the
         # comeback, not for the start-up that preceded the curse.
         event = self.emperor.wait_event(
-            lambda e: e.vassal == self.id and e.kind in kinds,
-            since=self._since,
+            lambda e: e.vassal == self.id and match(e),
+            since=self._since if since is None else since,
             timeout=timeout,
-            what=what,
+            what=f"vassal {self.name} {what}",
             context=self.error_lines,
         )
         self._since = event.seq
@@ -293,19 +354,26 @@ class Vassal:
         os.utime(self.symlink, (mtime, mtime), follow_symlinks=False)
         self.emperor.stats()
         timeout = self.emperor.timeout if timeout is None else timeout
-        self._wait({EventKind.RELOADING}, timeout, f"vassal {self.name} to be reloaded")
-        return self.wait_ready(timeout)
+        self.wait_event({EventKind.RELOADING}, timeout)
+        old_workers = self.workers
+        try:
+            return self.wait_ready(min(timeout, RELOAD_GRACE))
+        except VassalTimeout:
+            if timeout <= RELOAD_GRACE:
+                raise
+        # A worker that ignored the graceful reload (see _settle) holds the master back: end it.
+        kill_all([pid for pid in old_workers if pid in self.workers])
+        return self.wait_ready(timeout - RELOAD_GRACE)
 
-    def remove(self, timeout: float | None = None) -> None:
-        """Undeploy: remove the symlink, wait until the emperor has reaped the vassal, and make sure its socket
-        file is gone (removing it if the config has no ``vacuum`` and nobody serves it any more).
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the vassal as an operator does, by removing its symlink; return once the emperor has reaped it
+        and its socket files are gone (removed here if the config has no ``vacuum`` and nobody serves them).
 
         uWSGI 2.0 has a start-up race: a worker stopped before it has installed its signal handlers ignores the
-        emperor's stop, and its master waits for it until the worker gives up 30 s later. A vassal that is not
-        gone within ``STOP_GRACE`` seconds therefore has its leftover workers killed.
+        emperor's stop, and its master waits for it until the worker gives up 30 s later; a master still
+        importing its app (a hung start-up) does not read the emperor's stop at all. A vassal not gone within
+        ``STOP_GRACE`` seconds is therefore killed, master and workers.
         """
-        if self._removed:
-            return
         timeout = self.emperor.timeout if timeout is None else timeout
         since = self.emperor.last_seq
         running = self.emperor.stats().vassals.get(self.id)
@@ -313,17 +381,21 @@ class Vassal:
         if running is not None:
             self.emperor.stats()
             if running.pid > 0 and not wait_exit(running.pid, STOP_GRACE):
-                kill_all(children_of(running.pid))
-            self.emperor.wait_event(
-                lambda e: e.vassal == self.id and e.kind is EventKind.REMOVED,
-                since=since,
-                timeout=timeout,
-                what=f"vassal {self.name} to be removed",
-                context=self.error_lines,
-            )
+                kill_all([*children_of(running.pid), running.pid])
+            self._wait_for(lambda e: e.kind is EventKind.REMOVED, timeout, "to be removed", since=since)
         for path in self.socket_paths:
             remove_stale_socket(path)
-        self._removed = True
+        self._stopped = True
+
+    def start(self, timeout: float | None = None) -> Vassal:
+        """Start a stopped vassal again by re-creating its symlink; wait until it is ready."""
+        self.link()
+        return self.wait_ready(timeout)
+
+    def remove(self, timeout: float | None = None) -> None:
+        """Undeploy for good: ``stop()`` it and forget it (its name can be deployed again)."""
+        if not self._stopped:
+            self.stop(timeout)
         self.emperor.vassals.pop(self.name, None)
 
     # -- state ------------------------------------------------------------------------------------------------
@@ -331,7 +403,7 @@ class Vassal:
     @property
     def state(self) -> VassalState:
         """The vassal's state now, from the emperor's stats and what it logged since the deploy."""
-        if self._removed:
+        if self._stopped:
             return VassalState.STOPPED
         stats = self.emperor.stats()
         running = stats.vassals.get(self.id)
@@ -356,13 +428,52 @@ class Vassal:
         return self.emperor.stats().blacklist.get(self.id)
 
     @property
+    def respawns(self) -> int:
+        """How many times the emperor respawned (reloaded) the running vassal, per its stats."""
+        running = self.emperor.stats().vassals.get(self.id)
+        return running.respawns if running is not None else 0
+
+    @property
+    def workers(self) -> list[int]:
+        """PIDs of the vassal's worker processes (its master's children running the same command line)."""
+        master = self.pid
+        if master is None:
+            return []
+        return [pid for pid in children_of(master) if command_line(pid) == command_line(master)]
+
+    @property
     def curses(self) -> int:
         """How many times the emperor cursed this vassal since it was deployed."""
-        return sum(1 for e in self.events() if e.kind is EventKind.CURSED)
+        return sum(1 for e in self.events() if e.is_death)
 
     def events(self) -> list[EmperorEvent]:
         """The emperor's events about this vassal since it was deployed."""
         return self.emperor.events(self.id, since=self._deploy_seq)
+
+    # -- chaos: what an operator or a crash does to a vassal ----------------------------------------------------
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` to the vassal's master (SIGKILL: it dies and the emperor curses it); return its pid."""
+        master = self.pid
+        if master is None:
+            raise VassalError(f"vassal {self.name} has no running master to signal", self.error_lines())
+        os.kill(master, sig)
+        return master
+
+    def kill_worker(self, sig: int = signal.SIGKILL) -> int:
+        """Kill one worker (the master respawns it); return once it is gone, with its pid."""
+        workers = self.workers
+        if not workers:
+            raise VassalError(f"vassal {self.name} has no worker to kill", self.error_lines())
+        kill_all(workers[:1], sig)
+        return workers[0]
+
+    def unlink_socket(self) -> None:
+        """Make the main socket disappear under a running vassal, as a stray cleanup script would: the vassal
+        keeps running, but nothing can connect any more."""
+        if self.socket_path is None:
+            raise ConfigError(f"{self.ini} has no unix socket to remove")
+        os.unlink(self.socket_path)
 
     # -- logs -------------------------------------------------------------------------------------------------
 
@@ -374,6 +485,35 @@ class Vassal:
                 return f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""
+
+    def sync_log(self) -> None:
+        """Wait until the vassal's log holds the line of every request sent through ``request()``.
+
+        uWSGI writes a request's log line only after it has closed the connection (core/utils.c
+        ``uwsgi_close_request``, then ``log_request``), so right after a response its line may not be there yet:
+        a test's log section would miss its last request and the next test's would get it. Polled (no event
+        exists), bounded by ``LOG_SYNC_LIMIT``; a vassal that never logged any request is not waited for again.
+        """
+        if not self._request_logging or self._answered == 0:
+            return
+        deadline = time.monotonic() + LOG_SYNC_LIMIT
+        while True:
+            try:
+                with self.log_path.open("rb") as f:
+                    f.seek(self._log_scanned)
+                    chunk = f.read()
+            except FileNotFoundError:
+                chunk = b""
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            self._log_scanned += len(complete)
+            for match in _REQUEST_LINE.finditer(complete):
+                self._logged = max(self._logged, int(match[1]))
+            if self._logged >= self._answered:
+                return
+            if time.monotonic() > deadline:
+                self._request_logging = self._logged > 0
+                return
+            time.sleep(0.002)
 
     def output_lines(self) -> list[str]:
         """Everything the vassal printed since its deploy: its early output (in the emperor's log) then its log."""
@@ -402,7 +542,9 @@ class Vassal:
         if self.socket is None:
             raise ConfigError(f"{self.ini} declares no socket, http-socket or uwsgi-socket to send requests to")
         send = uwsgi_request if self.socket.protocol == "uwsgi" else http_request
-        return send(
+        response = send(
             self.socket.connect_address(), method, path,
             query=query, headers=headers, body=body, host=self.host, timeout=timeout,
         )  # fmt: skip
+        self._answered += 1
+        return response

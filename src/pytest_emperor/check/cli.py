@@ -1,0 +1,130 @@
+"""``emperor-dev check``: the CI gate that validates ``app.uwsgi.ini`` before deploy.
+
+Exit codes: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 2 usage error or unreadable input.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pytest_emperor.binary import find_uwsgi
+from pytest_emperor.check.config import ConfigFileError, load_config
+from pytest_emperor.check.report import FORMATS, render
+from pytest_emperor.check.rules import RULES, Severity
+from pytest_emperor.check.runner import APP_INI, CheckSettings, InputError, run_check
+from pytest_emperor.errors import UwsgiNotFound
+
+__all__ = ["check"]
+
+_LEVELS = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Severity.INFO}
+
+
+def _codes(values: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
+    items = [values] if isinstance(values, str) else list(values)
+    codes = tuple(c.strip().upper() for item in items for c in item.split(",") if c.strip())
+    unknown = [c for c in codes if not any(code.startswith(c) for code in RULES)]
+    if unknown:
+        raise click.UsageError(f"unknown rule code(s): {', '.join(unknown)} (see `emperor-dev check --list-rules`)")
+    return codes
+
+
+def _pick(cli: Any, config: dict[str, Any], key: str, default: Any) -> Any:
+    """Command line beats pyproject beats the default."""
+    if cli not in (None, ()):
+        return cli
+    return config.get(key, default)
+
+
+def _rules_table() -> str:
+    return "\n".join(f"{r.code}  {r.severity!s:7}  {r.name:28} {r.summary}" for r in RULES.values()) + "\n"
+
+
+@click.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--name", help="Deploy name (the vassal name, hence %n and the socket). Default: the app dir's name.")
+@click.option("--static", "static", is_flag=True, default=None, help="Skip the boot check.")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), help="Output format (default: text).")
+@click.option("--select", multiple=True, help="Only these rule codes or prefixes (comma-separated, repeatable).")
+@click.option("--ignore", multiple=True, help="Skip these rule codes or prefixes (comma-separated, repeatable).")
+@click.option("--fail-on", type=click.Choice(sorted(_LEVELS)), help="Lowest severity that fails (default: warning).")
+@click.option("--socket-dir", help="Where the router expects <name>.api.sock (default: /tmp).")
+@click.option("--probe", help="Path of the boot check's probe request (default: /).")
+@click.option("--expect-status", type=int, help="Status the probe must get (default: anything but 5xx).")
+@click.option("--timeout", type=float, help="Seconds the boot check waits for the vassal (default: 30).")
+@click.option("--uwsgi", "uwsgi_path", type=click.Path(path_type=Path), help="The uwsgi binary (default: found).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
+@click.option("--list-rules", is_flag=True, help="Print the rules and exit.")
+def check(
+    paths: tuple[Path, ...],
+    name: str | None,
+    static: bool | None,
+    fmt: str | None,
+    select: tuple[str, ...],
+    ignore: tuple[str, ...],
+    fail_on: str | None,
+    socket_dir: str | None,
+    probe: str | None,
+    expect_status: int | None,
+    timeout: float | None,
+    uwsgi_path: Path | None,
+    output: Path | None,
+    list_rules: bool,
+) -> None:
+    """Check uWSGI app configs (app dirs, ini files, or dirs of app dirs) the way uWSGI will read them.
+
+    \b
+    Examples:
+      emperor-dev check                       # ./app.uwsgi.ini, static rules + boot check
+      emperor-dev check --static --format github example_apps/
+      emperor-dev check sites/service1 --name service1-beta --format sarif -o check.sarif
+    """
+    if list_rules:
+        click.echo(_rules_table(), nl=False)
+        return
+    try:
+        config, _ = load_config(Path.cwd())
+    except ConfigFileError as exc:
+        raise click.UsageError(str(exc)) from exc
+    targets = list(paths) or [Path(p) for p in config.get("paths", [])] or [Path(APP_INI)]
+    static_only = bool(_pick(static, config, "static", False))
+    binary: Path | None = None
+    try:
+        binary = find_uwsgi(uwsgi_path)
+    except UwsgiNotFound as exc:
+        if uwsgi_path is not None:
+            raise click.UsageError(str(exc)) from exc
+        click.echo("note: no uwsgi binary found: unknown-option, plugin and boot checks skipped", err=True)
+    settings = CheckSettings(
+        name=name,
+        socket_dir=str(_pick(socket_dir, config, "socket-dir", "/tmp")),
+        boot=not static_only,
+        probe=str(_pick(probe, config, "probe", "/")),
+        expect_status=_pick(expect_status, config, "expect-status", None),
+        timeout=float(_pick(timeout, config, "timeout", 30.0)),
+        select=_codes(_pick(select, config, "select", ())),
+        ignore=_codes(_pick(ignore, config, "ignore", ())),
+        uwsgi=binary,
+    )
+    level = _pick(fail_on, config, "fail-on", "warning")
+    if level not in _LEVELS:
+        raise click.UsageError(f"fail-on must be one of {', '.join(_LEVELS)}, not {level!r}")
+    out_format = str(_pick(fmt, config, "format", "text"))
+    if out_format not in FORMATS:
+        raise click.UsageError(f"format must be one of {', '.join(FORMATS)}, not {out_format!r}")
+    try:
+        result = run_check(targets, settings)
+    except InputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    report = render(out_format, result.findings, result.files)
+    if output is not None:
+        output.write_text(report)
+        # a CI log still shows the summary when the report goes to a file
+        click.echo(render("text", result.findings, result.files).splitlines()[-1], err=True)
+    else:
+        click.echo(report, nl=False)
+    sys.exit(1 if any(f.severity >= _LEVELS[level] for f in result.findings) else 0)

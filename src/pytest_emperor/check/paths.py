@@ -1,0 +1,82 @@
+"""The path rules: ``chdir``, ``wsgi-file``, ``module`` and the virtualenv, resolved the way uWSGI resolves
+them for the deployed symlink (the values come from :class:`~pytest_emperor.inifile.Resolution`) and looked up
+on this machine's file system."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from pytest_emperor.check.rules import AppConfig, Finding, finding
+
+__all__ = ["check_paths", "venv_python_version"]
+
+_HOME_KEYS = ("home", "virtualenv", "venv", "pyhome")
+
+
+def venv_python_version(home: Path) -> str | None:
+    """``major.minor`` of the Python a virtualenv was made with: ``pyvenv.cfg``, else its ``lib/pythonX.Y``."""
+    cfg = home / "pyvenv.cfg"
+    if cfg.is_file():
+        for line in cfg.read_text(errors="replace").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() in ("version", "version_info"):
+                m = re.match(r"\s*(\d+\.\d+)", value)
+                if m:
+                    return m.group(1)
+    libs = sorted(p.name for p in (home / "lib").glob("python3.*")) if (home / "lib").is_dir() else []
+    return libs[-1][len("python") :] if libs else None
+
+
+def _module_file(base: Path, module: str) -> bool:
+    dotted = module.split(":", 1)[0].strip()
+    if not dotted:
+        return False
+    rel = Path(*dotted.split("."))
+    return (base / rel).with_suffix(".py").is_file() or (base / rel / "__init__.py").is_file()
+
+
+def check_paths(app: AppConfig, *, cwd: Path, python_version: str) -> list[Finding]:
+    """Findings E501-E505 for ``app`` deployed with working directory ``cwd`` (the vassal dir)."""
+    r = app.resolution
+    findings: list[Finding] = []
+
+    def line_of(key: str) -> int:
+        lines = app.ini.lines_of(key)
+        return lines[-1] if lines else 1
+
+    base = cwd
+    chdir = r.last("chdir")
+    if chdir:
+        target = cwd / chdir  # an absolute chdir replaces cwd
+        if target.is_dir():
+            base = target
+        else:
+            # the app files cannot be looked up relative to a directory that is not there
+            return [finding("E501", app.path, line_of("chdir"), f"`{chdir}`")]
+    home_key = next((k for k in _HOME_KEYS if r.last(k)), None)
+    home = base / str(r.last(home_key)) if home_key else None
+    if home_key and home is not None:
+        if not home.is_dir():
+            findings.append(finding("E504", app.path, line_of(home_key), f"`{home}`"))
+            home = None
+        else:
+            made_with = venv_python_version(home)
+            embedded = ".".join(python_version.split(".")[:2])
+            if made_with and embedded and made_with != embedded:
+                message = f"`{home}` is Python {made_with}, uwsgi embeds {embedded}"
+                findings.append(finding("E505", app.path, line_of(home_key), message))
+    wsgi_file = r.last("wsgi-file") or r.last("file")
+    if wsgi_file and not (base / wsgi_file).is_file():
+        findings.append(finding("E502", app.path, line_of("wsgi-file"), f"`{base / wsgi_file}`"))
+    module = r.last("module") or r.last("wsgi")
+    if module:
+        # uWSGI's python plugin puts the cwd (chdir), then pythonpath entries, then the venv on sys.path
+        search = [base, *(base / p for p in app.ini.get_all("pythonpath") if p)]
+        if home is not None:
+            search += list(home.glob("lib/python3*/site-packages"))
+        if not any(_module_file(d, module) for d in search):
+            where = ", ".join(os.fspath(d) for d in search)
+            findings.append(finding("E503", app.path, line_of("module"), f"`{module}` (looked in {where})"))
+    return findings

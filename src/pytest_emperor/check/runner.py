@@ -1,0 +1,160 @@
+"""Run ``emperor-dev check`` over files: read each ini as deployed, apply the static and path rules, optionally
+boot it, then apply suppressions and ``--select``/``--ignore``."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_emperor.check.boot import boot_check
+from pytest_emperor.check.options import BinaryFacts, binary_facts
+from pytest_emperor.check.paths import check_paths
+from pytest_emperor.check.rules import (
+    SOCKET_KEYS,
+    AppConfig,
+    Finding,
+    apply_suppressions,
+    check_apps,
+    filter_codes,
+    finding,
+    section_line,
+)
+from pytest_emperor.inifile_io import deployed
+
+__all__ = ["APP_INI", "CheckResult", "CheckSettings", "InputError", "find_inis", "run_check"]
+
+APP_INI = "app.uwsgi.ini"
+
+
+class InputError(Exception):
+    """A path that is neither an app dir, a dir of app dirs, nor a readable ini file (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """The resolved command-line/pyproject settings of one run."""
+
+    name: str | None = None
+    socket_dir: str = "/tmp"
+    boot: bool = True
+    probe: str = "/"
+    expect_status: int | None = None
+    timeout: float = 30.0
+    select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    uwsgi: Path | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What was checked and what was found, sorted by file, line and code."""
+
+    files: tuple[str, ...]
+    findings: tuple[Finding, ...]
+
+
+def find_inis(path: Path) -> list[Path]:
+    """``path`` as ini files: an ini file, an app dir (its app.uwsgi.ini), or a dir of app dirs."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        if (path / APP_INI).is_file():
+            return [path / APP_INI]
+        found = sorted(p for p in path.glob(f"*/{APP_INI}") if p.is_file())
+        if found:
+            return found
+        raise InputError(f"{path}: no {APP_INI} in it or in its sub-directories")
+    raise InputError(f"{path}: no such file or directory")
+
+
+def _display(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _deploy_name(ini: Path, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    return ini.parent.resolve().name if ini.name == APP_INI else ini.stem
+
+
+def _world_writable(directories: set[str]) -> frozenset[str]:
+    out = set()
+    for d in directories:
+        try:
+            if os.stat(d).st_mode & stat.S_IWOTH:
+                out.add(d)
+        except OSError:
+            continue
+    return frozenset(out)
+
+
+def _load(
+    ini: Path, name: str, settings: CheckSettings, facts: BinaryFacts | None
+) -> tuple[AppConfig | None, list[Finding]]:
+    display = _display(ini)
+    try:
+        raw = ini.read_bytes().decode("utf-8", "surrogateescape")
+    except OSError as exc:
+        raise InputError(f"{display}: {exc.strerror}") from exc
+    binary = str(settings.uwsgi) if settings.uwsgi else ""
+    version = facts.version if facts else ""
+    with deployed(ini, name, version=version, binary_path=binary) as d:
+        try:
+            resolution = d.ini.resolve(env=os.environ, at_resolver=d.resolver)
+        except (OSError, ValueError) as exc:  # @(missing-file) is fatal for uWSGI too (exit 1)
+            return None, [finding("X001", display, 1, f"resolving @(...): {exc}")]
+        sockets = {o.value.rpartition("/")[0] or "/" for o in resolution.options if o.key in SOCKET_KEYS}
+        app = AppConfig(
+            path=display,
+            name=name,
+            ini=d.ini,
+            resolution=resolution,
+            raw_text=raw,
+            known_options=facts.options if facts else None,
+            python_embedded=facts.python_embedded if facts else False,
+            socket_dir=settings.socket_dir,
+            world_writable_dirs=_world_writable(sockets),
+        )
+        python = facts.python_version if facts else ""
+        return app, check_paths(app, cwd=d.vassal_dir, python_version=python)
+
+
+def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
+    """Check every ini under ``paths``; raises :class:`InputError` for unusable input."""
+    inis = [ini for p in paths for ini in find_inis(p)]
+    if settings.name and len(inis) > 1:
+        raise InputError("--name applies to one app; it was given with several")
+    facts = binary_facts(settings.uwsgi) if settings.uwsgi else None
+    loaded: list[tuple[Path, AppConfig]] = []
+    findings: list[Finding] = []
+    for ini in inis:
+        app, found = _load(ini, _deploy_name(ini, settings.name), settings, facts)
+        findings.extend(found)
+        if app is not None:
+            loaded.append((ini, app))
+    apps = [app for _, app in loaded]
+    findings.extend(check_apps(apps))
+    if settings.boot and settings.uwsgi:
+        for ini, app in loaded:
+            findings.extend(
+                boot_check(
+                    ini,
+                    name=app.name,
+                    display_path=app.path,
+                    line=section_line(app),
+                    uwsgi=settings.uwsgi,
+                    probe=settings.probe,
+                    expect_status=settings.expect_status,
+                    timeout=settings.timeout,
+                )
+            )
+    raw_texts = {app.path: app.raw_text for app in apps}
+    kept = filter_codes(apply_suppressions(findings, raw_texts), settings.select, settings.ignore)
+    kept.sort(key=lambda f: (f.path, f.line, f.code))
+    return CheckResult(tuple(_display(i) for i in inis), tuple(kept))

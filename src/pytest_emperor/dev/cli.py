@@ -1,0 +1,331 @@
+"""The ``emperor-dev`` commands that run apps: ``up`` in one terminal, the others from any terminal.
+
+Exit codes, the same for every command (documented in each ``--help``):
+0 success; 1 the operation failed (an app cursed or unknown, a request that failed); 2 bad usage;
+3 no ``emperor-dev up`` is running on the state dir; 4 (``up``) another ``up`` holds the state dir.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from click.shell_completion import CompletionItem
+
+from pytest_emperor.client import Response, UpstreamError, http_request, uwsgi_request
+from pytest_emperor.dev import control
+from pytest_emperor.dev.apps import default_apps, resolve_apps
+from pytest_emperor.dev.control import AppStatus, Message
+from pytest_emperor.dev.logs import LogTail, follow
+from pytest_emperor.dev.output import Output
+from pytest_emperor.dev.state import DEFAULT_STATE_DIR, AlreadyRunning, Instance, NotRunning, StateDir
+from pytest_emperor.dev.up import DevServer, UpOptions
+from pytest_emperor.errors import ConfigError, EmperorError
+from pytest_emperor.processes import wait_exit
+from pytest_emperor.router import RouteMap, RouterError
+from pytest_emperor.vassal import SocketSpec
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+EXIT_ALREADY_RUNNING = 4
+
+EXIT_CODES = """\b
+Exit codes:
+  0  ok
+  1  the operation failed (an app cursed or unknown, a request failed)
+  2  bad usage
+  3  no `emperor-dev up` is running on the state dir
+  4  (up) another `up` holds the state dir
+"""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def state_dir_option(command: F) -> F:
+    """``--state-dir``, shared by every command: it is how they find the running ``up``."""
+    return click.option(
+        "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STATE_DIR,
+        envvar="EMPEROR_DEV_STATE_DIR", show_default=True, show_envvar=True,
+        help="State dir of the `up` to run or to talk to.",
+    )(command)  # fmt: skip
+
+
+def _die(message: str, code: int) -> NoReturn:
+    click.echo(f"emperor-dev: {message}", err=True)
+    sys.exit(code)
+
+
+def _running(state_dir: Path) -> Instance:
+    try:
+        return StateDir(state_dir).running()
+    except NotRunning as exc:
+        _die(str(exc), EXIT_NOT_RUNNING)
+
+
+def _call(state_dir: Path, request: Message, timeout: float | None = 120.0) -> tuple[Instance, Message]:
+    instance = _running(state_dir)
+    try:
+        response = control.call(instance.control, request, timeout)
+    except NotRunning as exc:
+        _die(str(exc), EXIT_NOT_RUNNING)
+    if not response.get("ok"):
+        _die(str(response.get("error", "the request failed")), EXIT_FAILED)
+    return instance, response
+
+
+def _complete_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of app names, from the running instance (nothing if none runs)."""
+    try:
+        instance = StateDir(Path(ctx.params.get("state_dir") or DEFAULT_STATE_DIR)).running()
+        apps = control.call(instance.control, {"cmd": "status"}, timeout=2.0).get("apps", [])
+    except (OSError, EmperorError, ValueError):
+        return []
+    return [CompletionItem(app["name"]) for app in apps if app["name"].startswith(incomplete)]
+
+
+name_argument = click.argument("name", shell_complete=_complete_names)
+
+
+@click.command(epilog=EXIT_CODES)
+@click.argument("apps", nargs=-1, metavar="[APP]...")
+@click.option("--router", type=click.Choice(["builtin", "nginx"]), default="builtin", show_default=True,
+              help="The router in front of the apps: the built-in one, or a private real nginx.")  # fmt: skip
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="The router's TCP port; 0 picks a free one (printed in the table).")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address the router listens on.")
+@click.option("--domain", default="api.localhost", show_default=True,
+              help="Apps answer at <name>.<domain>; *.localhost needs no /etc/hosts entry.")  # fmt: skip
+@click.option("--socket-dir", default="/tmp", show_default=True,
+              help="Where the apps' ini files bind <name>.api.sock (`socket = /tmp/%n.api.sock`).")  # fmt: skip
+@click.option("--reload", is_flag=True, help="Reload an app when one of its Python files changes.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds to wait for each app to be ready.")  # fmt: skip
+@click.option("--uwsgi", type=click.Path(dir_okay=False), help="The uwsgi binary (default: beside this Python).")
+@state_dir_option
+def up(
+    apps: tuple[str, ...], router: str, port: int, host: str, domain: str, socket_dir: str, reload: bool,
+    timeout: float, uwsgi: str | None, state_dir: Path,
+) -> None:
+    """Run apps under a real uWSGI emperor behind a router, the way production does; Ctrl-C stops them all.
+
+    Each APP is an app dir (holding app.uwsgi.ini), an ini file, or NAME=PATH to run it under another name.
+    Without APP: the `apps` list of emperor-dev.toml or of [tool.emperor-dev] in pyproject.toml, else every
+    subdirectory holding an app.uwsgi.ini. Each app answers at http://<name>.<domain>:<port>/.
+
+    An app that fails is shown as cursed with its error lines and the others keep running; it comes back by
+    itself once its files are fixed (its app.uwsgi.ini is watched; its Python files too with --reload).
+
+    \b
+    Examples:
+      emperor-dev up                           # every app dir here
+      emperor-dev up service1 service2 --reload
+      emperor-dev up service1 beta=service1    # the same app twice, as service1 and beta
+      emperor-dev up --port 0 --router nginx
+      curl http://service1.api.localhost:8080/
+    """
+    base = Path.cwd()
+    try:
+        specs = resolve_apps(apps, base) if apps else default_apps(base)
+    except ConfigError as exc:
+        _die(str(exc), EXIT_USAGE)
+    options = UpOptions(
+        router=router, host=host, port=port, domain=domain, socket_dir=socket_dir, reload=reload, timeout=timeout,
+        uwsgi=uwsgi,
+    )  # fmt: skip
+    try:
+        code = DevServer(StateDir(state_dir), options, Output()).run(specs)
+    except AlreadyRunning as exc:
+        _die(str(exc), EXIT_ALREADY_RUNNING)
+    except (EmperorError, RouterError) as exc:
+        _die(str(exc), EXIT_FAILED)
+    sys.exit(code)
+
+
+@click.command(epilog=EXIT_CODES)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (pid, router, apps) for scripts.")
+@state_dir_option
+def status(as_json: bool, state_dir: Path) -> None:
+    """Show the running apps: name, URL, state, pid (and why an app is not ready).
+
+    \b
+    Examples:
+      emperor-dev status
+      emperor-dev status --json | jq -r '.apps[] | select(.state != "ready") | .name'
+    """
+    instance, response = _call(state_dir, {"cmd": "status"})
+    apps = [AppStatus.from_dict(app) for app in response["apps"]]
+    if as_json:
+        router = {"kind": instance.router, "host": instance.router_host, "port": instance.router_port,
+                  "unix": instance.router_unix}  # fmt: skip
+        document = {"pid": instance.pid, "state_dir": str(StateDir(state_dir).path), "router": router,
+                    "apps": [app.to_dict() for app in apps]}  # fmt: skip
+        click.echo(json.dumps(document, indent=2))
+    else:
+        Output().table(apps)
+
+
+@click.command(epilog=EXIT_CODES)
+@click.argument("name", required=False, shell_complete=_complete_names)
+@click.option("-f", "--follow", "follow_", is_flag=True, help="Keep printing new lines until `up` stops.")
+@state_dir_option
+def logs(name: str | None, follow_: bool, state_dir: Path) -> None:
+    """Print the apps' logs (one app's with NAME) and the emperor's events about them.
+
+    \b
+    Examples:
+      emperor-dev logs -f
+      emperor-dev logs service1
+    """
+    instance, response = _call(state_dir, {"cmd": "status"})
+    names = [app["name"] for app in response["apps"]]
+    if name is not None and name not in names:
+        _die(f"no app named {name!r} is running (running: {', '.join(names) or 'none'})", EXIT_FAILED)
+    output = Output()
+    output.add_names(names)
+    tail = LogTail(Path(instance.run_dir), app=name)
+    if not follow_:
+        for line in tail.read():
+            output.log_line(line)
+        return
+    stop = threading.Event()
+
+    def stop_when_up_exits() -> None:
+        while not wait_exit(instance.pid, 3600):
+            pass
+        stop.set()
+
+    threading.Thread(target=stop_when_up_exits, daemon=True).start()
+    follow(tail, output.log_line, stop)
+
+
+@click.command(epilog=EXIT_CODES)
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", help="The vassal name (default: the app dir's name).")
+@state_dir_option
+def add(path: Path, name: str | None, state_dir: Path) -> None:
+    """Deploy one more app into the running `up` and wait until it is ready.
+
+    \b
+    Examples:
+      emperor-dev add ../service4
+      emperor-dev add ../service1 --name service1-beta
+    """
+    _, response = _call(state_dir, {"cmd": "add", "path": str(path.absolute()), "name": name})
+    Output().table([AppStatus.from_dict(response["app"])])
+
+
+@click.command(epilog=EXIT_CODES)
+@name_argument
+@state_dir_option
+def rm(name: str, state_dir: Path) -> None:
+    """Stop and undeploy an app (its vassal, socket and symlink go).
+
+    \b
+    Example:
+      emperor-dev rm service1-beta
+    """
+    _call(state_dir, {"cmd": "rm", "name": name})
+    click.echo(f"removed {name}")
+
+
+@click.command(epilog=EXIT_CODES)
+@name_argument
+@state_dir_option
+def reload(name: str, state_dir: Path) -> None:
+    """Reload an app (gracefully, as touching its vassal link does) and wait until it is ready again.
+
+    \b
+    Example:
+      emperor-dev reload service1
+    """
+    _, response = _call(state_dir, {"cmd": "reload", "name": name})
+    Output().table([AppStatus.from_dict(response["app"])])
+
+
+@click.command(epilog=EXIT_CODES)
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for `up` to exit.")
+@state_dir_option
+def down(timeout: float, state_dir: Path) -> None:
+    """Stop the running `up` (like Ctrl-C in its terminal) and wait until everything is gone.
+
+    \b
+    Example:
+      emperor-dev down
+    """
+    instance, _ = _call(state_dir, {"cmd": "down"})
+    if not wait_exit(instance.pid, timeout):
+        _die(f"`up` (pid {instance.pid}) is still stopping after {timeout:g} s", EXIT_FAILED)
+    click.echo("stopped")
+
+
+def _parse_header(value: str) -> tuple[str, str]:
+    name, colon, rest = value.partition(":")
+    if not colon or not name.strip():
+        raise click.BadParameter(f"{value!r} is not 'Name: value'", param_hint="-H")
+    return name.strip(), rest.strip()
+
+
+@click.command(epilog=EXIT_CODES)
+@name_argument
+@click.argument("path", default="/")
+@click.option("-X", "--request", "method", help="The method (default GET, or POST with -d).")
+@click.option("-d", "--data", help="The request body.")
+@click.option("-H", "--header", "headers", multiple=True, help="A header 'Name: value' (repeatable).")
+@click.option("-i", "--include", is_flag=True, help="Print the status line and headers before the body.")
+@click.option("-f", "--fail", is_flag=True, help="Exit 1 when the app answers 400 or more.")
+@click.option("--direct", is_flag=True, help="Send to the app's own socket, bypassing the router.")
+@state_dir_option
+def request(
+    name: str, path: str, method: str | None, data: str | None, headers: tuple[str, ...], include: bool, fail: bool,
+    direct: bool, state_dir: Path,
+) -> None:
+    """Send one HTTP request to app NAME through the router (as a browser would) and print the body.
+
+    \b
+    Examples:
+      emperor-dev request service1 /health
+      emperor-dev request service1 /items -X POST -d '{"a": 1}' -H 'Content-Type: application/json'
+      emperor-dev request service1 / --direct -i    # straight to its uwsgi socket
+    """
+    instance = _running(state_dir)
+    method = (method or ("POST" if data is not None else "GET")).upper()
+    target, _, query = path.partition("?")
+    fields = [_parse_header(h) for h in headers]
+    host = RouteMap.for_domain(instance.domain).host_for(name)
+    body = (data or "").encode()
+    try:
+        if direct:
+            _, response = _call(state_dir, {"cmd": "status"})
+            app = next((a for a in response["apps"] if a["name"] == name), None)
+            if app is None or app["socket"] is None:
+                _die(f"no app named {name!r} with a socket is running", EXIT_FAILED)
+            spec = SocketSpec(app["socket"], app["protocol"], 0)
+            send: Callable[..., Response] = uwsgi_request if spec.protocol == "uwsgi" else http_request
+            answer = send(spec.connect_address(), method, target, query=query, headers=fields, body=body, host=host)
+        else:
+            # A router bound to every address is reached on loopback.
+            router_host = "127.0.0.1" if instance.router_host in ("0.0.0.0", "", "::") else instance.router_host
+            answer = http_request((router_host, instance.router_port), method, target, query=query, headers=fields,
+                                  body=body, host=host)  # fmt: skip
+    except UpstreamError as exc:
+        _die(str(exc), EXIT_FAILED)
+    if include:
+        click.echo(f"HTTP/1.1 {answer.status} {answer.reason}")
+        for field_name, value in answer.headers:
+            click.echo(f"{field_name}: {value}")
+        click.echo()
+    sys.stdout.flush()
+    sys.stdout.buffer.write(answer.body)
+    sys.stdout.buffer.flush()
+    if fail and answer.status >= 400:
+        sys.exit(EXIT_FAILED)
+
+
+COMMANDS = (up, status, logs, add, rm, reload, down, request)

@@ -1,0 +1,170 @@
+"""Following a run's logs: each vassal's ``logs/<name>.log`` and the emperor's events from ``emperor.log``.
+
+:class:`LogTail` turns the files' new bytes into :class:`LogLine` values (reading only what was appended since
+the last call); :func:`follow` calls it again whenever the files change. ``up`` streams its own run this way, and
+``emperor-dev logs -f`` does the same from another terminal, so both show exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import watchfiles
+
+from pytest_emperor.emperor_log import EmperorEvent, EmperorLogParser, EventKind
+
+LOG_SUFFIX = ".log"
+EMPEROR_LOG = "emperor.log"
+
+# How the emperor's events read in the stream (core/emperor.c's log lines, said plainly).
+_EVENT_TEXT = {
+    EventKind.READY: "ready",
+    EventKind.CURSED: "cursed{pid}: it died; the emperor retries it, so it comes back once it is fixed",
+    EventKind.REMOVED: "removed",
+    EventKind.RELOADING: "reloading",
+    EventKind.THROTTLED: "throttled: it keeps dying and the emperor retries it every second; its output is muted"
+    " until it starts (all of it: emperor-dev logs {app})",
+    EventKind.MAX_THROTTLE: "maximum throttle reached",
+    EventKind.NO_MERCY: "killed with no mercy (it did not stop in time)",
+}
+
+# Debounce and step of the file watch, in ms: watchfiles groups the writes of one burst (a vassal's start-up
+# banner) into one wake-up, at most this late.
+_DEBOUNCE_MS = 100
+_STEP_MS = 20
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """A line of an app's output (``kind`` None) or an emperor event about an app."""
+
+    app: str
+    text: str
+    kind: EventKind | None = None
+
+    @property
+    def event(self) -> bool:
+        """True for an emperor event."""
+        return self.kind is not None
+
+
+def vassal_name(vassal_id: str) -> str:
+    """``service1.ini`` (the emperor's id) -> ``service1`` (the vassal name)."""
+    return vassal_id[: -len(".ini")] if vassal_id.endswith(".ini") else vassal_id
+
+
+def describe(event: EmperorEvent) -> LogLine | None:
+    """The stream line for an emperor event, or None for events not worth a line (and the emperor's chatter)."""
+    if event.vassal is None:
+        return None
+    app = vassal_name(event.vassal)
+    if event.kind is EventKind.OUTPUT:
+        return LogLine(app, event.line)  # early output, before the vassal's logto applies
+    text = _EVENT_TEXT.get(event.kind)
+    if text is None:
+        return None
+    return LogLine(app, text.format(pid=f" (pid {event.pid})" if event.pid else "", app=app), event.kind)
+
+
+class LogTail:
+    """Reads what was appended to a run's logs since the last :meth:`read`, as complete lines.
+
+    ``from_end`` skips what the files hold already (``up`` shows its table instead); ``app`` keeps only one
+    app's lines and events.
+    """
+
+    def __init__(self, run_dir: Path, *, from_end: bool = False, app: str | None = None) -> None:
+        self.run_dir = run_dir
+        self.app = app
+        self._offsets: dict[Path, int] = {}
+        self._partial: dict[Path, bytes] = {}
+        self._parser = EmperorLogParser()
+        if from_end:
+            for path in self._files():
+                self._offsets[path] = path.stat().st_size
+
+    def _files(self) -> list[Path]:
+        logs = sorted((self.run_dir / "logs").glob("*" + LOG_SUFFIX))
+        if self.app is not None:
+            logs = [path for path in logs if path.stem == self.app]
+        emperor = self.run_dir / EMPEROR_LOG
+        return [*logs, emperor] if emperor.exists() else logs
+
+    def _new_lines(self, path: Path) -> list[str]:
+        offset = self._offsets.get(path, 0)
+        try:
+            with path.open("rb") as f:
+                if f.seek(0, 2) < offset:  # truncated: start over
+                    offset = 0
+                f.seek(offset)
+                data = self._partial.pop(path, b"") + f.read()
+                self._offsets[path] = f.tell()
+        except FileNotFoundError:
+            return []
+        complete, newline, rest = data.rpartition(b"\n")
+        if rest:
+            self._partial[path] = rest  # a line still being written: wait for its newline
+        if not newline:
+            return []
+        return [raw.decode("utf-8", "replace").rstrip("\r") for raw in complete.split(b"\n")]
+
+    def read(self) -> list[LogLine]:
+        """The new lines of every file (each app's in order; files one after the other)."""
+        lines: list[LogLine] = []
+        for path in self._files():
+            for text in self._new_lines(path):
+                if path.name != EMPEROR_LOG:
+                    lines.append(LogLine(path.stem, text))
+                    continue
+                event = self._parser.feed(text)
+                line = describe(event) if event is not None else None
+                if line is not None and (self.app is None or line.app == self.app):
+                    # A vassal's early output is in emperor.log only until its logto applies: keep it, and keep
+                    # the emperor's verdicts, which is what makes it an event.
+                    lines.append(line)
+        return lines
+
+
+class RetryMuter:
+    """Mutes an app the emperor keeps retrying: from its throttling (its third death in a row) until it is ready
+    or reloaded, its output and its curses are dropped, so that one broken app does not flood the stream with
+    uWSGI's start-up banner every second."""
+
+    def __init__(self, muted: Iterable[str] = ()) -> None:
+        self._muted = set(muted)
+
+    def keep(self, line: LogLine) -> bool:
+        """Whether ``line`` is shown."""
+        if line.kind is EventKind.THROTTLED:
+            if line.app in self._muted:
+                return False
+            self._muted.add(line.app)
+        elif line.kind in (EventKind.READY, EventKind.RELOADING):
+            self._muted.discard(line.app)
+        elif line.app in self._muted and line.kind in (None, EventKind.CURSED, EventKind.REMOVED):
+            return False
+        return True
+
+
+def follow(
+    tail: LogTail, emit: Callable[[LogLine], None], stop: threading.Event, *, muted: Iterable[str] = ()
+) -> None:
+    """Emit what the logs hold, then every new line as it is written, until ``stop`` is set (muting apps the
+    emperor keeps retrying, see :class:`RetryMuter`; ``muted`` are those already being retried)."""
+    muter = RetryMuter(muted)
+
+    def emit_new() -> None:
+        for line in tail.read():
+            if muter.keep(line):
+                emit(line)
+
+    emit_new()
+    for _changes in watchfiles.watch(
+        tail.run_dir, stop_event=stop, debounce=_DEBOUNCE_MS, step=_STEP_MS, watch_filter=None,
+        raise_interrupt=False,
+    ):  # fmt: skip
+        emit_new()
+    emit_new()  # what was written between the last wake-up and the stop

@@ -1,0 +1,99 @@
+"""What ``emperor-dev`` prints: the apps table and log lines prefixed with their source, like honcho and
+``docker compose up`` (one colour per app on a terminal; plain text, no escape codes, when piped)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterable, Sequence
+from typing import TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from pytest_emperor.dev.control import AppStatus
+from pytest_emperor.dev.logs import LogLine
+
+EMPEROR = "emperor"  # the prefix of the emperor's own events
+COLUMNS = ("NAME", "URL", "STATE", "PID")
+
+# The palette honcho and foreman cycle through, without red (kept for errors).
+_PALETTE = ("cyan", "yellow", "green", "magenta", "blue", "bright_cyan", "bright_yellow", "bright_green")
+_STATE_STYLE = {"ready": "green", "starting": "yellow", "cursed": "red", "throttled": "red", "error": "bold red"}
+
+
+def table_rows(apps: Iterable[AppStatus]) -> list[tuple[str, str, str, str]]:
+    """The table's cells, as text."""
+    return [(app.name, app.url, app.state, str(app.pid) if app.pid else "-") for app in apps]
+
+
+def plain_table(apps: Sequence[AppStatus]) -> str:
+    """The table as aligned plain text (what ``docker ps`` prints), for pipes and logs."""
+    rows = [COLUMNS, *table_rows(apps)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+class Output:
+    """Thread-safe printing of tables, prefixed lines and notes, coloured when ``stream`` is a terminal."""
+
+    def __init__(self, stream: TextIO | None = None, color: bool | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.color = self.stream.isatty() if color is None else color
+        self._console = Console(file=self.stream, highlight=False, soft_wrap=True) if self.color else None
+        self._styles: dict[str, str] = {}
+        self._width = len(EMPEROR)
+        self._lock = threading.RLock()  # re-entered by a signal handler's note() on the main thread
+
+    def add_names(self, names: Iterable[str]) -> None:
+        """Give each name its colour (in order of appearance) and widen the prefix column to fit it."""
+        with self._lock:
+            for name in names:
+                if name not in self._styles:
+                    self._styles[name] = _PALETTE[len(self._styles) % len(_PALETTE)]
+                self._width = max(self._width, len(name))
+
+    def line(self, source: str, text: str) -> None:
+        """One line from ``source`` (an app, or ``emperor``): ``name | text``."""
+        self.add_names([source])
+        prefix = f"{source.ljust(self._width)} | "
+        with self._lock:
+            if self._console is None:
+                self.stream.write(prefix + text + "\n")
+                self.stream.flush()
+            else:
+                style = "bold" if source == EMPEROR else self._styles[source]
+                self._console.print(Text(prefix, style=style) + Text(text))
+
+    def log_line(self, line: LogLine) -> None:
+        """A line of the log stream: an app's own line under its name, an emperor event under ``emperor``."""
+        if line.event:
+            self.line(EMPEROR, f"{line.app}: {line.text}")
+        else:
+            self.line(line.app, line.text)
+
+    def note(self, text: str, *, error: bool = False) -> None:
+        """A message of emperor-dev's own."""
+        with self._lock:
+            if self._console is None:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+            else:
+                self._console.print(Text(text, style="bold red" if error else "dim"))
+
+    def table(self, apps: Sequence[AppStatus]) -> None:
+        """The apps table, then the error lines of each app that is not ready."""
+        with self._lock:
+            if self._console is None:
+                self.stream.write(plain_table(apps) + "\n")
+                self.stream.flush()
+            else:
+                table = Table(*COLUMNS, box=None, header_style="bold")
+                for app, cells in zip(apps, table_rows(apps)):
+                    table.add_row(Text(cells[0], style=self._styles.get(app.name, "")), cells[1],
+                                  Text(cells[2], style=_STATE_STYLE.get(app.state, "")), cells[3])
+                self._console.print(table)
+        for app in apps:
+            for text in app.errors:
+                self.line(app.name, text)

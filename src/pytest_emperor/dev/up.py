@@ -1,0 +1,362 @@
+"""One running ``emperor-dev up``: an emperor deploying apps under their production names, a router in front,
+a control server for the other commands, log streaming and file watching, and a clean shutdown.
+
+Everything that is started is registered on an ExitStack as it starts, so a shutdown (Ctrl-C, SIGTERM, ``down``,
+or a failure half-way through start-up) undoes exactly what was done, in reverse order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Optional
+
+from pytest_emperor.dev.apps import AppSpec, resolve_app
+from pytest_emperor.dev.control import AppStatus, ControlServer, Message
+from pytest_emperor.dev.logs import LogTail, follow
+from pytest_emperor.dev.output import EMPEROR, Output
+from pytest_emperor.dev.state import Instance, StateDir
+from pytest_emperor.dev.watch import AppWatcher
+from pytest_emperor.emperor import Emperor
+from pytest_emperor.emperor_log import EventKind
+from pytest_emperor.errors import ConfigError, EmperorError, VassalError
+from pytest_emperor.processes import kill_all, processes_with_marker, wait_exit
+from pytest_emperor.router import RouteMap, Router, RouterError
+from pytest_emperor.runs import remove_stale_socket
+from pytest_emperor.vassal import Vassal, VassalState
+
+EXIT_FORCED = 130  # a second Ctrl-C: like a shell's 128 + SIGINT
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """The options of ``emperor-dev up``."""
+
+    router: str = "builtin"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    domain: str = "api.localhost"
+    socket_dir: str = "/tmp"  # where the apps' ini files bind <name>.api.sock (the seed's /tmp/%n.api.sock)
+    reload: bool = False
+    timeout: float = 30.0
+    uwsgi: str | None = None
+
+
+class DevServer:
+    """The emperor, router and apps of one ``up``; :meth:`run` is the whole command."""
+
+    def __init__(self, state: StateDir, options: UpOptions, output: Output) -> None:
+        self.state = state
+        self.options = options
+        self.output = output
+        self.apps: dict[str, AppSpec] = {}
+        self.failures: dict[str, str] = {}  # apps that could not even be deployed, and why
+        self.stopping = threading.Event()
+        self.forced = False
+        self.emperor_died = False
+        self._serving = False
+        self._lock = threading.Lock()  # guards apps/failures and emperor.deploy's name check
+        self._app_locks: dict[str, threading.Lock] = {}
+        self._stack = contextlib.ExitStack()
+        self._emperor: Emperor | None = None
+        self._watcher: AppWatcher | None = None
+
+    @property
+    def emperor(self) -> Emperor:
+        """The running emperor."""
+        if self._emperor is None:
+            raise EmperorError("the emperor is not started")
+        return self._emperor
+
+    @property
+    def router(self) -> Router:
+        """The running router (the emperor's)."""
+        return self.emperor.router
+
+    # -- the command ------------------------------------------------------------------------------------------
+
+    def run(self, specs: Sequence[AppSpec]) -> int:
+        """Start everything, deploy ``specs``, print the table, stream logs until a stop; return the exit code."""
+        for line in self.state.acquire():
+            self.output.note(line)
+        self._stack.callback(self.state.release)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._start()
+            with self._lock:
+                self.apps.update((spec.name, spec) for spec in specs)
+            # Watch before deploying: the watch is set up while the apps start, so an edit made as soon as the
+            # table is printed is seen.
+            self._watcher = AppWatcher(self._specs, self._restart_in_background, code=self.options.reload).start()
+            self._stack.callback(self._watcher.stop)
+            self.deploy_all(specs)
+            self._serving = True
+            table = self.status()
+            self.output.table(table)
+            retried = [app.name for app in table if app.state in ("cursed", "throttled")]
+            for name in retried:
+                self.output.note(f"{name} is muted while the emperor retries it (all of it: emperor-dev logs {name})")
+            self.output.note(
+                f"{sum(app.state == 'ready' for app in table)} of {len(specs)} apps ready. Ctrl-C stops them all;"
+                f" from another terminal: emperor-dev status | logs -f | add PATH | rm NAME | reload NAME | down"
+            )
+            self._stream(retried)
+            self.stopping.wait()
+        except KeyboardInterrupt:
+            pass  # a signal during start-up: shut down what was started
+        finally:
+            try:
+                self._stack.close()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        self.output.note("stopped: the apps, the router and the emperor are gone")
+        if self.forced:
+            return EXIT_FORCED
+        return 1 if self.emperor_died else 0
+
+    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:  # noqa: UP045 (a runtime annotation on 3.9)
+        if self.stopping.is_set():
+            self._force()
+            return
+        self.stopping.set()
+        self.output.note(f"{signal.Signals(signum).name}: stopping every app (Ctrl-C again to force)")
+        if not self._serving:
+            raise KeyboardInterrupt(signum)
+
+    def _force(self) -> None:
+        """A second Ctrl-C: kill every process of the run now; the shutdown under way then finishes at once."""
+        self.forced = True
+        if self._emperor is not None and self._emperor.running:
+            self.output.note("forcing: killing every process of the run", error=True)
+            kill_all(processes_with_marker(str(self._emperor.run_dir)))
+
+    def _start(self) -> None:
+        options = self.options
+        self._emperor = Emperor(
+            options.uwsgi, name_suffix="", route_map=RouteMap.for_domain(options.domain, options.socket_dir),
+            router=options.router, router_options={"host": options.host, "port": options.port},
+            timeout=options.timeout,
+        )  # fmt: skip
+        self._stack.callback(self._emperor.stop)  # registered first: stop() is a no-op on an emperor not started
+        self._emperor.start()
+        run_dir = self._emperor.run_dir
+        try:
+            router = self._emperor.router  # started now (and stopped by the emperor's stop)
+        except RouterError as exc:
+            raise RouterError(
+                f"could not start the {options.router} router on {options.host}:{options.port} (is the port taken? "
+                f"--port 0 picks a free one): {exc}"
+            ) from exc
+        control_path = self.state.control_path(run_dir)
+        remove_stale_socket(control_path)  # ours: we hold the state dir's lock
+        control = ControlServer(control_path, self.handle).start()
+        self._stack.callback(control.stop)
+        self.state.publish(
+            Instance(
+                pid=os.getpid(), control=control_path, run_dir=str(run_dir), domain=options.domain,
+                router=options.router, router_host=router.tcp_address[0],
+                router_port=router.tcp_address[1], router_unix=router.unix_path,
+            )
+        )  # fmt: skip
+
+    def _stream(self, muted: Sequence[str]) -> None:
+        """Start the log stream (``muted``: apps the emperor is retrying) and the emperor's death watch."""
+        stop = threading.Event()
+        tail = LogTail(self.emperor.run_dir, from_end=True)
+        streamer = threading.Thread(
+            target=follow, args=(tail, self.output.log_line, stop), kwargs={"muted": muted}, name="emperor-dev-logs",
+            daemon=True,
+        )
+        streamer.start()
+        self._stack.callback(streamer.join)
+        self._stack.callback(stop.set)
+        threading.Thread(target=self._watch_emperor, name="emperor-dev-emperor", daemon=True).start()
+
+    def _watch_emperor(self) -> None:
+        emperor = self.emperor
+        while not wait_exit(emperor.pid, 3600):
+            pass
+        if not self.stopping.is_set():
+            self.emperor_died = True
+            self.output.note("the emperor exited unexpectedly; its last lines:", error=True)
+            for text in emperor.log_tail():
+                self.output.line(EMPEROR, text)
+            self.stopping.set()
+
+    # -- apps -------------------------------------------------------------------------------------------------
+
+    def _specs(self) -> Mapping[str, AppSpec]:
+        with self._lock:
+            return dict(self.apps)
+
+    def _app_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._app_locks.setdefault(name, threading.Lock())
+
+    def _deploy(self, spec: AppSpec) -> Vassal | None:
+        """Deploy without waiting; a deploy error is recorded (and shown as state "error"), not raised."""
+        self.output.add_names([spec.name])
+        with self._lock:
+            self.apps[spec.name] = spec
+            self.failures.pop(spec.name, None)
+            try:
+                vassal = self.emperor.deploy(spec.ini, spec.name, wait=False)
+            except EmperorError as exc:
+                self.failures[spec.name] = str(exc)
+                return None
+        expected = self.router.route_map.socket_for(spec.name)
+        if vassal.socket_path != expected:
+            bound = vassal.socket.address if vassal.socket is not None else "no socket"
+            self.output.note(
+                f"warning: {spec.name} binds {bound} but the router sends {vassal.host} to {expected}: requests "
+                f"through the router will get 502 (bind {self.options.socket_dir}/%n.api.sock, or pass --socket-dir)",
+                error=True,
+            )
+        return vassal
+
+    def deploy_all(self, specs: Sequence[AppSpec]) -> None:
+        """Deploy every app at once, then wait for each: one that is cursed or slow does not hold up the others'
+        start (the waits overlap; events that already happened return at once)."""
+        deployed = [vassal for vassal in map(self._deploy, specs) if vassal is not None]
+        for vassal in deployed:
+            with contextlib.suppress(VassalError):  # shown in the table with its error lines
+                vassal.wait_ready()
+
+    def add(self, arg: str, name: str | None = None) -> AppStatus:
+        """Deploy one more app (``arg`` as on the command line, absolute) and wait until it is ready."""
+        spec = resolve_app(arg, Path("/"))
+        if name:
+            spec = AppSpec(name, spec.ini)
+        with self._lock:
+            if spec.name in self.apps:
+                raise ConfigError(f"an app named {spec.name!r} is already running; `emperor-dev rm {spec.name}` first")
+        vassal = self._deploy(spec)
+        if self._watcher is not None:
+            self._watcher.apps_changed()
+        if vassal is None:
+            raise ConfigError(self.failures[spec.name])
+        vassal.wait_ready()
+        return self.app_status(spec.name)
+
+    def remove(self, name: str) -> None:
+        """Undeploy an app (its vassal stops, its socket goes)."""
+        self._spec(name)
+        with self._app_lock(name):
+            vassal = self.emperor.vassals.get(name)
+            if vassal is not None:
+                vassal.remove()
+            with self._lock:
+                self.apps.pop(name, None)
+                self.failures.pop(name, None)
+        if self._watcher is not None:
+            self._watcher.apps_changed()
+
+    def reload(self, name: str) -> AppStatus:
+        """Reload an app and wait until it is ready: a running vassal gracefully (as touching its link does), a
+        cursed one (or one that could not be deployed) by deploying it afresh, so a fixed app comes back now
+        rather than at its next throttled retry."""
+        spec = self._spec(name)
+        with self._app_lock(name):
+            vassal = self.emperor.vassals.get(name)
+            running = self.emperor.stats().vassals.get(vassal.id) if vassal is not None else None
+            if vassal is not None and running is not None and not running.cursed:
+                vassal.reload()
+            else:
+                if vassal is not None:
+                    vassal.remove()
+                fresh = self._deploy(spec)
+                if fresh is None:
+                    raise ConfigError(self.failures[name])
+                fresh.wait_ready()
+        return self.app_status(name)
+
+    def _restart_in_background(self, name: str) -> None:
+        # During start-up the apps are being deployed from their files as they are now.
+        if self._serving and not self.stopping.is_set():
+            threading.Thread(target=self._restart, args=(name,), name=f"emperor-dev-reload-{name}", daemon=True).start()
+
+    def _restart(self, name: str) -> None:
+        self.output.line(EMPEROR, f"{name}: its files changed, reloading it")
+        try:
+            self.reload(name)
+        except EmperorError as exc:
+            if not self.stopping.is_set():
+                self.output.line(EMPEROR, f"{name}: reload failed: {str(exc).splitlines()[0]}")
+
+    def _spec(self, name: str) -> AppSpec:
+        with self._lock:
+            spec = self.apps.get(name)
+            known = sorted(self.apps)
+        if spec is None:
+            raise ConfigError(f"no app named {name!r} is running (running: {', '.join(known) or 'none'})")
+        return spec
+
+    # -- status -----------------------------------------------------------------------------------------------
+
+    def app_status(self, name: str) -> AppStatus:
+        """One app's row."""
+        spec = self._spec(name)
+        url = self.router.url_for(name)
+        vassal = self.emperor.vassals.get(name)
+        if vassal is None:
+            failure = self.failures.get(name)
+            if failure is None:  # not deployed yet (``up`` is starting)
+                return AppStatus(name, url, VassalState.STARTING.value, None, str(spec.ini), None, None)
+            return AppStatus(name, url, "error", None, str(spec.ini), None, None, failure.splitlines())
+        state = _state(vassal)
+        errors: list[str] = []
+        if state in (VassalState.CURSED, VassalState.THROTTLED):
+            # Each retry logs the same lines again: show each once, the latest last.
+            errors = list(reversed(dict.fromkeys(reversed(vassal.error_lines(limit=50)))))[-5:]
+        socket = vassal.socket
+        return AppStatus(
+            name, url, state.value, vassal.pid, str(spec.ini),
+            socket.address if socket else None, socket.protocol if socket else None, errors,
+        )  # fmt: skip
+
+    def status(self) -> list[AppStatus]:
+        """Every app's row, in deploy order."""
+        return [self.app_status(name) for name in self._specs()]
+
+    # -- the control socket -----------------------------------------------------------------------------------
+
+    def handle(self, request: Message) -> Message:
+        """Serve one control request (see control.py)."""
+        cmd = request.get("cmd")
+        try:
+            if cmd == "status":
+                return {"ok": True, "pid": os.getpid(), "apps": [s.to_dict() for s in self.status()]}
+            if cmd == "add":
+                return {"ok": True, "app": self.add(str(request["path"]), request.get("name")).to_dict()}
+            if cmd == "rm":
+                self.remove(str(request["name"]))
+                return {"ok": True}
+            if cmd == "reload":
+                return {"ok": True, "app": self.reload(str(request["name"])).to_dict()}
+            if cmd == "down":
+                self.output.note("stopping on `emperor-dev down`")
+                self.stopping.set()
+                return {"ok": True, "pid": os.getpid()}
+        except KeyError as exc:
+            return {"ok": False, "error": f"bad request: {cmd} needs {exc}"}
+        except (EmperorError, RouterError) as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": False, "error": f"bad request: unknown command {cmd!r}"}
+
+
+def _state(vassal: Vassal) -> VassalState:
+    """The vassal's state, except that a vassal whose last verdict was a curse reads "cursed" while the emperor
+    retries it (rather than flickering through "starting" at each retry)."""
+    state = vassal.state
+    if state is VassalState.STARTING:
+        verdicts = [e.kind for e in vassal.events() if e.kind in (EventKind.READY, EventKind.CURSED)]
+        if verdicts and verdicts[-1] is EventKind.CURSED:
+            return VassalState.CURSED
+    return state

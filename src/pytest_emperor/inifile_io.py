@@ -1,0 +1,134 @@
+"""The I/O half of :mod:`pytest_emperor.inifile`: magic variables from the file system, ``@(...)`` resolution,
+and reading an ini file exactly as it will be deployed (a vassal symlink in a vassal directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pytest_emperor.inifile import IniFile, MagicVars, parse_ini
+
+__all__ = ["Deployed", "at_resolver", "deployed", "magic_for", "read_ini", "strip_one_eol"]
+
+# `@(exec://...)` commands are config-time helpers (dirname, realpath, cat ...); one that hangs would hang
+# uWSGI at every start too, so a bound only keeps the checker from hanging with it.
+EXEC_TIMEOUT = 30.0
+
+
+def strip_one_eol(text: str) -> str:
+    """Drop exactly one trailing ``\\n`` or ``\\r``, as core/uwsgi.c ``uwsgi_at_file_read`` does.
+
+    Measured on 2.0.31: ``'hello\\n\\n'`` -> ``'hello\\n'``, ``'a\\r\\n'`` -> ``'a\\r'``.
+    """
+    return text[:-1] if text.endswith(("\n", "\r")) else text
+
+
+def at_resolver(cwd: str) -> Callable[[str], str]:
+    """A resolver for ``@(...)`` running where the vassal runs (``cwd``, the vassal directory).
+
+    ``exec://cmd`` runs ``/bin/sh -c cmd`` and captures stdout, ignoring the exit status like core/io.c
+    ``uwsgi_scheme_exec``; anything else is a file path read relative to ``cwd``. A missing file raises
+    :class:`FileNotFoundError`, as it is fatal for uWSGI (exit 1). Other schemes raise :class:`ValueError`.
+    """
+
+    def resolve(spec: str) -> str:
+        if spec.startswith("exec://"):
+            done = subprocess.run(
+                ["/bin/sh", "-c", spec[len("exec://") :]],
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                timeout=EXEC_TIMEOUT,
+                check=False,
+            )
+            return strip_one_eol(done.stdout.decode("utf-8", "surrogateescape"))
+        if "://" in spec:
+            raise ValueError(f"@({spec}): only exec:// and plain files are supported")
+        path = Path(spec) if os.path.isabs(spec) else Path(cwd, spec)
+        return strip_one_eol(path.read_bytes().decode("utf-8", "surrogateescape"))
+
+    return resolve
+
+
+def magic_for(config_arg: str, *, cwd: str, version: str = "", binary_path: str = "") -> MagicVars:
+    """The magic table uWSGI fills for ``config_arg`` opened in ``cwd`` on this machine."""
+    full = os.path.join(cwd, config_arg)
+    st = os.lstat(full)
+    uid, gid = os.getuid(), os.getgid()
+    return MagicVars.for_config(
+        config_arg,
+        cwd=cwd,
+        is_symlink=os.path.islink(full),
+        realpath=os.path.realpath(full),
+        inode=st.st_ino,
+        cpu_count=os.sysconf("SC_NPROCESSORS_ONLN"),
+        hostname=socket.gethostname(),
+        version=version,
+        binary_path=binary_path,
+        uid=uid,
+        gid=gid,
+        user=_user_name(uid),
+        group=_group_name(gid),
+    )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid without a passwd entry (containers): uWSGI leaves %U empty then
+        return ""
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
+
+
+def read_ini(config_arg: str, *, cwd: str, section: str = "uwsgi", version: str = "", binary_path: str = "") -> IniFile:
+    """Read ``config_arg`` (relative to ``cwd``) with the magic variables uWSGI would give it there
+    (``version``/``binary_path`` fill ``%V``/``%b`` when the caller knows the binary)."""
+    text = Path(cwd, config_arg).read_bytes().decode("utf-8", "surrogateescape")
+    magic = magic_for(config_arg, cwd=cwd, version=version, binary_path=binary_path)
+    return parse_ini(text, magic=magic, section=section)
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """An ini file seen through a vassal symlink: the parsed file and an ``@(...)`` resolver for it."""
+
+    ini: IniFile
+    link: Path
+    vassal_dir: Path
+    resolver: Callable[[str], str]
+
+
+@contextlib.contextmanager
+def deployed(
+    ini_path: Path, name: str, *, vassal_dir: Path | None = None, version: str = "", binary_path: str = ""
+) -> Iterator[Deployed]:
+    """Read ``ini_path`` as the emperor runs it: ``<vassal_dir>/<name>.ini -> ini_path``, cwd = vassal dir.
+
+    Without ``vassal_dir`` a private temporary one is made and removed afterwards, so ``%p``, ``%n`` and
+    ``@(exec://dirname $(realpath %P))`` see a real symlink; nothing next to ``ini_path`` is touched.
+    """
+    with contextlib.ExitStack() as stack:
+        vdir = vassal_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emperor-check-")))
+        vdir = Path(os.path.realpath(vdir))  # the emperor chdir()s into the realpath of its directory
+        link = vdir / f"{name}.ini"
+        link.symlink_to(Path(ini_path).resolve())
+        stack.callback(link.unlink)
+        ini = read_ini(link.name, cwd=str(vdir), version=version, binary_path=binary_path)
+        yield Deployed(ini=ini, link=link, vassal_dir=vdir, resolver=at_resolver(str(vdir)))

@@ -1,0 +1,141 @@
+"""``emperor-dev check`` run as a subprocess, as CI runs it: exit codes, formats, config, boot check."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = Path(__file__).resolve().parent / "check_cases"
+EXAMPLES = ROOT / "example_apps"
+EXE = Path(sys.executable).parent / "emperor-dev"
+
+
+def run(*args: str, cwd: Path = ROOT, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    if not EXE.exists():
+        pytest.fail(f"{EXE} is missing: `pip install -e .` installs the emperor-dev script")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UWSGI_")}
+    return subprocess.run([str(EXE), "check", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def codes(out: str) -> list[tuple[str, str]]:
+    return [(Path(f["path"]).parent.name, f["code"]) for f in json.loads(out)["findings"]]
+
+
+def test_clean_app_exits_0(uwsgi_bin: Path) -> None:
+    done = run("--static", str(CASES / "good"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 file checked: 0 errors, 0 warnings, 0 infos" in done.stdout
+
+
+def test_findings_exit_1_with_codes_and_lines(uwsgi_bin: Path) -> None:
+    done = run("--static", "--format", "json", str(CASES))
+    assert done.returncode == 1
+    assert sorted(codes(done.stdout)) == [
+        ("bad-import", "W402"),
+        ("collide-b", "E306"),
+        ("stray-percent", "E102"),
+        ("stray-percent", "W402"),
+        ("typo", "E201"),
+    ]
+    typo = next(f for f in json.loads(done.stdout)["findings"] if f["code"] == "E201")
+    assert typo["line"] == 4 and "did you mean `wsgi-file`" in typo["message"]
+
+
+def test_fail_on_and_select_ignore(uwsgi_bin: Path) -> None:
+    assert run("--static", "--fail-on", "error", str(CASES / "bad-import")).returncode == 0
+    assert run("--static", "--fail-on", "info", str(CASES / "bad-import")).returncode == 1
+    assert run("--static", "--ignore", "W402", str(CASES / "bad-import")).returncode == 0
+    assert run("--static", "--select", "E", str(CASES / "bad-import")).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--static", "no/such/dir"),
+        ("--static", "--select", "Z999", str(CASES / "good")),
+        ("--static", "--format", "yaml", str(CASES / "good")),
+        ("--static", "--name", "x", str(CASES)),
+    ],
+)
+def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
+    done = run(*args)
+    assert done.returncode == 2, done.stdout + done.stderr
+
+
+def test_pyproject_config_and_default_path(tmp_path: Path, uwsgi_bin: Path) -> None:
+    shutil.copytree(CASES / "bad-import", tmp_path / "svc")
+    (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev.check]\nignore = ["W402"]\nstatic = true\n')
+    assert run(cwd=tmp_path / "svc").returncode == 0  # default path ./app.uwsgi.ini, W402 ignored
+    (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev.check]\nignored = ["W402"]\n')
+    assert run("--static", cwd=tmp_path / "svc").returncode == 2
+
+
+def test_name_decides_the_socket(uwsgi_bin: Path) -> None:
+    done = run("--static", "--format", "json", "--socket-dir", "/run/apps", "--name", "beta", str(CASES / "good"))
+    found = json.loads(done.stdout)["findings"]
+    assert [f["code"] for f in found] == ["W303"]
+    assert "/tmp/beta.api.sock" in found[0]["message"] and "/run/apps/beta.api.sock" in found[0]["message"]
+
+
+def test_sarif_to_file(tmp_path: Path, uwsgi_bin: Path) -> None:
+    out = tmp_path / "check.sarif"
+    done = run("--static", "--format", "sarif", "-o", str(out), str(CASES / "typo"))
+    assert done.returncode == 1 and done.stdout == ""
+    assert "1 error" in done.stderr
+    assert json.loads(out.read_text())["runs"][0]["results"][0]["ruleId"] == "E201"
+
+
+def test_list_rules() -> None:
+    done = run("--list-rules")
+    assert done.returncode == 0 and "W101" in done.stdout and "B001" in done.stdout
+
+
+def test_boot_check_reports_uwsgis_own_lines(uwsgi_bin: Path) -> None:
+    done = run("--format", "json", "--timeout", "60", str(CASES / "good"), str(CASES / "bad-import"))
+    found = json.loads(done.stdout)["findings"]
+    assert done.returncode == 1
+    assert sorted({(Path(f["path"]).parent.name, f["code"]) for f in found}) == [
+        ("bad-import", "B002"),
+        ("bad-import", "B003"),
+        ("bad-import", "W402"),
+    ]
+    no_app = next(f for f in found if f["code"] == "B002")
+    assert any("module_that_does_not_exist" in line for line in no_app["details"])
+    # nothing was written into the app dirs
+    assert sorted(p.name for p in (CASES / "good").iterdir() if p.name != "__pycache__") == [
+        "app.uwsgi.ini",
+        "hello.py",
+    ]
+
+
+def test_boot_check_cursed_vassal(tmp_path: Path, uwsgi_bin: Path) -> None:
+    app = tmp_path / "svc"
+    shutil.copytree(CASES / "good", app)
+    ini = app / "app.uwsgi.ini"
+    ini.write_text(ini.read_text().replace("dirname $(realpath %P))", "dirname $(realpath %P))/gone"))
+    done = run("--format", "json", "--timeout", "60", str(app))
+    found = json.loads(done.stdout)["findings"]
+    assert {f["code"] for f in found} == {"E501", "B001"}
+    cursed = next(f for f in found if f["code"] == "B001")
+    assert any("chdir()" in line for line in cursed["details"])
+
+
+def test_example_apps(uwsgi_bin: Path, example_venvs: None) -> None:
+    """CI gate over example_apps/: the broken examples fail, the good ones pass (at --fail-on error)."""
+    apps = sorted(p.parent for p in EXAMPLES.glob("*/app.uwsgi.ini"))
+    if not apps:
+        pytest.fail(f"no example apps under {EXAMPLES}")
+    results = {a.name: run("--fail-on", "error", "--timeout", "60", str(a)).returncode for a in apps}
+    assert {n: rc for n, rc in results.items() if n.startswith("broken-")} == {
+        n: (0 if n == "broken-crash" else 1) for n in results if n.startswith("broken-")
+    }
+    assert {n: rc for n, rc in results.items() if not n.startswith("broken-")} == {
+        n: 0 for n in results if not n.startswith("broken-")
+    }

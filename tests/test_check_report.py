@@ -1,0 +1,177 @@
+"""Each output format of ``emperor-dev check`` is valid for its consumer."""
+
+from __future__ import annotations
+
+import json
+from xml.etree import ElementTree as ET
+
+import jsonschema
+import pytest
+
+from pytest_emperor.check.report import FORMATS, render
+from pytest_emperor.check.rules import Severity, finding
+
+FINDINGS = [
+    finding("W101", "a/app.uwsgi.ini", 9, "`processes` is '2 # cores'"),
+    finding("E102", "a/app.uwsgi.ini", 5, "line 6 `need-app = true` is lost"),
+    finding("I202", "b/app.uwsgi.ini", 2, "`app_root`"),
+    finding("B001", "b/app.uwsgi.ini", 1, "cursed, 100% sure: a,b", ["chdir(): No such file or directory"]),
+]
+FILES = ["a/app.uwsgi.ini", "b/app.uwsgi.ini", "c/app.uwsgi.ini"]
+
+# The parts of the SARIF 2.1.0 schema (sarif-schema-2.1.0.json, OASIS) that code scanning relies on.
+SARIF_SUBSET = {
+    "type": "object",
+    "required": ["version", "runs"],
+    "properties": {
+        "version": {"const": "2.1.0"},
+        "$schema": {"type": "string", "format": "uri"},
+        "runs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["tool"],
+                "properties": {
+                    "tool": {
+                        "type": "object",
+                        "required": ["driver"],
+                        "properties": {
+                            "driver": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "rules": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["id"],
+                                            "properties": {
+                                                "id": {"type": "string"},
+                                                "shortDescription": {
+                                                    "type": "object",
+                                                    "required": ["text"],
+                                                },
+                                                "defaultConfiguration": {
+                                                    "type": "object",
+                                                    "properties": {
+                                                        "level": {"enum": ["none", "note", "warning", "error"]}
+                                                    },
+                                                },
+                                            },
+                                        },
+                                    },
+                                },
+                            }
+                        },
+                    },
+                    "results": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["message"],
+                            "properties": {
+                                "ruleId": {"type": "string"},
+                                "ruleIndex": {"type": "integer", "minimum": 0},
+                                "level": {"enum": ["none", "note", "warning", "error"]},
+                                "message": {"type": "object", "required": ["text"]},
+                                "locations": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "physicalLocation": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "artifactLocation": {
+                                                        "type": "object",
+                                                        "properties": {"uri": {"type": "string"}},
+                                                    },
+                                                    "region": {
+                                                        "type": "object",
+                                                        "properties": {"startLine": {"type": "integer", "minimum": 1}},
+                                                    },
+                                                },
+                                            }
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def test_text() -> None:
+    out = render("text", FINDINGS, FILES)
+    assert "a/app.uwsgi.ini:9: W101 [warning]" in out
+    assert "    | chdir(): No such file or directory" in out
+    assert out.endswith("3 files checked: 2 errors, 1 warning, 1 info\n")
+
+
+def test_json_parses_and_round_trips() -> None:
+    data = json.loads(render("json", FINDINGS, FILES))
+    assert data["files"] == FILES
+    assert [(f["code"], f["line"], f["severity"]) for f in data["findings"]] == [
+        ("W101", 9, "warning"),
+        ("E102", 5, "error"),
+        ("I202", 2, "info"),
+        ("B001", 1, "error"),
+    ]
+
+
+def test_junit_is_well_formed() -> None:
+    root = ET.fromstring(render("junit", FINDINGS, FILES))
+    assert root.tag == "testsuite" and root.get("tests") == "3" and root.get("failures") == "2"
+    cases = {c.get("name"): c for c in root.iter("testcase")}
+    assert set(cases) == set(FILES)
+    assert [f.get("type") for f in cases["a/app.uwsgi.ini"].iter("failure")] == ["W101", "E102"]
+    assert [f.get("type") for f in cases["b/app.uwsgi.ini"].iter("failure")] == ["B001"]
+    assert list(cases["c/app.uwsgi.ini"]) == []
+
+
+def test_sarif_follows_2_1_0() -> None:
+    log = json.loads(render("sarif", FINDINGS, FILES))
+    jsonschema.validate(log, SARIF_SUBSET)
+    run = log["runs"][0]
+    rules = run["tool"]["driver"]["rules"]
+    for result in run["results"]:
+        assert rules[result["ruleIndex"]]["id"] == result["ruleId"]
+    assert [r["level"] for r in run["results"]] == ["warning", "error", "note", "error"]
+
+
+def test_sarif_subset_rejects_a_broken_log() -> None:
+    log = json.loads(render("sarif", FINDINGS, FILES))
+    log["runs"][0]["results"][0]["level"] = "fatal"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(log, SARIF_SUBSET)
+
+
+def test_github_workflow_commands_are_escaped() -> None:
+    lines = render("github", FINDINGS, FILES).splitlines()
+    assert lines[0].startswith("::warning file=a/app.uwsgi.ini,line=9,title=W101::")
+    assert lines[2].startswith("::notice ")
+    cursed = lines[3]
+    assert cursed.startswith("::error file=b/app.uwsgi.ini,line=1,title=B001::")
+    assert "100%25 sure" in cursed and "%0Afix: " in cursed and "\n" not in cursed
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_empty_report(fmt: str) -> None:
+    out = render(fmt, [], FILES)
+    if fmt in ("json", "sarif"):
+        json.loads(out)
+    elif fmt == "junit":
+        assert ET.fromstring(out).get("failures") == "0"
+    elif fmt == "text":
+        assert "0 errors" in out
+    else:
+        assert out == ""
+
+
+def test_severity_order() -> None:
+    assert Severity.INFO < Severity.WARNING < Severity.ERROR

@@ -1,0 +1,237 @@
+"""Every static rule of ``emperor-dev check``, triggered and not triggered (pure: no file system, no binary)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_emperor.check.paths import check_paths, venv_python_version
+from pytest_emperor.check.rules import (
+    RULES,
+    AppConfig,
+    Severity,
+    apply_suppressions,
+    check_app,
+    check_apps,
+    filter_codes,
+)
+from pytest_emperor.inifile import MagicVars, parse_ini
+
+OPTIONS = frozenset(
+    [
+        "chdir",
+        "socket",
+        "http-socket",
+        "http",
+        "module",
+        "wsgi-file",
+        "master",
+        "vacuum",
+        "need-app",
+        "processes",
+        "workers",
+        "plugin",
+        "need-plugin",
+        "chmod-socket",
+        "daemonize",
+        "strict",
+        "home",
+        "pythonpath",
+    ]
+)
+BASE = """[uwsgi]
+chdir = /srv/app
+socket = /tmp/%n.api.sock
+module = app
+master = true
+vacuum = true
+need-app = true
+processes = 2
+"""
+SEED = """[uwsgi]
+app_root = @(exec://dirname $(realpath %P))
+chdir = %(app_root)
+home = %(app_root)/venv-bottle
+plugin = python3
+socket = /tmp/%n.api.sock
+chmod-socket = 666
+wsgi-file = app.py
+processes = 2 # number of cores on machine
+master = true
+vacuum = true
+"""
+
+
+def app(text: str, name: str = "svc", **kw: object) -> AppConfig:
+    magic = MagicVars.for_config(f"{name}.ini", cwd="/v", is_symlink=True, realpath="/srv/app/app.uwsgi.ini")
+    ini = parse_ini(text, magic=magic)
+    resolution = ini.resolve(env={}, at_resolver=lambda spec: "/srv/app")
+    options = dict(
+        path="app.uwsgi.ini",
+        name=name,
+        ini=ini,
+        resolution=resolution,
+        raw_text=text,
+        known_options=OPTIONS,
+        python_embedded=True,
+        world_writable_dirs=frozenset({"/tmp"}),
+    )
+    options.update(kw)
+    return AppConfig(**options)  # type: ignore[arg-type]
+
+
+def codes(text: str, **kw: object) -> list[str]:
+    return [f.code for f in check_app(app(text, **kw))]
+
+
+def test_base_is_clean() -> None:
+    assert check_app(app(BASE)) == []
+
+
+TRIGGERS = {
+    "E001": ("socket = /tmp/%n.api.sock\n", {}),
+    "E002": (BASE + "= orphan\n", {}),
+    "W101": (BASE.replace("processes = 2", "processes = 2 # cores"), {}),
+    "E102": (BASE.replace("need-app = true", "; cpu at 100%\nneed-app = true"), {}),
+    "W103": (BASE + "x-note = 5% off\n", {"known_options": None}),
+    "E104": (BASE.replace("module = app", "module ="), {}),
+    "E105": (BASE.replace("module = app", "module = %(nope)"), {}),
+    "W106": (BASE + "processes = 4\n", {}),
+    "E201": (BASE + "wsgi-fil = app.py\n", {}),
+    "I202": (BASE.replace("chdir = /srv/app", "root = /srv\nchdir = %(root)/app"), {}),
+    "E203": (BASE.replace("chdir = /srv/app", "strict = true\nroot = /srv\nchdir = %(root)/app"), {}),
+    "E301": (BASE.replace("socket = /tmp/%n.api.sock\n", ""), {}),
+    "W302": (BASE.replace("%n", "svc"), {}),
+    "W303": (BASE.replace("%n.api.sock", "%n.sock"), {}),
+    "E304": (BASE + "http = :8080\n", {}),
+    "E305": (BASE + "daemonize = /tmp/x.log\n", {}),
+    "W307": (BASE + "chmod-socket = 666\n", {}),
+    "W401": (BASE.replace("vacuum = true\n", ""), {}),
+    "W402": (BASE.replace("need-app = true\n", ""), {}),
+    "E403": (BASE.replace("processes = 2", "processes = two"), {}),
+    "W506": (BASE + "plugin = python3\n", {}),
+    "E507": (BASE + "need-plugin = python3\n", {}),
+}
+NOT_TRIGGERED = {
+    "W101": BASE + "env = A=x;y\nlogformat = %%(status)#1\n",  # no blank before # / ;: not a comment
+    "E102": BASE + "; cpu at 100%%\n",
+    "E104": BASE + "master\n",  # a bare flag is fine
+    "E105": BASE + "home = %(chdir)/venv\n",
+    "W106": BASE + "socket = /tmp/%n.second.sock\n".replace("second", "api"),  # socket is repeatable
+    "E201": BASE.replace("chdir = /srv/app", "root = /srv\nchdir = %(root)/app"),
+    "W302": BASE.replace("%n", "%N"),
+    "W307": BASE + "chmod-socket = 660\n",
+    "W401": BASE,
+    "E403": BASE.replace("processes = 2", "processes = 2 # cores"),
+    "W506": BASE + "plugin = router_http\n",
+}
+
+
+@pytest.mark.parametrize("code", sorted(TRIGGERS))
+def test_rule_triggers(code: str) -> None:
+    text, kw = TRIGGERS[code]
+    assert code in codes(text, **kw)
+
+
+@pytest.mark.parametrize("code", sorted(NOT_TRIGGERED))
+def test_rule_does_not_trigger(code: str) -> None:
+    assert code not in codes(NOT_TRIGGERED[code])
+
+
+def test_every_static_rule_has_a_trigger() -> None:
+    static = {c for c in RULES if c[0] in "EWI" and not c.startswith("E5") and c != "E306"}
+    assert static - set(TRIGGERS) == set()
+
+
+def test_inline_comment_in_a_path_is_an_error() -> None:
+    found = check_app(app(BASE.replace("/tmp/%n.api.sock", "/tmp/%n.api.sock ; main")))
+    assert [(f.code, f.severity) for f in found if f.code == "W101"] == [("W101", Severity.ERROR)]
+
+
+def test_did_you_mean_and_stray_percent_message() -> None:
+    f = next(f for f in check_app(app(BASE + "wsgi-fil = app.py\n")) if f.code == "E201")
+    assert "did you mean `wsgi-file`" in f.message and f.line == 9
+    swallowed = next(f for f in check_app(app(TRIGGERS["E102"][0])) if f.code == "E102")
+    assert "`need-app = true` is lost" in swallowed.message
+
+
+def test_repeated_option_says_which_wins() -> None:
+    f = next(f for f in check_app(app(BASE + "processes = 4\n")) if f.code == "W106")
+    assert f.line == 9 and "first on line 8" in f.message
+
+
+def test_seed_real_findings_and_no_false_alarms() -> None:
+    found = {f.code: f for f in check_app(app(SEED, name="service1"))}
+    # the seed's real problems
+    assert {"W101", "W307", "W402", "W506"} <= set(found)
+    assert found["W101"].line == 9
+    # its valid idioms are no alarms: @(exec://...), %(app_root) (only the strict note), %n
+    assert set(found) - {"W101", "W307", "W402", "W506", "I202"} == set()
+    assert found["I202"].severity is Severity.INFO and "set-placeholder" in found["I202"].hint
+
+
+def test_socket_collision_across_apps() -> None:
+    a = app(BASE.replace("%n", "shared"), name="a")
+    b = app(BASE.replace("%n", "shared"), name="b")
+    assert [f.code for f in check_apps([a, b]) if f.code == "E306"] == ["E306"]
+    assert [f.code for f in check_apps([app(BASE, name="a"), app(BASE, name="b")]) if f.code == "E306"] == []
+
+
+def test_suppression_comment_above_the_line() -> None:
+    text = BASE.replace("processes = 2", "; emperor-dev: ignore[W101]\nprocesses = 2 # cores")
+    a = app(text)
+    assert apply_suppressions(check_app(a), {a.path: text}) == []
+    # file-level findings point at the header: a comment above it covers them
+    text2 = "; emperor-dev: ignore[w402, W401]\n" + BASE.replace("need-app = true\n", "").replace("vacuum = true\n", "")
+    a2 = app(text2)
+    assert apply_suppressions(check_app(a2), {a2.path: text2}) == []
+    # an inline "comment" is part of the value and suppresses nothing
+    text3 = BASE.replace("processes = 2", "processes = 2 ; emperor-dev: ignore[W101]")
+    a3 = app(text3)
+    assert [f.code for f in apply_suppressions(check_app(a3), {a3.path: text3})] == ["W101"]
+
+
+def test_select_and_ignore_prefixes() -> None:
+    found = check_app(app(BASE.replace("vacuum = true\n", "").replace("need-app = true\n", "")))
+    assert [f.code for f in filter_codes(found, ("W4",), ("W402",))] == ["W401"]
+    assert filter_codes(found, (), ("W",)) == []
+
+
+# --- the path rules (real files under tmp_path) ---------------------------------------------------------
+
+
+def path_codes(tmp_path: Path, text: str, python: str = "3.11.7") -> list[str]:
+    a = app(text.replace("/srv/app", str(tmp_path)))
+    return [f.code for f in check_paths(a, cwd=tmp_path, python_version=python)]
+
+
+def test_paths_all_present(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("")
+    (tmp_path / "venv").mkdir()
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /x\nversion = 3.11.2\n")
+    text = BASE + "home = /srv/app/venv\nwsgi-file = app.py\n"
+    assert path_codes(tmp_path, text) == []
+
+
+def test_paths_missing(tmp_path: Path) -> None:
+    assert path_codes(tmp_path, BASE.replace("/srv/app", "/srv/app/nope")) == ["E501"]
+    text = BASE + "home = /srv/app/venv\nwsgi-file = app.py\n"
+    assert path_codes(tmp_path, text) == ["E504", "E502", "E503"]
+
+
+def test_module_found_as_package_and_in_venv(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__init__.py").write_text("")
+    assert path_codes(tmp_path, BASE.replace("module = app", "module = app:application")) == []
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "lib_app.py").write_text("")
+    assert path_codes(tmp_path, BASE.replace("module = app", "module = lib_app") + "home = /srv/app/venv\n") == []
+
+
+def test_venv_for_another_python(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("")
+    (tmp_path / "venv" / "lib" / "python3.9").mkdir(parents=True)
+    assert venv_python_version(tmp_path / "venv") == "3.9"
+    assert path_codes(tmp_path, BASE + "home = /srv/app/venv\n") == ["E505"]

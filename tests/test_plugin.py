@@ -1,0 +1,433 @@
+"""The pytest plugin as users run it: ``pytest --emperor`` in a generated app repo, with the real uWSGI.
+
+Each test writes a small repo in the seed's style into ``pytester.path`` (``app.uwsgi.ini`` at its root, a
+WSGI ``hello.py``, a ``pytest.ini``, test files using the fixtures) and runs pytest on it in a subprocess, in
+a private sandbox (plugin_helpers.py), then checks what the run reported and that it left nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from plugin_helpers import SYNC_PY, Run, Sandbox, assert_nothing_left, report_sections, write_app
+
+from pytest_emperor.emperor import Emperor
+from pytest_emperor.vassal import routable_name
+
+# Generous for a loaded 2-core machine: a run here takes 3-15 s.
+RUN_TIMEOUT = 90
+
+# Publishes where its vassal lives, then blocks until the outer test signals this pytest.
+BLOCKING_TEST = """
+import os
+import threading
+
+from pe_sync import publish
+
+
+def test_blocks(app_vassal, emperor):
+    assert app_vassal.request("GET", "/").status == 200
+    publish(os.environ["PE_RUN"], run_dir=str(emperor.run_dir), socket=app_vassal.socket_path)
+    threading.Event().wait()
+"""
+
+# Passes on its own: what a later run of the same repo runs.
+PASSING_TEST = """
+def test_answers(app_vassal):
+    assert app_vassal.request("GET", "/").body == b"repo app at /\\n"
+"""
+
+
+@pytest.fixture
+def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """This test's sandbox, which the runs get through the environment (runpytest_subprocess inherits it)."""
+    sandbox = Sandbox.create()
+    for name, value in sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    for name in os.environ:
+        if name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT")):  # when this suite itself runs under xdist
+            monkeypatch.delenv(name)
+    try:
+        yield sandbox
+    finally:
+        sandbox.remove()
+
+
+@pytest.fixture
+def repo(pytester: pytest.Pytester, box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A generated app repo, where pytest runs: ``app.uwsgi.ini`` + ``hello.py`` at its root, ``other/`` a second
+    app. Named ``hello``: pytester's own directory names (the test's name) are too long for a DNS label."""
+    root = pytester.path / "hello"
+    write_app(root, box.sockets, "repo app")
+    write_app(root / "other", box.sockets, "other app")
+    (root / "pe_sync.py").write_text(SYNC_PY)
+    (root / "pytest.ini").write_text("[pytest]\n")
+    monkeypatch.chdir(root)  # runpytest_subprocess runs in the current directory
+    return root
+
+
+def write_tests(repo: Path, **files: str) -> None:
+    """Write test modules ``<name>.py`` into ``repo``."""
+    for name, source in files.items():
+        (repo / f"{name}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def runs(box: Sandbox) -> Iterator[list[Run]]:
+    """The Popen-started runs of a test; any still running at its end is killed."""
+    started: list[Run] = []
+    yield started
+    for run in started:
+        run.kill()
+
+
+def start(runs: list[Run], box: Sandbox, repo: Path, name: str, *args: str) -> Run:
+    """Start ``pytest --emperor *args`` in ``repo`` as run ``name`` (its ``PE_RUN``), killed after the test."""
+    run = Run.start(box, repo, ["--emperor", *args], name)
+    runs.append(run)
+    return run
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+def test_emperor_run_passes_and_leaves_nothing(pytester: pytest.Pytester, repo: Path, box: Sandbox) -> None:
+    write_tests(repo, test_app="""
+        from pe_sync import publish
+
+        def test_app_vassal_answers(app_vassal, emperor):
+            response = app_vassal.request("GET", "/ping")
+            assert response.status == 200
+            assert response.body == b"repo app at /ping\\n"
+            publish("app", name=app_vassal.name, socket=app_vassal.socket_path, run_dir=str(emperor.run_dir))
+
+        def test_deploy_second_app(deploy_app):
+            other = deploy_app("other")
+            assert other.request("GET", "/x").body == b"other app at /x\\n"
+            publish("other", name=other.name, socket=other.socket_path)
+        """
+    )
+    result = pytester.runpytest_subprocess("--emperor", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(passed=2)
+    records = box.records()
+    # The run honoured TMPDIR: otherwise the leftover check below would look in the wrong place.
+    assert Path(records["app"].pop("run_dir")).parent == box.runs_root
+    assert records["app"]["name"].startswith(routable_name(repo.name) + "-")
+    assert records["other"]["name"].startswith("other-")
+    for record in records.values():
+        assert record["socket"] == f"{box.sockets}/{record['name']}.api.sock"
+    assert_nothing_left(box)
+
+
+def test_without_emperor_option_tests_are_skipped(
+    pytester: pytest.Pytester, repo: Path, box: Sandbox
+) -> None:
+    write_tests(repo, test_app="""
+        def test_uses_app_vassal(app_vassal):
+            pass
+
+        def test_uses_deploy_app(deploy_app):
+            pass
+
+        def test_uses_emperor(emperor):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-rs", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(skipped=3)
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_app.py:*: *--emperor*"] * 3)
+    assert not box.runs_root.exists(), "an emperor run was started without --emperor"
+    assert_nothing_left(box)
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+def test_failing_test_report_has_its_vassal_log_and_emperor_lines(
+    pytester: pytest.Pytester, repo: Path, box: Sandbox
+) -> None:
+    write_tests(repo, test_report="""
+        from pe_sync import publish
+
+        def test_earlier(app_vassal):
+            assert app_vassal.request("GET", "/log", query="logged-by-the-earlier-test").status == 200
+            assert "app-log: logged-by-the-earlier-test" in app_vassal.log_text()  # so its absence below counts
+
+        def test_fails(app_vassal, deploy_app):
+            assert app_vassal.request("GET", "/log", query="logged-by-the-failing-test").status == 200
+            other = deploy_app("other")
+            publish("failing", app=app_vassal.name, other=other.name)
+            raise AssertionError("failing on purpose")
+        """
+    )
+    result = pytester.runpytest_subprocess("--emperor", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(passed=1, failed=1)
+    names = box.records()["failing"]
+    sections = report_sections(result.stdout.lines)
+    log = sections.get(f"vassal {names['app']} log")
+    assert log is not None, f"no vassal log section; sections: {list(sections)}"
+    assert "app-log: logged-by-the-failing-test" in log
+    assert "app-log: logged-by-the-earlier-test" not in log, "the section has lines of an earlier test"
+    about = sections.get(f"emperor about {names['other']}")
+    assert about is not None, f"no emperor section; sections: {list(sections)}"
+    assert f"vassal {names['other']}.ini is ready to accept requests" in about
+    assert_nothing_left(box)
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+def test_failing_test_report_has_the_request_lines_uwsgi_logs_after_responding(
+    pytester: pytest.Pytester, repo: Path, box: Sandbox
+) -> None:
+    """uWSGI logs a request's line after it has closed the connection; with work after the response ("late-log",
+    see plugin_helpers.HELLO_PY) that line comes half a second late, when the next test has begun. It belongs to
+    the test that made the request, not to the next one."""
+    write_tests(repo, test_report="""
+        import time
+
+        from pe_sync import publish
+
+        def test_earlier(app_vassal):
+            assert app_vassal.request("GET", "/", query="late-log-of-the-earlier-test").status == 200
+
+        def test_fails(app_vassal):
+            publish("failing", name=app_vassal.name)
+            # Until the earlier test's request line is in the log (polled: no file events in the stdlib).
+            deadline = time.monotonic() + 30
+            while "late-log-of-the-earlier-test" not in app_vassal.log_text(0):
+                assert time.monotonic() < deadline, "the earlier request's line never came"
+                time.sleep(0.01)
+            assert app_vassal.request("GET", "/", query="late-log-of-the-failing-test").status == 200
+            raise AssertionError("failing on purpose")
+        """
+    )
+    result = pytester.runpytest_subprocess("--emperor", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(passed=1, failed=1)
+    name = box.records()["failing"]["name"]
+    log = report_sections(result.stdout.lines).get(f"vassal {name} log", "")
+    has = {"its own request's line": "late-log-of-the-failing-test" in log,
+           "the earlier test's request line": "late-log-of-the-earlier-test" in log}  # fmt: skip
+    assert has == {"its own request's line": True, "the earlier test's request line": False}, log
+    assert_nothing_left(box)
+
+
+def test_missing_uwsgi_binary_is_a_usage_error(pytester: pytest.Pytester, repo: Path, box: Sandbox) -> None:
+    write_tests(repo, test_app=PASSING_TEST)
+    result = pytester.runpytest_subprocess(
+        "--emperor", "--emperor-uwsgi", "/nonexistent", timeout=RUN_TIMEOUT
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*/nonexistent*does not exist*", "*pip install uwsgi*"])
+    assert_nothing_left(box)
+
+
+def test_uwsgi_script_is_rejected(
+    pytester: pytest.Pytester, repo: Path, box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the pyuwsgi wheel installs as `uwsgi`: a Python console script, with which every vassal is cursed.
+    script = pytester.path / "uwsgi"
+    script.write_text(f"#!{sys.executable}\nimport sys\nfrom pyuwsgi import run\nsys.exit(run())\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("EMPEROR_UWSGI", str(script))
+    write_tests(repo, test_app=PASSING_TEST)
+    result = pytester.runpytest_subprocess("--emperor", timeout=RUN_TIMEOUT)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{script}*EMPEROR_UWSGI*not the compiled uWSGI*", "*pip install uwsgi*"])
+    assert_nothing_left(box)
+
+
+XDIST_TEST = """
+import os
+
+from pe_sync import await_records, publish
+
+
+def test_same_app(app_vassal, deploy_app, request):
+    other = deploy_app("other")
+    me = os.environ["PYTEST_XDIST_WORKER"]
+    mine = {app_vassal.socket_path, other.socket_path}
+    publish(request.path.stem, worker=me, sockets=sorted(mine))
+    # Hold on until the other worker has its vassals up too, so both sets are live at the same time.
+    peers = await_records(lambda r: r["worker"] != me, "a test of the other worker to have its vassals ready")
+    for peer in peers:
+        assert not mine & set(peer["sockets"]), f"socket clash with {peer}"
+    assert app_vassal.request("GET", "/").body == b"repo app at /\\n"
+    assert other.request("GET", "/").body == b"other app at /\\n"
+"""
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+def test_xdist_workers_never_share_a_socket(pytester: pytest.Pytester, repo: Path, box: Sandbox) -> None:
+    files = {f"test_w{i}": XDIST_TEST for i in range(4)}
+    write_tests(repo, **files)
+    result = pytester.runpytest_subprocess("--emperor", "-n", "2", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(passed=4)
+    records = box.records()
+    assert sorted(records) == sorted(files)
+    owners: dict[str, set[str]] = {}
+    for record in records.values():
+        for socket in record["sockets"]:
+            owners.setdefault(socket, set()).add(record["worker"])
+    assert {w for ws in owners.values() for w in ws} == {"gw0", "gw1"}
+    shared = {s: ws for s, ws in owners.items() if len(ws) > 1}
+    assert not shared, f"sockets used by more than one worker: {shared}"
+    assert_nothing_left(box)
+
+
+OVERLAP_TEST = """
+import os
+
+from pe_sync import await_records, publish
+
+
+def test_overlaps(app_vassal):
+    me, peer = os.environ["PE_RUN"], os.environ["PE_PEER"]
+    publish(me, run=me, socket=app_vassal.socket_path)
+    [other] = await_records(lambda r: r.get("run") == peer, f"run {peer} to have its vassal ready")
+    assert other["socket"] != app_vassal.socket_path
+    # Still ours once the other run's vassal is up: it did not take over our socket.
+    assert app_vassal.request("GET", "/").body == b"repo app at /\\n"
+"""
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+def test_two_concurrent_runs_of_one_repo(
+    pytester: pytest.Pytester, repo: Path, box: Sandbox, runs: list[Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_tests(repo, test_overlap=OVERLAP_TEST)
+    # Both in the same TMPDIR, as two runs of one user are: each must leave the other's live run dir alone.
+    monkeypatch.setenv("PE_PEER", "b")
+    first = start(runs, box, repo, "a")
+    monkeypatch.setenv("PE_PEER", "a")
+    second = start(runs, box, repo, "b")
+    assert (first.wait(RUN_TIMEOUT), second.wait(RUN_TIMEOUT)) == (0, 0), first.text() + second.text()
+    records = box.records()
+    assert records["a"]["socket"] != records["b"]["socket"]
+    assert_nothing_left(box)
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+@pytest.mark.parametrize(
+    "interrupt",
+    [
+        # Ctrl-C: the terminal sends SIGINT to the whole foreground process group (the emperor has its own).
+        pytest.param(lambda pid: os.killpg(pid, signal.SIGINT), id="ctrl-c"),
+        # `kill`, a CI runner's timeout, systemd: SIGTERM to pytest.
+        pytest.param(lambda pid: os.kill(pid, signal.SIGTERM), id="sigterm"),
+    ],
+)
+def test_interrupted_run_leaves_nothing(
+    pytester: pytest.Pytester, repo: Path, box: Sandbox, runs: list[Run], interrupt: Callable[[int], None]
+) -> None:
+    write_tests(repo, test_block=BLOCKING_TEST)
+    run = start(runs, box, repo, "blocked")
+    blocked = run.wait_for_record(box, "blocked")
+    assert Path(blocked["run_dir"]).parent == box.runs_root
+    assert Path(blocked["socket"]).parent == box.sockets
+    interrupt(run.proc.pid)
+    assert run.wait(RUN_TIMEOUT) == pytest.ExitCode.INTERRUPTED, run.text()
+    assert_nothing_left(box)
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+def test_killed_run_is_cleaned_up_by_the_next(
+    pytester: pytest.Pytester, repo: Path, box: Sandbox, runs: list[Run]
+) -> None:
+    write_tests(repo, test_block=BLOCKING_TEST, test_ok=PASSING_TEST)
+    killed = start(runs, box, repo, "killed", "test_block.py")
+    first = killed.wait_for_record(box, "killed")
+    assert Path(first["run_dir"]).parent == box.runs_root
+    killed.proc.kill()
+    assert killed.wait(RUN_TIMEOUT) == -signal.SIGKILL
+    # Nothing could remove it: the emperor (sent SIGINT by the kernel as its parent died) does not own it.
+    assert Path(first["run_dir"]).is_dir()
+    result = pytester.runpytest_subprocess("--emperor", "test_ok.py", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(passed=1)
+    assert not Path(first["run_dir"]).exists()
+    assert not Path(first["socket"]).exists()
+    assert_nothing_left(box)
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+def test_ini_options_and_command_line_precedence(
+    pytester: pytest.Pytester, box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No app.uwsgi.ini above the test: the app comes from the configuration only.
+    repo = pytester.path
+    write_app(repo / "apps" / "outside", box.sockets, "outside app")
+    write_app(repo / "apps" / "second", box.sockets, "second app")
+    (repo / "pe_sync.py").write_text(SYNC_PY)
+    (repo / "pytest.ini").write_text(
+        "[pytest]\nemperor_timeout = 45\nemperor_apps = apps/outside\nemperor_domain = ini.example\n"
+    )
+    write_tests(repo, test_options="""
+        import os
+
+        from pe_sync import publish
+
+        def test_options(app_vassal, emperor):
+            body = app_vassal.request("GET", "/").body.decode()
+            publish(os.environ["PE_RUN"], timeout=emperor.timeout, host=app_vassal.host, body=body)
+        """
+    )
+    for run, args in {
+        "ini": [],
+        "cli": ["--emperor-timeout", "50", "--emperor-domain", "cli.example", "--emperor-app", "apps/second"],
+    }.items():
+        monkeypatch.setenv("PE_RUN", run)
+        pytester.runpytest_subprocess("--emperor", *args, timeout=RUN_TIMEOUT).assert_outcomes(passed=1)
+    records = box.records()
+    assert records["ini"]["timeout"] == 45
+    assert records["ini"]["host"].startswith("outside-")
+    assert records["ini"]["host"].endswith(".ini.example")
+    assert records["ini"]["body"] == "outside app at /\n"
+    assert records["cli"]["timeout"] == 50
+    assert records["cli"]["host"].startswith("second-")
+    assert records["cli"]["host"].endswith(".cli.example")
+    assert records["cli"]["body"] == "second app at /\n"
+    assert_nothing_left(box)
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+def test_cursed_deploy_fails_fast_with_the_vassal_error(
+    pytester: pytest.Pytester, repo: Path, box: Sandbox
+) -> None:
+    # The vassal exits at start-up: its chdir target does not exist.
+    write_app(repo / "broken", box.sockets, "never", chdir="%(app_root)/does-not-exist")
+    write_tests(repo, test_cursed="""
+        import time
+
+        import pytest
+        from pe_sync import publish
+        from pytest_emperor import VassalCursed
+
+        def test_cursed(deploy_app):
+            started = time.monotonic()
+            with pytest.raises(VassalCursed) as raised:
+                deploy_app("broken")
+            publish("cursed", seconds=time.monotonic() - started, message=str(raised.value))
+        """
+    )
+    result = pytester.runpytest_subprocess("--emperor", "--emperor-timeout", "60", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(passed=1)
+    cursed = box.records()["cursed"]
+    # A curse is seen within a second or so; the 60 s timeout is what a wait that missed it would take.
+    assert cursed["seconds"] < 15, cursed
+    assert "broken-" in cursed["message"]
+    assert "chdir(): No such file or directory" in cursed["message"], cursed["message"]
+    assert_nothing_left(box)
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+def test_leftover_check_sees_a_live_run(box: Sandbox, tmp_path: Path) -> None:
+    """The check every test above ends with would catch a run's processes, run dir and sockets."""
+    app = write_app(tmp_path / "live", box.sockets, "live app")
+    with Emperor(runs_root=box.runs_root) as emperor:
+        emperor.deploy(app)
+        with pytest.raises(AssertionError) as left:
+            assert_nothing_left(box)
+    for what in ("processes of the run still alive", f"left in {box.runs_root}", "live-"):
+        assert what in str(left.value)
+    assert_nothing_left(box)

@@ -1,0 +1,369 @@
+"""The route map (pure) and the built-in router end to end: a real emperor, a real echo vassal, real sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from router_fixtures import echo_emperor, raw_exchange, require_nginx, running_router, short_tmp_dir
+
+from pytest_emperor.client import http_request
+from pytest_emperor.processes import wait_exit
+from pytest_emperor.router import RouteMap, Router, RouterError, error_page, start_router
+from pytest_emperor.vassal import Vassal
+
+# -- RouteMap (pure) --------------------------------------------------------------------------------------------
+
+
+def test_for_domain_is_the_seed_layout() -> None:
+    route_map = RouteMap.for_domain("API.Example.com.", "/run/sockets/")
+    assert route_map.nginx_server_name == r"~^(?<app>[^.]+)\.api\.example\.com$"
+    assert route_map.socket_for_host("svc.api.example.com") == ("svc", "/run/sockets/svc.api.sock")
+    assert route_map.socket_for_host("a.b.api.example.com") is None
+    assert route_map.socket_for_host("svc.api.example.com.evil") is None
+    assert route_map.host_for("svc") == "svc.api.example.com"
+    assert route_map.socket_for("svc") == "/run/sockets/svc.api.sock"
+
+
+@pytest.mark.parametrize(
+    "server_name",
+    [
+        r"~^(?<app>[^.]+)\.api\.mycompany\.com$",  # the seed's nginx spelling
+        r"^(?P<app>[^.]+)\.api\.mycompany\.com$",  # Python's
+        r"~^(?P<app>[^.]+)\.api\.mycompany\.com$",  # PCRE accepts (?P< too
+    ],
+)
+def test_nginx_and_python_regex_spellings(server_name: str) -> None:
+    route_map = RouteMap(server_name, "unix:/tmp/$app.api.sock")
+    assert route_map.pattern == r"^(?P<app>[^.]+)\.api\.mycompany\.com$"
+    assert route_map.nginx_server_name == r"~^(?<app>[^.]+)\.api\.mycompany\.com$"
+    assert route_map.host_template == "$app.api.mycompany.com"  # derived
+    assert route_map.socket_path_template == "/tmp/$app.api.sock"
+    assert route_map.socket_for_host("svc.api.mycompany.com") == ("svc", "/tmp/svc.api.sock")
+
+
+def test_template_may_use_other_groups_and_braces() -> None:
+    route_map = RouteMap(
+        r"~^(?<app>[a-z]+)-(?<env>[a-z]+)\.example$",
+        "/srv/${env}/$app.sock",
+        host_template="$app-dev.example",
+    )
+    assert route_map.socket_for_host("shop-prod.example") == ("shop", "/srv/prod/shop.sock")
+    assert route_map.socket_for("shop") == "/srv/dev/shop.sock"
+
+
+@pytest.mark.parametrize(
+    ("server_name", "template", "host_template", "message"),
+    [
+        (r"~^([^.]+)\.x$", "/tmp/$app.sock", "", "no named group 'app'"),
+        (r"~^(?<app>[^.]+)\.x$", "/tmp/$other.sock", "", r"uses \$other"),
+        (r"~^(?<app>[^.]+)\.(x|y)$", "/tmp/$app.sock", "", "cannot derive a host template"),
+        (r"~^(?<app>[^.]+)\.x$", "/tmp/$app.sock", "$app.y", "does not match server_name"),
+        (r"~^(?<app>[^.+)\.x$", "/tmp/$app.sock", "", "not a valid regex"),
+    ],
+)
+def test_route_map_errors(server_name: str, template: str, host_template: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RouteMap(server_name, template, host_template)
+
+
+def test_error_page_has_nginx_shape_and_our_detail() -> None:
+    page = error_page(502, "app 'x': cannot connect to unix:/tmp/x.api.sock <&>")
+    head, _, body = page.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\nServer: pytest-emperor\r\nDate: ")
+    assert b"Connection: close" in head and b"Content-Length: %d" % len(body) in head
+    assert b"<center><h1>502 Bad Gateway</h1></center>" in body
+    assert b"<p>app &#x27;x&#x27;: cannot connect to unix:/tmp/x.api.sock &lt;&amp;&gt;</p>" in body
+    assert error_page(413, head_only=True).endswith(b"\r\n\r\n")
+
+
+def test_unknown_router_kind() -> None:
+    with pytest.raises(ValueError, match="'builtin' or 'nginx'"):
+        start_router("apache", RouteMap.for_domain(), "/tmp")
+
+
+# -- the built-in router, end to end ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def echo() -> Iterator[Vassal]:
+    with echo_emperor() as emperor:
+        yield emperor.deploy(Path(__file__).parent / "apps" / "echo")
+
+
+ROUTES = RouteMap.for_domain("api.localhost", "/tmp")
+
+
+@pytest.fixture(scope="module")
+def router() -> Iterator[Router]:
+    with running_router("builtin", ROUTES, upstream_timeout=1.5) as started:
+        yield started
+
+
+def test_get_through_unix_and_tcp(router: Router, echo: Vassal) -> None:
+    session = router.session_for(echo.name)
+    response = session.get("/a/../x%20y", params={"q": "1"})
+    assert response.status_code == 200, response.text
+    environ = response.json()["environ"]
+    assert environ["PATH_INFO"] == "/x y"
+    assert environ["REQUEST_URI"] == "/a/../x%20y?q=1"
+    assert environ["HTTP_HOST"] == f"{echo.name}.api.localhost"
+    assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"], environ["SERVER_PORT"]) == ("unix:", "", "")
+    assert environ["SERVER_NAME"] == ROUTES.nginx_server_name
+    tcp = router.session_for(echo.name, transport="tcp").post("/p", data=b"body")
+    env_tcp = tcp.json()["environ"]
+    assert tcp.json()["body"] == "body"
+    assert env_tcp["REMOTE_ADDR"] == "127.0.0.1" and env_tcp["SERVER_PORT"] == str(router.tcp_address[1])
+    assert router.url_for(echo.name, "/x") == f"http://{echo.name}.api.localhost:{router.tcp_address[1]}/x"
+
+
+def test_keep_alive_and_pipelining_on_one_connection(router: Router, echo: Vassal) -> None:
+    host = router.host_for(echo.name).encode()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(15)
+        sock.connect(router.unix_path)
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: %s\r\n\r\n" % host)
+        first = _read_until(sock, b"}")  # the echo JSON ends with "}"
+        assert first.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: keep-alive\r\n" in first
+        # Two pipelined requests on the same connection, the second closing it.
+        sock.sendall(b"GET /two HTTP/1.1\r\nHost: %s\r\n\r\nGET /three HTTP/1.1\r\nHost: %s\r\n" % (host, host))
+        sock.sendall(b"Connection: close\r\n\r\n")
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+    assert rest.count(b"HTTP/1.1 200 OK") == 2
+    assert rest.index(b'"PATH_INFO": "/two"') < rest.index(b'"PATH_INFO": "/three"')
+    assert rest.rstrip().endswith(b"}") and b"Connection: close\r\n" in rest
+
+
+def _read_until(sock: socket.socket, end: bytes) -> bytes:
+    data = b""
+    while not data.endswith(end):
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed early after {data!r}"
+        data += chunk
+    return data
+
+
+def test_head_and_streaming_and_large_responses(router: Router, echo: Vassal) -> None:
+    host = router.host_for(echo.name)
+    head = raw_exchange(
+        router.unix_path, b"HEAD /?size=100 HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host.encode()
+    )
+    assert b"Content-Length: 100\r\n" in head and head.endswith(b"\r\n\r\n")
+    session = router.session_for(echo.name)
+    streamed = session.get("/", params={"chunks": "300", "chunk_size": "10000"}, stream=True)
+    assert streamed.headers["Transfer-Encoding"] == "chunked"
+    assert b"".join(streamed.iter_content(65536)) == b"".join(bytes([48 + i % 10]) * 10000 for i in range(300))
+    big = session.get("/", params={"size": "5000000"})
+    assert len(big.content) == 5_000_000 and big.headers["Content-Length"] == "5000000"
+    http10 = raw_exchange(router.unix_path, b"GET /?chunks=2&chunk_size=3 HTTP/1.0\r\nHost: %s\r\n\r\n" % host.encode())
+    assert http10.endswith(b"\r\n\r\n000111") and b"Transfer-Encoding" not in http10
+
+
+def test_large_stream_to_a_slow_reader(router: Router, echo: Vassal) -> None:
+    """A client that reads less than the app writes: the router must pause the app, not buffer or drop."""
+    count, size = 150, 65536
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(30)
+        sock.connect(router.unix_path)
+        host = router.host_for(echo.name).encode()
+        sock.sendall(
+            b"GET /?chunks=%d&chunk_size=%d HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (count, size, host)
+        )
+        data = bytearray()
+        while chunk := sock.recv(1024):
+            data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    payload = bytearray()
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        length = int(size_line, 16)
+        if not length:
+            break
+        payload += body[:length]
+        body = body[length + 2 :]
+    assert payload == b"".join(bytes([48 + i % 10]) * size for i in range(count))
+
+
+def test_expect_100_continue_comes_before_the_body(router: Router, echo: Vassal) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(15)
+        sock.connect(router.unix_path)
+        sock.sendall(
+            b"POST /e HTTP/1.1\r\nHost: %s\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+            b"Connection: close\r\n\r\n" % router.host_for(echo.name).encode()
+        )
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # sent before we send any body
+        sock.sendall(b"hello")
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+    assert rest.startswith(b"HTTP/1.1 200 OK") and b'"body": "hello"' in rest
+
+
+def test_chunked_request_body_arrives_with_content_length(router: Router, echo: Vassal) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"hello "
+        yield b"world"
+
+    response = router.session_for(echo.name).post("/c", data=chunks())
+    assert response.json()["body"] == "hello world"
+    assert response.json()["environ"]["CONTENT_LENGTH"] == "11"
+
+
+def test_502_names_the_app_and_socket(router: Router) -> None:
+    response = router.session_for("nosuchapp").get("/")
+    assert response.status_code == 502
+    assert "app &#x27;nosuchapp&#x27;: cannot connect to its socket unix:/tmp/nosuchapp.api.sock" in response.text
+    unknown = raw_exchange(router.tcp_address, b"GET / HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n")
+    assert unknown.startswith(b"HTTP/1.1 502 Bad Gateway")
+    assert b"no app for Host &#x27;www.example.com&#x27;: it does not match server_name" in unknown
+    assert "connect() to unix:/tmp/nosuchapp.api.sock failed (No such file or directory)" in router.log_text()
+
+
+def test_504_after_the_upstream_read_timeout(router: Router, echo: Vassal) -> None:
+    started = time.monotonic()
+    response = router.session_for(echo.name).get("/", params={"sleep": "6"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504
+    assert f"no response from unix:/tmp/{echo.name}.api.sock within 1.5 s" in response.text
+    assert 1.4 < elapsed < 5.5  # the router gave up before the app answered (6 s)
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"POST / HTTP/1.1\r\nHost: a.api.localhost\r\nContent-Length: 2000000\r\n\r\n", 413),
+        (b"GET / HTTP/1.1\r\nHost: a/../b.api.localhost\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a.api.localhost\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        (b"GET /%00 HTTP/1.1\r\nHost: a.api.localhost\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a.api.localhost\r\nX: " + b"x" * 9000 + b"\r\n\r\n", 400),
+    ],
+)
+def test_client_errors_close_the_connection(router: Router, raw: bytes, status: int) -> None:
+    response = raw_exchange(router.unix_path, raw, half_close=True)
+    assert response.startswith(b"HTTP/1.1 %d " % status)
+    assert b"Connection: close\r\n" in response
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "auto"])
+def test_event_loops(echo: Vassal, event_loop: str) -> None:
+    """The router must work on the standard loop (uvloop is only an optional speed-up)."""
+    with running_router("builtin", ROUTES, event_loop=event_loop) as router:
+        session = router.session_for(echo.name)
+        assert [session.get(f"/{i}").json()["environ"]["PATH_INFO"] for i in range(3)] == ["/0", "/1", "/2"]
+        streamed = session.get("/", params={"chunks": "50", "chunk_size": "70000"})
+        assert len(streamed.content) == 50 * 70000
+
+
+def test_unknown_event_loop_is_an_error() -> None:
+    with short_tmp_dir() as run_dir:
+        for kind in ("builtin", "nginx"):
+            with pytest.raises(ValueError, match="event_loop must be"):
+                start_router(kind, ROUTES, run_dir, event_loop="trio")
+            with pytest.raises(ValueError, match="timeouts must be positive"):
+                start_router(kind, ROUTES, run_dir, client_timeout=0)
+
+
+def test_slow_and_idle_clients_are_dropped(echo: Vassal) -> None:
+    with running_router("builtin", ROUTES, client_timeout=0.5, keepalive_timeout=0.5) as router:
+        for partial in (b"GET / HTTP/1.1\r\nHost: x", b""):  # a slow head, then an idle keep-alive connection
+            started = time.monotonic()
+            assert raw_exchange(router.unix_path, partial, timeout=10) == b""  # closed without a response
+            assert 0.4 < time.monotonic() - started < 5
+        assert "timed out reading the request head (client_header_timeout)" in router.log_text()
+        # A prompt client is still served.
+        assert http_request(router.unix_path, "POST", body=b"x" * 10, host=router.host_for(echo.name)).status == 200
+
+
+def test_body_limit_option(echo: Vassal) -> None:
+    with running_router("builtin", ROUTES, max_body_size=5) as router:
+        response = http_request(router.unix_path, "POST", body=b"x" * 6, host=router.host_for(echo.name))
+        assert response.status == 413
+
+
+# -- lifecycle --------------------------------------------------------------------------------------------------
+
+
+def live_group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group: a router's workers live in the router's group."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry))
+    return members
+
+
+def assert_all_gone(pgid: int) -> None:
+    for pid in live_group(pgid):
+        assert wait_exit(pid, 15), f"process {pid} of router group {pgid} is still alive"
+
+
+@pytest.mark.parametrize("kind", ["builtin", "nginx"])
+def test_stop_leaves_nothing_behind(kind: str) -> None:
+    if kind == "nginx":
+        require_nginx()
+    with short_tmp_dir() as run_dir:
+        router = start_router(kind, ROUTES, run_dir, workers=2)
+        pgid = router.process.pid
+        # nginx: a master and two workers; built-in: the main process serves too, plus one forked worker.
+        assert len(live_group(pgid)) == {"nginx": 3, "builtin": 2}[kind]
+        assert os.path.exists(router.unix_path)
+        router.stop()
+        router.stop()  # idempotent
+        assert live_group(pgid) == []
+        assert not os.path.exists(router.unix_path)
+
+
+@pytest.mark.parametrize("kind", ["builtin", "nginx"])
+def test_router_dies_with_its_parent(kind: str) -> None:
+    if kind == "nginx":
+        require_nginx()
+    with short_tmp_dir() as run_dir:
+        # A parent process that starts a router, reports its pid, and is then SIGKILLed (no cleanup runs).
+        code = (
+            "import sys; from pathlib import Path; from pytest_emperor.router import RouteMap, start_router; "
+            f"r = start_router({kind!r}, RouteMap.for_domain(), Path({str(run_dir)!r}), workers=2); "
+            "print(r.process.pid, flush=True); sys.stdin.read()"
+        )
+        parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert parent.stdin is not None and parent.stdout is not None
+        with parent.stdin, parent.stdout:
+            pgid = int(parent.stdout.readline())
+            assert live_group(pgid)
+            os.kill(parent.pid, signal.SIGKILL)
+            parent.wait()
+        assert_all_gone(pgid)
+        assert not (run_dir / "router.sock").exists()
+
+
+def test_start_failure_is_reported_with_the_log() -> None:
+    with short_tmp_dir() as run_dir, socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            RouterError,
+            match=r"exited with status 1 before listening(?s:.*)cannot listen: \[Errno 98\] Address already in use",
+        ):
+            start_router("builtin", ROUTES, run_dir, port=port)
+
+
+def test_tcp_address_is_the_one_listening(router: Router) -> None:
+    # The port the parent learnt through the ready pipe answers (here: a 400 for a request without Host).
+    assert raw_exchange(router.tcp_address, b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400")

@@ -1,0 +1,314 @@
+"""Proof of equivalence: the same raw requests through real nginx and through the built-in router.
+
+Both routers serve the same real echo vassal (under a real emperor) from the same RouteMap. For every case we
+compare what the client gets (status line, headers, body) and what the app saw (its WSGI environ and body, which
+the echo app returns as JSON). Normalised away, and only these: the Server and Date headers (each server names
+itself), ports (each router has its own), chunk boundaries (the payload is compared de-chunked), and on the
+routers' own error pages the server name and the built-in's ``<p>`` explanation: the built-in router
+deliberately says which app and socket it looked for, where nginx's page says nothing (that is the one
+intended difference, checked explicitly in test_error_pages_differ_only_by_the_explanation).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from router_fixtures import echo_emperor, raw_exchange, running_router
+
+from pytest_emperor.router import RouteMap, Router
+from pytest_emperor.vassal import Vassal
+
+ROUTES = RouteMap.for_domain("api.localhost", "/tmp")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One raw exchange; ``{host}`` is the echo vassal's Host."""
+
+    id: str
+    raw: str
+    #: Close our sending side after the request: needed where nginx answers before reading the body (413) and
+    #: then waits up to lingering_timeout for the client to finish.
+    half_close: bool = False
+
+
+def _req(method: str, target: str, *headers: str, body: str = "", version: str = "HTTP/1.1") -> str:
+    lines = [f"{method} {target} {version}", *headers]
+    return "\r\n".join(lines) + "\r\n\r\n" + body
+
+
+HOST = "Host: {host}"
+CLOSE = "Connection: close"
+BIG = "x" * 500_000
+
+CORPUS = [
+    # Methods, paths, queries, percent-encoding.
+    Case("get", _req("GET", "/", HOST, CLOSE)),
+    Case("normalised-path", _req("GET", "/a/../echo/./x%20y//z?q=1&r=%20&s=a+b", HOST, CLOSE)),
+    Case("encoded-slash-dots", _req("GET", "/a/%2e%2e/b%2Fc/%2e", HOST, CLOSE)),
+    Case("non-ascii", _req("GET", "/caf\xe9/%C3%A9%25?\xe9=%FF", HOST, "X-Val: caf\xe9", CLOSE)),
+    Case("fragment", _req("GET", "/a?x=1#frag", HOST, CLOSE)),
+    Case("fragment-first", _req("GET", "/a#frag?x=1", HOST, CLOSE)),
+    Case("absolute-form", _req("GET", "http://{host}:99/abs?x", "Host: other.api.localhost", CLOSE)),
+    Case("absolute-form-no-path", _req("GET", "http://{host}", HOST, CLOSE)),
+    Case("absolute-form-query-only", _req("GET", "http://{host}?a=1", "Host: x.api.localhost", CLOSE)),
+    Case("absolute-form-http10", _req("GET", "http://{host}/p", version="HTTP/1.0")),
+    Case("control-chars-in-value", _req("GET", "/", HOST, "X-Ctl: a\x01b\x7fc", CLOSE)),
+    *[
+        Case(f"method-{m}", _req(m, "/m", HOST, "Content-Length: 2", CLOSE, body="ok"))
+        for m in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "M-S_X")
+    ],
+    Case("http10", _req("GET", "/p", HOST, version="HTTP/1.0")),
+    Case("version-trailing-space", _req("GET", "/x", HOST, CLOSE, version="HTTP/1.1 ")),
+    Case("bare-lf", "GET /x HTTP/1.1\nHost: {host}\nConnection: close\n\n"),
+    Case("leading-crlf", "\r\n\r\n" + _req("GET", "/x", HOST, CLOSE)),
+    # Hosts.
+    Case("host-case-port-dot", _req("GET", "/", "Host: {HOST}.:8080", CLOSE)),
+    # Headers.
+    Case(
+        "repeated-headers",
+        _req("GET", "/", HOST, "X-Rep: a", "X-Rep: b", "Cookie: a=1", "Cookie: b=2", CLOSE),
+    ),
+    Case(
+        "dropped-headers",
+        _req("GET", "/", HOST, "X_Under: 1", "X.Dot: 2", "Content_Length: 9", "NoColon", "X-Empty:", CLOSE),
+    ),
+    Case("padded-values", _req("GET", "/", HOST, "X-Sp: \t padded \t", "content-type: text/x", CLOSE)),
+    # Bodies.
+    Case("large-body", _req("POST", "/b", HOST, f"Content-Length: {len(BIG)}", CLOSE, body=BIG)),
+    Case(
+        "chunked-body",
+        _req(
+            "POST",
+            "/c",
+            HOST,
+            "Transfer-Encoding: chunked",
+            CLOSE,
+            body="5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n",
+        ),
+    ),
+    Case("content-length-zero", _req("POST", "/z", HOST, "Content-Length: 0", CLOSE)),
+    Case("expect-100", _req("POST", "/e", HOST, "Content-Length: 2", "Expect: 100-continue", CLOSE, body="ab")),
+    Case("expect-100-no-body", _req("GET", "/e", HOST, "Expect: 100-Continue", CLOSE)),
+    # Responses.
+    Case("large-response", _req("GET", "/?size=2000000", HOST, CLOSE)),
+    Case("streamed-response", _req("GET", "/?chunks=100&chunk_size=3000", HOST, CLOSE)),
+    Case("streamed-http10", _req("GET", "/?chunks=3&chunk_size=5", HOST, version="HTTP/1.0")),
+    Case("head", _req("HEAD", "/?size=100", HOST, CLOSE)),
+    Case("head-streamed", _req("HEAD", "/?chunks=2", HOST, CLOSE)),
+    Case("status-204", _req("GET", "/?status=204", HOST, CLOSE)),
+    Case("status-404", _req("GET", "/?status=404", HOST, CLOSE)),
+    Case(
+        "app-headers",
+        _req(
+            "GET",
+            "/?header=Keep-Alive:timeout%3D5&header=Status:299&header=X-Accel-Buffering:no"
+            "&header=Date:yesterday&header=Connection:close&header=Server:app&header=X-Multi:1&header=X-Multi:2",
+            HOST,
+            CLOSE,
+        ),
+    ),
+    # Keep-alive sequences (pipelined on one connection).
+    Case(
+        "keep-alive-3",
+        _req("GET", "/1", HOST)
+        + _req("POST", "/2", HOST, "Content-Length: 1", body="x")
+        + _req("GET", "/3", HOST, CLOSE),
+    ),
+    Case(
+        "keep-alive-http10",
+        _req("GET", "/1", HOST, "Connection: keep-alive", version="HTTP/1.0")
+        + _req("GET", "/2", HOST, version="HTTP/1.0"),
+    ),
+    Case(
+        "keep-alive-after-502",
+        _req("GET", "/1", "Host: missing-app.api.localhost") + _req("GET", "/2", HOST, CLOSE),
+    ),
+    # Routing failures (502 on both; the built-in explains, see the module docstring).
+    Case("unknown-host", _req("GET", "/", "Host: www.example.com", CLOSE)),
+    Case("missing-socket", _req("GET", "/", "Host: missing-app.api.localhost", CLOSE)),
+    Case("head-missing-socket", _req("HEAD", "/", "Host: missing-app.api.localhost", CLOSE)),
+    Case("ipv6-host", _req("GET", "/", "Host: [::1]:80", CLOSE)),
+    # Malformed or refused requests.
+    *[
+        Case(f"bad-{i}", raw)
+        for i, raw in enumerate(
+            [
+                _req("get", "/x", HOST),
+                _req("GET", "/x y", HOST),
+                _req("OPTIONS", "*", HOST),
+                _req("GET", "/a%00b", HOST),
+                _req("GET", "/a%zz", HOST),
+                _req("GET", "/a%", HOST),
+                _req("GET", "/%2e%2e/", HOST),
+                _req("GET", "/..", HOST),
+                _req("GET", "/x"),
+                _req("GET", "/x", "Host: "),
+                _req("GET", "/x", "Host: a/b.api.localhost"),
+                _req("GET", "/x", "Host: a..api.localhost"),
+                _req("GET", "/x", HOST, HOST),
+                _req("GET", "/x", HOST, "Sp ace: 1"),
+                _req("GET", "/x", HOST, " Folded"),
+                _req("GET", "/x", HOST, "X-A: 1", "\tcontinued"),
+                _req("GET", "/x", HOST, ": empty"),
+                _req("GET", "/x", HOST, "X-Ctl\x7f: ab"),
+                _req("GET", "/x", HOST, "X-Ctl: a\rb"),
+                _req("GET", "/x", HOST, "X-Nul: a\x00b"),
+                _req("GET", "http://{host}/p"),
+                _req("POST", "/x", HOST, "Content-Length: 2", "Content-Length: 2", body="ab"),
+                _req("POST", "/x", HOST, "Content-Length: 2", "Transfer-Encoding: chunked", body="0\r\n\r\n"),
+                _req("POST", "/x", HOST, "Content-Length: +2", body="ab"),
+                _req("POST", "/x", HOST, "Transfer-Encoding: chunked", body="zz\r\nhello\r\n0\r\n\r\n"),
+                _req("POST", "/x", HOST, "Transfer-Encoding: chunked", body="5\r\nhelloXX\r\n0\r\n\r\n"),
+                _req("POST", "/x", HOST, "Transfer-Encoding: chunked", version="HTTP/1.0", body="0\r\n\r\n"),
+                _req("POST", "/x", HOST, "Transfer-Encoding: gzip, chunked", body="0\r\n\r\n"),
+                _req("GET", "/x", HOST, version="HTTP/2.0"),
+                _req("GET", "/" + "a" * 9000, HOST),
+                _req("GET", "/x", HOST, "X-Big: " + "b" * 9000),
+                _req("GET", "/x", HOST, *[f"X-H{i}: {'b' * 7000}" for i in range(5)]),
+            ]
+        )
+    ],
+    Case("too-large-body", _req("POST", "/x", HOST, "Content-Length: 2000000", body="ab"), half_close=True),
+    Case(
+        "too-large-chunked",
+        _req("POST", "/x", HOST, "Transfer-Encoding: chunked", body="100001\r\n" + "x" * 100),
+        half_close=True,
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def echo() -> Iterator[Vassal]:
+    with echo_emperor() as emperor:
+        yield emperor.deploy(Path(__file__).parent / "apps" / "echo")
+
+
+@pytest.fixture(scope="module")
+def routers() -> Iterator[dict[str, Router]]:
+    with running_router("nginx", ROUTES) as nginx, running_router("builtin", ROUTES) as builtin:
+        yield {"nginx": nginx, "builtin": builtin}
+
+
+# -- response parsing and normalisation -------------------------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    status_line: str
+    headers: list[tuple[str, str]]
+    body: Any
+
+
+def split_responses(data: bytes, methods: list[str]) -> list[Exchange]:
+    """Split a connection's bytes into responses (interim 100s included), de-chunking bodies."""
+    out: list[Exchange] = []
+    while data:
+        head, sep, data = data.partition(b"\r\n\r\n")
+        assert sep, f"truncated response head: {head[:200]!r}"
+        lines = head.decode("latin-1").split("\r\n")
+        headers = [tuple(line.split(": ", 1)) for line in lines[1:]]
+        fields = {k.lower(): v for k, v in headers}
+        status = int(lines[0].split()[1])
+        if status == 100:
+            out.append(Exchange(lines[0], [], b""))
+            continue
+        method = methods.pop(0) if methods else "GET"
+        if method == "HEAD" or status in (204, 304):
+            body = b""
+        elif "content-length" in fields:
+            size = int(fields["content-length"])
+            body, data = data[:size], data[size:]
+        elif fields.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size_line, _, data = data.partition(b"\r\n")
+                size = int(size_line, 16)
+                if size == 0:
+                    data = data[2:]
+                    break
+                body += data[:size]
+                data = data[size + 2 :]
+        else:
+            body, data = data, b""
+        out.append(Exchange(lines[0], headers, body))  # type: ignore[arg-type]
+    return out
+
+
+def normalise(exchange: Exchange) -> Exchange:
+    headers = [(k, v) for k, v in exchange.headers if k not in ("Server", "Date") or v == "yesterday"]
+    body: Any = exchange.body
+    if dict(headers).get("Content-Type") == "text/html":  # a router's own page (the echo app never sends html)
+        body = re.sub(rb"<p>.*?</p>\r\n", b"", body)
+        body = re.sub(rb"<hr><center>[^<]*</center>", b"<hr><center>SERVER</center>", body)
+        headers = [(k, v) for k, v in headers if k != "Content-Length"]
+    elif body and dict(headers).get("Content-Type") == "application/json":
+        body = json.loads(body)
+        for key in ("REMOTE_PORT", "SERVER_PORT"):  # unix listeners: both "" on both routers
+            assert body["environ"][key] == ""
+    return Exchange(exchange.status_line, headers, body)
+
+
+def methods_of(raw: bytes) -> list[str]:
+    return re.findall(r"(?:^|\r?\n\r?\n)([A-Za-z_-]+) ", raw.decode("latin-1"))
+
+
+def exchange(router: Router, case: Case, echo: Vassal) -> list[Exchange]:
+    raw = case.raw.replace("{host}", echo.host).replace("{HOST}", echo.host.upper()).encode("latin-1")
+    data = raw_exchange(router.unix_path, raw, half_close=case.half_close)
+    return [normalise(e) for e in split_responses(data, methods_of(raw))]
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c.id for c in CORPUS])
+def test_parity(case: Case, routers: dict[str, Router], echo: Vassal) -> None:
+    nginx = exchange(routers["nginx"], case, echo)
+    builtin = exchange(routers["builtin"], case, echo)
+    assert nginx, "nginx sent nothing"
+    assert builtin == nginx
+
+
+def test_the_corpus_reaches_the_app_and_the_errors(routers: dict[str, Router], echo: Vassal) -> None:
+    """Guard against a corpus that silently tests nothing: it must hit the app and every error status."""
+    statuses = set()
+    for case in CORPUS:
+        statuses.update(e.status_line.split()[1] for e in exchange(routers["builtin"], case, echo))
+    assert {"100", "200", "204", "400", "404", "413", "414", "501", "502", "505"} <= statuses
+
+
+def test_tcp_listener_passes_the_client_address(routers: dict[str, Router], echo: Vassal) -> None:
+    raw = _req("GET", "/", HOST, CLOSE).replace("{host}", echo.host).encode()
+    for router in routers.values():
+        (response,) = split_responses(raw_exchange(router.tcp_address, raw), ["GET"])
+        environ = json.loads(response.body)["environ"]
+        assert environ["REMOTE_ADDR"] == "127.0.0.1"
+        assert environ["SERVER_PORT"] == str(router.tcp_address[1])
+        assert 0 < int(environ["REMOTE_PORT"]) < 65536
+
+
+def test_error_pages_differ_only_by_the_explanation(routers: dict[str, Router], echo: Vassal) -> None:
+    raw = _req("GET", "/", "Host: missing-app.api.localhost", CLOSE).encode()
+    pages = {kind: raw_exchange(r.unix_path, raw).partition(b"\r\n\r\n")[2] for kind, r in routers.items()}
+    assert b"<p>" not in pages["nginx"]
+    assert (
+        b"<p>app &#x27;missing-app&#x27;: cannot connect to its socket unix:/tmp/missing-app.api.sock"
+        in (pages["builtin"])
+    )
+
+
+def test_nginx_config_is_private_and_checked(routers: dict[str, Router]) -> None:
+    nginx = routers["nginx"]
+    conf = (nginx.directory / "nginx.conf").read_text()  # type: ignore[attr-defined]
+    assert f'server_name "{ROUTES.nginx_server_name}";' in conf.replace("\\\\", "\\")
+    assert 'uwsgi_pass "unix:/tmp/$app.api.sock";' in conf
+    assert f"listen {nginx.tcp_address[0]}:{nginx.tcp_address[1]};" in conf and "listen 127.0.0.1" in conf
+    for path in re.findall(r"(?:pid|error_log|access_log|\w+_temp_path) (\S+?)[;\s]", conf):
+        assert path.startswith(str(nginx.directory)), path
+    with socket.create_connection(nginx.tcp_address, timeout=5):
+        pass
