@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,11 +10,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from components import uwsgi_binary
 from filelock import FileLock
 
-from pytest_emperor.binary import find_uwsgi
 from pytest_emperor.emperor import Emperor
-from pytest_emperor.errors import UwsgiNotFound
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "example_apps"
@@ -41,22 +39,10 @@ vacuum = true
 """
 
 
-def require_component(name: str, problem: str) -> None:
-    """Skip a test whose real component is missing; in CI (CI=true) fail it instead, as CI must have it."""
-    message = f"{name} is needed: {problem}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def uwsgi_bin() -> Path:
     """The real uwsgi binary beside the running Python."""
-    try:
-        return find_uwsgi()
-    except UwsgiNotFound as exc:
-        require_component("uwsgi", str(exc))
-        raise
+    return uwsgi_binary()
 
 
 @pytest.fixture

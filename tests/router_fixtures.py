@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -21,27 +20,12 @@ from pathlib import Path
 from typing import Any, Union
 
 import pytest
+from components import nginx_binary, uwsgi_binary
 
 from pytest_emperor.router import RouteMap, Router, start_router
 
 Address = Union[str, "tuple[str, int]"]
 ECHO_APP = Path(__file__).parent / "apps" / "echo"
-
-
-def require_component(name: str, path: str | Path | None) -> Path:
-    """The component's path; skip when it is missing, but fail under CI=true (the CI must provide it)."""
-    if path is not None and Path(path).exists():
-        return Path(path)
-    message = f"{name} is not installed (looked for {path or name!r})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; CI must provide it")
-    pytest.skip(message)
-
-
-def uwsgi_binary() -> Path:
-    """The real uwsgi ELF next to this interpreter (the venv's), or $EMPEROR_UWSGI."""
-    candidate = os.environ.get("EMPEROR_UWSGI") or str(Path(sys.executable).parent / "uwsgi")
-    return require_component("uwsgi", candidate)
 
 
 @contextlib.contextmanager
@@ -128,31 +112,15 @@ def run_process(
 def echo_emperor() -> contextlib.AbstractContextManager[Any]:
     """A real emperor (the lead's engine), skipped/failed like any missing component when uwsgi is absent."""
     from pytest_emperor.emperor import Emperor
-    from pytest_emperor.errors import UwsgiNotFound
 
-    try:
-        return Emperor()
-    except UwsgiNotFound as exc:
-        require_component("uwsgi", None)
-        raise AssertionError("unreachable") from exc
-
-
-def require_nginx() -> Path:
-    """The nginx binary, or skip (fail under CI=true)."""
-    from pytest_emperor.nginx import find_nginx
-    from pytest_emperor.router import RouterError
-
-    try:
-        return find_nginx()
-    except RouterError:
-        return require_component("nginx (apt-get install nginx-light)", None)
+    return Emperor(uwsgi_binary())
 
 
 @contextlib.contextmanager
 def running_router(kind: str, route_map: RouteMap, **options: Any) -> Iterator[Router]:
     """A started router in a private dir; stopped, and its dir removed, even when the test fails."""
     if kind == "nginx":
-        require_nginx()
+        nginx_binary()
     with short_tmp_dir() as run_dir:
         router = start_router(kind, route_map, run_dir, **options)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from seed import SEED_INI
 
 from pytest_emperor.check.paths import check_paths, venv_python_version
 from pytest_emperor.check.rules import (
@@ -49,18 +50,7 @@ vacuum = true
 need-app = true
 processes = 2
 """
-SEED = """[uwsgi]
-app_root = @(exec://dirname $(realpath %P))
-chdir = %(app_root)
-home = %(app_root)/venv-bottle
-plugin = python3
-socket = /tmp/%n.api.sock
-chmod-socket = 666
-wsgi-file = app.py
-processes = 2 # number of cores on machine
-master = true
-vacuum = true
-"""
+SEED = SEED_INI
 
 
 def app(text: str, name: str = "svc", **kw: object) -> AppConfig:

@@ -1,4 +1,4 @@
-"""The README's run command works: each example app's own tests pass under a real emperor."""
+"""Each example app carries its own tests, as a user's repo would: they pass under a real emperor."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.usefixtures("example_venvs", "uwsgi_bin")
-def test_readme_run_command_passes_on_example_apps() -> None:
-    # `make run` is `pytest --emperor example_apps -v -p no:cacheprovider` once the venvs exist.
+def test_example_apps_own_tests_pass() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--emperor", "example_apps", "-v", "-p", "no:cacheprovider"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,

@@ -8,6 +8,7 @@ import string
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from seed import SEED_INI
 
 from pytest_emperor.inifile import (
     IMMEDIATE_OPTIONS,
@@ -26,19 +27,7 @@ SEED_MAGIC = MagicVars.for_config(
     inode=1234,
     cpu_count=2,
 )
-SEED = """\
-[uwsgi]
-app_root = @(exec://dirname $(realpath %P))
-chdir = %(app_root)
-home = %(app_root)/venv-bottle
-plugin = python3
-socket = /tmp/%n.api.sock
-chmod-socket = 666
-wsgi-file = app.py
-processes = 2 # number of cores on machine
-master = true
-vacuum = true
-"""
+SEED = SEED_INI
 
 
 def fake_exec(spec: str) -> str:
@@ -372,3 +361,13 @@ def test_every_filled_letter_substitutes(letter: str) -> None:
     f = parse_ini(f"[uwsgi]\nx = <%{letter}>\n", magic=SEED_MAGIC)
     assert f.get("x") == f"<{SEED_MAGIC.table[letter]}>"
     assert f.problems == []
+
+
+def test_needs_at_resolver_follows_placeholders_transitively() -> None:
+    ini = parse_ini(
+        "[uwsgi]\nroot = @(exec://pwd)\nbase = %(root)/x\nplain = /tmp\nsocket = %(plain)/%n.sock\n", magic=SEED_MAGIC
+    )
+    assert ini.needs_at_resolver("%(base)/s.sock")
+    assert ini.needs_at_resolver("@(exec://echo hi)")
+    assert not ini.needs_at_resolver("%(plain)/s.sock")
+    assert not ini.needs_at_resolver("/tmp/%(nope)")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from seed import SEED_INI
 
 from pytest_emperor.binary import uwsgi_version
 from pytest_emperor.inifile_io import at_resolver, deployed, strip_one_eol
@@ -24,18 +25,7 @@ ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/ck", "EMPTY_V": "", "SPACED": "a 
 
 HANDWRITTEN = [
     # the seed, with its idioms and its inline comment
-    """[uwsgi]
-app_root = @(exec://dirname $(realpath %P))
-chdir = %(app_root)
-home = %(app_root)/venv-bottle
-plugin = python3
-socket = /tmp/%n.api.sock
-chmod-socket = 666
-wsgi-file = app.py
-processes = 2 # number of cores on machine
-master = true
-vacuum = true
-""",
+    SEED_INI,
     # the strict-safe spelling
     "[uwsgi]\nchdir = @(exec://dirname $(realpath %P))\nhome = %(chdir)/venv\nsocket = /tmp/%n.api.sock\n",
     # comment swallowing, stray %, %%, %(

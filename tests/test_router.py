@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from router_fixtures import echo_emperor, raw_exchange, require_nginx, running_router, short_tmp_dir
+from components import nginx_binary
+from router_fixtures import echo_emperor, raw_exchange, running_router, short_tmp_dir
 
 from pytest_emperor.client import http_request
 from pytest_emperor.processes import wait_exit
@@ -317,7 +318,7 @@ def assert_all_gone(pgid: int) -> None:
 @pytest.mark.parametrize("kind", ["builtin", "nginx"])
 def test_stop_leaves_nothing_behind(kind: str) -> None:
     if kind == "nginx":
-        require_nginx()
+        nginx_binary()
     with short_tmp_dir() as run_dir:
         router = start_router(kind, ROUTES, run_dir, workers=2)
         pgid = router.process.pid
@@ -333,7 +334,7 @@ def test_stop_leaves_nothing_behind(kind: str) -> None:
 @pytest.mark.parametrize("kind", ["builtin", "nginx"])
 def test_router_dies_with_its_parent(kind: str) -> None:
     if kind == "nginx":
-        require_nginx()
+        nginx_binary()
     with short_tmp_dir() as run_dir:
         # A parent process that starts a router, reports its pid, and is then SIGKILLed (no cleanup runs).
         code = (

@@ -193,8 +193,14 @@ class Emperor:
             return
         try:
             if self._router is not None:
-                self._router.stop()
-                self._router = None
+                router, self._router = self._router, None
+                router.stop()
+        finally:
+            self._stop_emperor()
+
+    def _stop_emperor(self) -> None:
+        assert self._run is not None
+        try:
             if self._proc is not None:
                 if self._proc.poll() is None:
                     self._proc.send_signal(signal.SIGINT)
@@ -318,7 +324,8 @@ class Emperor:
         """Deploy an app dir (its ``app.uwsgi.ini``) or an ini file as vassal ``<name><suffix>``, by symlink.
 
         The default name is the app dir's. With ``wait`` (the default) return once it is ready (accepting, and a
-        probe request answered); raise VassalCursed with its error lines if the emperor curses it first.
+        probe request answered); raise VassalCursed with its error lines if the emperor curses it first, after
+        removing it again.
         """
         vassal = prepare_deployment(self, Path(path), name)
         for socket_path in vassal.socket_paths:
@@ -326,14 +333,23 @@ class Emperor:
         self.vassals[vassal.name] = vassal
         vassal.link()
         if wait:
-            vassal.wait_ready(timeout)
+            try:
+                vassal.wait_ready(timeout)
+            except BaseException:
+                # A deploy that failed leaves nothing behind: no link for the emperor to retry all session, and
+                # the name free for the next attempt.
+                vassal.remove()
+                raise
         return vassal
 
     def isolation(self, *healthy: Vassal, p99_budget: float = 0.5, via: str = "direct") -> Isolation:
         """``with emperor.isolation(*healthy) as report:``: steady traffic to ``healthy`` for the whole block,
         which fails on exit unless none of them noticed what the block did (see isolation.py). ``via`` is
         ``"direct"`` (to the sockets) or ``"router"``."""
-        return Isolation(self, healthy, p99_budget=p99_budget, send=through_router if via == "router" else direct)
+        senders = {"direct": direct, "router": through_router}
+        if via not in senders:
+            raise ValueError(f"via must be 'direct' or 'router', not {via!r}")
+        return Isolation(self, healthy, p99_budget=p99_budget, send=senders[via])
 
     def _run_or_fail(self) -> RunDir:
         if self._run is None:

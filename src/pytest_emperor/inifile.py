@@ -335,6 +335,24 @@ class IniFile:
             tuple(problems),
         )
 
+    def needs_at_resolver(self, value: str) -> bool:
+        """Whether expanding ``value`` evaluates some ``@(...)``: in it, or in an option its ``%(name)``s reach.
+
+        Lets a caller skip running ``@(exec://...)`` commands that the value never sees (the ``@`` pass runs over
+        every option, but an unexpanded one only matters when ``%(name)`` pulls it in).
+        """
+        seen: set[str] = set()
+        pending = [value]
+        while pending:
+            text = pending.pop()
+            if "@(" in text:
+                return True
+            for name in _PLACEHOLDER_REF.findall(text):
+                if name not in seen:
+                    seen.add(name)
+                    pending.extend(self.get_all(name))
+        return False
+
     def expand(self, value: str, *, env: Mapping[str, str], at_resolver: AtResolver | None = None) -> str:
         """``value`` as uWSGI would expand it were it one more option at the end of this file."""
         return self.resolve(env=env, at_resolver=at_resolver, extra=(value,)).options[-1].value
@@ -344,6 +362,9 @@ class IniFile:
     ) -> str | None:
         """The final value uWSGI applies for scalar option ``key`` (the last occurrence, after the passes)."""
         return self.resolve(env=env, at_resolver=at_resolver).last(key)
+
+
+_PLACEHOLDER_REF = re.compile(r"%\(([^)]*)\)")
 
 
 @dataclass

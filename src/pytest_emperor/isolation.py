@@ -2,7 +2,7 @@
 
 ``with Isolation(emperor, *healthy) as report:`` sends steady traffic to every healthy vassal for the whole
 block (one client thread per vassal, requests back to back) and, on exit, fails unless for every healthy vassal:
-no request failed (an exception or a 5xx), its master pid and its socket's inode are unchanged, the emperor said
+no request failed (an exception or a 5xx), its master pid, worker pids and socket inode are unchanged, the emperor said
 nothing about it (no reload, respawn, curse or stop: each of those resets its ``accepting``), and its p99 latency
 stayed within the budget. The report keeps the numbers, and what the other vassals went through meanwhile.
 """
@@ -61,6 +61,8 @@ class VassalReport:
     pid_after: int | None = None
     inode_before: int | None = None
     inode_after: int | None = None
+    workers_before: list[int] = field(default_factory=list)
+    workers_after: list[int] = field(default_factory=list)
     emperor_lines: list[str] = field(default_factory=list)
 
     @property
@@ -150,7 +152,10 @@ class Isolation:
         self._since = self.emperor.last_seq
         self._started = time.monotonic()
         for vassal in self.vassals:
-            report = VassalReport(vassal.name, pid_before=vassal.pid, inode_before=_inode(vassal.socket_path))
+            report = VassalReport(
+                vassal.name, pid_before=vassal.pid, inode_before=_inode(vassal.socket_path),
+                workers_before=sorted(vassal.workers),
+            )  # fmt: skip
             self.report.healthy[vassal.name] = report
             self._attempt(vassal, report)  # each vassal must be healthy before anything breaks
             thread = threading.Thread(target=self._traffic, args=(vassal, report), daemon=True,
@@ -185,6 +190,7 @@ class Isolation:
             report = self.report.healthy[vassal.name]
             self._attempt(vassal, report)  # and still healthy once everything is over
             report.pid_after, report.inode_after = vassal.pid, _inode(vassal.socket_path)
+            report.workers_after = sorted(vassal.workers)
             report.emperor_lines = [e.line for e in self.emperor.events(vassal.id, since=self._since)
                                     if e.kind in _DISTURBANCES]  # fmt: skip
             self.report.problems.extend(self._problems(vassal, report))
@@ -208,6 +214,10 @@ class Isolation:
             )
         if report.pid_before != report.pid_after:
             problems.append(f"{vassal.name}: master pid changed from {report.pid_before} to {report.pid_after}")
+        if report.pid_before == report.pid_after and report.workers_before != report.workers_after:
+            problems.append(
+                f"{vassal.name}: its workers were respawned ({report.workers_before} -> {report.workers_after})"
+            )
         if report.inode_before != report.inode_after:
             problems.append(
                 f"{vassal.name}: socket {vassal.socket_path} changed (inode {report.inode_before} -> "

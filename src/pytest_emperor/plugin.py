@@ -6,6 +6,7 @@ dir and vassal-name suffix), so workers never share or clash on sockets and need
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -20,7 +21,7 @@ import pytest
 from pytest_emperor.binary import find_uwsgi
 from pytest_emperor.emperor import Emperor
 from pytest_emperor.emperor_log import EventKind
-from pytest_emperor.errors import ConfigError, UwsgiNotFound
+from pytest_emperor.errors import ConfigError, EmperorError, UwsgiNotFound
 from pytest_emperor.faults import deploy_broken
 from pytest_emperor.isolation import Isolation, IsolationReport
 from pytest_emperor.router import RouteMap
@@ -93,8 +94,9 @@ class _Settings:
             value = config.getoption(option)
             return config.getini(ini) if value is None else value
 
-        root = config.rootpath
-        apps = [root / p for p in config.getoption("emperor_app") or []] or list(config.getini("emperor_apps"))
+        # Command-line paths are the caller's (relative to where pytest was started), ini paths the ini file's.
+        here = config.invocation_params.dir
+        apps = [here / p for p in config.getoption("emperor_app") or []] or list(config.getini("emperor_apps"))
         domain = str(pick("emperor_domain", "emperor_domain"))
         server_name = str(pick("emperor_server_name", "emperor_server_name"))
         try:
@@ -131,6 +133,7 @@ class _Session:
     rootpath: Path
     emperor: Emperor | None = None
     apps: dict[Path, Vassal] = field(default_factory=dict)
+    failed: dict[Path, EmperorError] = field(default_factory=dict)
     kept: list[Path] = field(default_factory=list)
 
     def get_emperor(self) -> Emperor:
@@ -162,8 +165,14 @@ class _Session:
 
     def app_vassal(self, app: Path) -> Vassal:
         key = app.resolve()
+        if key in self.failed:  # the same failure for every test of that app, without retrying it each time
+            raise self.failed[key]
         if key not in self.apps:
-            self.apps[key] = self.get_emperor().deploy(app)
+            try:
+                self.apps[key] = self.get_emperor().deploy(app)
+            except EmperorError as exc:
+                self.failed[key] = exc
+                raise
         return self.apps[key]
 
     def close(self) -> None:
@@ -175,6 +184,7 @@ class _Session:
 
 
 _SESSION = pytest.StashKey[_Session]()
+_CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 _USED = pytest.StashKey[list[tuple[Vassal, int, int]]]()  # vassal, its log offset and event number at first use
 
 
@@ -290,9 +300,10 @@ def cursed_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
 
 
 @pytest.fixture
-def isolation(emperor: Emperor) -> Iterator[Callable[..., IsolationReport]]:
+def isolation(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., IsolationReport]]:
     """The fixture form of ``emperor.isolation``: ``isolation(*healthy, p99_budget=0.5, via="direct")`` starts
-    steady traffic to ``healthy`` now; when the test ends it fails unless none of them noticed anything."""
+    steady traffic to ``healthy`` now; when the test ends it fails unless none of them noticed anything (an
+    error in teardown; not checked when the test itself already failed)."""
     guards: list[Isolation] = []
 
     def watch(*healthy: Vassal, p99_budget: float = 0.5, via: str = "direct") -> IsolationReport:
@@ -301,8 +312,11 @@ def isolation(emperor: Emperor) -> Iterator[Callable[..., IsolationReport]]:
         return guard.__enter__()
 
     yield watch
-    for guard in guards:
-        guard.__exit__(None, None, None)
+    call = request.node.stash.get(_CALL_REPORT, None)
+    failed = call is not None and call.failed
+    with contextlib.ExitStack() as stack:  # every guard is stopped, even when an earlier one raised
+        for guard in guards:
+            stack.callback(guard.__exit__, RuntimeError if failed else None, None, None)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -311,6 +325,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     the emperor's lines about it (curses, throttling, reloads)."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call":
+        item.stash[_CALL_REPORT] = report
     if not report.failed:
         return
     for vassal, offset, seq in item.stash.get(_USED, []):

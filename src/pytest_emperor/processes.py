@@ -128,6 +128,18 @@ def kill_all(pids: Iterable[int], sig: int = signal.SIGKILL, timeout: float = 5.
     return [pid for pid in pids if not wait_exit(pid, deadline - time.monotonic())]
 
 
+def _prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return,unused-ignore]
+    except (OSError, AttributeError):  # not Linux: the next run's recovery still cleans up
+        return None
+
+
+# Looked up once here: a preexec_fn runs between fork and exec, where a dlopen in a process that has threads (the
+# emperor's log reader, the router's) may deadlock on a lock another thread held at fork time.
+_PRCTL = _prctl()
+
+
 def die_with_parent(sig: int = signal.SIGINT) -> Callable[[], None]:
     """A ``preexec_fn`` asking the kernel to send ``sig`` to the child when its parent dies (Linux only).
 
@@ -136,10 +148,7 @@ def die_with_parent(sig: int = signal.SIGINT) -> Callable[[], None]:
     """
 
     def preexec() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-        except (OSError, AttributeError):  # not Linux: the next run's recovery still cleans up
-            pass
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
     return preexec

@@ -859,7 +859,7 @@ def main(argv: list[str] | None = None) -> None:
         pid = os.fork()
         if pid == 0:
             is_main, children = False, []
-            set_parent_death_signal(signal.SIGTERM)
+            die_with_parent(signal.SIGTERM)()
             break
         children.append(pid)
     if args.ready_fd is not None:
@@ -893,11 +893,6 @@ def _listen(family: int, address: str | tuple[str, int]) -> socket.socket:
         sock.close()
         raise OSError(exc.errno, f"{exc.strerror}: {address}") from None
     return sock
-
-
-def set_parent_death_signal(sig: int) -> None:
-    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
-    die_with_parent(sig)()
 
 
 class BuiltinRouter(Router):

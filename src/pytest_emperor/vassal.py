@@ -12,7 +12,7 @@ import enum
 import os
 import re
 import signal
-import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from pytest_emperor.client import Response, http_request, uwsgi_request
 from pytest_emperor.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
 from pytest_emperor.inifile import IniFile, MagicVars, parse_ini
+from pytest_emperor.inifile_io import at_resolver
 from pytest_emperor.processes import children_of, command_line, is_sleeping, kill_all, wait_exit
 from pytest_emperor.runs import AF_UNIX_MAX, remove_stale_socket, socket_is_live
 from pytest_emperor.stats import BlacklistEntry
@@ -117,8 +118,9 @@ def resolve_ini(path: Path) -> Path:
 
 
 def read_as_deployed(ini: Path, link: Path) -> IniFile:
-    """Read ``ini`` as uWSGI will once it is opened as the symlink ``link`` from the vassal dir."""
-    vassal_dir = link.parent.resolve()
+    """Read ``ini`` as uWSGI will once it is opened as the symlink ``link`` from the vassal dir (which the
+    emperor enters by its realpath)."""
+    vassal_dir = link.parent
     magic = MagicVars.for_config(
         link.name,
         cwd=str(vassal_dir),
@@ -129,26 +131,36 @@ def read_as_deployed(ini: Path, link: Path) -> IniFile:
     return parse_ini(ini.read_text(errors="replace"), magic=magic)
 
 
-def at_directive(spec: str, cwd: Path) -> str:
-    """Evaluate an ``@(...)`` the way the vassal will: ``exec://`` runs ``/bin/sh -c`` in the vassal dir and
-    drops exactly one trailing newline (core/io.c); anything else is a file read."""
-    if spec.startswith("exec://"):
-        out = subprocess.run(["/bin/sh", "-c", spec[len("exec://"):]], cwd=cwd, capture_output=True, check=False)
-        text = out.stdout.decode(errors="replace")
-        return text[:-1] if text.endswith(("\n", "\r")) else text
-    return (cwd / spec).read_text(errors="replace")
+def at_resolver_before_link(link: Path, target: Path) -> Callable[[str], str]:
+    """Evaluate ``@(...)`` the way the vassal will, before its symlink exists.
+
+    Linking first would let the emperor start the vassal before the checks that must precede it (a live socket
+    of someone else's would be stolen). But the seed idiom ``@(exec://dirname $(realpath %P))`` needs the link:
+    so a command naming the link's path runs against a stand-in link to the same target in a private directory.
+    """
+    resolve = at_resolver(str(link.parent))
+
+    def run(spec: str) -> str:
+        if str(link) not in spec or link.is_symlink():
+            return resolve(spec)
+        with tempfile.TemporaryDirectory(prefix="pe-link-") as directory:
+            stand_in = Path(directory) / link.name
+            stand_in.symlink_to(target)
+            return resolve(spec.replace(str(link), str(stand_in)))
+
+    return run
 
 
-def predict_sockets(ini_file: IniFile, ini: Path, vassal_dir: Path) -> list[SocketSpec]:
-    """Every socket the vassal will bind, in order, fully expanded (the options are repeatable)."""
+def predict_sockets(ini_file: IniFile, ini: Path, link: Path) -> list[SocketSpec]:
+    """Every socket the vassal deployed as ``link`` will bind, in order, fully expanded (they are repeatable)."""
+    resolver = at_resolver_before_link(link, ini)
     sockets = []
     for option in ini_file.options:
         protocol = _SOCKET_OPTIONS.get(option.key)
         if protocol is None:
             continue
-        address = ini_file.expand(
-            option.value, env=os.environ, at_resolver=lambda spec: at_directive(spec, vassal_dir)
-        )
+        needed = ini_file.needs_at_resolver(option.value)  # most sockets need no @(exec://...) run
+        address = ini_file.expand(option.value, env=os.environ, at_resolver=resolver if needed else None)
         if protocol == "uwsgi" and (ini_file.get("protocol") or "").strip() == "http":
             protocol = "http"
         spec = SocketSpec(address, protocol, option.line)
@@ -177,8 +189,8 @@ def prepare_deployment(emperor: Emperor, path: Path, name: str | None) -> Vassal
         )
     if full in emperor.vassals:
         raise ConfigError(f"a vassal named {full!r} is already deployed; remove it first or choose another name")
-    link = emperor.vassal_dir / f"{full}.ini"
-    sockets = predict_sockets(read_as_deployed(ini, link), ini, emperor.vassal_dir)
+    link = emperor.vassal_dir.resolve() / f"{full}.ini"
+    sockets = predict_sockets(read_as_deployed(ini, link), ini, link)
     for socket in sockets:
         if socket.is_unix and socket_is_live(socket.address):
             raise SocketInUse(
@@ -300,17 +312,19 @@ class Vassal:
         while quiet < 2 and time.monotonic() < deadline:
             workers = self.workers
             quiet = quiet + 1 if workers and all(is_sleeping(pid) for pid in workers) else 0
-            time.sleep(0.002)
+            time.sleep(0.001)
 
     def _probe(self, deadline: float) -> None:
+        assert self.socket is not None
         # Once worker 1 accepts, the listen socket is bound; the probe proves the predicted address is the one
         # the vassal serves, and its first answered request makes the vassal loyal to the emperor.
         try:
             self.request("GET", "/", timeout=max(deadline - time.monotonic(), 0.1))
         except OSError as exc:
             raise VassalError(
-                f"vassal {self.name} is accepting per the emperor, but a probe request to {self.socket} "
-                f"failed: {exc}. Is the socket in {self.ini} the one it binds?",
+                f"vassal {self.name} is accepting per the emperor, but a probe request to "
+                f"{self.socket.address} failed: {exc}. Either the app closed the connection (see its log), or "
+                f"{self.ini}:{self.socket.line} is not the socket it binds",
                 self.error_lines(),
             ) from exc
 

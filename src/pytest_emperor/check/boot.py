@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pytest_emperor.check.rules import Finding, finding
 from pytest_emperor.emperor import Emperor
-from pytest_emperor.errors import VassalCursed, VassalError, VassalTimeout
+from pytest_emperor.errors import EmperorError, VassalCursed, VassalError, VassalTimeout
 
 __all__ = ["boot_check"]
 
@@ -40,7 +40,13 @@ def boot_check(
             return [finding("B004", display_path, line, f"{timeout:g}s: {str(exc).splitlines()[0]}", exc.lines)]
         except VassalError as exc:  # accepting per the emperor, but the probe could not connect
             return [finding("B003", display_path, line, str(exc).splitlines()[0], exc.lines)]
-        response = vassal.request("GET", probe, timeout=timeout)
+        except EmperorError as exc:  # refused before deploying: socket path too long, name unroutable, in use
+            return [finding("X001", display_path, line, str(exc).splitlines()[0])]
+        try:
+            response = vassal.request("GET", probe, timeout=timeout)
+        except OSError as exc:
+            message = f"GET {probe} -> no response: {exc}"
+            return [finding("B003", display_path, line, message, vassal.error_lines())]
         findings: list[Finding] = []
         lines = vassal.output_lines()
         no_app = [x for x in lines if _NO_APP.search(x)]
