@@ -122,6 +122,11 @@ class Emperor:
         """The emperor's stats socket."""
         return self.run_dir / "stats.sock"
 
+    def kill_everything(self) -> None:
+        """SIGKILL every process of this run at once (emperor, vassals, router): the forced stop of a second
+        Ctrl-C. ``stop()`` still has to be called to clean up."""
+        kill_all(processes_with_marker(self._run_or_fail().marker))
+
     @property
     def pid(self) -> int:
         """The emperor's pid."""

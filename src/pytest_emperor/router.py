@@ -792,9 +792,9 @@ def _serve_forever(
     """Run one router process's event loop until SIGTERM/SIGINT or until the lifeline pipe closes."""
     loop = _new_event_loop(settings.event_loop)
     server = _Server(route_map, settings)
-    stop = asyncio.Event()
 
     async def main() -> None:
+        stop = asyncio.Event()  # made inside the running loop: on 3.9 an Event binds to the loop current at birth
         servers = []
         for listener in listeners:
             if listener.family == socket.AF_UNIX:
@@ -935,8 +935,10 @@ class BuiltinRouter(Router):
         lifeline_r, lifeline_w = os.pipe()
         argv = [
             sys.executable,
-            "-m",
-            "pytest_emperor.router",
+            # Not `-m pytest_emperor.router`: the package imports this module first, and runpy would then run a
+            # second copy of it as __main__ (with a RuntimeWarning in the router's log).
+            "-c",
+            "import sys; from pytest_emperor.router import main; main(sys.argv[1:])",
             "--server-name",
             route_map.server_name,
             "--socket-template",

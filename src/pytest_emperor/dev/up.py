@@ -26,7 +26,7 @@ from pytest_emperor.dev.watch import AppWatcher
 from pytest_emperor.emperor import Emperor
 from pytest_emperor.emperor_log import EventKind
 from pytest_emperor.errors import ConfigError, EmperorError, VassalError
-from pytest_emperor.processes import kill_all, processes_with_marker, wait_exit
+from pytest_emperor.processes import wait_exit
 from pytest_emperor.router import RouteMap, Router, RouterError
 from pytest_emperor.runs import remove_stale_socket
 from pytest_emperor.vassal import Vassal, VassalState
@@ -135,7 +135,7 @@ class DevServer:
         self.forced = True
         if self._emperor is not None and self._emperor.running:
             self.output.note("forcing: killing every process of the run", error=True)
-            kill_all(processes_with_marker(str(self._emperor.run_dir)))
+            self._emperor.kill_everything()
 
     def _start(self) -> None:
         options = self.options
