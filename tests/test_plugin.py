@@ -354,8 +354,9 @@ def test_killed_run_is_cleaned_up_by_the_next(
 def test_ini_options_and_command_line_precedence(
     pytester: pytest.Pytester, box: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # No app.uwsgi.ini above the test: the app comes from the configuration only.
+    # An app.uwsgi.ini right above the test too: a configured app must still win over the nearest one.
     repo = pytester.path
+    write_app(repo, box.sockets, "nearest app")
     write_app(repo / "apps" / "outside", box.sockets, "outside app")
     write_app(repo / "apps" / "second", box.sockets, "second app")
     (repo / "pe_sync.py").write_text(SYNC_PY)

@@ -37,8 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--emperor", action="store_true", help="run tests that need a real uWSGI emperor")
     group.addoption(
         "--emperor-app", action="append", default=None, metavar="PATH",
-        help=f"app dir (holding {APP_INI}) or ini file to deploy for app_vassal; repeatable "
-        f"(default: the {APP_INI} nearest above each test, else the rootdir's)",
+        help=f"app dir (holding {APP_INI}) or ini file to deploy for app_vassal, relative to where pytest runs; "
+        f"repeatable (default: the {APP_INI} nearest above each test, up to the rootdir)",
     )  # fmt: skip
     group.addoption("--emperor-uwsgi", metavar="PATH", help="uwsgi binary (default: beside the running Python)")
     group.addoption("--emperor-timeout", type=float, metavar="SECONDS", help="default wait for a vassal (30)")
@@ -145,19 +145,20 @@ class _Session:
         return self.emperor
 
     def app_for(self, test_path: Path) -> Path:
-        """The app a test means by ``app_vassal``: the configured one containing it, the nearest
-        ``app.uwsgi.ini`` above it (up to the rootdir), else the first configured app or the rootdir's."""
+        """The app a test means by ``app_vassal``. Configured apps (``--emperor-app``, ``emperor_apps``) win:
+        the one containing the test, else the first. Without any: the nearest ``app.uwsgi.ini`` above the test
+        file, up to the rootdir."""
         for app in self.settings.apps:
             app_dir = app if app.is_dir() else app.parent
             if app_dir in test_path.parents:
                 return app
+        if self.settings.apps:
+            return self.settings.apps[0]
         for directory in test_path.parents:
             if (directory / APP_INI).exists():
                 return directory
             if directory == self.rootpath:
                 break
-        if self.settings.apps:
-            return self.settings.apps[0]
         raise ConfigError(
             f"no app for app_vassal: no {APP_INI} above {test_path} up to the rootdir {self.rootpath}; put one "
             "there, or pass --emperor-app PATH (or set emperor_apps in the ini file)"
@@ -272,7 +273,7 @@ def deploy_app(
 @pytest.fixture
 def app_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Vassal:
     """The app under test, deployed once per session and kept for the whole session: the ``--emperor-app``
-    containing the test, else the nearest ``app.uwsgi.ini`` above the test file, else the rootdir's.
+    containing the test (else the first one), or without any, the nearest ``app.uwsgi.ini`` above the test file.
 
     Function-scoped only so that it can see which test asks (a monorepo's tests each get their own app); the
     vassal behind it is the same for every test of that app.
