@@ -21,25 +21,25 @@ import time
 from pathlib import Path
 
 from pytest_emperor.emperor import Emperor
-from pytest_emperor.vassal import Vassal, resolve_ini
+from pytest_emperor.vassal import prepare_deployment, resolve_ini
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def raw_deploy(emperor: Emperor, ini: Path, name: str) -> float:
-    """Symlink ``ini`` as ``name`` and poll stats until accepting; return seconds; then undeploy."""
-    link = emperor.vassal_dir / f"{name}.ini"
+def raw_deploy(emperor: Emperor, app: Path, name: str) -> float:
+    """Symlink the app's ini as ``name`` and poll stats until accepting; return seconds; then undeploy."""
+    vassal = prepare_deployment(emperor, app, name)  # off the clock: only to stop and clean it the same way
     start = time.perf_counter()
-    os.symlink(ini, link)
+    os.symlink(vassal.ini, vassal.symlink)
     while True:
-        vassal = emperor.stats().vassals.get(link.name)
-        if vassal is not None and vassal.accepting:
+        running = emperor.stats().vassals.get(vassal.id)
+        if running is not None and running.accepting:
             elapsed = time.perf_counter() - start
             break
         # Not a spin: every stats read costs the emperor a JSON dump on a 2-core machine, which would slow the
         # very start-up being measured. 1 ms granularity is well under the times measured.
         time.sleep(0.001)
-    Vassal(emperor, name, ini, link, []).stop()  # undeploy the same way as ours, off the clock
+    vassal.stop()
     return elapsed
 
 
@@ -69,7 +69,7 @@ def main() -> None:
     with Emperor(name_suffix="", keep=bool(os.environ.get("KEEP"))) as emperor:
         ours_deploy(emperor, args.app, "warmup")  # page cache, python imports of the app
         for i in range(args.rounds):
-            raw.append(raw_deploy(emperor, ini, f"raw{i}"))
+            raw.append(raw_deploy(emperor, args.app, f"raw{i}"))
             ours.append(ours_deploy(emperor, args.app, f"ours{i}"))
     print(f"app: {ini}  rounds: {args.rounds}")
     print(f"raw uWSGI (symlink -> stats accepting): {summary(raw)}")

@@ -21,11 +21,13 @@ from pytest_emperor.http_translation import (
     RequestEvent,
     RequestHead,
     RequestParser,
+    UwsgiEncoder,
     normalize_host,
     normalize_path,
     reason_phrase,
     uwsgi_vars,
 )
+from pytest_emperor.uwsgi_protocol import encode_request
 
 
 def parse(raw: bytes, limits: Limits | None = None) -> list[RequestEvent]:
@@ -434,3 +436,76 @@ def test_content_length_var_is_the_header_as_sent() -> None:
     kwargs = {"server_name": "s", "server_port": "", "remote_addr": "unix:", "remote_port": ""}
     assert dict(uwsgi_vars(head, body_length=0, **kwargs))["CONTENT_LENGTH"] == "0"
     assert dict(uwsgi_vars(head_of(get()), body_length=0, **kwargs))["CONTENT_LENGTH"] == ""
+
+
+# -- the router's encoder: the reference (encode_request(uwsgi_vars(...))) in fewer operations -------------------
+
+CONNECTION = {"server_name": "~^(?<app>[^.]+)\\.x$", "server_port": "8080", "remote_addr": "::1", "remote_port": "7"}
+
+
+def reference_packet(head: RequestHead, body: bytes, connection: dict[str, str]) -> bytes:
+    return encode_request(uwsgi_vars(head, body_length=len(body), **connection), body)
+
+
+# Any text (non-latin-1 and huge strings included), header names from the tokens the parser lets through
+# plus '_' (dropped), in any case (Content-Type detection).
+text = st.text(max_size=40) | st.sampled_from(["", "x" * 70_000, "caf\u00e9", "\u20ac"])
+header_name = st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True) | st.sampled_from(
+    ["Content-Type", "content-TYPE", "Content_Type", "X-A"]
+)
+
+
+@given(
+    method=st.sampled_from(["GET", "POST", "M-S_X"]),
+    path=text,
+    query=text,
+    request_uri=text,
+    version=st.sampled_from(["HTTP/1.1", "HTTP/1.0 "]),
+    headers=st.lists(st.tuples(header_name, text), max_size=6),
+    content_length=st.none() | st.sampled_from(["0", "12"]),
+    chunked=st.booleans(),
+    body=st.binary(max_size=20),
+    connection=st.fixed_dictionaries({k: text for k in CONNECTION}),
+)
+def test_encoder_equals_the_reference(
+    method: str,
+    path: str,
+    query: str,
+    request_uri: str,
+    version: str,
+    headers: list[tuple[str, str]],
+    content_length: str | None,
+    chunked: bool,
+    body: bytes,
+    connection: dict[str, str],
+) -> None:
+    head = RequestHead(
+        method=method,
+        request_uri=request_uri,
+        version=version,
+        headers=headers,
+        host="h",
+        path=path,
+        query=query,
+        content_length=content_length,
+        chunked=chunked,
+        keep_alive=True,
+        expect_continue=False,
+    )
+    encoder = UwsgiEncoder(**connection)
+    try:
+        expected = reference_packet(head, body, connection)
+    except ValueError as exc:  # over the u16 limits: both refuse, with the same message
+        with pytest.raises(ValueError) as info:
+            encoder.encode(head, body)
+        assert str(info.value) == str(exc)
+    else:
+        assert encoder.encode(head, body) == expected
+
+
+def test_encoder_on_parsed_requests() -> None:
+    raw = b"POST /a/../b%20c?q=1 HTTP/1.1\r\nHost: Svc.api.localhost:8080\r\ncontent-type: text/plain\r\n"
+    raw += b"Content-Type: second\r\nTransfer-Encoding: chunked\r\nX-Rep: a\r\nX-Rep: b\r\n\r\n"
+    for head in (head_of(raw), head_of(get()), head_of(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 0\r\n\r\n")):
+        for body in (b"", b"hello world"):
+            assert UwsgiEncoder(**CONNECTION).encode(head, body) == reference_packet(head, body, CONNECTION)

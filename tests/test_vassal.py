@@ -185,6 +185,13 @@ def test_missing_app_and_dangling_symlink(live_emperor: Emperor, tmp_path: Path)
         live_emperor.deploy(tmp_path)
 
 
+def test_ini_without_a_uwsgi_section_is_refused(live_emperor: Emperor, tmp_path: Path) -> None:
+    (tmp_path / "app.uwsgi.ini").write_text("[app]\nsocket = /tmp/%n.api.sock\nmodule = app\n")
+    with pytest.raises(ConfigError, match=r"app\.uwsgi\.ini:1: no option in a \[uwsgi\] section"):
+        live_emperor.deploy(tmp_path)
+    assert not any(live_emperor.vassal_dir.iterdir())
+
+
 def test_wait_ready_timeout_says_what_was_awaited(live_emperor: Emperor, make_app: MakeApp) -> None:
     code = "import threading\nthreading.Event().wait()\n"  # the app never finishes importing
     vassal = live_emperor.deploy(make_app(code=code), wait=False)

@@ -35,6 +35,7 @@ __all__ = [
     "encode_request",
     "encode_vars",
     "header_var",
+    "request_header",
     "wsgi_vars",
 ]
 
@@ -99,7 +100,12 @@ def encode_request(
     if not (0 <= modifier1 <= 255 and 0 <= modifier2 <= 255):
         raise ValueError(f"uwsgi modifiers are bytes (0-255), got {modifier1}, {modifier2}")
     block = encode_vars(vars)
-    return _HEADER.pack(modifier1, len(block), modifier2) + block + body
+    return b"".join((request_header(len(block), modifier1, modifier2), block, body))
+
+
+def request_header(vars_size: int, modifier1: int = 0, modifier2: int = 0) -> bytes:
+    """The 4-byte packet header for a vars block of ``vars_size`` bytes."""
+    return _HEADER.pack(modifier1, vars_size, modifier2)
 
 
 def decode_request(data: bytes) -> tuple[int, int, list[tuple[str, str]], bytes]:

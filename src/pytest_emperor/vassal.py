@@ -190,7 +190,13 @@ def prepare_deployment(emperor: Emperor, path: Path, name: str | None) -> Vassal
     if full in emperor.vassals:
         raise ConfigError(f"a vassal named {full!r} is already deployed; remove it first or choose another name")
     link = emperor.vassal_dir.resolve() / f"{full}.ini"
-    sockets = predict_sockets(read_as_deployed(ini, link), ini, link)
+    ini_file = read_as_deployed(ini, link)
+    if not ini_file.options:
+        raise ConfigError(
+            f"{ini}:1: no option in a [{ini_file.section}] section, so uWSGI would start with none of them; put "
+            f"the options under a [{ini_file.section}] header"
+        )
+    sockets = predict_sockets(ini_file, ini, link)
     for socket in sockets:
         if socket.is_unix and socket_is_live(socket.address):
             raise SocketInUse(
