@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/router.py [--duration 5] [--connections 32] [--workers 1]
 
-Prints requests/s and p50/p99 latency for each, and the built-in/nginx ratios (targets: >= 0.6x the req/s,
-p99 within 2x). Uses wrk (``apt-get install wrk``) when it is on PATH, else a Python load generator (which is
-itself the bottleneck: only ratios measured with the same generator are meaningful).
+Prints requests/s, p50/p99 latency and (on Linux) the router's CPU time per request for each, and the
+built-in/nginx ratios (targets: >= 0.6x the req/s, p99 within 2x). Uses wrk (``apt-get install wrk``) when it
+is on PATH, else a Python load generator (which is itself the bottleneck: only ratios measured with the same
+generator are meaningful).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int
+    #: The router's CPU time (user + system, all its processes) per request, in microseconds; 0 if unknown.
+    cpu_us: float = 0.0
 
 
 def _free_port() -> int:
@@ -110,7 +114,9 @@ def run_wrk(name: str, url: str, host: str, duration: int, connections: int) -> 
     total_errors = int(errors.group(1)) if errors else 0
     if socket_errors:
         total_errors += sum(int(n) for n in socket_errors.groups())
-    return Result(name, float(rps.group(1)), latency("50"), latency("99"), total_errors)
+    count = re.search(r"(\d+) requests in", out)
+    requests = int(count.group(1)) if count else 0
+    return Result(name, float(rps.group(1)), latency("50"), latency("99"), total_errors, requests)
 
 
 def run_python(name: str, url: str, host: str, duration: int, connections: int) -> Result:
@@ -151,7 +157,19 @@ def run_python(name: str, url: str, host: str, duration: int, connections: int) 
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000
 
-    return Result(name, len(latencies) / elapsed, pct(0.50), pct(0.99), errors[0])
+    return Result(name, len(latencies) / elapsed, pct(0.50), pct(0.99), errors[0], len(latencies))
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of the live processes in group ``pgid`` (Linux /proc; 0.0 elsewhere)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # Fields after the ")" that ends the command name: state, ppid, pgrp, ... utime (14), stime (15).
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[2]) == pgid:
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.0
 
 
 def main() -> None:
@@ -184,12 +202,17 @@ def main() -> None:
                     router = start_router(kind, route_map, run_dir / kind, workers=args.workers)
                     stack.callback(router.stop)
                     url = f"http://{router.tcp_address[0]}:{router.tcp_address[1]}/"
-                    results.append(load(f"{kind} router", url, host, args.duration, args.connections))
+                    cpu_before = group_cpu_seconds(router.process.pid)
+                    result = load(f"{kind} router", url, host, args.duration, args.connections)
+                    cpu = group_cpu_seconds(router.process.pid) - cpu_before
+                    result.cpu_us = cpu / max(result.requests, 1) * 1e6
+                    results.append(result)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    print(f"{'':32} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'':32} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'router CPU us/req':>18}")
     for r in results:
-        print(f"{r.name:32} {r.rps:10.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d}")
+        cpu_text = f"{r.cpu_us:18.0f}" if r.cpu_us else f"{'':18}"
+        print(f"{r.name:32} {r.rps:10.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d} {cpu_text}")
     by_name = {r.name: r for r in results}
     builtin, nginx = by_name["builtin router"], by_name["nginx router"]
     rps_ratio = builtin.rps / nginx.rps

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pytest_emperor.uwsgi_protocol import (
@@ -16,9 +17,12 @@ from pytest_emperor.uwsgi_protocol import (
     ProtocolError,
     ResponseHead,
     ResponseParser,
+    _parse_head,  # the fast path under test
     decode_request,
     encode_request,
     encode_vars,
+    end_of_head,
+    field_lines,
     header_var,
     wsgi_vars,
 )
@@ -267,3 +271,33 @@ def test_after_eof() -> None:
 
 def test_header_packing_is_little_endian() -> None:
     assert struct.unpack("<BHB", encode_request([("K", "v" * 1000)])[:4]) == (0, 1005, 0)
+
+
+LINE_PIECES = [b"X-Y", b"a", b":", b" ", b"\t", b"\r", b"\n", b"\r\n", b"\xe9", b"(", b"\0"]
+
+
+@given(st.lists(st.sampled_from(LINE_PIECES), max_size=30))
+@example([b"a", b":", b" ", b"a", b"\r", b"\r\n", b"X-Y", b":", b"a", b"\t", b"\r"])  # CRs that are value
+@example([b"a", b":", b"a", b"\n", b"X-Y", b"a", b"\r\n", b"a", b":"])  # a line without a colon
+def test_header_fast_path_agrees_with_field_lines(parts: list[bytes]) -> None:
+    """_parse_head's one-regex path must give what the line-by-line reference gives, or fall back to it."""
+    block = b"".join(parts)
+    try:
+        expected: object = field_lines(block)
+    except ProtocolError as exc:
+        expected = str(exc)
+    try:
+        got: object = _parse_head(b"HTTP/1.1 200 OK\r\n" + block).headers
+    except ProtocolError as exc:
+        got = str(exc)
+    assert got == expected
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"a", b"\r\n"]), max_size=12))
+@example([b"a", b"\r", b"\r\n", b"\n"])
+@example([b"\r", b"\n", b"\n", b"\r\n"])
+def test_end_of_head_is_the_first_empty_line(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    match = re.search(rb"\r?\n\r?\n", data)  # the definition, as a regex
+    assert end_of_head(data) == (None if match is None else match.span())
+    assert end_of_head(bytearray(data)) == end_of_head(data)

@@ -78,7 +78,9 @@ class Limits:
     max_body_size: int = 1024 * 1024
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, which cost the router
+# ~1.5 us per request for this one; nothing mutates a head.
+@dataclass
 class RequestHead:
     """A parsed request head. Strings are the wire bytes decoded as latin-1 (PEP 3333)."""
 
@@ -220,6 +222,8 @@ class RequestParser:
         events: list[RequestEvent] = []
         while True:
             if self._state == _HEAD:
+                if not self._buffer:  # the common end: one request per read, nothing left to look at
+                    return events
                 head = self._parse_head()
                 if head is None:
                     return events

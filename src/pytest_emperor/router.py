@@ -6,8 +6,9 @@ Three parts:
   named group ``app`` and a socket template using ``$app`` (the seed's ``unix:/tmp/$app.api.sock``).
 - :class:`Router`: the interface both routers share (addresses, per-app URL/Host, a ``requests`` session,
   ``stop()``), and :func:`start_router` to start one (``"builtin"`` or ``"nginx"``).
-- The built-in router, run as ``python -m pytest_emperor.router``: a subprocess so that it never shares the
-  GIL with the tests and so that ``emperor-dev`` runs it the same way. It dies with its parent (a lifeline
+- The built-in router (:class:`BuiltinRouter`; its server is :mod:`pytest_emperor.router_server`), run as
+  ``python -m pytest_emperor.router``: a subprocess so that it never shares the GIL with the tests and so that
+  ``emperor-dev`` runs it the same way. It dies with its parent (a lifeline
   pipe whose EOF stops it, plus PR_SET_PDEATHSIG) and lives in its own process group.
 """
 
