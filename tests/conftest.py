@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from typing import Callable
 import pytest
 from components import uwsgi_binary
 from filelock import FileLock
+from hypothesis import settings
 
 from pytest_emperor.emperor import Emperor
 
