@@ -217,18 +217,4 @@ class NginxRouter(Router):
 
     def stop(self) -> None:
         """Graceful stop (SIGQUIT: workers finish their requests), then SIGTERM, then SIGKILL of the group."""
-        process = self.process
-        for sig, grace in ((signal.SIGQUIT, 10.0), (signal.SIGTERM, 5.0)):
-            if process.poll() is not None:
-                break
-            process.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(grace)
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        # Workers are in nginx's session; after a SIGKILLed master they would linger.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.unix_path)
+        self._end_process(((signal.SIGQUIT, 10.0), (signal.SIGTERM, 5.0)))

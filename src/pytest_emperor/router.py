@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -246,6 +246,27 @@ class Router:
     def stop(self) -> None:
         """Stop the router and remove what it created. Safe to call twice."""
         raise NotImplementedError
+
+    def _end_process(self, steps: Sequence[tuple[int | None, float]]) -> None:
+        """Escalate through ``steps`` (a signal, or None to only wait; then a grace period) until the main
+        process has exited, then SIGKILL it and whatever is left of its process group, and remove the unix
+        socket it listened on."""
+        process = self.process
+        for sig, grace in steps:
+            if process.poll() is not None:
+                break
+            if sig is not None:
+                process.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(grace)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        # Workers share the main process's session; after a SIGKILLed master they would linger.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.unix_path)
 
     def log_text(self) -> str:
         """The router's log: nginx's error log, or the built-in router's (upstream failures, timeouts)."""
@@ -521,20 +542,7 @@ class BuiltinRouter(Router):
         if self._lifeline is not None:
             os.close(self._lifeline)
             self._lifeline = None
-        process = self.process
-        for sig, grace in ((None, 10.0), (signal.SIGTERM, 5.0)):
-            if sig is not None and process.poll() is None:
-                process.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(grace)
-                break
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.unix_path)
+        self._end_process(((None, 10.0), (signal.SIGTERM, 5.0)))
 
 
 if __name__ == "__main__":
