@@ -28,7 +28,7 @@ from pytest_emperor.emperor_log import EmperorEvent, EmperorLogParser, EventKind
 from pytest_emperor.errors import EmperorError, VassalTimeout
 from pytest_emperor.isolation import Isolation, direct, through_router
 from pytest_emperor.processes import MARKER_ENV, die_with_parent, kill_all, processes_with_marker, wait_exit
-from pytest_emperor.router import RouteMap, Router, start_router
+from pytest_emperor.router import RouteMap, RouteMismatch, Router, start_router
 from pytest_emperor.runs import RunDir, remove_stale_socket
 from pytest_emperor.stats import EmperorStats, read_stats
 from pytest_emperor.vassal import Vassal, prepare_deployment
@@ -58,8 +58,9 @@ class Emperor:
     ``/tmp/%n.api.sock``: by default ``-<run tag>``, unique per run, so that concurrent runs and xdist workers
     never bind the same path. Pass ``""`` to deploy under the apps' own names, as production does.
 
-    ``route_map`` (default: ``<app>.<domain>`` -> ``/tmp/<app>.api.sock``) is the nginx-style routing; the
-    ``router`` (``"builtin"`` or ``"nginx"``) serving it is started on first use of ``emperor.router``.
+    ``route_map`` (default: ``<app>.<domain>`` -> ``/tmp/<app>.api.sock``) is the nginx routing; the router (a
+    private nginx, see :func:`~.router.start_router` for ``router_options``) is started on first use of
+    ``emperor.router``.
     """
 
     def __init__(
@@ -69,7 +70,6 @@ class Emperor:
         name_suffix: str | None = None,
         domain: str = "api.localhost",
         route_map: RouteMap | None = None,
-        router: str = "builtin",
         router_options: dict[str, Any] | None = None,
         runs_root: Path | None = None,
         keep: bool = False,
@@ -78,7 +78,6 @@ class Emperor:
         self.uwsgi = find_uwsgi(uwsgi)
         self.name_suffix = name_suffix
         self.route_map = route_map or RouteMap.for_domain(domain)
-        self.router_kind = router
         self.router_options = router_options or {}
         self._router: Router | None = None
         self.keep = keep
@@ -228,10 +227,19 @@ class Emperor:
         ``url_for(name)``, ``session_for(name)``."""
         if self._router is None:
             self._router = start_router(
-                self.router_kind, self.route_map, self.run_dir,
+                self.route_map, self.run_dir,
                 env={MARKER_ENV: self._run_or_fail().marker}, timeout=self.timeout, **self.router_options,
             )  # fmt: skip
+            self._router.check_route = self._check_route
         return self._router
+
+    def _check_route(self, name: str) -> None:
+        """RouteMismatch before any request when the routing cannot reach vassal ``name`` (others: unchecked)."""
+        vassal = self.vassals.get(name)
+        if vassal is not None:
+            problem = self.route_map.mismatch(name, vassal.socket_paths)
+            if problem is not None:
+                raise RouteMismatch(f"{problem}: every request through the router would get a 502")
 
     @property
     def running(self) -> bool:

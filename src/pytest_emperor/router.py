@@ -1,51 +1,40 @@
 """Wildcard routing like nginx's ``server_name ~^(?<app>[^.]+)\\.api\\.example\\.com$;`` + ``uwsgi_pass``.
 
-Three parts:
-
 - :class:`RouteMap`: the pure mapping Host -> app -> vassal socket, from an nginx ``server_name`` regex with a
-  named group ``app`` and a socket template using ``$app`` (the seed's ``unix:/tmp/$app.api.sock``).
-- :class:`Router`: the interface both routers share (addresses, per-app URL/Host, a ``requests`` session,
-  ``stop()``), and :func:`start_router` to start one (``"builtin"`` or ``"nginx"``).
-- The built-in router (:class:`BuiltinRouter`; its server is :mod:`pytest_emperor.router_server`), run as
-  ``python -m pytest_emperor.router``: a subprocess so that it never shares the GIL with the tests and so that
-  ``emperor-dev`` runs it the same way. It dies with its parent (a lifeline
-  pipe whose EOF stops it, plus PR_SET_PDEATHSIG) and lives in its own process group.
+  named group ``app`` and a socket template using ``$app`` (the seed's ``unix:/tmp/$app.api.sock``). Used by the
+  router, ``emperor-dev request`` and ``emperor-dev check`` (W303).
+- :class:`Router`: what the tests and ``emperor-dev`` use of the router (addresses, per-app URL/Host, a
+  ``requests`` session, ``stop()``), and :func:`start_router` to start one. The router is a private real nginx
+  (:mod:`pytest_emperor.nginx`); there is no other.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
-import json
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_emperor.processes import die_with_parent
-from pytest_emperor.router_server import error_page, serve_forever
-
 if TYPE_CHECKING:
     import requests
 
+    from pytest_emperor.nginx_site import NginxSite
+
 __all__ = [
-    "BuiltinRouter",
     "RouteMap",
+    "RouteMismatch",
     "Router",
     "RouterError",
     "RouterSettings",
-    "error_page",
-    "main",
     "start_router",
     "wait_for",
 ]
@@ -55,14 +44,12 @@ _NGINX_NAMED_GROUP = re.compile(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>")
 _TEMPLATE_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
-@functools.lru_cache(maxsize=4096)
-def _route(route_map: RouteMap, host: str) -> tuple[str, str] | None:
-    """Memoised RouteMap lookups: the router resolves the same few hosts on every request."""
-    return route_map._socket_for_host(host)
-
-
 class RouterError(RuntimeError):
     """A router could not be configured, started or stopped."""
+
+
+class RouteMismatch(RouterError):
+    """The routing sends a vassal's Host to a socket the vassal does not bind: every request would get a 502."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +112,10 @@ class RouteMap:
 
     @property
     def socket_path_template(self) -> str:
-        """The template without nginx's ``unix:`` prefix."""
-        return self.socket_template[5:] if self.socket_template.startswith("unix:") else self.socket_template
+        """The template without nginx's ``unix:`` prefix, with leading slashes collapsed as the kernel reads them
+        (a site's ``unix://tmp/$app.sock`` is ``/tmp/$app.sock``)."""
+        path = self.socket_template[5:] if self.socket_template.startswith("unix:") else self.socket_template
+        return "/" + path.lstrip("/") if path.startswith("/") else path
 
     def match(self, host: str) -> str | None:
         """The app name for a (validated, lowercased, port-less) host, or None when the regex does not match."""
@@ -135,9 +124,6 @@ class RouteMap:
 
     def socket_for_host(self, host: str) -> tuple[str, str] | None:
         """``(app, socket path)`` for a host, or None. The host must already be validated (no ``/``, ``..``)."""
-        return _route(self, host)
-
-    def _socket_for_host(self, host: str) -> tuple[str, str] | None:
         found = self.regex.search(host)
         if found is None:
             return None
@@ -155,6 +141,18 @@ class RouteMap:
     def host_for(self, app: str) -> str:
         """The Host that routes to ``app``."""
         return self.host_template.replace("$app", app)
+
+    def mismatch(self, app: str, bound: Sequence[str]) -> str | None:
+        """Why requests for ``app`` cannot reach it, given the unix sockets it binds (``bound``), or None when
+        the routing sends its Host to one of them."""
+        host = self.host_for(app)
+        route = self.socket_for_host(host)
+        routed = route[1] if route is not None and route[0] == app else None
+        if routed is not None and os.path.normpath(routed) in {os.path.normpath(path) for path in bound}:
+            return None
+        would = f"sends Host {host} to unix:{routed}" if routed else f"does not route Host {host} to it"
+        binds = f"it binds unix:{', unix:'.join(bound)}" if bound else "it binds no unix socket"
+        return f"vassal {app!r}: the routing ({self.nginx_server_name}) {would}, but {binds}"
 
     def _template_names(self) -> list[str]:
         return [m.group(1) or m.group(2) for m in _TEMPLATE_VAR.finditer(self.socket_path_template)]
@@ -174,7 +172,7 @@ class RouteMap:
 
 @dataclass(frozen=True)
 class RouterSettings:
-    """Limits shared by both routers, nginx's defaults unless noted."""
+    """The router's limits, nginx's defaults unless noted."""
 
     #: ``client_max_body_size`` (bytes; 0 = no limit) -> 413.
     max_body_size: int = 1024 * 1024
@@ -184,18 +182,23 @@ class RouterSettings:
     client_timeout: float = 60.0
     #: ``keepalive_timeout``: an idle keep-alive connection is closed after this many seconds.
     keepalive_timeout: float = 75.0
-    #: Worker processes (nginx ``worker_processes``; the built-in router forks as many, sharing the sockets).
-    workers: int = 1
-    #: Built-in router only: "auto" (uvloop when installed, else asyncio), "asyncio" or "uvloop".
-    event_loop: str = "auto"
+    #: nginx ``worker_processes``; 0 (the default) is one per CPU, at most 4 (see :func:`default_workers`).
+    workers: int = 0
 
     def __post_init__(self) -> None:
-        if self.event_loop not in ("auto", "asyncio", "uvloop"):
-            raise ValueError(f"event_loop must be 'auto', 'asyncio' or 'uvloop', not {self.event_loop!r}")
+        if self.workers == 0:
+            object.__setattr__(self, "workers", default_workers())
         if self.workers < 1 or self.max_body_size < 0:
             raise ValueError(f"workers must be >= 1 and max_body_size >= 0: {self}")
         if min(self.upstream_timeout, self.client_timeout, self.keepalive_timeout) <= 0:
             raise ValueError(f"timeouts must be positive: {self}")
+
+
+def default_workers() -> int:
+    """One nginx worker per CPU, at most 4: with ``reuseport`` each worker has its own accept queue, so fewer
+    workers than CPUs leaves cores idle while more only adds start-up time and context switches (measured in
+    benchmarks/router.py; see docs/uwsgi-behaviour.md, "Routing through nginx")."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def wait_for(unix_path: str, process: subprocess.Popen[bytes], timeout: float, *, what: str, log: Path) -> None:
@@ -232,16 +235,18 @@ def _tail(log: Path, lines: int = 20) -> str:
 
 
 class Router:
-    """What both routers offer the emperor and the tests. Subclasses set the addresses and implement stop()."""
+    """What the emperor, the tests and ``emperor-dev`` use of the router; :class:`~.nginx.NginxRouter` runs it."""
 
-    kind = ""
-    #: The router's main process (nginx's master; the built-in router's first process), in its own group.
+    #: The router's main process (nginx's master), in its own process group.
     process: subprocess.Popen[bytes]
 
     def __init__(self, route_map: RouteMap, tcp_address: tuple[str, int], unix_path: str) -> None:
         self.route_map = route_map
         self.tcp_address = tcp_address
         self.unix_path = unix_path
+        #: Called with an app name before its URL or session is handed out; raises :class:`RouteMismatch` when
+        #: the routing cannot reach that app (the emperor sets it: it knows which sockets its vassals bind).
+        self.check_route: Callable[[str], None] | None = None
 
     def stop(self) -> None:
         """Stop the router and remove what it created. Safe to call twice."""
@@ -269,7 +274,7 @@ class Router:
             os.unlink(self.unix_path)
 
     def log_text(self) -> str:
-        """The router's log: nginx's error log, or the built-in router's (upstream failures, timeouts)."""
+        """nginx's error log (start-up messages, upstream errors such as connect() failures)."""
         raise NotImplementedError
 
     def __enter__(self) -> Router:
@@ -284,6 +289,8 @@ class Router:
 
     def url_for(self, app: str, path: str = "/") -> str:
         """``http://svc.api.localhost:PORT/``: what a browser or curl opens (``*.localhost`` is loopback)."""
+        if self.check_route is not None:
+            self.check_route(app)
         return f"http://{self.host_for(app)}:{self.tcp_address[1]}{path}"
 
     def session_for(self, app: str, *, transport: str = "unix") -> requests.Session:
@@ -291,6 +298,8 @@ class Router:
 
         ``transport="unix"`` (the default, no port needed) uses requests-unixsocket; ``"tcp"`` the TCP port.
         """
+        if self.check_route is not None:
+            self.check_route(app)
         if transport == "unix":
             base = "http+unix://" + urllib.parse.quote(self.unix_path, safe="")
         elif transport == "tcp":
@@ -320,230 +329,25 @@ def _routed_session(base: str, host: str) -> requests.Session:
 
 
 def start_router(
-    kind: str,
     route_map: RouteMap,
     run_dir: str | os.PathLike[str],
     *,
+    nginx: str | os.PathLike[str] | None = None,
+    site: NginxSite | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
     env: Mapping[str, str] | None = None,
     timeout: float = 30.0,
     **options: Any,
 ) -> Router:
-    """Start a ``"builtin"`` or ``"nginx"`` router on ``host:port`` (0 = ephemeral) and ``<run_dir>/router.sock``.
+    """Start the router, a private nginx, on ``host:port`` (0 = ephemeral) and ``<run_dir>/router.sock``.
 
-    ``env`` is added to the router process's environment (e.g. the run's process marker). ``options`` are the
-    router's limits (see :class:`RouterSettings`).
+    ``nginx`` is the binary (default: :func:`~.nginx.find_nginx`'s search); ``site`` a team's own server blocks
+    to run instead of the generated one (:func:`~.nginx_site.load_site`). ``env`` is added to nginx's
+    environment (e.g. the run's process marker). ``options`` are the router's limits (:class:`RouterSettings`).
     """
-    run_dir = Path(run_dir)
-    if kind == "builtin":
-        return BuiltinRouter.start(route_map, run_dir, host=host, port=port, env=env, timeout=timeout, **options)
-    if kind == "nginx":
-        from pytest_emperor.nginx import NginxRouter
+    from pytest_emperor.nginx import NginxRouter  # the config machinery is only needed once a router starts
 
-        return NginxRouter.start(route_map, run_dir, host=host, port=port, env=env, timeout=timeout, **options)
-    raise ValueError(f"router kind must be 'builtin' or 'nginx', not {kind!r}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The built-in router: router_server's asyncio server, run in a subprocess.
-
-#: Blocked until the server's loop handles them (router_server.serve_forever).
-_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m pytest_emperor.router``: run the built-in router (also what BuiltinRouter starts)."""
-    parser = argparse.ArgumentParser(prog="python -m pytest_emperor.router", description=main.__doc__)
-    parser.add_argument("--server-name", required=True, help="nginx server_name regex with a group 'app'")
-    parser.add_argument("--socket-template", required=True, help="socket path with $app, e.g. /tmp/$app.api.sock")
-    parser.add_argument("--host-template", default="", help="Host for an app, e.g. $app.api.localhost")
-    parser.add_argument("--tcp", default="127.0.0.1:0", help="HOST:PORT to listen on (port 0: ephemeral)")
-    parser.add_argument("--unix", required=True, help="unix socket path to listen on")
-    parser.add_argument("--ready-fd", type=int, help="write the bound addresses as JSON to this fd")
-    parser.add_argument("--lifeline-fd", type=int, help="exit when this fd reaches EOF (parent gone)")
-    for name, default in vars(RouterSettings()).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
-    args = parser.parse_args(argv)
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # until the loop handles them (_serve_forever)
-    route_map = RouteMap(args.server_name, args.socket_template, args.host_template)
-    settings = RouterSettings(**{name: getattr(args, name) for name in vars(RouterSettings())})
-    host, _, port = args.tcp.rpartition(":")
-    host = host.strip("[]")
-    try:
-        tcp = _listen(socket.AF_INET6 if ":" in host else socket.AF_INET, (host, int(port)))
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(args.unix)  # a stale socket from a killed run; the run dir is ours alone
-        unix = _listen(socket.AF_UNIX, args.unix)
-    except OSError as exc:
-        sys.exit(f"pytest-emperor router: cannot listen: {exc}")
-    # Pre-fork like nginx's worker_processes: the workers share the listening sockets and die with us.
-    children: list[int] = []
-    is_main = True
-    for _ in range(settings.workers - 1):
-        pid = os.fork()
-        if pid == 0:
-            is_main, children = False, []
-            die_with_parent(signal.SIGTERM)()
-            break
-        children.append(pid)
-    if args.ready_fd is not None:
-        with os.fdopen(args.ready_fd, "w") as ready:  # workers just close their copy
-            if is_main:
-                report = {"tcp": [host, tcp.getsockname()[1]], "unix": args.unix, "pid": os.getpid()}
-                ready.write(json.dumps(report) + "\n")
-    try:
-        serve_forever(route_map, settings, [tcp, unix], args.lifeline_fd)
-    finally:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in children:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-        if is_main:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(args.unix)
-
-
-def _listen(family: int, address: str | tuple[str, int]) -> socket.socket:
-    """A listening socket with nginx's Linux backlog (511)."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        if family != socket.AF_UNIX:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(511)
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"{exc.strerror}: {address}") from None
-    return sock
-
-
-class BuiltinRouter(Router):
-    """The built-in router, run as ``python -m pytest_emperor.router`` in its own process group."""
-
-    kind = "builtin"
-
-    def __init__(
-        self,
-        route_map: RouteMap,
-        tcp_address: tuple[str, int],
-        unix_path: str,
-        process: subprocess.Popen[bytes],
-        lifeline: int,
-        log_path: Path,
-    ) -> None:
-        super().__init__(route_map, tcp_address, unix_path)
-        self.process = process
-        self.log_path = log_path
-        self._lifeline: int | None = lifeline
-
-    @classmethod
-    def start(
-        cls,
-        route_map: RouteMap,
-        run_dir: Path,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        env: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
-        **options: Any,
-    ) -> BuiltinRouter:
-        """Start the router process and return once it listens (it reports its addresses on a pipe)."""
-        settings = RouterSettings(**options)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        unix_path = str(run_dir / "router.sock")
-        log_path = run_dir / "router.log"
-        ready_r, ready_w = os.pipe()
-        lifeline_r, lifeline_w = os.pipe()
-        argv = [
-            sys.executable,
-            # Not `-m pytest_emperor.router`: the package imports this module first, and runpy would then run a
-            # second copy of it as __main__ (with a RuntimeWarning in the router's log).
-            "-c",
-            "import sys; from pytest_emperor.router import main; main(sys.argv[1:])",
-            "--server-name",
-            route_map.server_name,
-            "--socket-template",
-            route_map.socket_template,
-            "--host-template",
-            route_map.host_template,
-            "--tcp",
-            f"{host}:{port}",
-            "--unix",
-            unix_path,
-            "--ready-fd",
-            str(ready_w),
-            "--lifeline-fd",
-            str(lifeline_r),
-        ]
-        for name, value in vars(settings).items():
-            argv += ["--" + name.replace("_", "-"), str(value)]
-        try:
-            with log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    argv,
-                    env={**os.environ, **(env or {})},
-                    pass_fds=(ready_w, lifeline_r),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=die_with_parent(signal.SIGTERM),
-                )
-        except BaseException:
-            for fd in (ready_r, ready_w, lifeline_r, lifeline_w):
-                os.close(fd)
-            raise
-        os.close(ready_w)
-        os.close(lifeline_r)
-        router = cls(route_map, (host, port), unix_path, process, lifeline_w, log_path)
-        try:
-            report = router._await_ready(ready_r, timeout)
-        except BaseException:
-            router.stop()
-            raise
-        finally:
-            os.close(ready_r)
-        router.tcp_address = (report["tcp"][0], int(report["tcp"][1]))
-        return router
-
-    def _await_ready(self, ready_fd: int, timeout: float) -> dict[str, Any]:
-        """Read the child's JSON report; EOF without one means it failed to start."""
-        deadline = time.monotonic() + timeout
-        data = b""
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([ready_fd], [], [], remaining)[0]:
-                raise RouterError(
-                    f"built-in router not ready within {timeout} s; log {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            chunk = os.read(ready_fd, 4096)
-            data += chunk
-            if not chunk or data.endswith(b"\n"):
-                break
-        if not data:
-            self.process.wait(timeout)
-            raise RouterError(
-                f"built-in router exited with status {self.process.returncode} before listening;"
-                f" log {self.log_path}:\n{_tail(self.log_path)}"
-            )
-        report: dict[str, Any] = json.loads(data)
-        return report
-
-    def log_text(self) -> str:
-        """The router's log (errors, timeouts, upstream failures)."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        """Close the lifeline (the router exits on EOF), reap it, then SIGKILL whatever is left of its group."""
-        if self._lifeline is not None:
-            os.close(self._lifeline)
-            self._lifeline = None
-        self._end_process(((None, 10.0), (signal.SIGTERM, 5.0)))
-
-
-if __name__ == "__main__":
-    main()
+    return NginxRouter.start(
+        route_map, Path(run_dir), nginx=nginx, site=site, host=host, port=port, env=env, timeout=timeout, **options
+    )

@@ -83,15 +83,38 @@ def apps_from_config(table: Mapping[str, Any], source: Path) -> list[str]:
 def configured_apps(directory: Path) -> tuple[list[str], Path] | None:
     """The APP arguments configured in ``directory`` (``emperor-dev.toml`` first, then ``pyproject.toml``),
     with the file they came from; None if neither configures any."""
+    tables = _config_tables(directory)
+    if not tables:
+        return None
+    config, table = tables[0]
+    return apps_from_config(table, config), config
+
+
+def configured_site(directory: Path) -> Path | None:
+    """``nginx-site`` of ``emperor-dev.toml`` or ``[tool.emperor-dev]``: the production nginx site file to route
+    by, relative to the file that names it; None if unset."""
+    for config, table in _config_tables(directory):
+        site = table.get("nginx-site")
+        if site is None:
+            continue
+        if not isinstance(site, str):
+            raise ConfigError(f'{config}: "nginx-site" must be a path such as "deploy/nginx/api.conf"')
+        return (config.parent / site).resolve()
+    return None
+
+
+def _config_tables(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The emperor-dev tables of ``directory``: ``emperor-dev.toml``'s document, ``[tool.emperor-dev]``."""
+    found = []
     config = directory / CONFIG_FILE
     if config.is_file():
-        return apps_from_config(_load_toml(config), config), config
+        found.append((config, _load_toml(config)))
     pyproject = directory / "pyproject.toml"
     if pyproject.is_file():
         table = _load_toml(pyproject).get("tool", {}).get(PYPROJECT_TABLE)
-        if table is not None:
-            return apps_from_config(table, pyproject), pyproject
-    return None
+        if isinstance(table, dict):
+            found.append((pyproject, table))
+    return found
 
 
 def _load_toml(path: Path) -> dict[str, Any]:

