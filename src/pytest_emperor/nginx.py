@@ -109,7 +109,7 @@ def _html_page(status: str, explanation: str) -> str:
     """nginx's own error page layout with one ``<p>`` of explanation, as an nginx string."""
     return _quote(
         f"<html>\\r\\n<head><title>{status}</title></head>\\r\\n<body>\\r\\n<center><h1>{status}</h1></center>\\r\\n"
-        f"<p>{explanation}</p>\\r\\n<hr><center>nginx (pytest-emperor)</center>\\r\\n</body>\\r\\n</html>\\r\\n"
+        f"<p>{explanation}</p>\\r\\n<hr><center>nginx/$nginx_version</center>\\r\\n</body>\\r\\n</html>\\r\\n"
     )
 
 
@@ -150,7 +150,6 @@ def _generated_server(route_map: RouteMap, listen_tcp: str, listen_unix: str, ti
         listen {listen_tcp} reuseport;
         listen {listen_unix};
         server_name {server_name};
-        root {DOCUMENT_ROOT};
 
         location / {{
             include {uwsgi_params_path()};
@@ -228,6 +227,9 @@ http {{
     uwsgi_connect_timeout {_ms(settings.upstream_timeout)};
     uwsgi_read_timeout {_ms(settings.upstream_timeout)};
     uwsgi_send_timeout {_ms(settings.upstream_timeout)};
+    # $document_root with no `root` is <prefix>/html: this is a Debian-built production nginx's (the prefix
+    # here is the run dir). A site's own `root` still wins.
+    root {DOCUMENT_ROOT};
 
 {servers}}}
 """
