@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from components import require_component
 from router_fixtures import echo_emperor, raw_exchange, running_router
 
 from pytest_emperor.nginx import uwsgi_params_path
@@ -334,10 +337,15 @@ def split_responses(data: bytes, methods: list[str]) -> list[Exchange]:
 
 
 def normalise(exchange: Exchange, domain: str) -> Exchange:
-    headers = [(k, v) for k, v in exchange.headers if k != "Date" or v == "yesterday"]
+    headers = [
+        (k, "nginx/VERSION" if k == "Server" and v.startswith("nginx/") else v)
+        for k, v in exchange.headers
+        if k != "Date" or v == "yesterday"
+    ]
     body: Any = exchange.body
     if dict(headers).get("Content-Type") == "text/html":  # nginx's own page (the echo app never sends html)
         body = re.sub(rb"<p>.*?</p>\r\n", b"", body)
+        body = re.sub(rb"<hr><center>nginx/[\d.]+</center>", b"<hr><center>nginx/VERSION</center>", body)
         headers = [(k, v) for k, v in headers if k != "Content-Length"]
     elif dict(headers).get("Content-Type") == "application/json":
         headers = [(k, v) for k, v in headers if k != "Content-Length"]  # the domains' lengths differ
@@ -412,3 +420,50 @@ def test_site_config_is_rewritten_only_where_a_test_cannot_run_it(routers: dict[
     assert f"access_log {site.directory}/access.log;" in server  # type: ignore[attr-defined]
     for path in re.findall(r"(?:pid|error_log|access_log|\w+_temp_path) (\S+?)[;\s]", conf):
         assert path.startswith(str(site.directory)), path  # type: ignore[attr-defined]
+
+
+# -- against the system's nginx ----------------------------------------------------------------------------------
+
+#: Where nginx 1.31 (the router's) and Debian 12's nginx 1.22 (apt's nginx-light, production's) differ on the
+#: corpus, measured case by case: the environ keys whose values differ, with both versions' values. Everything
+#: else (statuses, headers, bodies, every other environ key) must be identical.
+VERSION_DIFFERENCES: dict[str, dict[str, tuple[str | None, str | None]]] = {
+    # 1.31 takes the Host from an absolute-form request target (RFC 9112 3.2.2); 1.22 passes the Host header.
+    "absolute-form": {"HTTP_HOST": ("{host}:99", "other.api.localhost")},
+    "absolute-form-query-only": {"HTTP_HOST": ("{host}", "x.api.localhost")},
+    "absolute-form-http10": {"HTTP_HOST": ("{host}", None)},
+    # 1.31 passes the Host it validated (lowercased, trailing dot removed); 1.22 the header as sent.
+    "host-case-port-dot": {"HTTP_HOST": ("{host}:8080", "{HOST}.:8080")},
+    # Since 1.23 repeated request headers are combined; 1.22 passes only the last one.
+    "repeated-headers": {"HTTP_X_REP": ("a, b", "b"), "HTTP_COOKIE": ("a=1; b=2", "b=2")},
+}
+
+
+@pytest.fixture(scope="module")
+def system_nginx() -> Iterator[Router]:
+    """apt's nginx (CI installs nginx-light for this test alone) running the seed's site, as production does."""
+    binary = shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/bin")
+    if binary is None:
+        require_component("a system nginx (apt-get install nginx-light)", "not in /usr/sbin")
+    version = subprocess.run([binary, "-v"], capture_output=True, text=True).stderr.strip()
+    if not version.startswith("nginx version: nginx/1.22."):
+        pytest.skip(f"VERSION_DIFFERENCES were measured against nginx 1.22 (Debian 12), not {version}")
+    site = load_site(SEED_SITE)
+    with running_router(site.route_map, site=site, nginx=binary) as router:
+        yield router
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c.id for c in CORPUS])
+def test_the_router_against_production_nginx_1_22(
+    case: Case, routers: dict[str, Router], system_nginx: Router, echo: Vassal
+) -> None:
+    ours, theirs = exchange(routers["site"], case, echo), exchange(system_nginx, case, echo)
+    differences = VERSION_DIFFERENCES.get(case.id, {})
+    host = routers["site"].host_for(echo.name)
+    for mine, production in zip(ours, theirs):
+        for key, values in differences.items():
+            expected = [v.replace("{host}", host).replace("{HOST}", host.upper()) if v else v for v in values]
+            expected = [v.replace(host.split(".", 1)[1], "api.localhost") if v else v for v in expected]
+            assert [mine.body["environ"].pop(key, None), production.body["environ"].pop(key, None)] == expected
+    assert ours == theirs
+
