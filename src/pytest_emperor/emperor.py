@@ -27,7 +27,14 @@ from pytest_emperor.binary import find_uwsgi
 from pytest_emperor.emperor_log import EmperorEvent, EmperorLogParser, EventKind
 from pytest_emperor.errors import EmperorError, VassalTimeout
 from pytest_emperor.isolation import Isolation, direct, through_router
-from pytest_emperor.processes import MARKER_ENV, die_with_parent, kill_all, processes_with_marker, wait_exit
+from pytest_emperor.processes import (
+    MARKER_ENV,
+    children_of,
+    die_with_parent,
+    kill_all,
+    processes_with_marker,
+    wait_exit,
+)
 from pytest_emperor.router import RouteMap, RouteMismatch, Router, start_router
 from pytest_emperor.runs import RunDir, remove_stale_socket
 from pytest_emperor.stats import EmperorStats, read_stats
@@ -124,7 +131,10 @@ class Emperor:
     def kill_everything(self) -> None:
         """SIGKILL every process of this run at once (emperor, vassals, router): the forced stop of a second
         Ctrl-C. ``stop()`` still has to be called to clean up."""
-        kill_all(processes_with_marker(self._run_or_fail().marker))
+        pids = processes_with_marker(self._run_or_fail().marker)
+        if self._router is not None:  # nginx writes its process titles over its environment: it has no marker
+            pids += [self._router.process.pid, *children_of(self._router.process.pid)]
+        kill_all(pids)
 
     @property
     def pid(self) -> int:
