@@ -4,7 +4,10 @@ real nginx running it in front of a real emperor, then the pytest option as user
 from __future__ import annotations
 
 import os
+import re
+import signal
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,8 @@ import pytest
 from components import nginx_binary
 from plugin_helpers import SYNC_PY, Sandbox, assert_nothing_left, write_app
 from router_fixtures import short_tmp_dir
+from test_dev_cli import Up, cli, copy_example
+from test_dev_cli import up_process, workspace  # noqa: F401 (fixtures this module's last test uses)
 
 from pytest_emperor.dev.apps import configured_site
 from pytest_emperor.emperor import Emperor
@@ -213,3 +218,29 @@ def test_pytest_option_from_the_ini_file(pytester: pytest.Pytester, monkeypatch:
         assert_nothing_left(box)
     finally:
         box.remove()
+
+
+# -- emperor-dev up ----------------------------------------------------------------------------------------------
+
+
+def test_emperor_dev_up_routes_by_the_site_from_pyproject(
+    workspace: Path,  # noqa: F811
+    up_process: list[Up],  # noqa: F811
+) -> None:
+    name = f"st-{uuid.uuid4().hex[:6]}"
+    copy_example(workspace, "service3", "service3")
+    apps = workspace / "apps"
+    (apps / "deploy").mkdir()
+    (apps / "deploy" / "api.conf").write_text(SEED.read_text())
+    (apps / "pyproject.toml").write_text(
+        f'[tool.emperor-dev]\napps = ["{name}=service3"]\nnginx-site = "deploy/api.conf"\n'
+    )
+    up = Up(workspace)
+    up_process.append(up)
+    up.started()
+    assert re.search(rf"^{name}\s+http://{name}\.api\.mycompany\.com:\d+/\s+ready", "\n".join(up.lines), re.M)
+    answer = cli(workspace, "request", name, "/via-site", "-i")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.startswith("HTTP/1.1 200 OK\n") and answer.stdout.endswith("at /via-site\n")
+    assert up.stop(signal.SIGINT) == 0
+    assert not Path(f"/tmp/{name}.api.sock").exists()
