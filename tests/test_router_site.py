@@ -15,8 +15,7 @@ import pytest
 from components import nginx_binary
 from plugin_helpers import SYNC_PY, Sandbox, assert_nothing_left, write_app
 from router_fixtures import short_tmp_dir
-from test_dev_cli import Up, cli, copy_example
-from test_dev_cli import up_process, workspace  # noqa: F401 (fixtures this module's last test uses)
+from test_dev_cli import Up, cli, copy_example, up_process, workspace  # noqa: F401 (fixtures this module's last test uses)
 
 from pytest_emperor.dev.apps import configured_site
 from pytest_emperor.emperor import Emperor
