@@ -207,7 +207,7 @@ def header_var(name: str) -> str:
 # Response parsing
 
 
-@dataclass  # not frozen, like http_translation.RequestHead: a frozen __init__ costs the router per request
+@dataclass  # not frozen: a frozen __init__ costs every response (measured when a Python router parsed them)
 class ResponseHead:
     """The status line and headers of the app's response (strings decoded as latin-1, RFC 9110 5.5)."""
 
