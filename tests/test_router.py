@@ -21,7 +21,15 @@ from router_fixtures import echo_emperor, raw_exchange, running_router, short_tm
 from pytest_emperor.client import http_request
 from pytest_emperor.nginx import NginxNotFound, find_nginx, uwsgi_params_path
 from pytest_emperor.processes import wait_exit
-from pytest_emperor.router import RouteMap, RouteMismatch, Router, RouterError, RouterSettings, start_router
+from pytest_emperor.router import (
+    RouteMap,
+    RouteMismatch,
+    Router,
+    RouterError,
+    RouterSettings,
+    default_workers,
+    start_router,
+)
 from pytest_emperor.vassal import Vassal
 
 # -- RouteMap (pure) --------------------------------------------------------------------------------------------
@@ -444,8 +452,13 @@ def test_generated_config_passes_nginx_t_and_is_private(router: Router) -> None:
 
 def test_workers_run_as_us_with_one_tcp_socket_each(router: Router) -> None:
     """As root too: `user` is set to our user, never nginx's compiled-in nobody (a 0600 socket needs it)."""
+    # The master may still be forking its workers when its socket accepts: nothing signals the fork, so poll
+    # tightly under a deadline.
+    expected, deadline = default_workers(), time.monotonic() + 15
+    while len(live_group(router.process.pid)) < expected + 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
     workers = [pid for pid in live_group(router.process.pid) if pid != router.process.pid]
-    assert workers
+    assert len(workers) == expected
     for pid in workers:
         status = Path(f"/proc/{pid}/status").read_text().splitlines()
         uid_line = next(line for line in status if line.startswith("Uid:"))

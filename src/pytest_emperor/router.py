@@ -35,6 +35,7 @@ __all__ = [
     "Router",
     "RouterError",
     "RouterSettings",
+    "default_workers",
     "start_router",
     "wait_for",
 ]

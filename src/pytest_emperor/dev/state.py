@@ -46,7 +46,7 @@ class Instance:
     control: str  # the control socket's path
     run_dir: str  # the emperor's run dir: logs/, emperor.log
     domain: str
-    router: str  # "builtin" or "nginx"
+    router: str  # "nginx", the only router (the built-in one was removed)
     router_host: str
     router_port: int
     router_unix: str
