@@ -8,13 +8,11 @@ import re
 import signal
 import textwrap
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from components import nginx_binary
 from plugin_helpers import SYNC_PY, Sandbox, assert_nothing_left, write_app
-from router_fixtures import short_tmp_dir
 from test_dev_cli import Up, cli, copy_example, up_process, workspace  # noqa: F401 (fixtures this module's last test uses)
 
 from pytest_emperor.dev.apps import configured_site
@@ -49,6 +47,9 @@ def test_rewrites_only_listeners_logs_temp_paths_and_includes(tmp_path: Path) ->
         server {
             listen 80 default_server;
             listen [::]:80 default_server;
+            listen 443 ssl default_server;
+            ssl_certificate /etc/letsencrypt/live/api/fullchain.pem;
+            ssl_certificate_key /etc/letsencrypt/live/api/privkey.pem;
             server_name ~^(?<app>[^.]+)\.api\.example\.org$;
             access_log /var/log/nginx/api.log main;
             error_log /var/log/nginx/api.err warn;
@@ -74,7 +75,8 @@ def test_rewrites_only_listeners_logs_temp_paths_and_includes(tmp_path: Path) ->
     first, second = text.split("server {")[1:]
     assert "listen 127.0.0.1:5000 default_server reuseport;\n" in first
     assert "listen unix:/r/router.sock default_server;\n" in first
-    assert "listen 80" not in text and "[::]" not in text
+    assert "listen 80" not in text and "[::]" not in text and "443" not in text
+    assert "ssl" not in first  # its TLS side is not run: the plain side is, as production serves it on port 80
     assert "listen 127.0.0.1:5000;\n" in second and "reuseport" not in second  # once per address, or nginx -t fails
     assert "access_log /run-dir/access.log;" in first  # its format lives in production's nginx.conf
     assert "error_log /run-dir/error.log warn;" in first
@@ -93,11 +95,11 @@ def test_rewrites_only_listeners_logs_temp_paths_and_includes(tmp_path: Path) ->
         (
             "server {\n  listen 443 ssl;\n  server_name ~^(?<app>.+)\\.x$;\n"
             "  location / { uwsgi_pass unix:/t/$app; }\n}\n",
-            r"api.conf:2: `listen 443 ssl`: this server serves TLS.*without TLS",
+            r"api.conf:2: `listen 443 ssl`: this server serves only TLS.*also listens without TLS",
         ),
         (
-            "server {\n  server_name ~^(?<app>.+)\\.x$;\n  ssl_certificate /etc/ssl/x.pem;\n}\n",
-            r"api.conf:3: `ssl_certificate /etc/ssl/x.pem`: this server serves TLS",
+            "server {\n  listen 443 ssl;\n  listen [::]:443 ssl http2;\n  server_name ~^(?<app>.+)\\.x$;\n}\n",
+            r"api.conf:2: `listen 443 ssl`: this server serves only TLS",
         ),
         ("events {}\nhttp { server { } }\n", r"api.conf:1: `events` belongs to nginx.conf; give the site file"),
         ("upstream x { server 127.0.0.1:1; }\n", r"api.conf: no server block"),
@@ -134,16 +136,12 @@ def test_emperor_dev_reads_nginx_site_from_its_config(tmp_path: Path) -> None:
 # -- real nginx running a site ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sockets() -> Iterator[Path]:
-    with short_tmp_dir() as path:
-        yield path
-
-
-def test_vassals_follow_the_site_server_name_through_real_nginx(sockets: Path, tmp_path: Path) -> None:
+def test_vassals_follow_the_site_server_name_through_real_nginx(tmp_path: Path) -> None:
     path = write_site(tmp_path, r"""
         server {
             listen 80;
+            listen 443 ssl;
+            ssl_certificate /etc/ssl/nowhere/svc.pem;  # not run: nginx would refuse the missing file
             server_name ~^(?<app>[^.]+)\.svc\.internal$;
             location / {
                 include uwsgi_params;

@@ -11,8 +11,10 @@ only what cannot run in a test rewritten:
 - ``include uwsgi_params``: the copy shipped with pytest-emperor (a wheel-installed nginx has no /etc/nginx);
   other relative includes are taken from the site file's directory.
 
-A server that listens with TLS is refused with a clear message: serving it over plain HTTP would test another
-config than production's.
+A server that listens both with and without TLS (``listen 80; listen 443 ssl;``) runs its plain-HTTP side, as
+production serves it on port 80: its ``ssl_*`` directives, which only its TLS listeners use, are dropped. A server
+that listens only with TLS is refused with a clear message: serving it over plain HTTP would test another config
+than production's (``$https``, ``$scheme``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ _APP_GROUP = re.compile(r"\(\?P?<app>")
 #: Directives of the main or events context: the file is a whole nginx.conf, not a site.
 _MAIN_ONLY = {"http", "events", "worker_processes", "pid", "user", "daemon", "master_process", "stream", "mail"}
 _TLS_LISTEN = {"ssl", "quic", "http3"}
-_TLS_DIRECTIVES = {"ssl_certificate", "ssl_certificate_key", "ssl"}
 
 
 class SiteError(RouterError):
@@ -115,7 +116,9 @@ def render_site(site: NginxSite, *, listen_tcp: str, listen_unix: str, uwsgi_par
 
 
 def _rewrite_server(block: list[Directive], tcp: str, unix: str, *, reuseport: bool) -> list[Directive]:
-    """``listen`` directives replaced by the run's two, where the first one was written."""
+    """``listen`` directives replaced by the run's two, where the first one was written; ``ssl_*`` dropped (only
+    the TLS listeners, which are not run, use them: :func:`_refuse_tls` made sure a plain one exists)."""
+    block = [d for d in block if not d["directive"].startswith("ssl_")]
     listens = [d for d in block if d["directive"] == "listen"]
     flags = ["default_server"] if any("default_server" in d["args"] for d in listens) else []
     # reuseport may be set once per address (nginx: "duplicate listen options"), so on the first server only.
@@ -129,15 +132,16 @@ def _rewrite_server(block: list[Directive], tcp: str, unix: str, *, reuseport: b
 
 
 def _refuse_tls(path: Path, server: Directive) -> None:
-    for directive in _walk(server["block"]):
-        name, args = directive["directive"], directive["args"]
-        if (name == "listen" and _TLS_LISTEN & set(args)) or name in _TLS_DIRECTIVES:
-            raise SiteError(
-                f"{path}:{directive['line']}: `{name} {' '.join(args)}`: this server serves TLS, which "
-                "pytest-emperor does not run (the test router listens on plain HTTP on loopback). Keep the routing "
-                "(server_name, locations) in a server block without TLS, e.g. the port-80 block production also "
-                "serves, and point --emperor-nginx-site at a file holding only that block"
-            )
+    """SiteError for a server that listens only with TLS (one without ``listen`` serves plain HTTP on 80)."""
+    listens = [d for d in server["block"] if d["directive"] == "listen"]
+    tls = [d for d in listens if _TLS_LISTEN & set(d["args"])]
+    if tls and len(tls) == len(listens):
+        raise SiteError(
+            f"{path}:{tls[0]['line']}: `listen {' '.join(tls[0]['args'])}`: this server serves only TLS, which "
+            "pytest-emperor does not run (the test router listens on plain HTTP on loopback). Keep the routing "
+            "(server_name, locations) in a server block that also listens without TLS (e.g. `listen 80;` as "
+            "production's port-80 block does), or point --emperor-nginx-site at a file holding such a block"
+        )
 
 
 def _route_map(path: Path, servers: Sequence[Directive], host_template: str) -> RouteMap:
