@@ -11,8 +11,8 @@ graceful SIGQUIT, then SIGTERM, then SIGKILL of its process group.
 The TCP port is race-free even when ephemeral: we bind and listen on the socket ourselves and hand it to nginx
 through its ``NGINX="<fd>;"`` inherited-sockets variable (the mechanism its binary upgrade uses), so we know the
 port before nginx starts. The socket has SO_REUSEPORT, so with ``listen ... reuseport`` nginx keeps it for one
-worker and opens one more per other worker on the same port: one accept queue per worker, which keeps p99 flat
-under load (benchmarks/router.py).
+worker and opens one more per other worker on the same port: one accept queue per worker, spread by the kernel,
+instead of every worker waking for one queue (docs/uwsgi-behaviour.md, "Routing through nginx").
 """
 
 from __future__ import annotations
