@@ -15,7 +15,7 @@ import pytest
 from components import nginx_binary
 from router_fixtures import echo_emperor, raw_exchange, running_router, short_tmp_dir
 
-from pytest_emperor.client import http_request
+from pytest_emperor.client import direct_session
 from pytest_emperor.processes import wait_exit
 from pytest_emperor.router import RouteMap, Router, RouterError, error_page, start_router
 from pytest_emperor.vassal import Vassal
@@ -296,13 +296,14 @@ def test_slow_and_idle_clients_are_dropped(echo: Vassal) -> None:
             assert 0.4 < time.monotonic() - started < 5
         assert "timed out reading the request head (client_header_timeout)" in router.log_text()
         # A prompt client is still served.
-        assert http_request(router.unix_path, "POST", body=b"x" * 10, host=router.host_for(echo.name)).status == 200
+        with direct_session(router.unix_path, "http", f"http://{router.host_for(echo.name)}/") as prompt:
+            assert prompt.post("/", data=b"x" * 10).status_code == 200
 
 
 def test_body_limit_option(echo: Vassal) -> None:
     with running_router("builtin", ROUTES, max_body_size=5) as router:
-        response = http_request(router.unix_path, "POST", body=b"x" * 6, host=router.host_for(echo.name))
-        assert response.status == 413
+        session = direct_session(router.unix_path, "http", f"http://{router.host_for(echo.name)}/")
+        assert session.post("/", data=b"x" * 6).status_code == 413
 
 
 # -- lifecycle --------------------------------------------------------------------------------------------------
