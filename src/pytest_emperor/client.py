@@ -16,11 +16,12 @@ The httpx equivalents are in :mod:`pytest_emperor.httpx_transport`.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import numbers
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Union
 from urllib.parse import urljoin, urlsplit
 
@@ -41,6 +42,7 @@ __all__ = [
     "UwsgiAdapter",
     "check_request_arguments",
     "format_address",
+    "localhost_names",
     "uwsgi_exchange",
     "uwsgi_packet",
 ]
@@ -371,3 +373,35 @@ def routed_session(
     session = EmperorSession(base_url, timeout)
     session.mount("http://", SocketAdapter(address, routes))
     return session
+
+
+# -- plain requests.get(vassal.url) ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def localhost_names() -> Iterator[None]:
+    """Make names under ``.localhost`` resolve to loopback in this process while the block runs.
+
+    RFC 6761 6.3 says resolvers should answer every ``*.localhost`` name with loopback, and curl and browsers
+    do; glibc's resolver does not (without nss-myhostname), so ``requests.get("http://app.api.localhost:PORT/")``
+    fails with a NameResolutionError. Only a lookup that failed is retried, as ``localhost``: a system that
+    resolves these names itself is not changed. Every client that connects through ``socket.getaddrinfo``
+    (requests/urllib3, httpx, http.client) sees it.
+    """
+    original = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(host, *args, **kwargs)
+        except socket.gaierror:
+            name = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
+            if not name.rstrip(".").lower().endswith(".localhost"):
+                raise
+            return original("localhost", *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+    try:
+        yield
+    finally:
+        if socket.getaddrinfo is getaddrinfo:  # unless someone patched it after us: theirs stays
+            socket.getaddrinfo = original

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import pytest
 
 from pytest_emperor.binary import find_uwsgi
+from pytest_emperor.client import localhost_names
 from pytest_emperor.emperor import Emperor
 from pytest_emperor.emperor_log import EventKind
 from pytest_emperor.errors import ConfigError, EmperorError, UwsgiNotFound
@@ -242,7 +243,8 @@ def emperor(pytestconfig: pytest.Config) -> Iterator[Emperor]:
     if not pytestconfig.getoption("emperor"):
         pytest.skip(SKIP_REASON)
     session = pytestconfig.stash[_SESSION]
-    yield session.get_emperor()
+    with localhost_names():  # so that plain requests.get(vassal.url) works, as curl's does
+        yield session.get_emperor()
     session.close()
 
 
