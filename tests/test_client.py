@@ -289,3 +289,53 @@ def test_uwsgi_packet_splits_target_like_nginx(path: str, query: str) -> None:
     assert variables["REQUEST_URI"] == raw + (f"?{query}" if query else "")
     assert variables["QUERY_STRING"] == query
     assert "?" not in variables["PATH_INFO"] or "?" in path
+
+
+def test_none_header_drops_a_session_default(uwsgi_sock: str) -> None:
+    with direct_session(uwsgi_sock, "uwsgi", f"http://{HOST}/") as s:
+        assert "HTTP_USER_AGENT" in environ(s.get("/"))
+        assert "HTTP_USER_AGENT" not in environ(s.get("/", headers={"User-Agent": None}))
+
+
+def test_old_response_name_is_a_deprecated_alias() -> None:
+    import pytest_emperor
+
+    with pytest.warns(DeprecationWarning, match="status_code, not status"):
+        assert pytest_emperor.Response is requests.Response
+    with pytest.raises(AttributeError):
+        pytest_emperor.NoSuchName  # noqa: B018
+
+
+# -- httpx over the same transports ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["uwsgi", "http"])
+def test_httpx_direct_client(kind: str, request: pytest.FixtureRequest) -> None:
+    httpx = pytest.importorskip("httpx")
+    from pytest_emperor.httpx_transport import direct_client
+
+    address = request.getfixturevalue("uwsgi_sock" if kind == "uwsgi" else "http_tcp")
+    with direct_client(address, kind, f"http://{HOST}/", timeout=10) as client:
+        response = client.post("/a%20b?x=1", json={"k": 1}, headers=[("X-Rep", "1")])
+        assert isinstance(response, httpx.Response) and response.status_code == 200
+        env = response.json()["environ"]
+        assert (env["PATH_INFO"], env["QUERY_STRING"], env["HTTP_HOST"]) == ("/a b", "x=1", HOST)
+        assert json.loads(response.json()["body"]) == {"k": 1}
+        big = client.get("/", params={"size": "100000"})
+        assert len(big.content) == 100000
+
+
+def test_httpx_errors_name_the_address(tmp: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    from pytest_emperor.httpx_transport import direct_client
+
+    missing = str(tmp / "nope.sock")
+    with pytest.raises(httpx.ConnectError, match=r"unix:.*nope\.sock: cannot connect"):
+        direct_client(missing, "uwsgi", "http://h/", timeout=5).get("/")
+    path = str(tmp / "silent-httpx.sock")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        with pytest.raises(httpx.ReadTimeout):
+            direct_client(path, "uwsgi", "http://h/", timeout=0.3).get("/")
+    Path(path).unlink()

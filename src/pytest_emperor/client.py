@@ -306,9 +306,11 @@ def check_request_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
                 key = by_name.setdefault(str(name).lower(), name)
                 merged[key] = f"{merged[key]}, {value}" if key in merged else value
             headers = kwargs["headers"] = merged
-        bad = [(k, v) for k, v in headers.items() if not isinstance(k, (str, bytes)) or not isinstance(v, (str, bytes))]
+        # None as a value drops a session default header, as in requests.
+        text = (str, bytes)
+        bad = [(k, v) for k, v in headers.items() if not isinstance(k, text) or not isinstance(v, (*text, type(None)))]
         if bad:
-            raise TypeError(f"headers= names and values must be str or bytes, not {bad[0]!r}")
+            raise TypeError(f"headers= names and values must be str or bytes (None drops a default), not {bad[0]!r}")
     if kwargs.get("data") is not None and kwargs.get("json") is not None:
         raise TypeError("pass data= (a body: bytes, str, form mapping, file) or json= (an object), not both")
     files = kwargs.get("files")
