@@ -293,11 +293,7 @@ class Vassal:
         needed): relative URLs are taken from ``url``, and any ``http://`` URL of the run's domain
         (``vassal.url + "x"``, another vassal's ``url``) goes to the router's unix socket with its Host."""
         if self._http is None:
-            router = self.emperor.router
-            route_map = self.emperor.route_map
-            self._http = routed_session(
-                router.unix_path, lambda host: route_map.match(host) is not None, self.url, self.emperor.timeout
-            )
+            self._http = routed_session(self.emperor.router.unix_path, self._routed, self.url, self.emperor.timeout)
             self._http.hooks["response"].append(self._count_answer)
         return self._http
 
@@ -322,14 +318,16 @@ class Vassal:
                     self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self.emperor.timeout
                 )
             else:
-                route_map = self.emperor.route_map
                 client = httpx_transport.routed_client(
-                    self.emperor.router.unix_path, lambda host: route_map.match(host) is not None, self.url,
-                    self.emperor.timeout,
-                )  # fmt: skip
-            client.event_hooks["response"].append(lambda response: self._count_answer(response))
+                    self.emperor.router.unix_path, self._routed, self.url, self.emperor.timeout
+                )
+            client.event_hooks["response"].append(self._count_answer)
             self._httpx[direct] = client
         return self._httpx[direct]
+
+    def _routed(self, host: str) -> bool:
+        # The router serves every host its server_name matches (the run's domain), not only this vassal's.
+        return self.emperor.route_map.match(host) is not None
 
     def _count_answer(self, response: Any, *args: Any, **kwargs: Any) -> None:
         # sync_log() waits for one request log line per response the vassal itself gave (not the router's 502).
