@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,11 +192,19 @@ def test_localhost_names_resolve_to_loopback_only_inside_the_block() -> None:
         assert addresses <= {"127.0.0.1", "::1"} and addresses
         with pytest.raises(socket.gaierror):
             socket.getaddrinfo("app.api.localhost.invalid", 80)  # only .localhost names
-        with pytest.raises(requests.ConnectionError):  # resolved, then refused: not a NameResolutionError
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))  # a port nobody listens on
-                port = probe.getsockname()[1]
-            requests.get(f"http://{name}:{port}/", timeout=5)
+        with socket.create_server(("127.0.0.1", 0)) as listener:  # answers one request with a 204
+
+            def answer() -> None:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+
+            thread = threading.Thread(target=answer)
+            thread.start()
+            port = listener.getsockname()[1]
+            assert requests.get(f"http://{name}:{port}/", timeout=10).status_code == 204
+            thread.join(10)
     if not resolves_already:
         with pytest.raises(socket.gaierror):
             socket.getaddrinfo(name, 80)
