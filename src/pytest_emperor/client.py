@@ -28,6 +28,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3._collections import HTTPHeaderDict  # urllib3 1.26 does not export it at the top level
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.util import Timeout
 
@@ -186,7 +187,7 @@ class UwsgiAdapter(HTTPAdapter):
             self.address, packet, request.method, connect_timeout=connect_timeout, read_timeout=read_timeout
         )
         response = urllib3.HTTPResponse(
-            body=raw, headers=urllib3.HTTPHeaderDict(raw.getheaders()), status=raw.status, version=raw.version,
+            body=raw, headers=HTTPHeaderDict(raw.getheaders()), status=raw.status, version=raw.version,
             reason=raw.reason, preload_content=False, decode_content=True, original_response=raw,
             request_method=request.method, request_url=request.url,
         )  # fmt: skip
@@ -214,16 +215,28 @@ class _AddressConnection(urllib3.connection.HTTPConnection):
 
 class _AddressPool(HTTPConnectionPool):
     ConnectionCls = _AddressConnection
+    reuse = True
+
+    def _put_conn(self, conn: Any) -> None:
+        # uWSGI's http-socket closes every connection after its response without a "Connection: close" header
+        # (docs/uwsgi-behaviour.md), so a pooled connection races that close and the next request on it can
+        # fail with "connection reset". Without reuse, a connection is closed once its response is read (the
+        # pool reopens it for the next request).
+        if not self.reuse and conn is not None:
+            conn.close()
+        super()._put_conn(conn)
 
 
 class SocketAdapter(HTTPAdapter):
     """HTTP to the fixed ``address`` for every URL whose host ``routes`` accepts (every URL without ``routes``),
-    with the URL's host and port as Host; other URLs go to the network as with a plain requests adapter."""
+    with the URL's host and port as Host; other URLs go to the network as with a plain requests adapter.
+    ``reuse=False``: one connection per request, for a server that closes each one unannounced."""
 
-    def __init__(self, address: Address, routes: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, address: Address, routes: Callable[[str], bool] | None = None, *, reuse: bool = True) -> None:
         super().__init__()
         self.address = address
         self._routes = routes
+        self._reuse = reuse
         self._pools: dict[tuple[str, int], _AddressPool] = {}
         self._lock = threading.Lock()
 
@@ -238,6 +251,7 @@ class SocketAdapter(HTTPAdapter):
             pool = self._pools.get(key)
             if pool is None:
                 pool = self._pools[key] = _AddressPool(key[0], key[1], maxsize=10, address=self.address)
+                pool.reuse = self._reuse
             return pool
 
     def get_connection_with_tls_context(
@@ -366,7 +380,7 @@ def direct_session(address: Address, protocol: str, base_url: str, timeout: floa
     """A session sending every ``http://`` URL straight to a vassal's socket (``protocol`` ``"uwsgi"`` or
     ``"http"``, as on its ``socket =`` / ``http-socket =`` line); the URL's host is the Host header."""
     session = EmperorSession(base_url, timeout)
-    session.mount("http://", UwsgiAdapter(address) if protocol == "uwsgi" else SocketAdapter(address))
+    session.mount("http://", UwsgiAdapter(address) if protocol == "uwsgi" else SocketAdapter(address, reuse=False))
     return session
 
 

@@ -54,11 +54,14 @@ class UwsgiTransport(httpx.BaseTransport):
 
 
 class AddressTransport(httpx.BaseTransport):
-    """HTTP to the fixed ``address`` whatever the URL's host, which stays the Host header."""
+    """HTTP to the fixed ``address`` whatever the URL's host, which stays the Host header. ``reuse=False``: one
+    connection per request, for uWSGI's http-socket, which closes each one unannounced (see client.py)."""
 
-    def __init__(self, address: Address) -> None:
+    def __init__(self, address: Address, *, reuse: bool = True) -> None:
         self.address = address
-        self._transport = httpx.HTTPTransport(uds=address) if isinstance(address, str) else httpx.HTTPTransport()
+        limits = httpx.Limits() if reuse else httpx.Limits(max_keepalive_connections=0)
+        uds = address if isinstance(address, str) else None
+        self._transport = httpx.HTTPTransport(uds=uds, limits=limits)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to ``address``."""
@@ -96,7 +99,7 @@ class RoutingTransport(httpx.BaseTransport):
 
 def direct_client(address: Address, protocol: str, base_url: str, timeout: float) -> httpx.Client:
     """An ``httpx.Client`` sending every request to a vassal's socket (``protocol`` ``"uwsgi"`` or ``"http"``)."""
-    transport = UwsgiTransport(address) if protocol == "uwsgi" else AddressTransport(address)
+    transport = UwsgiTransport(address) if protocol == "uwsgi" else AddressTransport(address, reuse=False)
     return httpx.Client(base_url=base_url, transport=transport, timeout=timeout)
 
 
