@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_emperor.client import http_request
+from pytest_emperor.client import direct_session
 from pytest_emperor.dev.apps import (
     AppSpec,
     configured_apps,
@@ -423,9 +423,10 @@ class Up:
     def get(self, name: str, path: str = "/") -> tuple[int, str]:
         """A request through the router's TCP port, as a browser would send it."""
         assert self.instance is not None
-        response = http_request(("127.0.0.1", self.instance.router_port), "GET", path,
-                                host=f"{name}.api.localhost", timeout=30)  # fmt: skip
-        return response.status, response.body.decode()
+        address = ("127.0.0.1", self.instance.router_port)
+        with direct_session(address, "http", f"http://{name}.api.localhost/", timeout=30) as session:
+            response = session.get(path)
+        return response.status_code, response.content.decode()
 
 
 @pytest.fixture

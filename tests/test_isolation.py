@@ -45,7 +45,7 @@ def test_import_error_without_need_app_is_ready_but_serves_500(live_emperor: Emp
     with live_emperor.isolation(healthy, p99_budget=5.0) as report:
         broken = deploy_broken(live_emperor, "import-error")
     assert broken.state is VassalState.READY
-    assert broken.request().status == 500
+    assert broken.request().status_code == 500
     assert any("module_that_does_not_exist" in line for line in broken.error_lines())
     assert not report.healthy[healthy.name].failures
 
@@ -82,7 +82,7 @@ def test_worker_crash_is_respawned_by_the_master(live_emperor: Emperor, healthy:
     assert broken.state is VassalState.READY and len(broken.workers) == 2
     assert broken.curses == 0
     assert any("DAMN ! worker" in line for line in broken.error_lines())
-    assert broken.request().status == 200
+    assert broken.request().status_code == 200
 
 
 def test_unknown_kind_names_the_known_ones(live_emperor: Emperor) -> None:
@@ -94,7 +94,7 @@ def test_chaos_helpers(live_emperor: Emperor, make_app: MakeApp) -> None:
     vassal = live_emperor.deploy(make_app("chaos"))
     master, (worker, *_) = vassal.pid, vassal.workers
     assert vassal.kill_worker() == worker
-    assert vassal.pid == master and vassal.request().status == 200
+    assert vassal.pid == master and vassal.request().status_code == 200
     vassal.stop()
     assert vassal.state is VassalState.STOPPED
     with pytest.raises(OSError):

@@ -33,7 +33,7 @@ from pe_sync import publish
 
 
 def test_blocks(app_vassal, emperor):
-    assert app_vassal.request("GET", "/").status == 200
+    assert app_vassal.request("GET", "/").status_code == 200
     publish(os.environ["PE_RUN"], run_dir=str(emperor.run_dir), socket=app_vassal.socket_path)
     threading.Event().wait()
 """
@@ -41,7 +41,7 @@ def test_blocks(app_vassal, emperor):
 # Passes on its own: what a later run of the same repo runs.
 PASSING_TEST = """
 def test_answers(app_vassal):
-    assert app_vassal.request("GET", "/").body == b"repo app at /\\n"
+    assert app_vassal.request("GET", "/").content == b"repo app at /\\n"
 """
 
 
@@ -102,13 +102,13 @@ def test_emperor_run_passes_and_leaves_nothing(pytester: pytest.Pytester, repo: 
 
         def test_app_vassal_answers(app_vassal, emperor):
             response = app_vassal.request("GET", "/ping")
-            assert response.status == 200
-            assert response.body == b"repo app at /ping\\n"
+            assert response.status_code == 200
+            assert response.content == b"repo app at /ping\\n"
             publish("app", name=app_vassal.name, socket=app_vassal.socket_path, run_dir=str(emperor.run_dir))
 
         def test_deploy_second_app(deploy_app):
             other = deploy_app("other")
-            assert other.request("GET", "/x").body == b"other app at /x\\n"
+            assert other.request("GET", "/x").content == b"other app at /x\\n"
             publish("other", name=other.name, socket=other.socket_path)
         """
     )
@@ -153,11 +153,11 @@ def test_failing_test_report_has_its_vassal_log_and_emperor_lines(
         from pe_sync import publish
 
         def test_earlier(app_vassal):
-            assert app_vassal.request("GET", "/log", query="logged-by-the-earlier-test").status == 200
+            assert app_vassal.request("GET", "/log", params="logged-by-the-earlier-test").status_code == 200
             assert "app-log: logged-by-the-earlier-test" in app_vassal.log_text()  # so its absence below counts
 
         def test_fails(app_vassal, deploy_app):
-            assert app_vassal.request("GET", "/log", query="logged-by-the-failing-test").status == 200
+            assert app_vassal.request("GET", "/log", params="logged-by-the-failing-test").status_code == 200
             other = deploy_app("other")
             publish("failing", app=app_vassal.name, other=other.name)
             raise AssertionError("failing on purpose")
@@ -190,7 +190,7 @@ def test_failing_test_report_has_the_request_lines_uwsgi_logs_after_responding(
         from pe_sync import publish
 
         def test_earlier(app_vassal):
-            assert app_vassal.request("GET", "/", query="late-log-of-the-earlier-test").status == 200
+            assert app_vassal.request("GET", "/", params="late-log-of-the-earlier-test").status_code == 200
 
         def test_fails(app_vassal):
             publish("failing", name=app_vassal.name)
@@ -199,7 +199,7 @@ def test_failing_test_report_has_the_request_lines_uwsgi_logs_after_responding(
             while "late-log-of-the-earlier-test" not in app_vassal.log_text(0):
                 assert time.monotonic() < deadline, "the earlier request's line never came"
                 time.sleep(0.01)
-            assert app_vassal.request("GET", "/", query="late-log-of-the-failing-test").status == 200
+            assert app_vassal.request("GET", "/", params="late-log-of-the-failing-test").status_code == 200
             raise AssertionError("failing on purpose")
         """
     )
@@ -253,8 +253,8 @@ def test_same_app(app_vassal, deploy_app, request):
     peers = await_records(lambda r: r["worker"] != me, "a test of the other worker to have its vassals ready")
     for peer in peers:
         assert not mine & set(peer["sockets"]), f"socket clash with {peer}"
-    assert app_vassal.request("GET", "/").body == b"repo app at /\\n"
-    assert other.request("GET", "/").body == b"other app at /\\n"
+    assert app_vassal.request("GET", "/").content == b"repo app at /\\n"
+    assert other.request("GET", "/").content == b"other app at /\\n"
 """
 
 
@@ -288,7 +288,7 @@ def test_overlaps(app_vassal):
     [other] = await_records(lambda r: r.get("run") == peer, f"run {peer} to have its vassal ready")
     assert other["socket"] != app_vassal.socket_path
     # Still ours once the other run's vassal is up: it did not take over our socket.
-    assert app_vassal.request("GET", "/").body == b"repo app at /\\n"
+    assert app_vassal.request("GET", "/").content == b"repo app at /\\n"
 """
 
 
@@ -369,7 +369,7 @@ def test_ini_options_and_command_line_precedence(
         from pe_sync import publish
 
         def test_options(app_vassal, emperor):
-            body = app_vassal.request("GET", "/").body.decode()
+            body = app_vassal.request("GET", "/").content.decode()
             publish(os.environ["PE_RUN"], timeout=emperor.timeout, host=app_vassal.host, body=body)
         """
     )

@@ -18,7 +18,7 @@ import pytest
 from components import nginx_binary
 from router_fixtures import echo_emperor, raw_exchange, running_router, short_tmp_dir
 
-from pytest_emperor.client import http_request
+from pytest_emperor.client import direct_session
 from pytest_emperor.nginx import NginxNotFound, find_nginx, uwsgi_params_path
 from pytest_emperor.processes import wait_exit
 from pytest_emperor.router import (
@@ -355,13 +355,14 @@ def test_slow_and_idle_clients_are_dropped(echo: Vassal) -> None:
         assert re.search(r"client timed out \(110: \w+ timed out\) while reading client request headers", log)
         assert re.search(r"client timed out \(110: \w+ timed out\) while waiting for request", log)
         # A prompt client is still served.
-        assert http_request(router.unix_path, "POST", body=b"x" * 10, host=router.host_for(echo.name)).status == 200
+        with direct_session(router.unix_path, "http", f"http://{router.host_for(echo.name)}/") as prompt:
+            assert prompt.post("/", data=b"x" * 10).status_code == 200
 
 
 def test_body_limit_option(echo: Vassal) -> None:
     with running_router(ROUTES, max_body_size=5) as router:
-        response = http_request(router.unix_path, "POST", body=b"x" * 6, host=router.host_for(echo.name))
-        assert response.status == 413
+        session = direct_session(router.unix_path, "http", f"http://{router.host_for(echo.name)}/")
+        assert session.post("/", data=b"x" * 6).status_code == 413
 
 
 # -- lifecycle --------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pytest_emperor.uwsgi_protocol import (
     ResponseParser,
     _parse_head,  # the fast path under test
     decode_request,
+    document_uri,
     encode_request,
     encode_vars,
     end_of_head,
@@ -301,3 +302,35 @@ def test_end_of_head_is_the_first_empty_line(parts: list[bytes]) -> None:
     match = re.search(rb"\r?\n\r?\n", data)  # the definition, as a regex
     assert end_of_head(data) == (None if match is None else match.span())
     assert end_of_head(bytearray(data)) == end_of_head(data)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("/", "/"),
+        ("/a%20b", "/a b"),
+        ("/a//b/./c/../d", "/a/b/d"),
+        ("/a/%2E%2E/b", "/b"),
+        ("/a/b/..", "/a/"),
+        ("/a%2Fb", "/a/b"),
+    ],
+)
+def test_document_uri_decodes_and_normalises_like_nginx(raw: str, expected: str) -> None:
+    assert document_uri(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["/..", "/a/../..", "/%zz", "/%4", "/a%00b"])
+def test_document_uri_refuses_what_nginx_answers_400(raw: str) -> None:
+    with pytest.raises(ValueError, match="client sent"):
+        document_uri(raw)
+
+
+@given(st.lists(st.text(alphabet="abc.", min_size=1, max_size=4), max_size=6))
+def test_document_uri_result_has_no_dot_segments_or_empty_segments(segments: list[str]) -> None:
+    raw = "/" + "/".join(segments)
+    try:
+        result = document_uri(raw)
+    except ValueError:
+        return
+    inner = result.split("/")[1:-1]
+    assert result.startswith("/") and "." not in inner and ".." not in inner and "" not in inner

@@ -48,7 +48,7 @@ def test_example_apps_serve_through_their_own_unmodified_ini(live_emperor: Emper
     # socket = /tmp/%n.api.sock, %n being the deployed (suffixed) name, exactly as uWSGI computed it
     assert vassal.socket_path == f"/tmp/{vassal.name}.api.sock" and socket_is_live(vassal.socket_path)
     assert vassal.name == app + live_emperor.name_suffix
-    assert vassal.request("GET", "/").body == body
+    assert vassal.request("GET", "/").content == body
     assert vassal.pid is not None and vassal.pid in processes_with_marker(str(live_emperor.run_dir))
     assert (ini.read_bytes(), ini.stat().st_mtime_ns) == before  # the user's file is never touched
 
@@ -57,7 +57,7 @@ def test_seed_idiom_finds_the_app_root_through_the_symlink(live_emperor: Emperor
     code = "import os\ndef application(e, sr):\n    sr('200 OK', [])\n    return [os.getcwd().encode()]\n"
     app = make_app("rooted", code=code)
     vassal = live_emperor.deploy(app, name="service1-beta")
-    assert vassal.request().body == str(app).encode()
+    assert vassal.request().content == str(app).encode()
     assert vassal.socket_path == f"/tmp/service1-beta{live_emperor.name_suffix}.api.sock"
 
 
@@ -66,7 +66,7 @@ def test_http_socket_vassal_is_reached_over_http(live_emperor: Emperor, make_app
     vassal = live_emperor.deploy(app)
     assert vassal.socket is not None and vassal.socket.protocol == "http"
     response = vassal.request("GET", "/over-http")
-    assert (response.status, response.body) == (200, b"hello from /over-http")
+    assert (response.status_code, response.content) == (200, b"hello from /over-http")
 
 
 def test_deploy_of_a_broken_config_fails_fast_with_its_error_lines(live_emperor: Emperor) -> None:
@@ -113,13 +113,13 @@ def test_reload_really_reloads(live_emperor: Emperor, make_app: MakeApp) -> None
     # otherwise take a same-second, same-size edit for the cached module.
     app = make_app(code=version("v1"))
     vassal = live_emperor.deploy(app)
-    assert vassal.request().body == b"v1"
+    assert vassal.request().content == b"v1"
     (app / "app.py").write_text(version("v22"))
     vassal.reload()
-    assert vassal.request().body == b"v22"
+    assert vassal.request().content == b"v22"
     (app / "app.py").write_text(version("v333"))
     vassal.reload()  # a second reload within the same second must work too (mtimes are whole seconds)
-    assert vassal.request().body == b"v333"
+    assert vassal.request().content == b"v333"
     reloads = [e for e in vassal.events() if e.kind is EventKind.RELOADING]
     assert len(reloads) == 2
 

@@ -3,5 +3,5 @@
 
 def test_serves_500(deploy_app, request):
     vassal = deploy_app(request.path.parent)
-    assert vassal.request("GET", "/").status == 500
+    assert vassal.request("GET", "/").status_code == 500
     assert any("module_that_is_not_installed" in line for line in vassal.error_lines())

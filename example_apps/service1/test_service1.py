@@ -3,8 +3,8 @@
 
 def test_index(app_vassal):
     response = app_vassal.request("GET", "/")
-    assert response.status == 200
-    assert response.body == b"hello from service1\n"
+    assert response.status_code == 200
+    assert response.content == b"hello from service1\n"
 
 
 def test_runs_in_its_own_virtualenv(app_vassal):

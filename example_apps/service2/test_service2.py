@@ -2,11 +2,11 @@
 
 
 def test_index(app_vassal):
-    assert app_vassal.request("GET", "/").body == b"hello from service2\n"
+    assert app_vassal.request("GET", "/").content == b"hello from service2\n"
 
 
 def test_post_body_reaches_flask(app_vassal):
-    response = app_vassal.request("POST", "/echo", body=b"ping", headers=[("Content-Type", "text/plain")])
-    assert response.status == 200
+    response = app_vassal.request("POST", "/echo", data=b"ping", headers=[("Content-Type", "text/plain")])
+    assert response.status_code == 200
     assert response.json()["body"] == "ping"
     assert response.json()["host"] == app_vassal.host

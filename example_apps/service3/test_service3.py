@@ -3,5 +3,5 @@
 
 def test_path_info(app_vassal):
     response = app_vassal.request("GET", "/some/path")
-    assert response.status == 200
-    assert response.body == b"hello from service3 at /some/path\n"
+    assert response.status_code == 200
+    assert response.content == b"hello from service3 at /some/path\n"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 from pytest_emperor.binary import find_uwsgi
-from pytest_emperor.client import Response
 from pytest_emperor.emperor import Emperor
 from pytest_emperor.errors import (
     ConfigError,
@@ -25,7 +27,6 @@ __all__ = [
     "EmperorError",
     "IsolationError",
     "IsolationReport",
-    "Response",
     "SocketInUse",
     "UwsgiNotFound",
     "Vassal",
@@ -36,3 +37,18 @@ __all__ = [
     "__version__",
     "find_uwsgi",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # pytest_emperor.Response (with .status) was replaced by requests.Response (.status_code): kept one release
+    # as a deprecated alias so that imports and isinstance checks keep working (README: "Upgrading").
+    if name == "Response":
+        import requests
+
+        warnings.warn(
+            "pytest_emperor.Response is deprecated: requests return requests.Response (status_code, not status)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return requests.Response
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

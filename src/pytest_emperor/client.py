@@ -1,40 +1,65 @@
-"""A small blocking client: one request to a vassal's uwsgi socket or http-socket, one :class:`Response`.
+"""requests transport adapters for a vassal's socket and the router, and the Session tests get.
 
-The uwsgi side reuses the sans-IO codec in :mod:`pytest_emperor.uwsgi_protocol`; the HTTP side is the standard
-library's ``http.client`` (with a unix-socket connection class), not a home-made HTTP client.
+One call style, one response type: requests'. Tests use a ``requests.Session`` as against any HTTP server and
+get a ``requests.Response``; only the transport under it differs:
+
+- :class:`UwsgiAdapter` speaks the uwsgi protocol, with the vars nginx's stock ``uwsgi_params`` sends (the
+  sans-IO codec in :mod:`pytest_emperor.uwsgi_protocol`). uWSGI answers with the app's raw HTTP/1.x response,
+  read by the standard library's ``http.client`` and handed to requests through urllib3 like any response
+  (cookies, encodings, redirects, ``stream=`` all work as usual).
+- :class:`SocketAdapter` speaks HTTP to one fixed unix socket or TCP address (an ``http-socket`` vassal, the
+  router's unix listener), the way requests-unixsocket does, but keeping the URL's host as the Host header so
+  that routing by Host works. With ``routes``, only the hosts it accepts go there; the rest go to the network.
+
+The httpx equivalents are in :mod:`pytest_emperor.httpx_transport`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
-import json
+import numbers
 import socket
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass
-from email.message import Message
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Union
+from urllib.parse import urljoin, urlsplit
 
-from pytest_emperor.uwsgi_protocol import (
-    Body,
-    ProtocolError,
-    ResponseHead,
-    ResponseParser,
-    encode_request,
-    wsgi_vars,
-)
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3._collections import HTTPHeaderDict  # urllib3 1.26 does not export it at the top level
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.util import Timeout
 
-__all__ = ["Address", "Response", "SocketHTTPConnection", "UpstreamError", "http_request", "uwsgi_request"]
+from pytest_emperor.uwsgi_protocol import document_uri, encode_request, wsgi_vars
+
+__all__ = [
+    "Address",
+    "EmperorSession",
+    "SocketAdapter",
+    "UpstreamError",
+    "UwsgiAdapter",
+    "check_request_arguments",
+    "format_address",
+    "localhost_names",
+    "uwsgi_exchange",
+    "uwsgi_packet",
+]
 
 #: A unix socket path, or a ``(host, port)`` TCP address.
 Address = Union[str, "tuple[str, int]"]
 
+#: How long a request waits for the vassal when the caller gives no ``timeout=`` (requests would wait forever,
+#: and a test hung on a dead vassal is worse than one that fails).
+DEFAULT_TIMEOUT = 30.0
 
-class UpstreamError(OSError):
-    """The socket at ``address`` could not be reached, timed out, or answered something that is not HTTP."""
 
-    def __init__(self, address: Address, message: str) -> None:
-        super().__init__(f"{format_address(address)}: {message}")
+class UpstreamError(requests.ConnectionError):
+    """The socket at ``address`` could not be reached, or closed before a complete response head."""
+
+    def __init__(self, address: Address, message: str, **kwargs: Any) -> None:
+        super().__init__(f"{format_address(address)}: {message}", **kwargs)
         self.address = address
 
 
@@ -45,86 +70,8 @@ def format_address(address: Address) -> str:
     return f"{address[0]}:{address[1]}"
 
 
-@dataclass(frozen=True)
-class Response:
-    """A complete HTTP response."""
-
-    status: int
-    reason: str
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """The value of header ``name`` (case-insensitive), repeated fields joined by ", " (RFC 9110 5.3)."""
-        values = [v for k, v in self.headers if k.lower() == name.lower()]
-        return ", ".join(values) if values else None
-
-    @property
-    def text(self) -> str:
-        """The body decoded with the Content-Type charset (UTF-8 when none is given)."""
-        message = Message()
-        message["content-type"] = self.header("content-type") or "text/plain"
-        charset = message.get_content_charset() or "utf-8"
-        return self.body.decode(charset, errors="replace")
-
-    def json(self) -> Any:
-        """The body parsed as JSON."""
-        return json.loads(self.body)
-
-
-def uwsgi_request(
-    address: Address,
-    method: str = "GET",
-    path: str = "/",
-    *,
-    query: str = "",
-    headers: Iterable[tuple[str, str]] = (),
-    body: bytes = b"",
-    host: str = "localhost",
-    timeout: float = 10.0,
-) -> Response:
-    """Send one request over the uwsgi protocol to ``address`` and read the response until uWSGI closes.
-
-    The vars are those nginx's stock ``uwsgi_params`` would send (see :func:`~.uwsgi_protocol.wsgi_vars`),
-    with ``Host: host`` added unless ``headers`` has one. ``timeout`` bounds the whole exchange.
-    """
-    headers = list(headers)
-    if not any(name.lower() == "host" for name, _ in headers):
-        headers.insert(0, ("Host", host))
-    if body and not any(name.lower() == "content-length" for name, _ in headers):
-        headers.append(("Content-Length", str(len(body))))
-    port = "80" if isinstance(address, str) else str(address[1])
-    payload = encode_request(
-        wsgi_vars(method, path, query, headers, len(body), server_name=host, server_port=port), body
-    )
-    deadline = time.monotonic() + timeout
-    parser = ResponseParser()
-    head: ResponseHead | None = None
-    chunks: list[bytes] = []
-    try:
-        with _connect(address, timeout) as sock:
-            sock.sendall(payload)
-            while True:
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                data = sock.recv(65536)
-                events = parser.feed(data) if data else parser.feed_eof()
-                for event in events:
-                    if isinstance(event, ResponseHead):
-                        head = event
-                    elif isinstance(event, Body):
-                        chunks.append(event.data)
-                if not data:
-                    break
-    except socket.timeout as exc:
-        raise UpstreamError(address, f"no complete response within {timeout} s") from exc
-    except ProtocolError as exc:
-        raise UpstreamError(address, f"invalid response: {exc}") from exc
-    assert head is not None  # feed_eof() raises when the head is incomplete
-    return Response(head.status, head.reason, head.headers, b"".join(chunks))
-
-
-def _connect(address: Address, timeout: float) -> socket.socket:
-    """A connected stream socket; connection failures become :class:`UpstreamError` naming the address."""
+def connect(address: Address, timeout: float | None) -> socket.socket:
+    """A connected stream socket; a failure is an :class:`UpstreamError` naming the address."""
     try:
         if isinstance(address, str):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -140,56 +87,339 @@ def _connect(address: Address, timeout: float) -> socket.socket:
         raise UpstreamError(address, f"cannot connect: {exc.strerror or exc}") from exc
 
 
-class SocketHTTPConnection(http.client.HTTPConnection):
-    """``http.client.HTTPConnection`` to a unix socket path or TCP address, with :class:`UpstreamError` on
-    connection failures (``host`` only feeds the default Host header)."""
-
-    def __init__(self, address: Address, host: str = "localhost", timeout: float = 10.0) -> None:
-        super().__init__(host, timeout=timeout)
-        self.address = address
-        self.connect_timeout = timeout
-
-    def connect(self) -> None:
-        """Connect to ``address`` instead of ``host``."""
-        self.sock = _connect(self.address, self.connect_timeout)
+# -- the uwsgi protocol --------------------------------------------------------------------------------------
 
 
-def http_request(
-    address: Address,
-    method: str = "GET",
-    path: str = "/",
-    *,
-    query: str = "",
-    headers: Iterable[tuple[str, str]] = (),
-    body: bytes = b"",
-    host: str = "localhost",
-    timeout: float = 10.0,
-) -> Response:
-    """Send one plain HTTP/1.1 request to ``address`` (an http-socket vassal, or a router) and read it whole.
+def uwsgi_packet(method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+    """The uwsgi request nginx would send upstream for ``method url`` with these headers and body.
 
-    ``Host: host`` is sent unless ``headers`` has a Host; ``timeout`` applies to each socket operation.
+    As with the stock ``uwsgi_params``: REQUEST_URI is the raw target (``$request_uri``), PATH_INFO its path
+    percent-decoded and normalised (``$document_uri``), QUERY_STRING the raw query (``$query_string``); the
+    URL's host is the Host header unless ``headers`` has one. ValueError for a path nginx would answer 400.
     """
+    parts = urlsplit(url)
+    raw_path = parts.path or "/"
+    try:
+        path_info = document_uri(raw_path)
+    except ValueError as exc:
+        raise ValueError(f"{url}: nginx would answer 400: {exc}") from exc
     headers = list(headers)
     if not any(name.lower() == "host" for name, _ in headers):
-        headers.insert(0, ("Host", host))
-    connection = SocketHTTPConnection(address, host, timeout=timeout)
-    url = f"{path}?{query}" if query else path
+        headers.insert(0, ("Host", parts.netloc.rpartition("@")[2]))
+    target = f"{raw_path}?{parts.query}" if parts.query else raw_path
+    variables = wsgi_vars(
+        method, path_info, parts.query, headers, len(body),
+        server_name=parts.hostname or "localhost", server_port=str(parts.port or 80), request_uri=target,
+    )  # fmt: skip
+    return encode_request(variables, body)
+
+
+def uwsgi_exchange(
+    address: Address, packet: bytes, method: str, *, connect_timeout: float | None, read_timeout: float | None
+) -> http.client.HTTPResponse:
+    """Send a uwsgi ``packet`` and return the response with its head read; its body is read from the socket
+    as the caller reads it (uWSGI ends it by closing the connection)."""
+    sock = connect(address, connect_timeout)
     try:
-        # putrequest/putheader rather than request(): a header mapping could not repeat a field, and request()
-        # adds Accept-Encoding on its own.
-        connection.putrequest(method, url, skip_host=True, skip_accept_encoding=True)
-        for name, value in headers:
-            connection.putheader(name, value)
-        if body and not any(name.lower() in ("content-length", "transfer-encoding") for name, _ in headers):
-            connection.putheader("Content-Length", str(len(body)))
-        connection.endheaders(body or None)
-        response = connection.getresponse()
-        return Response(response.status, response.reason, response.getheaders(), response.read())
-    except UpstreamError:
-        raise
+        sock.settimeout(read_timeout)
+        sock.sendall(packet)
+        response = http.client.HTTPResponse(sock, method=method)
+        response.begin()
     except socket.timeout as exc:
-        raise UpstreamError(address, f"no complete response within {timeout} s") from exc
-    except (OSError, http.client.HTTPException) as exc:
-        raise UpstreamError(address, f"HTTP exchange failed: {exc!r}") from exc
+        raise requests.ReadTimeout(f"{format_address(address)}: no response head within {read_timeout} s") from exc
+    except (http.client.HTTPException, OSError) as exc:
+        # nginx's "upstream prematurely closed connection while reading response header" (a 502 behind it).
+        raise UpstreamError(address, f"closed the connection before a complete response head ({exc!r})") from exc
     finally:
-        connection.close()
+        sock.close()  # the response holds its own reference (makefile): the fd closes when the body is read
+    return response
+
+
+def _timeouts(timeout: Any) -> tuple[float | None, float | None]:
+    """requests' ``timeout`` (None, seconds, ``(connect, read)`` or a urllib3 Timeout) as a pair."""
+    if isinstance(timeout, Timeout):
+        return timeout.connect_timeout, timeout.read_timeout  # type: ignore[return-value]
+    if isinstance(timeout, tuple):
+        return timeout[0], timeout[1]
+    return timeout, timeout
+
+
+def _body_bytes(body: Any) -> bytes:
+    """A prepared request's body as bytes: nginx buffers a chunked or streamed body and sends its length."""
+    if body is None:
+        return b""
+    if isinstance(body, str):
+        return body.encode("utf-8")  # what urllib3 puts on the wire for a str body
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    if hasattr(body, "read"):
+        data = body.read()
+        return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    return b"".join(chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk) for chunk in body)
+
+
+class UwsgiAdapter(HTTPAdapter):
+    """Sends every request over the uwsgi protocol to ``address`` (a vassal's ``socket =``), one connection
+    per request as nginx does without ``uwsgi`` keep-alive. Responses are built as requests builds any."""
+
+    def __init__(self, address: Address) -> None:
+        super().__init__()
+        self.address = address
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """Send ``request`` to the vassal; the body is read as requests reads any (at once unless ``stream``)."""
+        assert request.method is not None and request.url is not None
+        connect_timeout, read_timeout = _timeouts(timeout)
+        try:
+            packet = uwsgi_packet(request.method, request.url, request.headers.items(), _body_bytes(request.body))
+        except ValueError as exc:
+            raise requests.exceptions.InvalidURL(str(exc), request=request) from exc
+        raw = uwsgi_exchange(
+            self.address, packet, request.method, connect_timeout=connect_timeout, read_timeout=read_timeout
+        )
+        response = urllib3.HTTPResponse(
+            body=raw, headers=HTTPHeaderDict(raw.getheaders()), status=raw.status, version=raw.version,
+            reason=raw.reason, preload_content=False, decode_content=True, original_response=raw,
+            request_method=request.method, request_url=request.url,
+        )  # fmt: skip
+        return self.build_response(request, response)
+
+
+# -- HTTP to a fixed socket ----------------------------------------------------------------------------------
+
+
+class _AddressConnection(urllib3.connection.HTTPConnection):
+    """An HTTP connection for ``host:port`` whose socket goes to a fixed ``address`` instead (so urllib3 sends
+    the URL's Host, where requests-unixsocket's pool sends ``localhost``)."""
+
+    def __init__(self, *args: Any, address: Address, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.address = address
+
+    def _new_conn(self) -> socket.socket:
+        timeout = self.timeout if isinstance(self.timeout, numbers.Real) else None
+        try:
+            return connect(self.address, timeout)
+        except UpstreamError as exc:
+            raise urllib3.exceptions.NewConnectionError(self, str(exc)) from exc
+
+
+class _AddressPool(HTTPConnectionPool):
+    ConnectionCls = _AddressConnection
+    reuse = True
+
+    def _put_conn(self, conn: Any) -> None:
+        # uWSGI's http-socket closes every connection after its response without a "Connection: close" header
+        # (docs/uwsgi-behaviour.md), so a pooled connection races that close and the next request on it can
+        # fail with "connection reset". Without reuse, a connection is closed once its response is read (the
+        # pool reopens it for the next request).
+        if not self.reuse and conn is not None:
+            conn.close()
+        super()._put_conn(conn)
+
+
+class SocketAdapter(HTTPAdapter):
+    """HTTP to the fixed ``address`` for every URL whose host ``routes`` accepts (every URL without ``routes``),
+    with the URL's host and port as Host; other URLs go to the network as with a plain requests adapter.
+    ``reuse=False``: one connection per request, for a server that closes each one unannounced."""
+
+    def __init__(self, address: Address, routes: Callable[[str], bool] | None = None, *, reuse: bool = True) -> None:
+        super().__init__()
+        self.address = address
+        self._routes = routes
+        self._reuse = reuse
+        self._pools: dict[tuple[str, int], _AddressPool] = {}
+        self._lock = threading.Lock()
+
+    def routed(self, url: str) -> bool:
+        """Whether ``url`` goes to ``address``."""
+        return self._routes is None or self._routes(urlsplit(url).hostname or "")
+
+    def _pool(self, url: str) -> _AddressPool:
+        parts = urlsplit(url)
+        key = (parts.hostname or "localhost", parts.port or 80)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = _AddressPool(key[0], key[1], maxsize=10, address=self.address)
+                pool.reuse = self._reuse
+            return pool
+
+    def get_connection_with_tls_context(
+        self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None
+    ) -> urllib3.connectionpool.ConnectionPool:
+        """The pool for the request's host: our address when routed (proxies never apply to it)."""
+        assert request.url is not None
+        if self.routed(request.url):
+            return self._pool(request.url)
+        return super().get_connection_with_tls_context(request, verify, proxies, cert)
+
+    def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
+        """The path alone when routed (no proxy in between)."""
+        assert request.url is not None
+        return request.path_url if self.routed(request.url) else super().request_url(request, proxies)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        super().close()
+        with self._lock:
+            for pool in self._pools.values():
+                pool.close()
+            self._pools.clear()
+
+
+# -- the Session -------------------------------------------------------------------------------------------
+
+# requests.Session.request's parameters after (method, url), in order, so positional calls bind as in requests.
+_REQUEST_PARAMS = (
+    "params", "data", "headers", "cookies", "files", "auth", "timeout", "allow_redirects", "proxies", "hooks",
+    "stream", "verify", "cert", "json",
+)  # fmt: skip
+# The old request() keywords, so that code written against them fails with the way to fix it.
+_RENAMED = {"query": "params=", "body": "data= (or json=)"}
+
+
+def _is_pairs(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value)
+
+
+def _is_seconds(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
+
+
+def check_request_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Check the keyword arguments of a request before any I/O: TypeError naming the argument and what it
+    accepts. Returns them with ``headers`` given as pairs turned into a mapping (repeats joined by ", ", as
+    RFC 9110 5.3 allows)."""
+    for old, new in _RENAMED.items():
+        if old in kwargs:
+            raise TypeError(f"{old}= is not a request argument (requests' style): use {new}")
+    unknown = sorted(set(kwargs) - set(_REQUEST_PARAMS))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}; requests accepts {', '.join(_REQUEST_PARAMS)}")
+    params = kwargs.get("params")
+    if params is not None and not isinstance(params, (str, bytes, Mapping)) and not _is_pairs(params):
+        raise TypeError(f"params= takes a mapping, a list of (name, value) pairs or a string, not {params!r}")
+    headers = kwargs.get("headers")
+    if headers is not None:
+        if not isinstance(headers, Mapping):
+            if not _is_pairs(headers):
+                raise TypeError(f"headers= takes a mapping or a list of (name, value) pairs, not {headers!r}")
+            merged: dict[str, str] = {}
+            by_name: dict[str, str] = {}
+            for name, value in headers:
+                key = by_name.setdefault(str(name).lower(), name)
+                merged[key] = f"{merged[key]}, {value}" if key in merged else value
+            headers = kwargs["headers"] = merged
+        # None as a value drops a session default header, as in requests.
+        text = (str, bytes)
+        bad = [(k, v) for k, v in headers.items() if not isinstance(k, text) or not isinstance(v, (*text, type(None)))]
+        if bad:
+            raise TypeError(f"headers= names and values must be str or bytes (None drops a default), not {bad[0]!r}")
+    if kwargs.get("data") is not None and kwargs.get("json") is not None:
+        raise TypeError("pass data= (a body: bytes, str, form mapping, file) or json= (an object), not both")
+    files = kwargs.get("files")
+    if files is not None and not isinstance(files, Mapping) and not _is_pairs(files):
+        raise TypeError(f"files= takes a mapping or a list of (field, file) pairs, not {files!r}")
+    timeout = kwargs.get("timeout")
+    if not (
+        _is_seconds(timeout)
+        or isinstance(timeout, Timeout)
+        or (isinstance(timeout, tuple) and len(timeout) == 2 and all(_is_seconds(t) for t in timeout))
+    ):
+        raise TypeError(f"timeout= takes seconds (> 0), a (connect, read) pair of them, or None, not {timeout!r}")
+    for flag in ("allow_redirects", "stream"):
+        if kwargs.get(flag) is not None and not isinstance(kwargs[flag], bool):
+            raise TypeError(f"{flag}= takes True or False, not {kwargs[flag]!r}")
+    return kwargs
+
+
+class EmperorSession(requests.Session):
+    """A ``requests.Session`` whose relative URLs (``"/health"``, ``"health?x=1"``) are taken from ``base_url``,
+    with a default ``timeout``, and whose arguments are checked before any I/O (TypeError naming the argument).
+    """
+
+    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__()
+        self.base_url = base_url
+        self.timeout = timeout
+        # No proxies, ~/.netrc or REQUESTS_CA_BUNDLE from the environment: a test's requests to its own app
+        # mean the same on every machine (and reading them cost each request ~0.5 ms here).
+        self.trust_env = False
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        """requests' ``Session.request``, with the checks and defaults above."""
+        if not isinstance(method, (str, bytes)):
+            raise TypeError(f"method takes a string such as 'GET', not {method!r}")
+        if not isinstance(url, (str, bytes)):
+            raise TypeError(f"url takes a string, absolute or relative to {self.base_url}, not {url!r}")
+        if len(args) > len(_REQUEST_PARAMS):
+            raise TypeError(f"too many positional arguments: requests takes {', '.join(_REQUEST_PARAMS)}")
+        for name, value in zip(_REQUEST_PARAMS, args):
+            if name in kwargs:
+                raise TypeError(f"got multiple values for argument {name!r}")
+            kwargs[name] = value
+        check_request_arguments(kwargs)
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        url = url.decode() if isinstance(url, bytes) else url
+        response: requests.Response = super().request(method, urljoin(self.base_url, url), **kwargs)
+        return response
+
+
+def direct_session(address: Address, protocol: str, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> EmperorSession:
+    """A session sending every ``http://`` URL straight to a vassal's socket (``protocol`` ``"uwsgi"`` or
+    ``"http"``, as on its ``socket =`` / ``http-socket =`` line); the URL's host is the Host header."""
+    session = EmperorSession(base_url, timeout)
+    session.mount("http://", UwsgiAdapter(address) if protocol == "uwsgi" else SocketAdapter(address, reuse=False))
+    return session
+
+
+def routed_session(
+    address: Address, routes: Callable[[str], bool], base_url: str, timeout: float = DEFAULT_TIMEOUT
+) -> EmperorSession:
+    """A session sending ``http://`` URLs whose host ``routes`` accepts to the router at ``address`` (Host kept),
+    and any other URL to the network."""
+    session = EmperorSession(base_url, timeout)
+    session.mount("http://", SocketAdapter(address, routes))
+    return session
+
+
+# -- plain requests.get(vassal.url) ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def localhost_names() -> Iterator[None]:
+    """Make names under ``.localhost`` resolve to loopback in this process while the block runs.
+
+    RFC 6761 6.3 says resolvers should answer every ``*.localhost`` name with loopback, and curl and browsers
+    do; glibc's resolver does not (without nss-myhostname), so ``requests.get("http://app.api.localhost:PORT/")``
+    fails with a NameResolutionError. Only a lookup that failed is retried, as ``localhost``: a system that
+    resolves these names itself is not changed. Every client that connects through ``socket.getaddrinfo``
+    (requests/urllib3, httpx, http.client) sees it.
+    """
+    original = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(host, *args, **kwargs)
+        except socket.gaierror:
+            name = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
+            if not name.rstrip(".").lower().endswith(".localhost"):
+                raise
+            return original("localhost", *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+    try:
+        yield
+    finally:
+        if socket.getaddrinfo is getaddrinfo:  # unless someone patched it after us: theirs stays
+            socket.getaddrinfo = original

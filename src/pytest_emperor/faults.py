@@ -99,7 +99,7 @@ def _reach_state(vassal: Vassal, kind: str, need_app: bool, timeout: float) -> N
         vassal.wait_event({EventKind.THROTTLED}, timeout)
     elif kind == "import-error":
         vassal.wait_ready(timeout)
-        status = vassal.request("GET", "/").status
+        status = vassal.request("GET", "/").status_code
         if status != 500:
             raise VassalError(f"broken vassal {vassal.name} answered {status}, expected 500", vassal.error_lines())
     elif kind == "crash-loop":

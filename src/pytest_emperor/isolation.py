@@ -116,7 +116,7 @@ class IsolationReport:
 
 def direct(vassal: Vassal) -> int:
     """One request straight to the vassal's socket."""
-    return vassal.request("GET", "/", timeout=10).status
+    return vassal.request("GET", "/", timeout=10).status_code
 
 
 def through_router(vassal: Vassal) -> int:

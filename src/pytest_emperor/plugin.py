@@ -19,6 +19,7 @@ from typing import Any, Optional
 import pytest
 
 from pytest_emperor.binary import find_uwsgi
+from pytest_emperor.client import localhost_names
 from pytest_emperor.emperor import Emperor
 from pytest_emperor.emperor_log import EventKind
 from pytest_emperor.errors import ConfigError, EmperorError, UwsgiNotFound
@@ -207,6 +208,8 @@ class _Session:
         return self.apps[key]
 
     def close(self) -> None:
+        for vassal in self.apps.values():
+            vassal.close_clients()
         if self.emperor is not None:
             if self.emperor.keep:
                 self.kept.append(self.emperor.run_dir)
@@ -252,15 +255,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"pytest-emperor: run dir kept at {path}")
 
 
-def _use(request: pytest.FixtureRequest, vassal: Vassal) -> Vassal:
-    """Remember that the current test used ``vassal``, from which point of its log and of the emperor's."""
+def _use(request: pytest.FixtureRequest, vassal: Vassal, *, deployed_now: bool) -> Vassal:
+    """Remember that the current test used ``vassal``, from which point of its log and of the emperor's (its
+    deploy, when the test deployed it): ``log_text()``/``error_lines()`` and the report start there."""
     used = request.node.stash.setdefault(_USED, [])
-    vassal.sync_log()  # the previous test's request lines belong before this test's offset
-    try:
-        offset = vassal.log_path.stat().st_size
-    except FileNotFoundError:
-        offset = 0
-    used.append((vassal, offset, vassal.emperor.last_seq))
+    offset, seq = vassal.begin_test(deployed_now)
+    used.append((vassal, offset, seq))
     return vassal
 
 
@@ -273,7 +273,8 @@ def emperor(pytestconfig: pytest.Config) -> Iterator[Emperor]:
     if not pytestconfig.getoption("emperor"):
         pytest.skip(SKIP_REASON)
     session = pytestconfig.stash[_SESSION]
-    yield session.get_emperor()
+    with localhost_names():  # so that plain requests.get(vassal.url) works, as curl's does
+        yield session.get_emperor()
     session.close()
 
 
@@ -290,13 +291,14 @@ def deploy_app(
         path: str | os.PathLike[str], name: str | None = None, *, wait: bool = True, timeout: float | None = None
     ) -> Vassal:
         vassal = emperor.deploy(request.config.rootpath / path, name, wait=False)
-        deployed.append(_use(request, vassal))
+        deployed.append(_use(request, vassal, deployed_now=True))
         if wait:
             vassal.wait_ready(timeout)
         return vassal
 
     yield deploy
     for vassal in reversed(deployed):
+        vassal.close_clients()
         vassal.remove()
 
 
@@ -309,7 +311,9 @@ def app_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Vassal:
     vassal behind it is the same for every test of that app.
     """
     session = request.config.stash[_SESSION]
-    return _use(request, session.app_vassal(session.app_for(Path(request.path))))
+    app = session.app_for(Path(request.path))
+    deployed_now = app.resolve() not in session.apps
+    return _use(request, session.app_vassal(app), deployed_now=deployed_now)
 
 
 @pytest.fixture
@@ -322,11 +326,12 @@ def cursed_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
 
     def deploy(kind: str, name: str | None = None, *, need_app: bool = False, timeout: float | None = None) -> Vassal:
         vassal = deploy_broken(emperor, kind, name, need_app=need_app, timeout=timeout)
-        deployed.append(_use(request, vassal))
+        deployed.append(_use(request, vassal, deployed_now=True))
         return vassal
 
     yield deploy
     for vassal in reversed(deployed):
+        vassal.close_clients()
         vassal.remove()
 
 
@@ -364,7 +369,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         vassal.sync_log()
         events = vassal.emperor.events(vassal.id, since=seq)
         emperor_lines = [e.line for e in events if e.kind is not EventKind.OUTPUT]
-        lines = [e.line for e in events if e.kind is EventKind.OUTPUT] + vassal.log_text(offset).splitlines()
+        lines = [e.line for e in events if e.kind is EventKind.OUTPUT] + vassal.log_text(since=offset).splitlines()
         if len(lines) > REPORT_LINES:
             omitted = len(lines) - REPORT_LINES
             lines = [f"({omitted} earlier lines omitted; the whole log is {vassal.log_path})", *lines[-REPORT_LINES:]]

@@ -198,6 +198,47 @@ def wsgi_vars(
     return pairs
 
 
+# A percent-escape as ngx_http_parse_complex_uri reads it: "%" and the (up to) two characters after it.
+_PERCENT = re.compile(r"%(.{0,2})", re.DOTALL)
+_HEXCHARS = frozenset("0123456789abcdefABCDEF")
+
+
+def document_uri(raw: str) -> str:
+    """nginx's ``$document_uri`` (what the stock ``uwsgi_params`` sends as PATH_INFO) for a raw request path:
+    percent-decoded once, slashes merged, ``.`` and ``..`` resolved (a decoded ``%2F`` or ``%2E`` takes part,
+    as in ngx_http_parse_complex_uri). ValueError where nginx answers 400: a bad escape, a decoded NUL, or a
+    path climbing above the root."""
+    if "%" in raw:
+        raw = _PERCENT.sub(_decode_escape, raw)
+        if "\0" in raw:
+            raise ValueError("client sent a NUL byte (%00) in the URI")
+    if "//" not in raw and "/." not in raw:
+        return raw  # the common case: nothing to normalise
+    out: list[str] = []
+    segments = raw.split("/")
+    for index, segment in enumerate(segments[1:], 1):
+        last = index == len(segments) - 1
+        if segment == "." or (segment == "" and not last):
+            continue
+        if segment == "..":
+            if not out:
+                raise ValueError(f"client sent a URI above the root: {raw!r}")
+            out.pop()
+            continue
+        out.append(segment)
+    result = "/" + "/".join(out)
+    if segments[-1] in (".", "..") and not result.endswith("/"):
+        result += "/"
+    return result
+
+
+def _decode_escape(match: re.Match[str]) -> str:
+    digits = match.group(1)
+    if len(digits) != 2 or not _HEXCHARS.issuperset(digits):
+        raise ValueError(f"client sent an invalid percent-escape %{digits!s}")
+    return chr(int(digits, 16))
+
+
 def header_var(name: str) -> str:
     """``X-Forwarded-For`` -> ``HTTP_X_FORWARDED_FOR`` (nginx's ``$http_*`` naming)."""
     return "HTTP_" + name.upper().replace("-", "_")

@@ -14,14 +14,15 @@ import re
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Union
+from urllib.parse import urlsplit
 
 import requests
 
-from pytest_emperor.client import Response, http_request, uwsgi_request
+from pytest_emperor.client import EmperorSession, direct_session, routed_session
 from pytest_emperor.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
 from pytest_emperor.inifile import IniFile, MagicVars, parse_ini
@@ -31,7 +32,13 @@ from pytest_emperor.runs import AF_UNIX_MAX, remove_stale_socket, socket_is_live
 from pytest_emperor.stats import BlacklistEntry
 
 if TYPE_CHECKING:
+    from httpx import Client as HttpxClient  # the property named httpx would shadow the module in annotations
+
     from pytest_emperor.emperor import Emperor
+
+#: Where log_text()/error_lines() start: "test" (the current test's first use of the vassal, else its deploy),
+#: "deploy", or a byte offset into its log file.
+Since = Union[str, int]
 
 APP_INI = "app.uwsgi.ini"
 
@@ -223,9 +230,12 @@ class Vassal:
         self._logged = 0  # the highest request count seen in the vassal's request log lines
         self._log_scanned = 0  # how far the log was scanned for them
         self._request_logging = True
-        self._http: requests.Session | None = None
+        self._http: EmperorSession | None = None
+        self._session: EmperorSession | None = None
+        self._httpx: dict[bool, HttpxClient] = {}
         self._deploy_seq = 0
         self._log_offset = 0
+        self._test_mark: tuple[int, int] | None = None  # log offset and event number where the current test began
         self._stopped = True  # until link()
 
     def __repr__(self) -> str:
@@ -264,12 +274,73 @@ class Vassal:
         return self.emperor.router.url_for(self.name)
 
     @property
+    def session(self) -> requests.Session:
+        """A ``requests.Session`` straight to the vassal's socket (uwsgi protocol for ``socket =``, HTTP for
+        ``http-socket =``), sending what nginx would: relative URLs (``session.get("/x")``) get this vassal's
+        Host; an absolute URL's host becomes the Host header, and it goes to this socket all the same."""
+        if self._session is None:
+            if self.socket is None:
+                raise ConfigError(f"{self.ini} declares no socket, http-socket or uwsgi-socket to send requests to")
+            self._session = direct_session(
+                self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self.emperor.timeout
+            )
+            self._session.hooks["response"].append(self._count_answer)
+        return self._session
+
+    @property
     def http(self) -> requests.Session:
-        """A ``requests.Session`` whose relative URLs (``vassal.http.get("/x")``) go through the router with this
-        vassal's Host, over the router's unix socket (starts the router if needed)."""
+        """A ``requests.Session`` through the router, as production traffic arrives (starts the router if
+        needed): relative URLs are taken from ``url``, and any ``http://`` URL of the run's domain
+        (``vassal.url + "x"``, another vassal's ``url``) goes to the router's unix socket with its Host."""
         if self._http is None:
-            self._http = self.emperor.router.session_for(self.name)
+            self._http = routed_session(self.emperor.router.unix_path, self._routed, self.url, self.emperor.timeout)
+            self._http.hooks["response"].append(self._count_answer)
         return self._http
+
+    @property
+    def httpx(self) -> HttpxClient:
+        """An ``httpx.Client`` through the router, like ``http`` (needs httpx installed)."""
+        return self._httpx_client(direct=False)
+
+    @property
+    def httpx_direct(self) -> HttpxClient:
+        """An ``httpx.Client`` straight to the vassal's socket, like ``session`` (needs httpx installed)."""
+        return self._httpx_client(direct=True)
+
+    def _httpx_client(self, *, direct: bool) -> HttpxClient:
+        if direct not in self._httpx:
+            from pytest_emperor import httpx_transport  # httpx is optional
+
+            if direct:
+                if self.socket is None:
+                    raise ConfigError(f"{self.ini} declares no socket, http-socket or uwsgi-socket")
+                client = httpx_transport.direct_client(
+                    self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self.emperor.timeout
+                )
+            else:
+                client = httpx_transport.routed_client(
+                    self.emperor.router.unix_path, self._routed, self.url, self.emperor.timeout
+                )
+            client.event_hooks["response"].append(self._count_answer)
+            self._httpx[direct] = client
+        return self._httpx[direct]
+
+    def _routed(self, host: str) -> bool:
+        # The router serves every host its server_name matches (the run's domain), not only this vassal's.
+        return self.emperor.route_map.match(host) is not None
+
+    def _count_answer(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        # sync_log() waits for one request log line per response the vassal itself gave (not the router's 502).
+        if urlsplit(str(response.url)).hostname == self.host and response.status_code not in (502, 504):
+            self._answered += 1
+
+    def close_clients(self) -> None:
+        """Close the sessions and clients handed out (their pooled connections)."""
+        for client in (self._session, self._http, *self._httpx.values()):
+            if client is not None:
+                client.close()
+        self._session = self._http = None
+        self._httpx.clear()
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -497,17 +568,44 @@ class Vassal:
 
     # -- logs -------------------------------------------------------------------------------------------------
 
-    def log_text(self, offset: int | None = None) -> str:
-        """The vassal's own log since its deploy (or from byte ``offset``)."""
+    def begin_test(self, deployed_now: bool) -> tuple[int, int]:
+        """Mark where the current test's part of the log begins (its deploy, when ``deployed_now``), so that
+        ``log_text()`` and ``error_lines()`` default to it; return that log offset and event number."""
+        if deployed_now:
+            self._test_mark = (self._log_offset, self._deploy_seq)
+        else:
+            self.sync_log()  # the previous test's request lines belong before this test's mark
+            try:
+                offset = self.log_path.stat().st_size
+            except FileNotFoundError:
+                offset = 0
+            self._test_mark = (offset, self.emperor.last_seq)
+        return self._test_mark
+
+    def _start(self, since: Since) -> tuple[int, int]:
+        """The log offset and event number ``since`` designates."""
+        if since == "test" and self._test_mark is not None and self._test_mark[1] >= self._deploy_seq:
+            return self._test_mark
+        if since in ("test", "deploy"):
+            return self._log_offset, self._deploy_seq
+        if isinstance(since, int) and not isinstance(since, bool) and since >= 0:
+            return since, self._deploy_seq
+        raise TypeError(f'since= takes "test", "deploy" or a byte offset into {self.log_path}, not {since!r}')
+
+    def log_text(self, since: Since = "test") -> str:
+        """The vassal's own log from the current test on (``since="deploy"``: since its deploy; or from a byte
+        offset), with the lines of the requests already answered."""
+        offset, _ = self._start(since)
+        self.sync_log()
         try:
             with self.log_path.open("rb") as f:
-                f.seek(self._log_offset if offset is None else offset)
+                f.seek(offset)
                 return f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""
 
     def sync_log(self) -> None:
-        """Wait until the vassal's log holds the line of every request sent through ``request()``.
+        """Wait until the vassal's log holds the line of every request it answered to ``session``/``http``.
 
         uWSGI writes a request's log line only after it has closed the connection (core/utils.c
         ``uwsgi_close_request``, then ``log_request``), so right after a response its line may not be there yet:
@@ -535,36 +633,24 @@ class Vassal:
                 return
             time.sleep(0.002)
 
-    def output_lines(self) -> list[str]:
-        """Everything the vassal printed since its deploy: its early output (in the emperor's log) then its log."""
-        early = [e.line for e in self.events() if e.kind is EventKind.OUTPUT]
-        return early + self.log_text().splitlines()
+    def output_lines(self, since: Since = "test") -> list[str]:
+        """Everything the vassal printed from the current test on (or ``since="deploy"``): its early output (in
+        the emperor's log) then its log."""
+        _, seq = self._start(since)
+        events = self.emperor.events(self.id, since=seq)
+        early = [e.line for e in events if e.kind is EventKind.OUTPUT]
+        return early + self.log_text(since).splitlines()
 
-    def error_lines(self, limit: int = 30) -> list[str]:
-        """The lines of the vassal's output that explain a failure (the last ``limit`` lines if none match)."""
-        lines = [line for line in self.output_lines() if not _NOISE_LINE.search(line)]
+    def error_lines(self, limit: int = 30, since: Since = "test") -> list[str]:
+        """The lines of the vassal's output that explain a failure (the last ``limit`` lines if none match), from
+        the current test on (or ``since="deploy"``)."""
+        lines = [line for line in self.output_lines(since) if not _NOISE_LINE.search(line)]
         errors = [line for line in lines if _ERROR_LINE.search(line) or line.startswith((" ", "\t"))]
         return (errors or lines)[-limit:]
 
     # -- talking to it ----------------------------------------------------------------------------------------
 
-    def request(
-        self,
-        method: str = "GET",
-        path: str = "/",
-        *,
-        query: str = "",
-        headers: Iterable[tuple[str, str]] = (),
-        body: bytes = b"",
-        timeout: float = 30.0,
-    ) -> Response:
-        """Send one request straight to the vassal's socket (uwsgi protocol, or HTTP for ``http-socket``)."""
-        if self.socket is None:
-            raise ConfigError(f"{self.ini} declares no socket, http-socket or uwsgi-socket to send requests to")
-        send = uwsgi_request if self.socket.protocol == "uwsgi" else http_request
-        response = send(
-            self.socket.connect_address(), method, path,
-            query=query, headers=headers, body=body, host=self.host, timeout=timeout,
-        )  # fmt: skip
-        self._answered += 1
-        return response
+    def request(self, method: str = "GET", path: str = "/", **kwargs: Any) -> requests.Response:
+        """``vassal.session.request(method, path, **kwargs)``: one request straight to the vassal's socket, with
+        requests' keywords (``params=``, ``headers=``, ``data=``, ``json=``, ``files=``, ``timeout=``...)."""
+        return self.session.request(method, path, **kwargs)

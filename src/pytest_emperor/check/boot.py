@@ -52,10 +52,10 @@ def boot_check(
         no_app = [x for x in lines if _NO_APP.search(x)]
         if no_app:
             findings.append(finding("B002", display_path, line, no_app[0].strip(), vassal.error_lines()))
-        bad = response.status != expect_status if expect_status is not None else response.status >= 500
+        bad = response.status_code != expect_status if expect_status is not None else response.status_code >= 500
         if bad:
             want = f"expected {expect_status}" if expect_status is not None else "expected no 5xx"
-            message = f"GET {probe} -> {response.status} {response.reason} ({want})"
+            message = f"GET {probe} -> {response.status_code} {response.reason} ({want})"
             findings.append(finding("B003", display_path, line, message, vassal.error_lines()))
         vassal.remove()
         return findings

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+import requests
 from click.shell_completion import CompletionItem
 
-from pytest_emperor.client import Response, UpstreamError, http_request, uwsgi_request
+from pytest_emperor.client import direct_session
 from pytest_emperor.dev import control
 from pytest_emperor.dev.apps import configured_site, default_apps, resolve_apps
 from pytest_emperor.dev.control import AppStatus, Message
@@ -305,37 +306,35 @@ def request(
     """
     instance = _running(state_dir)
     method = (method or ("POST" if data is not None else "GET")).upper()
-    target, _, query = path.partition("?")
     fields = [_parse_header(h) for h in headers]
     _, response = _call(state_dir, {"cmd": "status"})
     app = next((a for a in response["apps"] if a["name"] == name), None)
     # The Host the router maps to the app (a site file's server_name decides it); an unknown app gets the
     # default layout's, and nginx answers as it would in production.
     host = urllib.parse.urlsplit(app["url"]).hostname if app else RouteMap.for_domain(instance.domain).host_for(name)
-    body = (data or "").encode()
     try:
         if direct:
             if app is None or app["socket"] is None:
                 _die(f"no app named {name!r} with a socket is running", EXIT_FAILED)
             spec = SocketSpec(app["socket"], app["protocol"], 0)
-            send: Callable[..., Response] = uwsgi_request if spec.protocol == "uwsgi" else http_request
-            answer = send(spec.connect_address(), method, target, query=query, headers=fields, body=body, host=host)
+            session = direct_session(spec.connect_address(), spec.protocol, f"http://{host}/")
         else:
             # A router bound to every address is reached on loopback.
             router_host = "127.0.0.1" if instance.router_host in ("0.0.0.0", "", "::") else instance.router_host
-            answer = http_request((router_host, instance.router_port), method, target, query=query, headers=fields,
-                                  body=body, host=host)  # fmt: skip
-    except UpstreamError as exc:
+            session = direct_session((router_host, instance.router_port), "http", f"http://{host}/")
+        with session:
+            answer = session.request(method, path, headers=fields or None, data=data, allow_redirects=False)
+    except requests.RequestException as exc:
         _die(str(exc), EXIT_FAILED)
     if include:
-        click.echo(f"HTTP/1.1 {answer.status} {answer.reason}")
-        for field_name, value in answer.headers:
+        click.echo(f"HTTP/1.1 {answer.status_code} {answer.reason}")
+        for field_name, value in answer.raw.headers.items():
             click.echo(f"{field_name}: {value}")
         click.echo()
     sys.stdout.flush()
-    sys.stdout.buffer.write(answer.body)
+    sys.stdout.buffer.write(answer.content)
     sys.stdout.buffer.flush()
-    if fail and answer.status >= 400:
+    if fail and answer.status_code >= 400:
         sys.exit(EXIT_FAILED)
 
 

@@ -1,0 +1,71 @@
+"""The README is tested: every ```python block of README.md runs, unchanged, as a user would run it: as test
+modules of an app repo holding the README's own production-style ``app.uwsgi.ini`` (with example_apps/service1's
+bottle app and virtualenv), under ``pytest --emperor`` against the real uWSGI."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from plugin_helpers import Sandbox, assert_nothing_left
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+SERVICE1 = ROOT / "example_apps" / "service1"
+RUN_TIMEOUT = 240
+
+_FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def blocks(language: str) -> list[str]:
+    """The README's fenced blocks in ``language``, in order."""
+    return [body for lang, body in _FENCE.findall(README.read_text()) if lang == language]
+
+
+def app_ini() -> str:
+    """The ini the README gives as an app repo's ``app.uwsgi.ini`` (the block after "A repo with")."""
+    text = README.read_text()
+    found = _FENCE.search(text, text.index("A repo with `app.uwsgi.ini` at its root"))
+    assert found is not None and found.group(1) == "ini", "the README's example app.uwsgi.ini block moved"
+    return found.group(2)
+
+
+def test_the_readme_has_python_examples() -> None:
+    # So that test_readme_python_examples_pass cannot pass vacuously.
+    assert len(blocks("python")) >= 3
+    assert all(re.search(r"^def test_", block, re.MULTILINE) for block in blocks("python"))
+
+
+@pytest.fixture
+def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    sandbox = Sandbox.create()
+    for name, value in sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    for name in os.environ:
+        if name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT")):
+            monkeypatch.delenv(name)
+    try:
+        yield sandbox
+    finally:
+        sandbox.remove()
+
+
+@pytest.mark.usefixtures("uwsgi_bin", "example_venvs")
+def test_readme_python_examples_pass(pytester: pytest.Pytester, box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = pytester.path / "service1"  # the README's examples name the app service1
+    repo.mkdir()
+    (repo / "app.uwsgi.ini").write_text(app_ini())
+    (repo / "app.py").write_text((SERVICE1 / "app.py").read_text())
+    (repo / "venv-bottle").symlink_to(SERVICE1 / "venv-bottle")
+    (repo / "pytest.ini").write_text("[pytest]\n")
+    examples = blocks("python")
+    for number, source in enumerate(examples, 1):
+        (repo / f"test_readme_{number}.py").write_text(source)
+    monkeypatch.chdir(repo)
+    result = pytester.runpytest_subprocess("--emperor", "-p", "no:cacheprovider", "-W", "error", timeout=RUN_TIMEOUT)
+    tests = sum(len(re.findall(r"^def test_", source, re.MULTILINE)) for source in examples)
+    result.assert_outcomes(passed=tests)
+    assert_nothing_left(box)
