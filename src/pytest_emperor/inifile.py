@@ -328,6 +328,10 @@ class IniFile:
         """Every value of a repeatable option, in file order (before the passes)."""
         return [o.value for o in self.options if o.key == key]
 
+    def last_option(self, key: str) -> IniOption | None:
+        """The occurrence of ``key`` uWSGI applies (the last one), with its file and line."""
+        return next((o for o in reversed(self.options) if o.key == key), None)
+
     def lines_of(self, key: str) -> list[int]:
         """The original line numbers of every occurrence of ``key``."""
         return [o.line for o in self.options if o.key == key]
@@ -786,6 +790,7 @@ def read_config(
     table: Mapping[str, str] = magic.table if magic is not None else {}
     main = table.get("o", "")
     loader = _Loader(source, table, main)
+    loader.table.setdefault("x", "")  # a known letter: "" unless the spec names a section
     loader.load(f"{main}:{section}" if section != "uwsgi" else main, 0, "", text=text)
     loader.finish()
     if loader.logic is not None and not loader.dead:

@@ -4,11 +4,13 @@ on this machine's file system."""
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
 from pathlib import Path
 
-from pytest_emperor.check.rules import AppConfig, Finding, finding
+from pytest_emperor.check.rules import AppConfig, Finding, finding, where
 
 __all__ = ["check_paths", "venv_python_version"]
 
@@ -46,6 +48,7 @@ def check_paths(app: AppConfig, *, cwd: Path, python_version: str) -> list[Findi
         lines = app.ini.lines_of(key)
         return lines[-1] if lines else 1
 
+    findings.extend(_logto_and_ids(app, cwd))
     base = cwd
     chdir = r.last("chdir")
     if chdir:
@@ -54,7 +57,7 @@ def check_paths(app: AppConfig, *, cwd: Path, python_version: str) -> list[Findi
             base = target
         else:
             # the app files cannot be looked up relative to a directory that is not there
-            return [finding("E501", app.path, line_of("chdir"), f"`{chdir}`")]
+            return [*findings, finding("E501", app.path, line_of("chdir"), f"`{chdir}`")]
     home_key = next((k for k in _HOME_KEYS if r.last(k)), None)
     home = base / str(r.last(home_key)) if home_key else None
     if home_key and home is not None:
@@ -80,3 +83,39 @@ def check_paths(app: AppConfig, *, cwd: Path, python_version: str) -> list[Findi
             where = ", ".join(os.fspath(d) for d in search)
             findings.append(finding("E503", app.path, line_of("module"), f"`{module}` (looked in {where})"))
     return findings
+
+
+def _known(kind: str, value: str) -> bool:
+    if value.isdigit():  # uWSGI setuid()s to a number without looking it up
+        return True
+    try:
+        (pwd.getpwnam if kind == "uid" else grp.getgrnam)(value)
+    except KeyError:
+        return False
+    return True
+
+
+def _logto_and_ids(app: AppConfig, cwd: Path) -> list[Finding]:
+    """E310 (``logto`` into a missing dir) and E311 (``uid``/``gid`` unknown here)."""
+    found: list[Finding] = []
+    logto = app.ini.last_option("logto")
+    target = app.resolution.last("logto")
+    # `host:port` is a UDP address (core/logging.c); anything with a `/` or no `:` is a file
+    if logto is not None and target and ("/" in target or ":" not in target):
+        # the log is opened before `chdir` is applied, so a relative path is relative to the vassal dir
+        directory = (cwd / target).parent
+        if not directory.is_dir():
+            found.append(finding("E310", where(app, logto.file), logto.line, f"`{directory}` for `logto = {target}`"))
+    root = os.geteuid() == 0
+    for kind in ("uid", "gid"):
+        option = app.ini.last_option(kind)
+        value = app.resolution.last(kind)
+        if option is None or not value or _known(kind, value):
+            continue
+        # core/uwsgi.c: uid/gid are only applied when uWSGI starts as root
+        effect = (
+            "a root emperor (production's) curses the vassal; a non-root one ignores the option"
+            f" (this check runs as {'root: the boot check shows the curse' if root else 'non-root'})"
+        )
+        found.append(finding("E311", where(app, option.file), option.line, f"`{kind} = {value}`: {effect}"))
+    return found

@@ -155,6 +155,8 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
                 )
             )
     raw_texts = {app.path: app.raw_text for app in apps}
+    for app in apps:  # suppression comments in included files count too
+        raw_texts.update((path, text) for path, text in app.ini.texts.items() if path)
     kept = filter_codes(apply_suppressions(findings, raw_texts), settings.select, settings.ignore)
     kept.sort(key=lambda f: (f.path, f.line, f.code))
     return CheckResult(tuple(_display(i) for i in inis), tuple(kept))
