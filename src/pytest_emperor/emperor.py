@@ -60,6 +60,8 @@ class Emperor:
 
     ``route_map`` (default: ``<app>.<domain>`` -> ``/tmp/<app>.api.sock``) is the nginx-style routing; the
     ``router`` (``"builtin"`` or ``"nginx"``) serving it is started on first use of ``emperor.router``.
+    ``keep_app_logto`` leaves a vassal's own ``logto`` in force (the run's per-vassal log is then only for
+    vassals without one).
     """
 
     def __init__(
@@ -74,8 +76,10 @@ class Emperor:
         runs_root: Path | None = None,
         keep: bool = False,
         timeout: float = 30.0,
+        keep_app_logto: bool = False,
     ) -> None:
         self.uwsgi = find_uwsgi(uwsgi)
+        self.keep_app_logto = keep_app_logto
         self.name_suffix = name_suffix
         self.route_map = route_map or RouteMap.for_domain(domain)
         self.router_kind = router
@@ -146,7 +150,12 @@ class Emperor:
         self.logs_dir.mkdir()
         include = self.run_dir / "vassal-logging.ini"
         # %N is the name of the vassal's own (first) config file; see uwsgi-facts.md section 4.
-        include.write_text(f"[uwsgi]\nlogto = {self.logs_dir}/%N.log\n")
+        logto = f"logto = {self.logs_dir}/%N.log\n"
+        if self.keep_app_logto:
+            # as production: a vassal's own `logto` (even into a missing dir) stays; the include comes after the
+            # vassal's file, so `if-not-opt` sees it (emperor-dev check's boot check uses this)
+            logto = f"if-not-opt = logto\n{logto}endif =\n"
+        include.write_text(f"[uwsgi]\n{logto}")
         cmd = [
             str(self.uwsgi),
             "--emperor", str(self.vassal_dir),

@@ -120,11 +120,14 @@ def check(
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    report = render(out_format, result.findings, result.files)
+    report = render(out_format, result.findings, result.files, result.boot)
     if output is not None:
         output.write_text(report)
         # a CI log still shows the summary when the report goes to a file
-        click.echo(render("text", result.findings, result.files).splitlines()[-1], err=True)
+        summary = render("text", result.findings, result.files, result.boot).splitlines()
+        click.echo("\n".join(summary[-2:] if result.boot else summary[-1:]), err=True)
     else:
         click.echo(report, nl=False)
+    if result.internal_error:
+        sys.exit(2)
     sys.exit(1 if any(f.severity >= _LEVELS[level] for f in result.findings) else 0)

@@ -279,6 +279,13 @@ RULES: dict[str, Rule] = {
         Rule("B003", "boot-probe-status", _E, "the probe request got an unexpected status", "see the app's log"),
         Rule("B004", "boot-timeout", _E, "the vassal was not ready in time", "see the log lines below"),
         Rule("X001", "unreadable", _E, "the file cannot be read or checked", "check the path"),
+        Rule(
+            "X002",
+            "internal-error",
+            _E,
+            "the checker itself failed (exit 2): the verdict is unknown",
+            "report it with this message; `--static` still runs the static rules",
+        ),
     ]
 }
 

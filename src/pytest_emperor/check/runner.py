@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_emperor.check.boot import boot_check
+from pytest_emperor.check.boot import BootTarget, boot_all
 from pytest_emperor.check.options import BinaryFacts, binary_facts
 from pytest_emperor.check.paths import check_paths
 from pytest_emperor.check.rules import (
@@ -20,7 +20,6 @@ from pytest_emperor.check.rules import (
     check_apps,
     filter_codes,
     finding,
-    section_line,
 )
 from pytest_emperor.inifile_io import deployed
 
@@ -54,6 +53,12 @@ class CheckResult:
 
     files: tuple[str, ...]
     findings: tuple[Finding, ...]
+    boot: str = ""  # whether the boot check ran, and on how many apps, for the report
+
+    @property
+    def internal_error(self) -> bool:
+        """The checker itself failed somewhere (X002): the CLI exits 2."""
+        return any(f.code == "X002" for f in self.findings)
 
 
 def find_inis(path: Path) -> list[Path]:
@@ -134,29 +139,38 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
     loaded: list[tuple[Path, AppConfig]] = []
     findings: list[Finding] = []
     for ini in inis:
-        app, found = _load(ini, _deploy_name(ini, settings.name), settings, facts)
+        try:
+            app, found = _load(ini, _deploy_name(ini, settings.name), settings, facts)
+        except InputError:
+            raise
+        except Exception as exc:  # a finding with exit 2, never a traceback
+            app, found = None, [finding("X002", _display(ini), 1, f"{type(exc).__name__}: {exc}")]
         findings.extend(found)
         if app is not None:
             loaded.append((ini, app))
     apps = [app for _, app in loaded]
     findings.extend(check_apps(apps))
-    if settings.boot and settings.uwsgi:
-        for ini, app in loaded:
-            findings.extend(
-                boot_check(
-                    ini,
-                    name=app.name,
-                    display_path=app.path,
-                    line=section_line(app),
-                    uwsgi=settings.uwsgi,
-                    probe=settings.probe,
-                    expect_status=settings.expect_status,
-                    timeout=settings.timeout,
-                )
+    if not settings.boot:
+        boot = "boot check: skipped (--static)"
+    elif not settings.uwsgi:
+        boot = "boot check: skipped (no uwsgi binary)"
+    else:
+        # an app uWSGI would exit on while reading its config is cursed anyway: booting it adds nothing
+        bootable = [BootTarget(ini, app) for ini, app in loaded]
+        findings.extend(
+            boot_all(
+                bootable,
+                uwsgi=settings.uwsgi,
+                socket_dir=settings.socket_dir,
+                probe=settings.probe,
+                expect_status=settings.expect_status,
+                timeout=settings.timeout,
             )
+        )
+        boot = f"boot check: ran on {len(bootable)} app{'s' if len(bootable) != 1 else ''}"
     raw_texts = {app.path: app.raw_text for app in apps}
     for app in apps:  # suppression comments in included files count too
         raw_texts.update((path, text) for path, text in app.ini.texts.items() if path)
     kept = filter_codes(apply_suppressions(findings, raw_texts), settings.select, settings.ignore)
     kept.sort(key=lambda f: (f.path, f.line, f.code))
-    return CheckResult(tuple(_display(i) for i in inis), tuple(kept))
+    return CheckResult(tuple(_display(i) for i in inis), tuple(kept), boot)
