@@ -179,23 +179,22 @@ def _wait_and_probe(
     timeout: float,
 ) -> list[Finding]:  # fmt: skip
     app = target.app
+    # No vassal.remove(): leaving the emperor stops every vassal at once (and removes their sockets), where a
+    # remove() per vassal waits for each one's exit in turn (measured: 5.4 of 5.7 s for the 6 example apps).
     try:
-        try:
-            vassal.wait_ready(timeout)
-        except VassalCursed as exc:
-            lines = [*exc.lines, *log.lines()]
-            path, line = _blame(app, lines)
-            return [finding("B001", path, line, str(exc).splitlines()[0], lines)]
-        except VassalTimeout as exc:
-            lines = [*exc.lines, *log.lines()]
-            path, line = _blame(app, lines)
-            return [finding("B004", path, line, f"{timeout:g}s: {str(exc).splitlines()[0]}", lines)]
-        except VassalError as exc:  # accepting per the emperor, but its own probe could not connect
-            lines = [*exc.lines, *log.lines()]
-            path, line = _blame(app, lines)
-            return [finding("B003", path, line, str(exc).splitlines()[0], lines)]
-        return _after_ready(
-            target, vassal, log, socket_dir=socket_dir, probe=probe, expect_status=expect_status, timeout=timeout
-        )
-    finally:
-        vassal.remove()  # a cursed one too: the emperor would respawn it for the rest of the check
+        vassal.wait_ready(timeout)
+    except VassalCursed as exc:
+        lines = [*exc.lines, *log.lines()]
+        path, line = _blame(app, lines)
+        return [finding("B001", path, line, str(exc).splitlines()[0], lines)]
+    except VassalTimeout as exc:
+        lines = [*exc.lines, *log.lines()]
+        path, line = _blame(app, lines)
+        return [finding("B004", path, line, f"{timeout:g}s: {str(exc).splitlines()[0]}", lines)]
+    except VassalError as exc:  # accepting per the emperor, but its own probe could not connect
+        lines = [*exc.lines, *log.lines()]
+        path, line = _blame(app, lines)
+        return [finding("B003", path, line, str(exc).splitlines()[0], lines)]
+    return _after_ready(
+        target, vassal, log, socket_dir=socket_dir, probe=probe, expect_status=expect_status, timeout=timeout
+    )
