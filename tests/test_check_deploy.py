@@ -23,7 +23,8 @@ need-app = true
 def check(tmp: Path, text: str, **files: str) -> list[tuple[str, str, int]]:
     app = tmp / "svc"
     app.mkdir(exist_ok=True)
-    (app / "app.py").write_text("def application(e, s):\n    return []\n")
+    if "app.py" not in files:
+        (app / "app.py").write_text("def application(e, s):\n    return []\n")
     (app / "app.uwsgi.ini").write_text(text)
     for name, body in files.items():
         (app / name.replace("__", "/")).parent.mkdir(parents=True, exist_ok=True)
@@ -81,3 +82,20 @@ def test_unknown_uid_says_root_or_not(tmp_path: Path) -> None:
     message = next(f.message for f in run_check([tmp_path / "svc"], CheckSettings(boot=False)).findings)
     assert "a root emperor (production's) curses the vassal; a non-root one ignores" in message
     assert check(tmp_path, GOOD + "uid = root\ngid = 0\n") == []
+
+
+def test_callable_missing(tmp_path: Path) -> None:
+    assert ("app.uwsgi.ini", "E508", 5) in check(tmp_path, GOOD.replace("module = app", "module = app:nope"))
+    assert check(tmp_path, GOOD.replace("module = app", "module = app:application")) == []
+    # bound by an import, or under an `if`: not judged missing
+    code = "from os import path as application\n"
+    assert check(tmp_path, GOOD, **{"app.py": code}) == []
+    assert check(tmp_path, GOOD, **{"app.py": "if True:\n    def application(e, s): return []\n"}) == []
+
+
+def test_small_buffer_size_is_an_error(tmp_path: Path) -> None:
+    # measured: `buffer-size = 32k` is 32 bytes, and uWSGI resets every request nginx sends
+    check(tmp_path, GOOD + "buffer-size = 32k\nharakiri = 2m\n")
+    found = run_check([tmp_path / "svc"], CheckSettings(boot=False)).findings
+    assert [(f.code, str(f.severity), f.line) for f in found] == [("W107", "error", 9), ("W107", "warning", 10)]
+    assert check(tmp_path, GOOD + "buffer-size = 32768\n") == []

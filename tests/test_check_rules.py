@@ -203,13 +203,16 @@ def test_select_and_ignore_prefixes() -> None:
 # --- the path rules (real files under tmp_path) ---------------------------------------------------------
 
 
+WSGI = "def application(environ, start_response):\n    return []\n"
+
+
 def path_codes(tmp_path: Path, text: str, python: str = "3.11.7") -> list[str]:
     a = app(text.replace("/srv/app", str(tmp_path)))
     return [f.code for f in check_paths(a, cwd=tmp_path, python_version=python)]
 
 
 def test_paths_all_present(tmp_path: Path) -> None:
-    (tmp_path / "app.py").write_text("")
+    (tmp_path / "app.py").write_text(WSGI)
     (tmp_path / "venv").mkdir()
     (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /x\nversion = 3.11.2\n")
     text = BASE + "home = /srv/app/venv\nwsgi-file = app.py\n"
@@ -224,16 +227,16 @@ def test_paths_missing(tmp_path: Path) -> None:
 
 def test_module_found_as_package_and_in_venv(tmp_path: Path) -> None:
     (tmp_path / "app").mkdir()
-    (tmp_path / "app" / "__init__.py").write_text("")
+    (tmp_path / "app" / "__init__.py").write_text(WSGI)
     assert path_codes(tmp_path, BASE.replace("module = app", "module = app:application")) == []
     site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
     site.mkdir(parents=True)
-    (site / "lib_app.py").write_text("")
+    (site / "lib_app.py").write_text(WSGI)
     assert path_codes(tmp_path, BASE.replace("module = app", "module = lib_app") + "home = /srv/app/venv\n") == []
 
 
 def test_venv_for_another_python(tmp_path: Path) -> None:
-    (tmp_path / "app.py").write_text("")
+    (tmp_path / "app.py").write_text(WSGI)
     (tmp_path / "venv" / "lib" / "python3.9").mkdir(parents=True)
     assert venv_python_version(tmp_path / "venv") == "3.9"
     assert path_codes(tmp_path, BASE + "home = /srv/app/venv\n") == ["E505"]

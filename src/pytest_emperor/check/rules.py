@@ -268,6 +268,13 @@ RULES: dict[str, Rule] = {
             "`need-plugin = python*` on a build with Python embedded: uWSGI exits 1",
             "remove the `need-plugin` line",
         ),
+        Rule(
+            "E508",
+            "callable-missing",
+            _E,
+            "the app file binds no such callable: uWSGI loads no app (`callable not found`)",
+            "name the WSGI callable with `module = pkg.mod:name` or `callable = name`",
+        ),
         Rule("B001", "boot-cursed", _E, "the vassal died during start-up", "see uWSGI's own lines below"),
         Rule(
             "B002",
@@ -526,7 +533,11 @@ def _numbers_and_env(app: AppConfig) -> Iterable[Finding]:
             continue
         if not re.fullmatch(r"\d+", value.strip(_BLANKS)) and _atoi(value) > 0:
             message = f"`{option.key} = {value}` is {_atoi(value)} ({unit}): uWSGI 2.0 reads leading digits only"
-            yield finding("W107", where(app, option.file), option.line, message)
+            f = finding("W107", where(app, option.file), option.line, message)
+            # below its 4096 default, buffer-size rejects ordinary requests: measured, `32k` (32 bytes) makes
+            # uWSGI reset every connection nginx sends (tests/check_corpus/size-with-unit)
+            small_buffer = option.key == "buffer-size" and _atoi(value) < 4096
+            yield replace(f, severity=Severity.ERROR) if small_buffer else f
     set_by_env: dict[str, IniOption] = {}
     for option in app.ini.options:
         if option.key == "env" and "=" in option.value:
