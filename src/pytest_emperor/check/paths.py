@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pytest_emperor.check.rules import AppConfig, Finding, finding, where
 
-__all__ = ["check_paths", "venv_python_version"]
+__all__ = ["check_paths", "resolved_paths", "venv_python_version"]
 
 _HOME_KEYS = ("home", "virtualenv", "venv", "pyhome")
 
@@ -159,3 +159,25 @@ def _logto_and_ids(app: AppConfig, cwd: Path) -> list[Finding]:
         )
         found.append(finding("E311", where(app, option.file), option.line, f"`{kind} = {value}`: {effect}"))
     return found
+
+
+def resolved_paths(app: AppConfig, cwd: Path) -> dict[str, Path]:
+    """The existing files and dirs the vassal reads, by the option naming them (for the privilege rules)."""
+    r = app.resolution
+    out: dict[str, Path] = {}
+    base = cwd / (r.last("chdir") or ".")
+    if not base.is_dir():
+        return out
+    if r.last("chdir"):
+        out["chdir"] = base
+    home_key = next((k for k in _HOME_KEYS if r.last(k)), None)
+    if home_key and (base / str(r.last(home_key))).is_dir():
+        out[home_key] = base / str(r.last(home_key))
+    wsgi_file = r.last("wsgi-file")
+    if wsgi_file and (base / wsgi_file).is_file():
+        out["wsgi-file"] = base / wsgi_file
+    module = r.last("module")
+    found = _module_file(base, module) if module else None
+    if found is not None:
+        out["module"] = found
+    return out

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pytest_emperor.check.boot import BootTarget, boot_all
 from pytest_emperor.check.options import BinaryFacts, binary_facts
-from pytest_emperor.check.paths import check_paths
+from pytest_emperor.check.paths import check_paths, resolved_paths
+from pytest_emperor.check.privileges import User, check_privileges, emperor_user, parse_emperor_args
 from pytest_emperor.check.rules import (
     SOCKET_KEYS,
     AppConfig,
@@ -45,6 +46,8 @@ class CheckSettings:
     select: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     uwsgi: Path | None = None
+    emperor_args: tuple[str, ...] = ()  # production's emperor flags, e.g. ("--uid", "www-data", "--gid", "www-data")
+    nginx_user: str = "www-data"
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,12 @@ def _world_writable(directories: set[str]) -> frozenset[str]:
 
 
 def _load(
-    ini: Path, name: str, settings: CheckSettings, facts: BinaryFacts | None
+    ini: Path,
+    name: str,
+    settings: CheckSettings,
+    facts: BinaryFacts | None,
+    user: User | None = None,
+    nginx: User | None = None,
 ) -> tuple[AppConfig | None, list[Finding]]:
     display = _display(ini)
     try:
@@ -127,7 +135,11 @@ def _load(
             world_writable_dirs=_world_writable(sockets),
         )
         python = facts.python_version if facts else ""
-        return app, check_paths(app, cwd=d.vassal_dir, python_version=python)
+        found = check_paths(app, cwd=d.vassal_dir, python_version=python)
+        if user is not None:
+            paths = resolved_paths(app, d.vassal_dir)
+            found += check_privileges(app, cwd=d.vassal_dir, user=user, nginx=nginx, paths=paths)
+        return app, found
 
 
 def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
@@ -136,11 +148,20 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
     if settings.name and len(inis) > 1:
         raise InputError("--name applies to one app; it was given with several")
     facts = binary_facts(settings.uwsgi) if settings.uwsgi else None
+    _, uid, gid = parse_emperor_args(settings.emperor_args)
+    try:
+        user = emperor_user(uid, gid)
+    except KeyError as exc:
+        raise InputError(f"--emperor-args: no such user or group on this machine: {exc}") from exc
+    try:
+        nginx = User.lookup(settings.nginx_user)
+    except KeyError:
+        nginx = None  # no such user here: the socket rule is skipped rather than guessed
     loaded: list[tuple[Path, AppConfig]] = []
     findings: list[Finding] = []
     for ini in inis:
         try:
-            app, found = _load(ini, _deploy_name(ini, settings.name), settings, facts)
+            app, found = _load(ini, _deploy_name(ini, settings.name), settings, facts, user, nginx)
         except InputError:
             raise
         except Exception as exc:  # a finding with exit 2, never a traceback
