@@ -60,7 +60,12 @@ def test_parse_emperor_args() -> None:
 
 def test_app_dir_the_user_cannot_search(app_dir: Path, user: str) -> None:
     os.chmod(app_dir.parent, 0o700)
+    assert ("E601", 1) in codes(app_dir, user)  # the ini itself
+    os.chmod(app_dir.parent, 0o755)
+    # searchable but not listable: the ini opens, but Python's import system lists the dir to find `hello`
+    os.chmod(app_dir, 0o711)
     assert ("E601", 3) in codes(app_dir, user)  # chdir
+    os.chmod(app_dir, 0o755)
     os.chmod(app_dir.parent, 0o755)
     os.chmod(app_dir / "hello.py", 0o600)
     assert ("E601", 5) in codes(app_dir, user)  # module
@@ -88,3 +93,15 @@ def test_vassal_uid_is_ignored_under_a_dropped_emperor(app_dir: Path, user: str)
     os.chmod(app_dir.parent, 0o755)
     assert ("W604", 11) in codes(app_dir, user, "uid = root\n")
     assert not {c for c in codes(app_dir, user, "chmod-socket = 666\n") if c[0] == "W604"}
+
+
+def test_boot_check_runs_under_the_emperor_args(app_dir: Path, user: str, uwsgi_bin: Path) -> None:
+    os.chmod(app_dir.parent, 0o755)
+    (app_dir / "app.uwsgi.ini").write_text((CASES / "good" / "app.uwsgi.ini").read_text() + "chmod-socket = 666\n")
+    settings = CheckSettings(uwsgi=uwsgi_bin, timeout=60, emperor_args=("--uid", user, "--gid", user))
+    result = run_check([app_dir], settings)
+    assert result.findings == () and result.boot.startswith("boot check: ran on 1 app (under --emperor-args")
+    # the same app in a dir only root can search: uWSGI cannot open the config; the static rule and the boot agree
+    os.chmod(app_dir.parent, 0o700)
+    found = {(f.code, f.line) for f in run_check([app_dir], settings).findings}
+    assert {("E601", 1), ("B001", 1)} <= found

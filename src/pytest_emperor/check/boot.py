@@ -10,11 +10,15 @@ when this returns; nothing in the app dir is written (the symlinks live in the e
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_emperor.check.privileges import User
 from pytest_emperor.check.rules import SOCKET_KEYS, AppConfig, Finding, finding, section_line, where
 from pytest_emperor.client import uwsgi_request
 from pytest_emperor.emperor import Emperor
@@ -128,12 +132,31 @@ def boot_all(
     probe: str = "/",
     expect_status: int | None = None,
     timeout: float = 30.0,
+    emperor_args: Sequence[str] = (),
+    as_user: User | None = None,
 ) -> list[Finding]:
     """Findings B001-B004 for every target, booted in parallel under one emperor (X002 if the check itself
-    broke: the caller exits 2 then)."""
+    broke: the caller exits 2 then). ``emperor_args`` go to that emperor as production passes them; when they
+    drop privileges to ``as_user``, the run dir is handed to that user (and lives in a root of its own)."""
     findings: list[Finding] = []
+    owner = (as_user.uid, as_user.gid) if as_user is not None else None
     try:
-        with Emperor(uwsgi, timeout=timeout, keep_app_logto=True) as emperor:
+        with contextlib.ExitStack() as stack:
+            runs_root = None
+            if as_user is not None:
+                runs_root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emperor-check-")))
+                # ours (RunDir insists), but searchable: the dropped emperor enters the run dir handed to it
+                os.chmod(runs_root, 0o711)
+            emperor = stack.enter_context(
+                Emperor(
+                    uwsgi,
+                    timeout=timeout,
+                    keep_app_logto=True,
+                    extra_args=emperor_args,
+                    run_owner=owner,
+                    runs_root=runs_root,
+                )
+            )
             deployed: list[tuple[BootTarget, Vassal, _AppLog]] = []
             for target in targets:
                 log = _AppLog(target.app, emperor.vassal_dir.resolve())

@@ -93,7 +93,7 @@ def check_privileges(
     app: AppConfig, *, cwd: Path, user: User, nginx: User | None, paths: dict[str, Path]
 ) -> list[Finding]:
     """E601-E603, W604 for ``app`` run by an emperor that dropped to ``user``; ``paths`` maps option names to
-    the files the path rules resolved (``chdir``, ``home``, ``wsgi-file``, ``module``)."""
+    the files the path rules resolved (``chdir``, ``home``, ``wsgi-file``, ``module``), and ``""`` to the ini."""
     r = app.resolution
     found: list[Finding] = []
 
@@ -101,6 +101,9 @@ def check_privileges(
         option = app.ini.last_option(key)
         return (where(app, option.file), option.line) if option else (app.path, 1)
 
+    why = _blocked(user, paths.pop("", Path(app.path)), "r")
+    if why:  # uWSGI cannot even open the config: nothing in it applies, the vassal is cursed at once
+        return [finding("E601", app.path, 1, f"the config itself: {why}")]
     for key, target in paths.items():
         why = _blocked(user, target, "rx" if target.is_dir() else "r")
         if why:

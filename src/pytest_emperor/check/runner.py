@@ -137,7 +137,7 @@ def _load(
         python = facts.python_version if facts else ""
         found = check_paths(app, cwd=d.vassal_dir, python_version=python)
         if user is not None:
-            paths = resolved_paths(app, d.vassal_dir)
+            paths = {"": ini.resolve(), **resolved_paths(app, d.vassal_dir)}
             found += check_privileges(app, cwd=d.vassal_dir, user=user, nginx=nginx, paths=paths)
         return app, found
 
@@ -178,6 +178,7 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
     else:
         # an app uWSGI would exit on while reading its config is cursed anyway: booting it adds nothing
         bootable = [BootTarget(ini, app) for ini, app in loaded]
+        as_root = os.geteuid() == 0
         findings.extend(
             boot_all(
                 bootable,
@@ -186,9 +187,15 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
                 probe=settings.probe,
                 expect_status=settings.expect_status,
                 timeout=settings.timeout,
+                emperor_args=settings.emperor_args if as_root else (),
+                as_user=user if as_root else None,
             )
         )
         boot = f"boot check: ran on {len(bootable)} app{'s' if len(bootable) != 1 else ''}"
+        if settings.emperor_args:
+            # only root can start an emperor that drops to another user, as production's does
+            applied = "under" if as_root else "not root, so without"
+            boot += f" ({applied} --emperor-args {' '.join(settings.emperor_args)})"
     raw_texts = {app.path: app.raw_text for app in apps}
     for app in apps:  # suppression comments in included files count too
         raw_texts.update((path, text) for path, text in app.ini.texts.items() if path)
