@@ -4,6 +4,7 @@ lives in test_inifile_uwsgi.py)."""
 from __future__ import annotations
 
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,10 +13,12 @@ from seed import SEED_INI
 
 from pytest_emperor.inifile import (
     IMMEDIATE_OPTIONS,
+    IniFile,
     MagicVars,
     djb33x_hex,
     parse_ini,
 )
+from pytest_emperor.inifile_io import read_ini
 
 VASSALS = "/srv/emperor/vassals"
 # The seed deployment: vassals/service1-beta.ini -> /srv/sites/service1/app.uwsgi.ini, opened in the vassal dir.
@@ -370,3 +373,34 @@ def test_needs_at_resolver_follows_placeholders_transitively() -> None:
     assert ini.needs_at_resolver("@(exec://echo hi)")
     assert not ini.needs_at_resolver("%(plain)/s.sock")
     assert not ini.needs_at_resolver("/tmp/%(nope)")
+
+
+# --- other files and logic blocks, through a real VassalSource --------------------------------------------
+
+
+def _read(tmp_path: Path, text: str, env: dict[str, str] | None = None, **files: str) -> IniFile:
+    for name, body in files.items():
+        (tmp_path / name).write_text(body)
+    (tmp_path / "v.ini").write_text(text)
+    return read_ini("v.ini", cwd=str(tmp_path), env=env or {})
+
+
+def test_included_options_carry_their_file_and_line(tmp_path: Path) -> None:
+    f = _read(tmp_path, "[uwsgi]\na = 1\ninclude = inc.ini\nc = 3\n", **{"inc.ini": "[uwsgi]\n\nb = 2\n"})
+    assert [(o.key, o.line, Path(o.file).name if o.file else "") for o in f.options] == [
+        ("a", 2, ""), ("include", 3, ""), ("b", 3, "inc.ini"), ("c", 4, ""),
+    ]  # fmt: skip
+    assert f.texts[str((tmp_path / "inc.ini").resolve())] == "[uwsgi]\n\nb = 2\n"
+
+
+def test_open_block_and_recursive_logic(tmp_path: Path) -> None:
+    f = _read(tmp_path, "[uwsgi]\nif-env = NOPE\nsocket = x\n")
+    assert [o.key for o in f.options] == ["if-env"] and [(p.code, p.line) for p in f.problems] == [("open-logic", 2)]
+    f = _read(tmp_path, "[uwsgi]\nif-env = HOME\nfor = a b\nx = 1\n", env={"HOME": "/h"})
+    assert [(p.code, p.line) for p in f.problems] == [("fatal", 3)] and "recursive logic" in f.problems[0].message
+    assert [o.key for o in f.options] == ["if-env", "for"]  # added, then its handler exits
+
+
+def test_missing_include_is_fatal_and_stops_reading(tmp_path: Path) -> None:
+    f = _read(tmp_path, "[uwsgi]\ninclude = nope.ini\nafter = 1\n")
+    assert [(p.code, p.line) for p in f.problems] == [("fatal", 2)] and f.get("after") is None
