@@ -29,6 +29,8 @@ __all__ = ["BootTarget", "boot_all"]
 
 # The python plugin's own words for "started without an app" (uWSGI 2.0 plugins/python/pyloader.c, wsgi_handlers.c)
 _NO_APP = re.compile(r"no app loaded|unable to load app|no python application found|failed to open python file")
+# what an error line of uWSGI's says (a value quoted in any other line, like the app dir, proves nothing)
+_FAILED = re.compile(r"(?i)error|failed|no such|denied|unable|cannot|can't|invalid|not found")
 _CALLABLE = re.compile(r"callable not found or import error")
 # uWSGI error lines that name the option without quoting its value (core/uwsgi.c, core/utils.c, core/logging.c)
 _OPTION_WORDS = (
@@ -53,8 +55,13 @@ class BootTarget:
 
 def _blame(app: AppConfig, lines: Sequence[str]) -> tuple[str, int]:
     """The file and line of the option uWSGI's error lines are about; the section header when none is named."""
+    if any("socket option is missing" in text for text in lines):
+        # no socket option survived: the usual cause is an `if-*` block left open above it
+        opened = next((p for p in app.ini.problems if p.code == "open-logic"), None)
+        if opened is not None:
+            return where(app, opened.file), opened.line
     options = [o for o in app.resolution.options if not o.synthetic and o.line > 0]
-    for text in lines:
+    for text in (t for t in lines if _FAILED.search(t)):
         # a quoted value is the surest sign: `open("/nope/app.log")`, `realpath() of x failed`
         hits = [o for o in options if len(o.value) >= 3 and o.value in text]
         if hits:
