@@ -124,14 +124,26 @@ def test_json_parses_and_round_trips() -> None:
     ]
 
 
-def test_junit_is_well_formed() -> None:
-    root = ET.fromstring(render("junit", FINDINGS, FILES))
-    assert root.tag == "testsuite" and root.get("tests") == "3" and root.get("failures") == "2"
+def test_junit_one_testcase_per_finding_and_failures_counted() -> None:
+    root = ET.fromstring(render("junit", FINDINGS, FILES, "boot check: ran on 3 apps"))
+    # 4 findings (3 at warning or above) + the clean file c
+    assert root.tag == "testsuite" and root.get("tests") == "5" and root.get("failures") == "3"
     cases = {c.get("name"): c for c in root.iter("testcase")}
-    assert set(cases) == set(FILES)
-    assert [f.get("type") for f in cases["a/app.uwsgi.ini"].iter("failure")] == ["W101", "E102"]
-    assert [f.get("type") for f in cases["b/app.uwsgi.ini"].iter("failure")] == ["B001"]
+    assert set(cases) == {
+        "a/app.uwsgi.ini:9 W101", "a/app.uwsgi.ini:5 E102", "b/app.uwsgi.ini:2 I202", "b/app.uwsgi.ini:1 B001",
+        "c/app.uwsgi.ini",
+    }  # fmt: skip
+    assert [f.get("type") for f in cases["a/app.uwsgi.ini:9 W101"].iter("failure")] == ["W101"]
+    assert list(cases["b/app.uwsgi.ini:2 I202"].iter("failure")) == []
     assert list(cases["c/app.uwsgi.ini"]) == []
+    assert root.find("system-out") is not None and "ran on 3 apps" in (root.find("system-out").text or "")
+
+
+def test_text_says_whether_the_boot_check_ran() -> None:
+    assert render("text", [], FILES, "boot check: skipped (--static)").splitlines()[-2:] == [
+        "boot check: skipped (--static)",
+        "3 files checked: 0 errors, 0 warnings, 0 infos",
+    ]
 
 
 def test_sarif_follows_2_1_0() -> None:

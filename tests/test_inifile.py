@@ -4,6 +4,7 @@ lives in test_inifile_uwsgi.py)."""
 from __future__ import annotations
 
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,10 +13,12 @@ from seed import SEED_INI
 
 from pytest_emperor.inifile import (
     IMMEDIATE_OPTIONS,
+    IniFile,
     MagicVars,
     djb33x_hex,
     parse_ini,
 )
+from pytest_emperor.inifile_io import read_ini
 
 VASSALS = "/srv/emperor/vassals"
 # The seed deployment: vassals/service1-beta.ini -> /srv/sites/service1/app.uwsgi.ini, opened in the vassal dir.
@@ -73,11 +76,10 @@ def test_magic_absolute_symlink_arg_kept_as_given() -> None:
     assert m.table["p"] == "/a/b/v.ini" and m.table["n"] == "v"
 
 
-def test_magic_extension_comes_from_argv_spelling() -> None:
-    # core/uwsgi.c: %e uses `filename` (argv), %n uses %s: a dotted dir and a dotless name differ.
+def test_magic_extension_and_name_come_from_the_file_name() -> None:
+    # measured on 2.0.31 (`uwsgi --ini conf.d/app --get n` with n = [%n]|%e): a dotted dir does not count
     m = MagicVars.for_config("conf.d/app", cwd="/x", is_symlink=True, realpath="/x/conf.d/app")
-    assert m.table["e"] == "d/app"
-    assert "n" not in m.table
+    assert (m.table["n"], m.table.get("e", "")) == ("app", "")
 
 
 def test_magic_not_first_config_has_no_uppercase() -> None:
@@ -138,7 +140,7 @@ def test_percent_as_last_byte_eats_the_terminator() -> None:
 
 
 def test_magic_applies_to_comments_and_sections_too() -> None:
-    f = parse_ini("[uws%qgi]\n; 5%x\na = 1\n")
+    f = parse_ini("[uws%qgi]\n; 5%y\na = 1\n")  # %x is the section (2.0): known
     assert f.sections == ["uwsgi"] and f.get("a") == "1"
     assert [(p.code, p.line) for p in f.problems] == [("magic-unknown", 1), ("magic-unknown", 2)]
 
@@ -371,3 +373,34 @@ def test_needs_at_resolver_follows_placeholders_transitively() -> None:
     assert ini.needs_at_resolver("@(exec://echo hi)")
     assert not ini.needs_at_resolver("%(plain)/s.sock")
     assert not ini.needs_at_resolver("/tmp/%(nope)")
+
+
+# --- other files and logic blocks, through a real VassalSource --------------------------------------------
+
+
+def _read(tmp_path: Path, text: str, env: dict[str, str] | None = None, **files: str) -> IniFile:
+    for name, body in files.items():
+        (tmp_path / name).write_text(body)
+    (tmp_path / "v.ini").write_text(text)
+    return read_ini("v.ini", cwd=str(tmp_path), env=env or {})
+
+
+def test_included_options_carry_their_file_and_line(tmp_path: Path) -> None:
+    f = _read(tmp_path, "[uwsgi]\na = 1\ninclude = inc.ini\nc = 3\n", **{"inc.ini": "[uwsgi]\n\nb = 2\n"})
+    assert [(o.key, o.line, Path(o.file).name if o.file else "") for o in f.options] == [
+        ("a", 2, ""), ("include", 3, ""), ("b", 3, "inc.ini"), ("c", 4, ""),
+    ]  # fmt: skip
+    assert f.texts[str((tmp_path / "inc.ini").resolve())] == "[uwsgi]\n\nb = 2\n"
+
+
+def test_open_block_and_recursive_logic(tmp_path: Path) -> None:
+    f = _read(tmp_path, "[uwsgi]\nif-env = NOPE\nsocket = x\n")
+    assert [o.key for o in f.options] == ["if-env"] and [(p.code, p.line) for p in f.problems] == [("open-logic", 2)]
+    f = _read(tmp_path, "[uwsgi]\nif-env = HOME\nfor = a b\nx = 1\n", env={"HOME": "/h"})
+    assert [(p.code, p.line) for p in f.problems] == [("fatal", 3)] and "recursive logic" in f.problems[0].message
+    assert [o.key for o in f.options] == ["if-env", "for"]  # added, then its handler exits
+
+
+def test_missing_include_is_fatal_and_stops_reading(tmp_path: Path) -> None:
+    f = _read(tmp_path, "[uwsgi]\ninclude = nope.ini\nafter = 1\n")
+    assert [(p.code, p.line) for p in f.problems] == [("fatal", 2)] and f.get("after") is None

@@ -60,37 +60,59 @@ def _limit() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 
 
-_CONFIG_LOADERS = frozenset(
-    {"ini", "yaml", "yml", "json", "js", "xml", "xmlconfig", "config", "fallback-config", "include", "inherit"}
-)
+_NOT_READ = frozenset({"yaml", "yml", "json", "js", "xml", "xmlconfig", "config", "fallback-config"})
 
 
-def compare(uwsgi_bin: Path, tmp: Path, text: str, name: str = "service1-beta") -> bool:
-    """Deploy ``text``, run the binary and assert it agrees; False (nothing run) if the reader predicts a loop."""
+def compare(
+    uwsgi_bin: Path,
+    tmp: Path,
+    text: str,
+    name: str = "service1-beta",
+    *,
+    vassal_files: dict[str, str] | None = None,
+    site_files: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+) -> bool:
+    """Deploy ``text`` (with other files next to the vassal link or the app's ini), run the binary and assert it
+    agrees, exit status included; False (nothing run) if the reader predicts a loop or meets an unread loader."""
+    env = ENV if env is None else env
     site = tmp / "site"
     site.mkdir(exist_ok=True)
     (site / "app.uwsgi.ini").write_text(text)
     vassals = tmp / "vassals"
     vassals.mkdir(exist_ok=True)
     (vassals / "data.txt").write_text("hello\n\n")
-    keys = [k for k in keys_of(text) if k not in ("plugin", "set", "set-placeholder")] + ["ph", "sv", "ini"]
+    for directory, files in ((vassals, vassal_files), (site, site_files)):
+        for file_name, body in (files or {}).items():
+            (directory / file_name).write_text(body)
+    texts = [text, *(vassal_files or {}).values(), *(site_files or {}).values()]
+    keys = [k for t in texts for k in keys_of(t) if k not in ("plugin", "set", "set-placeholder")]
+    keys = list(dict.fromkeys([*keys, "ph", "sv", "ini"]))
     version = uwsgi_version(uwsgi_bin)
-    with deployed(site / "app.uwsgi.ini", name, vassal_dir=vassals, version=version, binary_path=str(uwsgi_bin)) as d:
-        # A key that loads another config (a bare `%e` line is `ini` with an empty path, found by hypothesis:
-        # uWSGI exits with "realpath() of  failed"): other files are not modelled, so nothing to compare.
-        if any(option.key in _CONFIG_LOADERS for option in d.ini.options):
+    with deployed(
+        site / "app.uwsgi.ini", name, vassal_dir=vassals, version=version, binary_path=str(uwsgi_bin), env=env
+    ) as d:
+        # A bare `%e` line is `ini` with an empty path, found by hypothesis: uWSGI exits with "realpath() of
+        # failed", and so does the reader (fatal); loaders of other formats are not read, so nothing to compare.
+        if any(option.key in _NOT_READ for option in d.ini.options):
             return False
-        resolution = d.ini.resolve(env=ENV, at_resolver=d.resolver)
+        resolution = d.ini.resolve(env=env, at_resolver=d.resolver)
         # A self-referencing placeholder makes uWSGI itself expand until malloc fails (measured: minutes of
         # CPU and all the memory it can get); the reader reports it instead, and the binary is not run.
         if resolution.problems:
             return False
-        args = [str(uwsgi_bin), "--ini", d.link.name]
+        fatal = [p for p in d.ini.problems if p.code == "fatal"]
+        # `--get` before `--ini`: an `if-*` the file leaves open would swallow the ones after it
+        args = [str(uwsgi_bin)]
         for key in keys:
             args += ["--get", key]
+        args += ["--ini", d.link.name]
         done = subprocess.run(
-            args, cwd=d.vassal_dir, env=ENV, capture_output=True, timeout=60, check=False, preexec_fn=_limit
+            args, cwd=d.vassal_dir, env=env, capture_output=True, timeout=60, check=False, preexec_fn=_limit
         )
+    if fatal:
+        assert done.returncode == 1, f"reader: {fatal}\nuwsgi:\n{done.stderr.decode(errors='replace')}"
+        return True
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     expected = "".join(v + "\n" for v in (resolution.first(k) for k in keys) if v is not None)
     got = done.stdout.decode("utf-8", "surrogateescape")
@@ -101,6 +123,42 @@ def compare(uwsgi_bin: Path, tmp: Path, text: str, name: str = "service1-beta") 
 @pytest.mark.parametrize("index", range(len(HANDWRITTEN)))
 def test_handwritten_configs_match_uwsgi(uwsgi_bin: Path, tmp_path: Path, index: int) -> None:
     assert compare(uwsgi_bin, tmp_path, HANDWRITTEN[index])
+
+
+# (top-level text, files in the vassal dir, files in the app dir)
+MULTI_FILE = [
+    # relative include: against the vassal dir (where the emperor runs the vassal), not the app dir
+    ("[uwsgi]\na = 1\ninclude = common.ini\nb = %(s)\n", {"common.ini": "[uwsgi]\ns = /tmp/%n.sock|%x|%o\n"}, {}),
+    ("[uwsgi]\na = 1\ninclude = common.ini\n", {}, {"common.ini": "[uwsgi]\ns = 1\n"}),
+    # sections: `ini = :x` re-reads the last file read, %x and %o follow
+    ("[uwsgi]\na = %x|%o\nini = :other\nc = 3\n[other]\no = %x|%o|%n\n", {}, {}),
+    ("[uwsgi]\ninclude = inc.ini\nini = :extra\n", {"inc.ini": "[uwsgi]\ni = 1\n[extra]\ne = %x\n"}, {}),
+    ("[uwsgi]\nini = other.ini:prod\n", {"other.ini": "[prod]\np = %x|%n\n[uwsgi]\nu = 1\n"}, {}),
+    # inherit: appended after the passes, never expanded
+    ("[uwsgi]\na = 1\ninherit = base.ini\nb = %(i)\n", {"base.ini": "[uwsgi]\ni = $(HOME)|%(a)|%n|%x\na = 2\n"}, {}),
+    # logic blocks: true, false, unterminated, for with %(_), if-opt, nested in a false block
+    (
+        "[uwsgi]\nif-env = HOME\nh = %(_)\nendif =\nif-env = NOPE\nhttp = :80\nendif =\n"
+        "if-not-env = NOPE\nn = %(_)\nendif =\nfor = a b  c\nf = x%(_)\nendfor =\nlast = 1\n",
+        {}, {},
+    ),
+    ("[uwsgi]\nif-env = NOPE\nsocket = /tmp/x.sock\nmaster = true\n", {}, {}),
+    ("[uwsgi]\nk = v\nif-opt = k=v\no = %(_)\nendif =\nif-not-opt = zz\nz = 1\nendif =\n", {}, {}),
+    ("[uwsgi]\nif-exists = data.txt\ne = %(_)\nendif =\nif-dir = .\nd = 1\nendif =\nif-file = nope\nf = 1\n", {}, {}),
+    ("[uwsgi]\nif-env = NOPE\nif-env = HOME\nx = 1\nendif =\ny = 2\n", {}, {}),
+    ("[uwsgi]\nfor-times = 3\nt = %(_)\nend =\nfor-glob = *.txt\ng = %(_)\nendfor =\n", {}, {}),
+    # an if block left open in an included file goes on in the including one
+    ("[uwsgi]\ninclude = c.ini\nafter = 1\n", {"c.ini": "[uwsgi]\nif-env = NOPE\nin = 1\n"}, {}),
+    # fatal: recursive logic, a missing include
+    ("[uwsgi]\nif-env = HOME\nfor = a b\nx = 1\n", {}, {}),
+    ("[uwsgi]\ninclude = missing.ini\n", {}, {}),
+]
+
+
+@pytest.mark.parametrize("index", range(len(MULTI_FILE)))
+def test_includes_sections_and_logic_match_uwsgi(uwsgi_bin: Path, tmp_path: Path, index: int) -> None:
+    text, vassal_files, site_files = MULTI_FILE[index]
+    assert compare(uwsgi_bin, tmp_path, text, vassal_files=vassal_files, site_files=site_files)
 
 
 def test_seed_socket_is_the_deploy_name(uwsgi_bin: Path, tmp_path: Path) -> None:
@@ -153,3 +211,34 @@ def ini_texts(draw: st.DrawFn) -> str:
 @given(text=ini_texts())
 def test_generated_configs_match_uwsgi(uwsgi_bin: Path, tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
     assume(compare(uwsgi_bin, tmp_path_factory.mktemp("diff"), text))
+
+
+_LOGIC_LINES = [
+    "if-env = HOME", "if-env = NOPE", "if-env = SPACED=a b", "if-not-env = NOPE", "if-not-env = HOME",
+    "if-exists = data.txt", "if-not-exists = data.txt", "if-opt = k1", "if-not-opt = k2=x", "for = a b",
+    "for-times = 2", "endif =", "endfor =", "end =", "include = inc.ini", "ini = :other", "inherit = base.ini",
+    "k1 = %(_)", "k2 = x%(_)y", "k3 = %x|%o", "k4 = %(k1)", "socket = /tmp/%n.sock", "k1 = plain",
+]  # fmt: skip
+_LOGIC_FILES = {
+    "inc.ini": "[uwsgi]\nk2 = inc-%(_)\nk3 = %n|%x\n[other]\nk4 = inc-other\n",
+    "base.ini": "[uwsgi]\nk1 = base\nk4 = %(k1)\n",
+}
+
+
+@st.composite
+def logic_texts(draw: st.DrawFn) -> str:
+    body = draw(st.lists(st.sampled_from(_LOGIC_LINES), min_size=1, max_size=8))
+    other = draw(st.lists(st.sampled_from(["k1 = o", "k4 = %x", "endif =", "if-env = HOME"]), max_size=2))
+    return "\n".join(["[uwsgi]", *body, "[other]", *other]) + "\n"
+
+
+@settings(
+    max_examples=int(os.environ.get("INIFILE_DIFF_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(text=logic_texts())
+def test_generated_logic_and_includes_match_uwsgi(
+    uwsgi_bin: Path, tmp_path_factory: pytest.TempPathFactory, text: str
+) -> None:
+    assume(compare(uwsgi_bin, tmp_path_factory.mktemp("logic"), text, vassal_files=_LOGIC_FILES))

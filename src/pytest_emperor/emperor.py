@@ -67,7 +67,9 @@ class Emperor:
 
     ``route_map`` (default: ``<app>.<domain>`` -> ``/tmp/<app>.api.sock``) is the nginx routing; the router (a
     private nginx, see :func:`~.router.start_router` for ``router_options``) is started on first use of
-    ``emperor.router``.
+    ``emperor.router``. ``keep_app_logto`` leaves a vassal's own ``logto`` in force (the run's per-vassal log is
+    then only for vassals without one); ``extra_args`` are more emperor flags (production's ``--uid``/``--gid``), and
+    ``run_owner`` (uid, gid) hands the run dir to the user such flags drop to.
     """
 
     def __init__(
@@ -81,8 +83,14 @@ class Emperor:
         runs_root: Path | None = None,
         keep: bool = False,
         timeout: float = 30.0,
+        keep_app_logto: bool = False,
+        extra_args: Sequence[str] = (),
+        run_owner: tuple[int, int] | None = None,
     ) -> None:
         self.uwsgi = find_uwsgi(uwsgi)
+        self.keep_app_logto = keep_app_logto
+        self.extra_args = tuple(extra_args)
+        self.run_owner = run_owner
         self.name_suffix = name_suffix
         self.route_map = route_map or RouteMap.for_domain(domain)
         self.router_options = router_options or {}
@@ -155,13 +163,23 @@ class Emperor:
         self.logs_dir.mkdir()
         include = self.run_dir / "vassal-logging.ini"
         # %N is the name of the vassal's own (first) config file; see uwsgi-facts.md section 4.
-        include.write_text(f"[uwsgi]\nlogto = {self.logs_dir}/%N.log\n")
+        logto = f"logto = {self.logs_dir}/%N.log\n"
+        if self.keep_app_logto:
+            # as production: a vassal's own `logto` (even into a missing dir) stays; the include comes after the
+            # vassal's file, so `if-not-opt` sees it (emperor-dev check's boot check uses this)
+            logto = f"if-not-opt = logto\n{logto}endif =\n"
+        include.write_text(f"[uwsgi]\n{logto}")
+        if self.run_owner is not None:
+            # an emperor told to drop privileges (`--uid`) must still reach its own run dir afterwards
+            for path in (self.run_dir, self.vassal_dir, self.logs_dir):
+                os.chown(path, *self.run_owner)
         cmd = [
             str(self.uwsgi),
             "--emperor", str(self.vassal_dir),
             "--emperor-stats", str(self.stats_path),
             "--vassals-include", str(include),
             *EMPEROR_FLAGS,
+            *self.extra_args,
         ]  # fmt: skip
         env = dict(os.environ, **{MARKER_ENV: self._run.marker})
         try:

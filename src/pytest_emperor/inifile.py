@@ -25,19 +25,29 @@ exists to predict (each rule below names the uWSGI 2.0 source it mirrors):
    (``plugin``, ``ini``, ``set-placeholder`` ...) were already applied while parsing and are skipped by the
    passes (their ``configured`` flag is set in core/config.c ``add_exported_option_do``).
 
-Not modelled (reported as ``IniProblem`` so callers can say so): ``ini``/``include``/``inherit`` of other
-files and the ``if-*``/``for`` config logic blocks.
+4. Other files and config logic (core/config.c ``add_exported_option_do``, core/uwsgi.c ``uwsgi_opt_load``,
+   ``uwsgi_opt_logic``, core/ini.c ``uwsgi_ini_config``), followed by :func:`read_config` when it is given a
+   :class:`ConfigSource`: ``include`` and ``ini`` load their file at once, where the line stands (relative
+   paths against the vassal's cwd, magic variables refilled for that file, upper-case ones kept from the
+   first); ``inherit`` is applied after the three passes, so its options are appended at the end and never
+   expanded; ``file:section`` / ``:section`` pick a section (``:section`` re-reads the *last file read*) and set
+   ``%x``. An ``if-*`` or ``for`` option switches every later option, of any file, to its test until an
+   ``end``/``endif``/``endfor`` (the state is global: an ``if-*`` without ``endif`` makes the rest conditional);
+   ``%(_)`` in those options is replaced by the tested value. A logic option inside a *true* block is fatal
+   ("recursive logic"), inside a false one it is dropped. docs/uwsgi-behaviour.md ``## Config reader``
+   lists how each was checked against uWSGI 2.0.31.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 __all__ = [
     "IMMEDIATE_OPTIONS",
+    "ConfigSource",
     "IniFile",
     "IniOption",
     "IniProblem",
@@ -46,6 +56,7 @@ __all__ = [
     "ResolvedOption",
     "djb33x_hex",
     "parse_ini",
+    "read_config",
 ]
 
 AtResolver = Callable[[str], str]
@@ -73,11 +84,20 @@ IMMEDIATE_OPTIONS = frozenset(
     }
 )  # fmt: skip
 
-# Options that pull in other config files or open a config-logic block: not followed by this reader.
-_INCLUDES = frozenset(
-    {"ini", "yaml", "yml", "json", "js", "xml", "xmlconfig", "config", "include", "inherit"}
-)
-_LOGIC_PREFIXES = ("if-", "ifenv", "ifexists", "ifplugin", "ifdir", "for")
+# Options that load another config file: `include`/`ini` at once, `inherit` after the passes.
+_LOADERS = frozenset({"ini", "yaml", "yml", "json", "js", "xml", "xmlconfig", "config", "include", "inherit"})
+# core/uwsgi.c: the options handled by uwsgi_opt_logic, and the keys that end a block (add_exported_option_do).
+_LOGIC = frozenset(
+    {
+        "for", "for-glob", "for-times", "for-readline", "if-opt", "if-not-opt", "if-env", "if-not-env", "ifenv",
+        "if-reload", "if-not-reload", "if-hostname", "if-not-hostname", "if-hostname-match",
+        "if-not-hostname-match", "if-exists", "if-not-exists", "ifexists", "if-plugin", "if-not-plugin",
+        "ifplugin", "if-file", "if-not-file", "if-dir", "if-not-dir", "ifdir", "if-directory",
+    }
+)  # fmt: skip
+_END_LOGIC = frozenset({"end", "endfor", "endif", "end-if", "end-for"})
+# uWSGI has no include-loop guard (it recurses until the stack or the fd table runs out).
+_MAX_DEPTH = 32
 # option -> whether the placeholder it adds is already "configured" (then the passes skip it)
 _PLACEHOLDER_SETTERS = {"set": False, "set-placeholder": True, "set-ph": True}
 
@@ -159,10 +179,10 @@ class MagicVars:
         # %0..%9: strtok(%d, "/"), so empty components are skipped.
         for index, part in enumerate([p for p in directory.split("/") if p][:10]):
             t[str(index)] = part
-        if "." in config_arg:  # %e comes from the argv spelling, not from %p
-            t["e"] = config_arg[config_arg.rfind(".") + 1 :]
+        # %e and %n come from %s (measured on 2.0.31: `--ini conf.d/app` gives %n = app, %e = "")
         if "." in name:
-            t["n"] = name[: name.rfind(".")]
+            t["e"] = name[name.rfind(".") + 1 :]
+        t["n"] = name[: name.rfind(".")] if "." in name else name
         t["i"] = str(inode)
         t["j"] = djb33x_hex(path.encode("utf-8", "surrogateescape"))
         if first:
@@ -174,11 +194,15 @@ class MagicVars:
 
 @dataclass(frozen=True)
 class IniOption:
-    """One ``key = value`` of the asked section: value after magic substitution, line in the original file."""
+    """One option as uWSGI adds it: value after magic substitution (and ``%(_)`` of a logic block), line in
+    ``file`` (``""``: the top-level file; else the included file's real path). ``late`` options come from an
+    ``inherit``: uWSGI appends them after the ``$``/``@``/``%`` passes, so they stay unexpanded."""
 
     key: str
     value: str
     line: int
+    file: str = ""
+    late: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,6 +212,7 @@ class IniProblem:
     line: int
     code: str
     message: str
+    file: str = ""
 
 
 @dataclass(frozen=True)
@@ -200,6 +225,7 @@ class ResolvedOption:
     raw: str
     immediate: bool
     synthetic: bool = False
+    file: str = ""
 
 
 @dataclass(frozen=True)
@@ -225,6 +251,8 @@ NO_SECTION = "no-section"
 EMPTY_KEY = "empty-key"
 NOT_FOLLOWED = "not-followed"
 EXPANSION_LOOP = "expansion-loop"
+OPEN_LOGIC = "open-logic"  # an if-*/for block still open at the end: every later option was conditional
+FATAL = "fatal"  # uWSGI exits while reading the config: nothing after this point is read
 
 
 def _magic_sub(text: str, table: Mapping[str, str]) -> tuple[str, list[int], list[IniProblem]]:
@@ -290,6 +318,7 @@ class IniFile:
     sections: list[str]
     problems: list[IniProblem]
     magic: MagicVars | None = None
+    texts: dict[str, str] = field(default_factory=dict)  # raw text of every file read, "" = the top-level one
 
     def get(self, key: str) -> str | None:
         """The value uWSGI applies for a scalar option: the last occurrence wins (before the passes)."""
@@ -298,6 +327,10 @@ class IniFile:
     def get_all(self, key: str) -> list[str]:
         """Every value of a repeatable option, in file order (before the passes)."""
         return [o.value for o in self.options if o.key == key]
+
+    def last_option(self, key: str) -> IniOption | None:
+        """The occurrence of ``key`` uWSGI applies (the last one), with its file and line."""
+        return next((o for o in reversed(self.options) if o.key == key), None)
 
     def lines_of(self, key: str) -> list[int]:
         """The original line numbers of every occurrence of ``key``."""
@@ -317,21 +350,27 @@ class IniFile:
         if self.magic is not None and "o" in self.magic.table:
             # The `--ini <file>` that loaded us is itself an exported option, so `%(ini)` works.
             items.append(_Item("ini", self.magic.table["o"], 0, True, True))
+        late: list[_Item] = []  # inherited: added after the passes, so they neither get nor give expansions
         for option in self.options:
-            items.append(_Item(option.key, option.value, option.line, option.key in IMMEDIATE_OPTIONS, False))
+            item = _Item(option.key, option.value, option.line, option.key in IMMEDIATE_OPTIONS, False, option.file)
+            if option.late:
+                late.append(item)
+                continue
+            items.append(item)
             placeholder_only = _PLACEHOLDER_SETTERS.get(option.key)
             if placeholder_only is not None and "=" in option.value:
                 # core/config.c uwsgi_opt_set_placeholder: `set-placeholder` adds an already "configured"
                 # option, which the passes skip: why `set-placeholder = x=@(exec://...)` is never expanded.
                 name, _, value = option.value.partition("=")
-                items.append(_Item(name, value, option.line, placeholder_only, True))
+                items.append(_Item(name, value, option.line, placeholder_only, True, option.file))
         items.extend(_Item("", value, 0, False, True) for value in extra)
         problems: list[IniProblem] = []
         _apply_pass(items, "$", env.get, problems)
         _apply_pass(items, "@", at_resolver, problems)
         _apply_pass(items, "%", lambda key: _manage_placeholder(items, key), problems)
+        items.extend(late)
         return Resolution(
-            tuple(ResolvedOption(i.key, i.value, i.line, i.raw, i.immediate, i.synthetic) for i in items),
+            tuple(ResolvedOption(i.key, i.value, i.line, i.raw, i.immediate, i.synthetic, i.file) for i in items),
             tuple(problems),
         )
 
@@ -355,7 +394,8 @@ class IniFile:
 
     def expand(self, value: str, *, env: Mapping[str, str], at_resolver: AtResolver | None = None) -> str:
         """``value`` as uWSGI would expand it were it one more option at the end of this file."""
-        return self.resolve(env=env, at_resolver=at_resolver, extra=(value,)).options[-1].value
+        options = self.resolve(env=env, at_resolver=at_resolver, extra=(value,)).options
+        return [o for o in options if o.key == "" and o.synthetic][-1].value
 
     def resolved(
         self, key: str, *, env: Mapping[str, str], at_resolver: AtResolver | None = None
@@ -374,6 +414,7 @@ class _Item:
     line: int
     immediate: bool
     synthetic: bool
+    file: str = ""
     raw: str = ""
 
     def __post_init__(self) -> None:
@@ -471,6 +512,7 @@ def _apply_pass(
                                         item.line,
                                         EXPANSION_LOOP,
                                         f"'{item.key}' keeps expanding {symbol}({key}): uWSGI would hang",
+                                        item.file,
                                     )
                                 )
                                 break
@@ -487,49 +529,284 @@ def _apply_pass(
             j += 1
 
 
-def parse_ini(text: str, *, magic: MagicVars | None = None, section: str = "uwsgi") -> IniFile:
-    """Read ``text`` (a whole ini file) the way core/ini.c ``uwsgi_ini_config`` does, section ``section``."""
-    table: Mapping[str, str] = magic.table if magic is not None else {}
-    subbed, origin, problems = _magic_sub(text, table)
-    options: list[IniOption] = []
-    sections: list[str] = []
-    current = ""
-    got_section = False
-    pos = 0
-    while pos < len(subbed):
-        end = subbed.find("\n", pos)
-        end = len(subbed) if end < 0 else end
-        # C string: a NUL ends the line early; the line number is where its first character came from.
-        raw = subbed[pos:end].split("\0", 1)[0]
-        line_no = origin[pos] if pos < len(origin) else (origin[-1] if origin else 1)
-        pos = end + 1
-        stripped = raw.strip(_BLANKS)
-        if not stripped:
-            continue
-        if stripped[0] == "[":
-            current = stripped[1:-1]
-            sections.append(current)
-            continue
-        if stripped[0] in ";#":
-            continue
-        key, eq, value = stripped.partition("=")
-        if current != section:
-            continue
-        got_section = True
-        key = key.rstrip(_BLANKS)
-        value = value.strip(_BLANKS) if eq else ""
-        if not key:
-            problems.append(IniProblem(line_no, EMPTY_KEY, f"line has no option name: '{stripped}'"))
-        if key in _INCLUDES or key.startswith(_LOGIC_PREFIXES):
-            problems.append(
-                IniProblem(
-                    line_no, NOT_FOLLOWED, f"'{key}' is not followed by this reader: values may differ"
+class ConfigSource(Protocol):
+    """What reading other files and testing logic blocks asks of the machine (:mod:`.inifile_io` answers).
+
+    Paths are given as uWSGI gets them: relative ones are relative to the vassal's cwd.
+    """
+
+    def read(self, path: str) -> str:
+        """The file's text; raises :class:`OSError` (uWSGI exits 1 then)."""
+
+    def magic(self, path: str) -> MagicVars | None:
+        """The lower-case magic letters for ``path`` (``first=False``); None when its realpath fails."""
+
+    def real(self, path: str) -> str:
+        """Where findings about ``path`` point (its real path)."""
+
+    def getenv(self, name: str) -> str | None:
+        """The vassal's environment variable ``name``."""
+
+    def test(self, kind: str, path: str) -> bool:
+        """``exists``, ``file`` or ``dir`` test of ``path``."""
+
+    def glob(self, pattern: str) -> list[str]:
+        """C ``glob(GLOB_MARK | GLOB_NOCHECK)``: matches (dirs with a ``/``), or the pattern itself."""
+
+    def hostname(self) -> str:
+        """This machine's host name (``if-hostname``)."""
+
+
+# Letters config_magic_table_fill resets for every file it fills (the upper-case "first" ones stay).
+_PER_FILE = "opdsnecxij0123456789b"
+
+
+class _Loader:
+    """core/config.c ``add_exported_option_do`` with the ini loader and logic blocks around it (module doc, 4)."""
+
+    def __init__(self, source: ConfigSource | None, table: Mapping[str, str], main: str) -> None:
+        self.source = source
+        self.table = dict(table)
+        self.main = main
+        self.last_file = main
+        self.options: list[IniOption] = []
+        self.problems: list[IniProblem] = []
+        self.texts: dict[str, str] = {}
+        self.sections: list[str] = []
+        self.logic: tuple[str, str, int, str] | None = None  # option, its argument, where it stands
+        self.running = False
+        self.dead = False
+        self.depth = 0
+        self.inherits: list[IniOption] = []
+
+    def problem(self, line: int, code: str, message: str, file: str) -> None:
+        self.problems.append(IniProblem(line, code, message, file))
+
+    def fatal(self, line: int, file: str, message: str) -> None:
+        self.problem(line, FATAL, message, file)
+        self.dead = True
+
+    # -- files ------------------------------------------------------------------------------------------------
+
+    def load(self, spec: str, line: int, file: str, text: str | None = None) -> None:
+        """core/ini.c ``uwsgi_ini_config`` for ``spec`` (``file``, ``file:section`` or ``:section``)."""
+        colon = spec.rfind(":")
+        path, section = (spec[:colon], spec[colon + 1 :] or "uwsgi") if colon >= 0 else (spec, "uwsgi")
+        if text is None:
+            if self.source is None:
+                self.problem(line, NOT_FOLLOWED, f"'{spec}' is not read here: its options are not checked", file)
+                return
+            if self.depth >= _MAX_DEPTH:
+                self.fatal(line, file, f"'{spec}': configs include each other in a loop; uWSGI never starts")
+                return
+            # %o is the spec without its `:section` (uwsgi_ini_config cuts the string %o points to)
+            if colon == 0:  # `:section`: magic table reused (config_magic_table_fill `goto reuse`)
+                path = self.last_file
+            else:
+                magic = self.source.magic(path)
+                if magic is None:
+                    self.fatal(line, file, f"'{path}': realpath() failed (relative to the vassal dir): exit 1")
+                    return
+                for letter in _PER_FILE:
+                    self.table.pop(letter, None)
+                self.table.update((k, v) for k, v in magic.table.items() if not k.isupper())
+            self.table["o"] = spec[:colon] if colon >= 0 else spec
+            self.table["x"] = spec[colon + 1 :] if colon >= 0 else ""
+            try:
+                text = self.source.read(path)
+            except OSError as exc:
+                where = "" if path.startswith("/") else " (relative to the vassal dir, not the app dir)"
+                self.fatal(line, file, f"open('{path}'){where}: {exc.strerror or exc}: uWSGI exits 1")
+                return
+            self.last_file = path
+        key_file = "" if path == self.main else (self.source.real(path) if self.source else path)
+        self.texts.setdefault(key_file, text)
+        subbed, origin, problems = _magic_sub(text, self.table)
+        self.problems.extend(IniProblem(p.line, p.code, p.message, key_file) for p in problems)
+        self.depth += 1
+        got_section = self._lines(subbed, origin, section, key_file)
+        self.depth -= 1
+        if not got_section and not self.dead:
+            # only a warning for uWSGI ("Can't find section"): it goes on with nothing read from the file
+            at_line, at_file = (1, "") if line == 0 else (line, file)
+            self.problem(at_line, NO_SECTION, f"no option in a [{section}] section of '{path or spec}'", at_file)
+
+    def _lines(self, subbed: str, origin: list[int], section: str, file: str) -> bool:
+        current = ""
+        got_section = False
+        pos = 0
+        while pos < len(subbed) and not self.dead:
+            end = subbed.find("\n", pos)
+            end = len(subbed) if end < 0 else end
+            # C string: a NUL ends the line early; the line number is where its first character came from.
+            raw = subbed[pos:end].split("\0", 1)[0]
+            line_no = origin[pos] if pos < len(origin) else (origin[-1] if origin else 1)
+            pos = end + 1
+            stripped = raw.strip(_BLANKS)
+            if not stripped:
+                continue
+            if stripped[0] == "[":
+                current = stripped[1:-1]
+                if file == "":
+                    self.sections.append(current)
+                continue
+            if stripped[0] in ";#":
+                continue
+            key, eq, value = stripped.partition("=")
+            if current != section:
+                continue
+            got_section = True
+            key = key.rstrip(_BLANKS)
+            value = value.strip(_BLANKS) if eq else ""
+            if not key:
+                self.problem(line_no, EMPTY_KEY, f"line has no option name: '{stripped}'", file)
+            self.add(key, value, line_no, file)
+        return got_section
+
+    # -- options ----------------------------------------------------------------------------------------------
+
+    def add(self, key: str, value: str, line: int, file: str, late: bool = False) -> None:
+        """``add_exported_option``: through the open logic block, then the immediate handlers."""
+        if self.dead:
+            return
+        if not self.running:
+            if key in _END_LOGIC:
+                self.logic = None
+            if self.logic is not None:
+                self.running = True
+                try:
+                    self._run_logic(key, value, line, file, late)
+                finally:
+                    self.running = False
+                return
+        option = IniOption(key, value, line, file, late)
+        self.options.append(option)
+        if key in ("include", "ini"):
+            if key == "include" and not value.endswith(".ini"):
+                self.problem(line, NOT_FOLLOWED, f"'{key} = {value}' is not an .ini file: not read here", file)
+            else:
+                self.load(value, line, file)
+        elif key == "inherit":
+            self.inherits.append(option)
+        elif key in _LOADERS:
+            message = f"'{key} = {value}' is not read here: its options are not checked"
+            self.problem(line, NOT_FOLLOWED, message, file)
+        elif key in _LOGIC:
+            if self.logic is not None:
+                opened = self.logic
+                self.fatal(
+                    line,
+                    file,
+                    f"'{key}' inside the true `{opened[0]} = {opened[1]}` block (line {opened[2]}) that has no "
+                    "`endif`/`endfor` yet: 'recursive logic in options is not supported', uWSGI exits 1",
                 )
-            )
-        options.append(IniOption(key, value, line_no))
-    if not got_section:
-        problems.append(
-            IniProblem(1, NO_SECTION, f"no option in a [{section}] section: uWSGI would ignore the file")
-        )
-    problems.sort(key=lambda p: p.line)
-    return IniFile(options=options, section=section, sections=sections, problems=problems, magic=magic)
+                return
+            if self.source is None:
+                self.problem(line, NOT_FOLLOWED, f"'{key}' is not evaluated here: values may differ", file)
+                return
+            self.logic = (key, value, line, file)
+
+    def _run_logic(self, key: str, value: str, line: int, file: str, late: bool) -> None:
+        """core/config.c ``uwsgi_logic_opt_*``: add ``key`` (with ``%(_)`` replaced) when the block says so."""
+        assert self.logic is not None and self.source is not None
+        kind, arg = self.logic[0], self.logic[1]
+
+        def add(with_: str | None) -> None:
+            # uwsgi_substitute(value, "%(_)", NULL) leaves the value as it is
+            self.add(key, value if with_ is None else value.replace("%(_)", with_), line, file, late)
+
+        if kind in ("if-env", "ifenv", "if-not-env", "if-opt", "if-not-opt"):
+            name, eq, want = arg.partition("=")
+            if kind.endswith("env"):
+                got = self.source.getenv(name)
+            else:
+                got = next((o.value for o in self.options if o.key == name), None)
+            matches = got is not None and (not eq or want == got)
+            if kind.startswith("if-not"):
+                if not matches:
+                    add(got)
+            elif matches:
+                add(got)
+        elif kind in ("if-exists", "ifexists", "if-not-exists", "if-file", "if-not-file"):
+            if self.source.test("file" if "file" in kind else "exists", arg) != ("not" in kind):
+                add(arg)
+        elif kind in ("if-dir", "ifdir", "if-directory", "if-not-dir"):
+            if self.source.test("dir", arg) != ("not" in kind):
+                add(arg)
+        elif kind in ("if-hostname", "if-not-hostname"):
+            if (self.source.hostname() == arg) != ("not" in kind):
+                add(arg)
+        elif kind == "if-not-reload":  # a check boots the vassal for the first time
+            add(None)
+        elif kind == "for":
+            for token in (t for t in arg.split(" ") if t):
+                add(token)
+        elif kind == "for-times":
+            for n in range(1, min(_strtoll(arg), 10000) + 1):
+                add(str(n))
+        elif kind == "for-glob":
+            for match in self.source.glob(arg):
+                add(match)
+        elif kind == "for-readline":
+            try:
+                lines = self.source.read(arg).splitlines()
+            except OSError:
+                return  # uWSGI logs the open() error and adds nothing
+            for text in lines:
+                add(text)
+        elif kind != "if-reload":  # if-plugin, if-hostname-match: depend on the build
+            self.problem(line, NOT_FOLLOWED, f"'{kind} = {arg}' is not evaluated here: assumed true", file)
+            add(arg)
+
+    def finish(self) -> None:
+        """core/uwsgi.c ``uwsgi_configure``: every ``inherit`` (in order, also those they add) after the passes."""
+        done = 0
+        while done < len(self.inherits) and not self.dead:
+            option = self.inherits[done]
+            done += 1
+            if any(s in option.value for s in ("$(", "%(", "@(")):
+                message = f"'inherit = {option.value}' is expanded first: not followed"
+                self.problem(option.line, NOT_FOLLOWED, message, option.file)
+                continue
+            if not option.value.endswith(".ini"):
+                message = f"'inherit = {option.value}' is not an .ini file: not read here"
+                self.problem(option.line, NOT_FOLLOWED, message, option.file)
+                continue
+            before = len(self.options)
+            self.load(option.value, option.line, option.file)
+            self.options[before:] = [IniOption(o.key, o.value, o.line, o.file, True) for o in self.options[before:]]
+
+
+def read_config(
+    text: str,
+    *,
+    magic: MagicVars | None = None,
+    section: str = "uwsgi",
+    source: ConfigSource | None = None,
+) -> IniFile:
+    """Read ``text`` (the top-level ini file, opened as ``magic``'s ``%o``) the way uWSGI 2.0 does, section
+    ``section``. With a ``source``, ``include``/``ini``/``inherit`` files are read and logic blocks evaluated
+    through it; without one they are reported as ``not-followed`` and their options kept as written."""
+    table: Mapping[str, str] = magic.table if magic is not None else {}
+    main = table.get("o", "")
+    loader = _Loader(source, table, main)
+    loader.table.setdefault("x", "")  # a known letter: "" unless the spec names a section
+    loader.load(f"{main}:{section}" if section != "uwsgi" else main, 0, "", text=text)
+    loader.finish()
+    if loader.logic is not None and not loader.dead:
+        kind, arg, line, file = loader.logic
+        loader.problem(line, OPEN_LOGIC, f"`{kind} = {arg}` has no `endif`/`endfor`", file)
+    problems = sorted(loader.problems, key=lambda p: (p.file != "", p.file, p.line))
+    return IniFile(
+        options=loader.options,
+        section=section,
+        sections=loader.sections,
+        problems=problems,
+        magic=magic,
+        texts=loader.texts,
+    )
+
+
+def parse_ini(text: str, *, magic: MagicVars | None = None, section: str = "uwsgi") -> IniFile:
+    """Read one ini file's text the way core/ini.c ``uwsgi_ini_config`` does, other files not followed."""
+    return read_config(text, magic=magic, section=section)

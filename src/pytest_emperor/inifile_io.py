@@ -5,20 +5,21 @@ and reading an ini file exactly as it will be deployed (a vassal symlink in a va
 from __future__ import annotations
 
 import contextlib
+import glob as globmod
 import grp
 import os
 import pwd
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pytest_emperor.inifile import IniFile, MagicVars, parse_ini
+from pytest_emperor.inifile import IniFile, MagicVars, read_config
 
-__all__ = ["Deployed", "at_resolver", "deployed", "magic_for", "read_ini", "strip_one_eol"]
+__all__ = ["Deployed", "VassalSource", "at_resolver", "deployed", "magic_for", "read_ini", "strip_one_eol"]
 
 # `@(exec://...)` commands are config-time helpers (dirname, realpath, cat ...); one that hangs would hang
 # uWSGI at every start too, so a bound only keeps the checker from hanging with it.
@@ -61,7 +62,9 @@ def at_resolver(cwd: str) -> Callable[[str], str]:
     return resolve
 
 
-def magic_for(config_arg: str, *, cwd: str, version: str = "", binary_path: str = "") -> MagicVars:
+def magic_for(
+    config_arg: str, *, cwd: str, version: str = "", binary_path: str = "", first: bool = True
+) -> MagicVars:
     """The magic table uWSGI fills for ``config_arg`` opened in ``cwd`` on this machine."""
     full = os.path.join(cwd, config_arg)
     st = os.lstat(full)
@@ -80,6 +83,7 @@ def magic_for(config_arg: str, *, cwd: str, version: str = "", binary_path: str 
         gid=gid,
         user=_user_name(uid),
         group=_group_name(gid),
+        first=first,
     )
 
 
@@ -97,12 +101,22 @@ def _group_name(gid: int) -> str:
         return ""
 
 
-def read_ini(config_arg: str, *, cwd: str, section: str = "uwsgi", version: str = "", binary_path: str = "") -> IniFile:
+def read_ini(
+    config_arg: str,
+    *,
+    cwd: str,
+    section: str = "uwsgi",
+    version: str = "",
+    binary_path: str = "",
+    env: Mapping[str, str] | None = None,
+) -> IniFile:
     """Read ``config_arg`` (relative to ``cwd``) with the magic variables uWSGI would give it there
-    (``version``/``binary_path`` fill ``%V``/``%b`` when the caller knows the binary)."""
-    text = Path(cwd, config_arg).read_bytes().decode("utf-8", "surrogateescape")
+    (``version``/``binary_path`` fill ``%V``/``%b`` when the caller knows the binary), following its includes
+    and logic blocks under ``env`` (default: this process's environment, which a vassal inherits)."""
+    source = VassalSource(cwd, os.environ if env is None else env, version=version, binary_path=binary_path)
+    text = source.read(config_arg)
     magic = magic_for(config_arg, cwd=cwd, version=version, binary_path=binary_path)
-    return parse_ini(text, magic=magic, section=section)
+    return read_config(text, magic=magic, section=section, source=source)
 
 
 @dataclass(frozen=True)
@@ -117,7 +131,13 @@ class Deployed:
 
 @contextlib.contextmanager
 def deployed(
-    ini_path: Path, name: str, *, vassal_dir: Path | None = None, version: str = "", binary_path: str = ""
+    ini_path: Path,
+    name: str,
+    *,
+    vassal_dir: Path | None = None,
+    version: str = "",
+    binary_path: str = "",
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Deployed]:
     """Read ``ini_path`` as the emperor runs it: ``<vassal_dir>/<name>.ini -> ini_path``, cwd = vassal dir.
 
@@ -130,5 +150,51 @@ def deployed(
         link = vdir / f"{name}.ini"
         link.symlink_to(Path(ini_path).resolve())
         stack.callback(link.unlink)
-        ini = read_ini(link.name, cwd=str(vdir), version=version, binary_path=binary_path)
+        ini = read_ini(link.name, cwd=str(vdir), version=version, binary_path=binary_path, env=env)
         yield Deployed(ini=ini, link=link, vassal_dir=vdir, resolver=at_resolver(str(vdir)))
+
+
+class VassalSource:
+    """:class:`~pytest_emperor.inifile.ConfigSource` for a vassal running in ``cwd`` with environment ``env``."""
+
+    def __init__(self, cwd: str, env: Mapping[str, str], *, version: str = "", binary_path: str = "") -> None:
+        self.cwd = cwd
+        self.env = env
+        self.version = version
+        self.binary_path = binary_path
+
+    def _path(self, path: str) -> str:
+        return os.path.join(self.cwd, path)
+
+    def read(self, path: str) -> str:
+        """The file's text (relative to the vassal dir)."""
+        return Path(self._path(path)).read_bytes().decode("utf-8", "surrogateescape")
+
+    def magic(self, path: str) -> MagicVars | None:
+        """The magic letters uWSGI fills for ``path``; None where its realpath() fails (uWSGI exits then)."""
+        if not os.path.lexists(self._path(path)):
+            return None
+        return magic_for(path, cwd=self.cwd, version=self.version, binary_path=self.binary_path, first=False)
+
+    def real(self, path: str) -> str:
+        """The real path findings point at."""
+        return os.path.realpath(self._path(path))
+
+    def getenv(self, name: str) -> str | None:
+        """The vassal's environment variable."""
+        return self.env.get(name)
+
+    def test(self, kind: str, path: str) -> bool:
+        """uwsgi_file_exists / uwsgi_is_file / uwsgi_is_dir (stat follows symlinks)."""
+        full = self._path(path)
+        return {"exists": os.path.exists, "file": os.path.isfile, "dir": os.path.isdir}[kind](full)
+
+    def glob(self, pattern: str) -> list[str]:
+        """glob(3) with GLOB_MARK | GLOB_NOCHECK, run in the vassal dir."""
+        prefix = "" if pattern.startswith("/") else self.cwd.rstrip("/") + "/"
+        found = sorted(globmod.glob(prefix + pattern))
+        return [f[len(prefix) :] + ("/" if os.path.isdir(f) else "") for f in found] or [pattern]
+
+    def hostname(self) -> str:
+        """This machine's host name."""
+        return socket.gethostname()

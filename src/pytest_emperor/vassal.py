@@ -25,8 +25,8 @@ import requests
 from pytest_emperor.client import EmperorSession, direct_session, routed_session
 from pytest_emperor.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
-from pytest_emperor.inifile import IniFile, MagicVars, parse_ini
-from pytest_emperor.inifile_io import at_resolver
+from pytest_emperor.inifile import IniFile, MagicVars, read_config
+from pytest_emperor.inifile_io import VassalSource, at_resolver
 from pytest_emperor.processes import children_of, command_line, is_sleeping, kill_all, wait_exit
 from pytest_emperor.runs import AF_UNIX_MAX, remove_stale_socket, socket_is_live
 from pytest_emperor.stats import BlacklistEntry
@@ -135,7 +135,9 @@ def read_as_deployed(ini: Path, link: Path) -> IniFile:
         realpath=str(ini.resolve()),
         cpu_count=os.cpu_count() or 1,
     )
-    return parse_ini(ini.read_text(errors="replace"), magic=magic)
+    # includes and logic blocks followed as the vassal will (relative to the vassal dir, its environment)
+    source = VassalSource(str(vassal_dir), os.environ)
+    return read_config(ini.read_text(errors="replace"), magic=magic, source=source)
 
 
 def at_resolver_before_link(link: Path, target: Path) -> Callable[[str], str]:

@@ -13,6 +13,7 @@ import click
 
 from pytest_emperor.binary import find_uwsgi
 from pytest_emperor.check.config import ConfigFileError, load_config
+from pytest_emperor.check.privileges import parse_emperor_args
 from pytest_emperor.check.report import FORMATS, render
 from pytest_emperor.check.rules import RULES, Severity
 from pytest_emperor.check.runner import APP_INI, CheckSettings, InputError, run_check
@@ -39,6 +40,14 @@ def _pick(cli: Any, config: dict[str, Any], key: str, default: Any) -> Any:
     return config.get(key, default)
 
 
+def _emperor_args(value: object) -> list[str]:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    if isinstance(value, str):
+        return parse_emperor_args(value)[0]
+    raise click.UsageError(f"emperor-args must be a string or a list of strings, not {value!r}")
+
+
 def _rules_table() -> str:
     return "\n".join(f"{r.code}  {r.severity!s:7}  {r.name:28} {r.summary}" for r in RULES.values()) + "\n"
 
@@ -56,6 +65,12 @@ def _rules_table() -> str:
 @click.option("--expect-status", type=int, help="Status the probe must get (default: anything but 5xx).")
 @click.option("--timeout", type=float, help="Seconds the boot check waits for the vassal (default: 30).")
 @click.option("--uwsgi", "uwsgi_path", type=click.Path(path_type=Path), help="The uwsgi binary (default: found).")
+@click.option(
+    "--emperor-args",
+    help="Production's emperor flags, e.g. '--uid www-data --gid www-data': checked for what they imply, and "
+    "used for the boot check when run as root.",
+)
+@click.option("--nginx-user", help="The user nginx's workers run as (default: www-data).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
 @click.option("--list-rules", is_flag=True, help="Print the rules and exit.")
 def check(
@@ -71,6 +86,8 @@ def check(
     expect_status: int | None,
     timeout: float | None,
     uwsgi_path: Path | None,
+    emperor_args: str | None,
+    nginx_user: str | None,
     output: Path | None,
     list_rules: bool,
 ) -> None:
@@ -108,6 +125,8 @@ def check(
         select=_codes(_pick(select, config, "select", ())),
         ignore=_codes(_pick(ignore, config, "ignore", ())),
         uwsgi=binary,
+        emperor_args=tuple(_emperor_args(_pick(emperor_args, config, "emperor-args", ""))),
+        nginx_user=str(_pick(nginx_user, config, "nginx-user", "www-data")),
     )
     level = _pick(fail_on, config, "fail-on", "warning")
     if level not in _LEVELS:
@@ -120,11 +139,14 @@ def check(
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    report = render(out_format, result.findings, result.files)
+    report = render(out_format, result.findings, result.files, result.boot)
     if output is not None:
         output.write_text(report)
         # a CI log still shows the summary when the report goes to a file
-        click.echo(render("text", result.findings, result.files).splitlines()[-1], err=True)
+        summary = render("text", result.findings, result.files, result.boot).splitlines()
+        click.echo("\n".join(summary[-2:] if result.boot else summary[-1:]), err=True)
     else:
         click.echo(report, nl=False)
+    if result.internal_error:
+        sys.exit(2)
     sys.exit(1 if any(f.severity >= _LEVELS[level] for f in result.findings) else 0)

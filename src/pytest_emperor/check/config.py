@@ -2,7 +2,8 @@
 
 Looked up from the current directory upwards (the nearest ``pyproject.toml`` with the table wins), like ruff
 and black do. Keys are the long option names: ``select``, ``ignore``, ``fail-on``, ``format``, ``socket-dir``,
-``static``, ``probe``, ``expect-status``, ``timeout``, ``paths``.
+``static``, ``probe``, ``expect-status``, ``timeout``, ``paths``, ``emperor-args`` (a string or a list),
+``nginx-user``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ else:  # pragma: no cover - exercised on 3.9/3.10 only
 __all__ = ["KEYS", "ConfigFileError", "load_config"]
 
 KEYS = frozenset(
-    {"select", "ignore", "fail-on", "format", "socket-dir", "static", "probe", "expect-status", "timeout", "paths"}
+    {
+        "select", "ignore", "fail-on", "format", "socket-dir", "static", "probe", "expect-status", "timeout",
+        "paths", "emperor-args", "nginx-user",
+    }
 )
 
 

@@ -4,13 +4,16 @@ on this machine's file system."""
 
 from __future__ import annotations
 
+import ast
+import grp
 import os
+import pwd
 import re
 from pathlib import Path
 
-from pytest_emperor.check.rules import AppConfig, Finding, finding
+from pytest_emperor.check.rules import AppConfig, Finding, finding, where
 
-__all__ = ["check_paths", "venv_python_version"]
+__all__ = ["check_paths", "resolved_paths", "venv_python_version"]
 
 _HOME_KEYS = ("home", "virtualenv", "venv", "pyhome")
 
@@ -29,12 +32,40 @@ def venv_python_version(home: Path) -> str | None:
     return libs[-1][len("python") :] if libs else None
 
 
-def _module_file(base: Path, module: str) -> bool:
+def _module_file(base: Path, module: str) -> Path | None:
     dotted = module.split(":", 1)[0].strip()
     if not dotted:
-        return False
+        return None
     rel = Path(*dotted.split("."))
-    return (base / rel).with_suffix(".py").is_file() or (base / rel / "__init__.py").is_file()
+    for candidate in (base / rel).with_suffix(".py"), base / rel / "__init__.py":
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _defines(source: Path, name: str) -> bool | None:
+    """Whether ``source`` binds ``name`` at module level; None when it cannot be told statically."""
+    try:
+        tree = ast.parse(source.read_bytes(), str(source))
+    except (OSError, SyntaxError, ValueError):
+        return None  # a syntax error is the boot check's to report, with Python's own message
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(n, ast.Name) and n.id == name for t in targets for n in ast.walk(t)):
+                return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*":
+                    return None
+                if (alias.asname or alias.name.split(".")[0]) == name:
+                    return True
+        if not isinstance(node, (ast.Expr, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
+                                 ast.AnnAssign, ast.Import, ast.ImportFrom, ast.AugAssign)):  # fmt: skip
+            return None  # an if/try/for/with at top level may bind it: not judged
+    return False
 
 
 def check_paths(app: AppConfig, *, cwd: Path, python_version: str) -> list[Finding]:
@@ -42,10 +73,11 @@ def check_paths(app: AppConfig, *, cwd: Path, python_version: str) -> list[Findi
     r = app.resolution
     findings: list[Finding] = []
 
-    def line_of(key: str) -> int:
-        lines = app.ini.lines_of(key)
-        return lines[-1] if lines else 1
+    def at(key: str) -> tuple[str, int]:
+        option = app.ini.last_option(key)
+        return (where(app, option.file), option.line) if option else (app.path, 1)
 
+    findings.extend(_logto_and_ids(app, cwd))
     base = cwd
     chdir = r.last("chdir")
     if chdir:
@@ -54,29 +86,98 @@ def check_paths(app: AppConfig, *, cwd: Path, python_version: str) -> list[Findi
             base = target
         else:
             # the app files cannot be looked up relative to a directory that is not there
-            return [finding("E501", app.path, line_of("chdir"), f"`{chdir}`")]
+            return [*findings, finding("E501", *at("chdir"), f"`{chdir}`")]
     home_key = next((k for k in _HOME_KEYS if r.last(k)), None)
     home = base / str(r.last(home_key)) if home_key else None
     if home_key and home is not None:
         if not home.is_dir():
-            findings.append(finding("E504", app.path, line_of(home_key), f"`{home}`"))
+            findings.append(finding("E504", *at(home_key), f"`{home}`"))
             home = None
         else:
             made_with = venv_python_version(home)
             embedded = ".".join(python_version.split(".")[:2])
             if made_with and embedded and made_with != embedded:
                 message = f"`{home}` is Python {made_with}, uwsgi embeds {embedded}"
-                findings.append(finding("E505", app.path, line_of(home_key), message))
+                findings.append(finding("E505", *at(home_key), message))
+    callable_ = r.last("callable") or "application"
+    source: Path | None = None
     wsgi_file = r.last("wsgi-file") or r.last("file")
     if wsgi_file and not (base / wsgi_file).is_file():
-        findings.append(finding("E502", app.path, line_of("wsgi-file"), f"`{base / wsgi_file}`"))
+        findings.append(finding("E502", *at("wsgi-file"), f"`{base / wsgi_file}`"))
+    elif wsgi_file:
+        source, key = base / wsgi_file, "wsgi-file"
     module = r.last("module") or r.last("wsgi")
     if module:
         # uWSGI's python plugin puts the cwd (chdir), then pythonpath entries, then the venv on sys.path
         search = [base, *(base / p for p in app.ini.get_all("pythonpath") if p)]
         if home is not None:
             search += list(home.glob("lib/python3*/site-packages"))
-        if not any(_module_file(d, module) for d in search):
-            where = ", ".join(os.fspath(d) for d in search)
-            findings.append(finding("E503", app.path, line_of("module"), f"`{module}` (looked in {where})"))
+        found = next((f for f in (_module_file(d, module) for d in search) if f is not None), None)
+        if found is None:
+            looked = ", ".join(os.fspath(d) for d in search)
+            findings.append(finding("E503", *at("module"), f"`{module}` (looked in {looked})"))
+        elif source is None:
+            source, key = found, "module"
+            callable_ = module.partition(":")[2] or callable_
+    if source is not None and _defines(source, callable_) is False:
+        message = f"`{source.name}` defines no `{callable_}` at module level"
+        findings.append(finding("E508", *at(key), message))
     return findings
+
+
+def _known(kind: str, value: str) -> bool:
+    if value.isdigit():  # uWSGI setuid()s to a number without looking it up
+        return True
+    try:
+        (pwd.getpwnam if kind == "uid" else grp.getgrnam)(value)
+    except KeyError:
+        return False
+    return True
+
+
+def _logto_and_ids(app: AppConfig, cwd: Path) -> list[Finding]:
+    """E310 (``logto`` into a missing dir) and E311 (``uid``/``gid`` unknown here)."""
+    found: list[Finding] = []
+    logto = app.ini.last_option("logto")
+    target = app.resolution.last("logto")
+    # `host:port` is a UDP address (core/logging.c); anything with a `/` or no `:` is a file
+    if logto is not None and target and ("/" in target or ":" not in target):
+        # the log is opened before `chdir` is applied, so a relative path is relative to the vassal dir
+        directory = (cwd / target).parent
+        if not directory.is_dir():
+            found.append(finding("E310", where(app, logto.file), logto.line, f"`{directory}` for `logto = {target}`"))
+    root = os.geteuid() == 0
+    for kind in ("uid", "gid"):
+        option = app.ini.last_option(kind)
+        value = app.resolution.last(kind)
+        if option is None or not value or _known(kind, value):
+            continue
+        # core/uwsgi.c: uid/gid are only applied when uWSGI starts as root
+        effect = (
+            "a root emperor (production's) curses the vassal; a non-root one ignores the option"
+            f" (this check runs as {'root: the boot check shows the curse' if root else 'non-root'})"
+        )
+        found.append(finding("E311", where(app, option.file), option.line, f"`{kind} = {value}`: {effect}"))
+    return found
+
+
+def resolved_paths(app: AppConfig, cwd: Path) -> dict[str, Path]:
+    """The existing files and dirs the vassal reads, by the option naming them (for the privilege rules)."""
+    r = app.resolution
+    out: dict[str, Path] = {}
+    base = cwd / (r.last("chdir") or ".")
+    if not base.is_dir():
+        return out
+    if r.last("chdir"):
+        out["chdir"] = base
+    home_key = next((k for k in _HOME_KEYS if r.last(k)), None)
+    if home_key and (base / str(r.last(home_key))).is_dir():
+        out[home_key] = base / str(r.last(home_key))
+    wsgi_file = r.last("wsgi-file")
+    if wsgi_file and (base / wsgi_file).is_file():
+        out["wsgi-file"] = base / wsgi_file
+    module = r.last("module")
+    found = _module_file(base, module) if module else None
+    if found is not None:
+        out["module"] = found
+    return out

@@ -19,7 +19,7 @@ _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.I
 _GITHUB_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
 
-def _text(findings: Sequence[Finding], files: Sequence[str]) -> str:
+def _text(findings: Sequence[Finding], files: Sequence[str], boot: str = "") -> str:
     out: list[str] = []
     for f in findings:
         out.append(f"{f.path}:{f.line}: {f.code} [{f.severity}] {f.message}")
@@ -27,6 +27,8 @@ def _text(findings: Sequence[Finding], files: Sequence[str]) -> str:
         out.extend(f"    | {d}" for d in f.details)
     counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
     summary = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in sorted(counts.items(), reverse=True))
+    if boot:
+        out.append(boot)
     out.append(f"{len(files)} file{'s' if len(files) != 1 else ''} checked: {summary}")
     return "\n".join(out) + "\n"
 
@@ -44,8 +46,9 @@ def _as_dict(f: Finding) -> dict[str, object]:
     }
 
 
-def _json(findings: Sequence[Finding], files: Sequence[str]) -> str:
-    return json.dumps({"files": list(files), "findings": [_as_dict(f) for f in findings]}, indent=2) + "\n"
+def _json(findings: Sequence[Finding], files: Sequence[str], boot: str = "") -> str:
+    data = {"files": list(files), "boot": boot, "findings": [_as_dict(f) for f in findings]}
+    return json.dumps(data, indent=2) + "\n"
 
 
 def _github_escape(text: str, *, prop: bool = False) -> str:
@@ -54,7 +57,7 @@ def _github_escape(text: str, *, prop: bool = False) -> str:
     return text.replace(":", "%3A").replace(",", "%2C") if prop else text
 
 
-def _github(findings: Sequence[Finding], files: Sequence[str]) -> str:
+def _github(findings: Sequence[Finding], files: Sequence[str], boot: str = "") -> str:
     lines = []
     for f in findings:
         props = f"file={_github_escape(f.path, prop=True)},line={max(f.line, 1)},title={_github_escape(f.code)}"
@@ -63,27 +66,36 @@ def _github(findings: Sequence[Finding], files: Sequence[str]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _junit(findings: Sequence[Finding], files: Sequence[str]) -> str:
-    """One testsuite; one testcase per file, failing with one <failure> per finding at or above warning."""
-    suite = ET.Element("testsuite", name="emperor-dev check", tests=str(len(files)))
-    failed = 0
+def _junit(findings: Sequence[Finding], files: Sequence[str], boot: str = "") -> str:
+    """One testsuite; one testcase per finding (a <failure> at or above warning), one passing testcase per file
+    without findings, so that ``failures`` counts findings, as CI dashboards expect."""
+    suite = ET.Element("testsuite", name="emperor-dev check")
+    failed = cases = 0
     for path in files:
-        case = ET.SubElement(suite, "testcase", classname="emperor-dev.check", name=path)
         mine = [f for f in findings if f.path == path]
-        for f in mine:
-            tag = "failure" if f.severity >= Severity.WARNING else "system-out"
-            el = ET.SubElement(case, tag)
-            if tag == "failure":
-                el.set("type", f.code)
-                el.set("message", f"{path}:{f.line}: {f.code} {f.message}")
-            el.text = "\n".join([f"{path}:{f.line}: {f.code} [{f.severity}] {f.message}", f"fix: {f.hint}", *f.details])
-        failed += any(f.severity >= Severity.WARNING for f in mine)
+        if not mine:
+            ET.SubElement(suite, "testcase", classname="emperor-dev.check", name=path)
+            cases += 1
+    for f in findings:
+        name = f"{f.path}:{f.line} {f.code}"
+        case = ET.SubElement(suite, "testcase", classname=f"emperor-dev.check.{f.path}", name=name)
+        cases += 1
+        text = "\n".join([f"{f.path}:{f.line}: {f.code} [{f.severity}] {f.message}", f"fix: {f.hint}", *f.details])
+        if f.severity >= Severity.WARNING:
+            el = ET.SubElement(case, "failure", type=f.code, message=f"{f.path}:{f.line}: {f.code} {f.message}")
+            failed += 1
+        else:
+            el = ET.SubElement(case, "system-out")
+        el.text = text
+    if boot:
+        ET.SubElement(suite, "system-out").text = boot
+    suite.set("tests", str(cases))
     suite.set("failures", str(failed))
     suite.set("errors", "0")
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def _sarif(findings: Sequence[Finding], files: Sequence[str]) -> str:
+def _sarif(findings: Sequence[Finding], files: Sequence[str], boot: str = "") -> str:
     used = sorted({f.code for f in findings})
     rules = [
         {
@@ -136,6 +148,7 @@ def _sarif(findings: Sequence[Finding], files: Sequence[str]) -> str:
 FORMATS = {"text": _text, "json": _json, "github": _github, "junit": _junit, "sarif": _sarif}
 
 
-def render(fmt: str, findings: Sequence[Finding], files: Sequence[str]) -> str:
-    """The report of ``findings`` over ``files`` in format ``fmt`` (one of :data:`FORMATS`)."""
-    return FORMATS[fmt](findings, files)
+def render(fmt: str, findings: Sequence[Finding], files: Sequence[str], boot: str = "") -> str:
+    """The report of ``findings`` over ``files`` in format ``fmt`` (one of :data:`FORMATS`); ``boot`` says
+    whether the boot check ran."""
+    return FORMATS[fmt](findings, files, boot)

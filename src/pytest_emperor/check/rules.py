@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
-from pytest_emperor.inifile import IniFile, Resolution
+from pytest_emperor.inifile import IniFile, IniOption, Resolution
 
 __all__ = [
     "RULES",
@@ -62,6 +62,28 @@ RULES: dict[str, Rule] = {
     for r in [
         Rule("E001", "no-section", _E, "no option in a [uwsgi] section: uWSGI ignores the file", "add `[uwsgi]`"),
         Rule("E002", "unparsable-line", _E, "a line with no option name", "write `key = value`"),
+        Rule(
+            "E003",
+            "config-fatal",
+            _E,
+            "uWSGI exits while reading the config (the vassal is cursed before it binds)",
+            "fix the line named; `include`/`ini` paths are read at once, relative to the vassal dir (so is `%d`) "
+            "and without `$()`/`@()`/`%()` expansion: give the included file's absolute path",
+        ),
+        Rule(
+            "E004",
+            "logic-block-open",
+            _E,
+            "an `if-*`/`for` block is never closed: every later option (of every file) is conditional",
+            "add `endif =` (or `endfor =`) after the block",
+        ),
+        Rule(
+            "W005",
+            "not-followed",
+            _W,
+            "this part of the config cannot be read statically: the options it sets are not checked",
+            "use an .ini `include` with a literal path, or rely on the boot check",
+        ),
         Rule(
             "W101",
             "inline-comment",
@@ -153,6 +175,34 @@ RULES: dict[str, Rule] = {
             "use a private socket dir owned by the web server's group with `chmod-socket = 660`",
         ),
         Rule(
+            "E308",
+            "http-socket-behind-uwsgi-router",
+            _E,
+            "the routed socket speaks HTTP, but the router (nginx `uwsgi_pass`) speaks the uwsgi protocol",
+            "use `socket = /tmp/%n.api.sock` (uwsgi protocol)",
+        ),
+        Rule(
+            "E309",
+            "two-app-mounts",
+            _E,
+            "both `wsgi-file` and `module`: uWSGI mounts the first on `/` and skips the other with one log line",
+            "keep one of them",
+        ),
+        Rule(
+            "E310",
+            "logto-dir-missing",
+            _E,
+            "the `logto` directory does not exist: uWSGI cannot open its log and exits before it binds",
+            "create the directory at deploy time, or log to an existing one",
+        ),
+        Rule(
+            "E311",
+            "unknown-user",
+            _E,
+            "`uid`/`gid` names a user or group this machine lacks",
+            "create the user/group on the host, or use one that exists (`getent passwd NAME`)",
+        ),
+        Rule(
             "W401",
             "no-vacuum",
             _W,
@@ -165,6 +215,20 @@ RULES: dict[str, Rule] = {
             _W,
             "no `need-app`: an app that fails to import is served as 500s instead of being cursed",
             "add `need-app = true`",
+        ),
+        Rule(
+            "W107",
+            "number-with-unit",
+            _W,
+            "uWSGI 2.0 reads this number with atoi/strtoul: a unit suffix is silently dropped",
+            "write the plain number in the option's unit (bytes, seconds, megabytes), e.g. `buffer-size = 32768`",
+        ),
+        Rule(
+            "W108",
+            "env-used-before-set",
+            _W,
+            "`$(VAR)` is expanded from the emperor's environment before any `env = VAR=...` line sets it",
+            "write the value itself, or set a placeholder (`set-ph = var=...`) and use `%(var)`",
         ),
         Rule(
             "E403",
@@ -204,6 +268,41 @@ RULES: dict[str, Rule] = {
             "`need-plugin = python*` on a build with Python embedded: uWSGI exits 1",
             "remove the `need-plugin` line",
         ),
+        Rule(
+            "E508",
+            "callable-missing",
+            _E,
+            "the app file binds no such callable: uWSGI loads no app (`callable not found`)",
+            "name the WSGI callable with `module = pkg.mod:name` or `callable = name`",
+        ),
+        Rule(
+            "E601",
+            "unreadable-by-emperor-user",
+            _E,
+            "the user the emperor drops to (`--emperor-args --uid`) cannot read this: the vassal dies",
+            "make the path readable (and its parents searchable) by that user, e.g. `chmod o+rX` or its group",
+        ),
+        Rule(
+            "E602",
+            "log-unwritable-by-emperor-user",
+            _E,
+            "the user the emperor drops to cannot write the `logto` file: the vassal exits before it binds",
+            "create the log dir owned by that user (`install -d -o www-data /var/log/app`)",
+        ),
+        Rule(
+            "E603",
+            "socket-unreachable-by-nginx",
+            _E,
+            "nginx's worker user cannot connect to the routed socket (connect() needs write permission)",
+            "`chmod-socket = 666`, or `chmod-socket = 660` with `chown-socket` to nginx's group",
+        ),
+        Rule(
+            "W604",
+            "vassal-uid-ignored",
+            _W,
+            "a vassal's `uid`/`gid` under an emperor that dropped privileges: it cannot switch users",
+            "remove it (the emperor's `--uid` decides), or run that vassal under a root emperor",
+        ),
         Rule("B001", "boot-cursed", _E, "the vassal died during start-up", "see uWSGI's own lines below"),
         Rule(
             "B002",
@@ -215,6 +314,13 @@ RULES: dict[str, Rule] = {
         Rule("B003", "boot-probe-status", _E, "the probe request got an unexpected status", "see the app's log"),
         Rule("B004", "boot-timeout", _E, "the vassal was not ready in time", "see the log lines below"),
         Rule("X001", "unreadable", _E, "the file cannot be read or checked", "check the path"),
+        Rule(
+            "X002",
+            "internal-error",
+            _E,
+            "the checker itself failed (exit 2): the verdict is unknown",
+            "report it with this message; `--static` still runs the static rules",
+        ),
     ]
 }
 
@@ -276,12 +382,18 @@ REQUIRES_VALUE = frozenset(
 )
 _INLINE_COMMENT = re.compile(r"[ \t][#;]")
 _PLACEHOLDER = re.compile(r"%\(([^()]*)\)")
+_BLANKS = " \t\r"
 _TRUE_FALSE = re.compile(r"(?i)^(false|0.*|off|no)$")
 
 
 def _atoi(text: str) -> int:
     m = re.match(r"[ \t\n\v\f\r]*([+-]?\d+)", text)
     return int(m.group(1)) if m else 0
+
+
+def where(app: AppConfig, file: str) -> str:
+    """The path a finding about ``file`` names: the checked file itself, or the included file's path."""
+    return file or app.path
 
 
 def section_line(app: AppConfig) -> int:
@@ -309,17 +421,24 @@ def _referenced_names(app: AppConfig) -> set[str]:
 def _syntax(app: AppConfig) -> Iterable[Finding]:
     for problem in app.ini.problems:
         if problem.code == "no-section":
-            yield finding("E001", app.path, 1)
+            yield finding("E001", where(app, problem.file), problem.line, problem.message)
         elif problem.code == "empty-key":
-            yield finding("E002", app.path, problem.line, problem.message)
+            yield finding("E002", where(app, problem.file), problem.line, problem.message)
         elif problem.code == "magic-newline":
-            raw = app.raw_text.splitlines()
+            raw = app.ini.texts.get(problem.file, app.raw_text).splitlines()
             swallowed = raw[problem.line].strip() if problem.line < len(raw) else ""
-            yield finding("E102", app.path, problem.line, f"line {problem.line + 1} `{swallowed}` is lost")
+            message = f"line {problem.line + 1} `{swallowed}` is lost"
+            yield finding("E102", where(app, problem.file), problem.line, message)
         elif problem.code == "magic-unknown":
-            yield finding("W103", app.path, problem.line, problem.message)
+            yield finding("W103", where(app, problem.file), problem.line, problem.message)
+        elif problem.code == "fatal":
+            yield finding("E003", where(app, problem.file), problem.line, problem.message)
+        elif problem.code == "open-logic":
+            yield finding("E004", where(app, problem.file), problem.line, problem.message)
+        elif problem.code == "not-followed":
+            yield finding("W005", where(app, problem.file), problem.line, problem.message)
     for problem in app.resolution.problems:
-        yield finding("E105", app.path, problem.line, problem.message)
+        yield finding("E105", where(app, problem.file), problem.line, problem.message)
 
 
 def _values(app: AppConfig) -> Iterable[Finding]:
@@ -328,13 +447,14 @@ def _values(app: AppConfig) -> Iterable[Finding]:
     for option in app.ini.options:
         key, value = option.key, option.value
         if _INLINE_COMMENT.search(value):
-            f = finding("W101", app.path, option.line, f"`{key}` is {value!r}")
+            f = finding("W101", where(app, option.file), option.line, f"`{key}` is {value!r}")
             yield replace(f, severity=Severity.ERROR) if key in PATH_KEYS else f
         if key in REQUIRES_VALUE and value == "":
-            yield finding("E104", app.path, option.line, f"`{key}` is empty")
+            yield finding("E104", where(app, option.file), option.line, f"`{key}` is empty")
         if key in SCALAR_KEYS:
             if key in seen:
-                yield finding("W106", app.path, option.line, f"`{key}` (first on line {seen[key]}); this one wins")
+                message = f"`{key}` (first on line {seen[key]}); this one wins"
+                yield finding("W106", where(app, option.file), option.line, message)
             seen.setdefault(key, option.line)
     for resolved in app.resolution.options:
         if resolved.immediate or resolved.synthetic:
@@ -347,7 +467,7 @@ def _values(app: AppConfig) -> Iterable[Finding]:
                 if name in defined
                 else "never defined"
             )
-            yield finding("E105", app.path, resolved.line, f"`%({name})` in `{resolved.key}`: {why}")
+            yield finding("E105", where(app, resolved.file), resolved.line, f"`%({name})` in `{resolved.key}`: {why}")
 
 
 def _unknown(app: AppConfig) -> Iterable[Finding]:
@@ -362,41 +482,102 @@ def _unknown(app: AppConfig) -> Iterable[Finding]:
             continue
         reported.add(key)
         if key in referenced:
-            yield finding("E203" if strict else "I202", app.path, option.line, f"`{key}`")
+            yield finding("E203" if strict else "I202", where(app, option.file), option.line, f"`{key}`")
             continue
         guess = difflib.get_close_matches(key, sorted(app.known_options), n=1, cutoff=0.75)
-        yield finding("E201", app.path, option.line, f"`{key}`" + (f"; did you mean `{guess[0]}`?" if guess else ""))
+        message = f"`{key}`" + (f"; did you mean `{guess[0]}`?" if guess else "")
+        yield finding("E201", where(app, option.file), option.line, message)
 
 
 def _deployment(app: AppConfig) -> Iterable[Finding]:
     header = section_line(app)
     sockets = [o for o in app.resolution.options if o.key in SOCKET_KEYS and not o.synthetic]
-    raw = app.raw_text.splitlines()
+    expected = f"{app.socket_dir.rstrip('/')}/{app.name}.api.sock"
+    routed = [s for s in sockets if s.value == expected]
     if not sockets:
         yield finding("E301", app.path, header)
-    for sock in sockets:
+    # Extra sockets (a stats or admin one) are fine when one of them is the routed one: only the candidates for
+    # "the socket the router reaches" are judged on name and path.
+    for sock in routed or sockets[:1]:
+        raw = app.ini.texts.get(sock.file, app.raw_text).splitlines()
         source = raw[sock.line - 1] if 0 < sock.line <= len(raw) else ""
+        at = where(app, sock.file)
         if "%n" not in source and "%N" not in source:
-            yield finding("W302", app.path, sock.line, f"`{sock.key} = {sock.value}`")
-        expected = f"{app.socket_dir.rstrip('/')}/{app.name}.api.sock"
+            yield finding("W302", at, sock.line, f"`{sock.key} = {sock.value}`")
         if sock.value != expected:
-            yield finding("W303", app.path, sock.line, f"`{sock.value}` for name `{app.name}` (want `{expected}`)")
+            yield finding("W303", at, sock.line, f"`{sock.value}` for name `{app.name}` (want `{expected}`)")
+        protocol = app.resolution.last("protocol") or ""
+        if sock.key == "http-socket" or (protocol.strip() == "http" and sock.key != "uwsgi-socket"):
+            spoken = "`http-socket`" if sock.key == "http-socket" else "`protocol = http`"
+            yield finding("E308", at, sock.line, f"{spoken} on `{sock.value}`")
+    for sock in sockets:
         directory = sock.value.rpartition("/")[0] or "/"
-        mode_key = next((k for k in ("chmod-socket", "chmod") if app.ini.lines_of(k)), None)
-        mode = app.resolution.last(mode_key) if mode_key else None
-        if mode_key and mode is not None and directory in app.world_writable_dirs:
+        mode_option = next((app.ini.last_option(k) for k in ("chmod-socket", "chmod") if app.ini.lines_of(k)), None)
+        mode = app.resolution.last(mode_option.key) if mode_option else None
+        # The routed socket is exempt: the router looks in the socket dir (/tmp by convention), and nginx's worker
+        # runs as another user, so it needs 666 there (the seed's own reason for `chmod-socket = 666`).
+        if sock.value == expected or mode_option is None or mode is None:
+            continue
+        if directory in app.world_writable_dirs:
             # core/socket.c: a bare `chmod-socket` means 666
             bits = int(mode, 8) if re.fullmatch(r"[0-7]{3,4}", mode) else (0o666 if mode == "" else 0)
             if bits & 0o002:
-                yield finding(
-                    "W307",
-                    app.path,
-                    app.ini.lines_of(mode_key)[-1],
-                    f"`{mode_key} = {mode or '(666)'}` on `{sock.value}`",
-                )
+                message = f"`{mode_option.key} = {mode or '(666)'}` on `{sock.value}`"
+                yield finding("W307", where(app, mode_option.file), mode_option.line, message)
     for key, code in (("http", "E304"), ("daemonize", "E305"), ("daemonize2", "E305")):
-        for line in app.ini.lines_of(key):
-            yield finding(code, app.path, line, f"`{key}`")
+        for option in app.ini.options:
+            if option.key == key:
+                yield finding(code, where(app, option.file), option.line, f"`{key}`")
+    mounts = sorted(
+        (o for o in app.ini.options if o.key in ("wsgi-file", "file", "module", "wsgi") and o.value),
+        key=lambda o: (o.file, o.line),
+    )
+    kinds = {o.key in ("module", "wsgi") for o in mounts}
+    if len(kinds) == 2:
+        is_module = mounts[0].key in ("module", "wsgi")
+        first, second = mounts[0], next(o for o in mounts if (o.key in ("module", "wsgi")) != is_module)
+        message = f"`{first.key} = {first.value}` and `{second.key} = {second.value}`"
+        yield finding("E309", where(app, second.file), second.line, message)
+
+
+_NUMERIC = {
+    **dict.fromkeys(("buffer-size", "post-buffering", "limit-post", "listen", "max-requests"), "a size or count"),
+    **dict.fromkeys(("processes", "workers", "threads", "cheaper"), "a count"),
+    **dict.fromkeys(
+        ("harakiri", "socket-timeout", "reload-mercy", "worker-reload-mercy", "max-worker-lifetime", "mule-harakiri"),
+        "seconds",
+    ),
+    **dict.fromkeys(("limit-as", "reload-on-rss", "evil-reload-on-rss"), "megabytes"),
+}
+_ENV_REF = re.compile(r"\$\(([^()]*)\)")
+
+
+def _numbers_and_env(app: AppConfig) -> Iterable[Finding]:
+    """Values uWSGI reads differently from how they look: units, and `$(VAR)` set by a later `env =`."""
+    for option in app.ini.options:
+        unit = _NUMERIC.get(option.key)
+        value = app.resolution.last(option.key) if option is app.ini.last_option(option.key) else option.value
+        if not unit or not value or _INLINE_COMMENT.search(value):  # an inline comment is W101's
+            continue
+        if not re.fullmatch(r"\d+", value.strip(_BLANKS)) and _atoi(value) > 0:
+            message = f"`{option.key} = {value}` is {_atoi(value)} ({unit}): uWSGI 2.0 reads leading digits only"
+            f = finding("W107", where(app, option.file), option.line, message)
+            # below its 4096 default, buffer-size rejects ordinary requests: measured, `32k` (32 bytes) makes
+            # uWSGI reset every connection nginx sends (tests/check_corpus/size-with-unit)
+            small_buffer = option.key == "buffer-size" and _atoi(value) < 4096
+            yield replace(f, severity=Severity.ERROR) if small_buffer else f
+    set_by_env: dict[str, IniOption] = {}
+    for option in app.ini.options:
+        if option.key == "env" and "=" in option.value:
+            set_by_env.setdefault(option.value.partition("=")[0], option)
+    for resolved in app.resolution.options:
+        if resolved.immediate or resolved.synthetic:
+            continue
+        for name in _ENV_REF.findall(resolved.raw):
+            setter = set_by_env.get(name)
+            if setter is not None:
+                message = f"`$({name})` in `{resolved.key}`: `env = {setter.value}` (line {setter.line}) sets it later"
+                yield finding("W108", where(app, resolved.file), resolved.line, message)
 
 
 def _robustness(app: AppConfig) -> Iterable[Finding]:
@@ -417,13 +598,13 @@ def _plugins(app: AppConfig) -> Iterable[Finding]:
     for key, code in (("plugin", "W506"), ("plugins", "W506"), ("need-plugin", "E507"), ("need-plugins", "E507")):
         for option in app.ini.options:
             if option.key == key and any(p.strip().startswith("python") for p in option.value.split(",")):
-                yield finding(code, app.path, option.line, f"`{key} = {option.value}`")
+                yield finding(code, where(app, option.file), option.line, f"`{key} = {option.value}`")
 
 
 def check_app(app: AppConfig) -> list[Finding]:
     """Every static, file-system-free finding for one app."""
     findings: list[Finding] = []
-    for rule_group in (_syntax, _values, _unknown, _deployment, _robustness, _plugins):
+    for rule_group in (_syntax, _values, _numbers_and_env, _unknown, _deployment, _robustness, _plugins):
         findings.extend(rule_group(app))
     return findings
 
@@ -439,7 +620,7 @@ def check_apps(apps: Sequence[AppConfig]) -> list[Finding]:
             first = owners.setdefault(option.value, (app, option.line))
             if first[0] is not app:
                 message = f"`{option.value}` is also bound by {first[0].path}:{first[1]} ({first[0].name})"
-                findings.append(finding("E306", app.path, option.line, message))
+                findings.append(finding("E306", where(app, option.file), option.line, message))
     return findings
 
 

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_emperor.check.boot import boot_check
+from pytest_emperor.check.boot import BootTarget, boot_all
 from pytest_emperor.check.options import BinaryFacts, binary_facts
-from pytest_emperor.check.paths import check_paths
+from pytest_emperor.check.paths import check_paths, resolved_paths
+from pytest_emperor.check.privileges import User, check_privileges, emperor_user, parse_emperor_args
 from pytest_emperor.check.rules import (
     SOCKET_KEYS,
     AppConfig,
@@ -20,7 +21,6 @@ from pytest_emperor.check.rules import (
     check_apps,
     filter_codes,
     finding,
-    section_line,
 )
 from pytest_emperor.inifile_io import deployed
 
@@ -46,6 +46,8 @@ class CheckSettings:
     select: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     uwsgi: Path | None = None
+    emperor_args: tuple[str, ...] = ()  # production's emperor flags, e.g. ("--uid", "www-data", "--gid", "www-data")
+    nginx_user: str = "www-data"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,12 @@ class CheckResult:
 
     files: tuple[str, ...]
     findings: tuple[Finding, ...]
+    boot: str = ""  # whether the boot check ran, and on how many apps, for the report
+
+    @property
+    def internal_error(self) -> bool:
+        """The checker itself failed somewhere (X002): the CLI exits 2."""
+        return any(f.code == "X002" for f in self.findings)
 
 
 def find_inis(path: Path) -> list[Path]:
@@ -95,7 +103,12 @@ def _world_writable(directories: set[str]) -> frozenset[str]:
 
 
 def _load(
-    ini: Path, name: str, settings: CheckSettings, facts: BinaryFacts | None
+    ini: Path,
+    name: str,
+    settings: CheckSettings,
+    facts: BinaryFacts | None,
+    user: User | None = None,
+    nginx: User | None = None,
 ) -> tuple[AppConfig | None, list[Finding]]:
     display = _display(ini)
     try:
@@ -122,7 +135,11 @@ def _load(
             world_writable_dirs=_world_writable(sockets),
         )
         python = facts.python_version if facts else ""
-        return app, check_paths(app, cwd=d.vassal_dir, python_version=python)
+        found = check_paths(app, cwd=d.vassal_dir, python_version=python)
+        if user is not None:
+            paths = {"": ini.resolve(), **resolved_paths(app, d.vassal_dir)}
+            found += check_privileges(app, cwd=d.vassal_dir, user=user, nginx=nginx, paths=paths)
+        return app, found
 
 
 def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
@@ -131,30 +148,57 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
     if settings.name and len(inis) > 1:
         raise InputError("--name applies to one app; it was given with several")
     facts = binary_facts(settings.uwsgi) if settings.uwsgi else None
+    _, uid, gid = parse_emperor_args(settings.emperor_args)
+    try:
+        user = emperor_user(uid, gid)
+    except KeyError as exc:
+        raise InputError(f"--emperor-args: no such user or group on this machine: {exc}") from exc
+    try:
+        nginx = User.lookup(settings.nginx_user)
+    except KeyError:
+        nginx = None  # no such user here: the socket rule is skipped rather than guessed
     loaded: list[tuple[Path, AppConfig]] = []
     findings: list[Finding] = []
     for ini in inis:
-        app, found = _load(ini, _deploy_name(ini, settings.name), settings, facts)
+        try:
+            app, found = _load(ini, _deploy_name(ini, settings.name), settings, facts, user, nginx)
+        except InputError:
+            raise
+        except Exception as exc:  # a finding with exit 2, never a traceback
+            app, found = None, [finding("X002", _display(ini), 1, f"{type(exc).__name__}: {exc}")]
         findings.extend(found)
         if app is not None:
             loaded.append((ini, app))
     apps = [app for _, app in loaded]
     findings.extend(check_apps(apps))
-    if settings.boot and settings.uwsgi:
-        for ini, app in loaded:
-            findings.extend(
-                boot_check(
-                    ini,
-                    name=app.name,
-                    display_path=app.path,
-                    line=section_line(app),
-                    uwsgi=settings.uwsgi,
-                    probe=settings.probe,
-                    expect_status=settings.expect_status,
-                    timeout=settings.timeout,
-                )
+    if not settings.boot:
+        boot = "boot check: skipped (--static)"
+    elif not settings.uwsgi:
+        boot = "boot check: skipped (no uwsgi binary)"
+    else:
+        # an app uWSGI would exit on while reading its config is cursed anyway: booting it adds nothing
+        bootable = [BootTarget(ini, app) for ini, app in loaded]
+        as_root = os.geteuid() == 0
+        findings.extend(
+            boot_all(
+                bootable,
+                uwsgi=settings.uwsgi,
+                socket_dir=settings.socket_dir,
+                probe=settings.probe,
+                expect_status=settings.expect_status,
+                timeout=settings.timeout,
+                emperor_args=settings.emperor_args if as_root else (),
+                as_user=user if as_root else None,
             )
+        )
+        boot = f"boot check: ran on {len(bootable)} app{'s' if len(bootable) != 1 else ''}"
+        if settings.emperor_args:
+            # only root can start an emperor that drops to another user, as production's does
+            applied = "under" if as_root else "not root, so without"
+            boot += f" ({applied} --emperor-args {' '.join(settings.emperor_args)})"
     raw_texts = {app.path: app.raw_text for app in apps}
+    for app in apps:  # suppression comments in included files count too
+        raw_texts.update((path, text) for path, text in app.ini.texts.items() if path)
     kept = filter_codes(apply_suppressions(findings, raw_texts), settings.select, settings.ignore)
     kept.sort(key=lambda f: (f.path, f.line, f.code))
-    return CheckResult(tuple(_display(i) for i in inis), tuple(kept))
+    return CheckResult(tuple(_display(i) for i in inis), tuple(kept), boot)

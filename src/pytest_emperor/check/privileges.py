@@ -1,0 +1,162 @@
+"""What production's emperor flags imply (``--emperor-args "--uid www-data --gid www-data"``): the vassals then
+run as that user, so the app dir, module, virtualenv and ``logto`` must be reachable by it, the routed socket
+must be connectable by nginx's worker user, and a vassal's own ``uid``/``gid`` cannot take effect.
+
+Permission checks are computed from the file modes (owner, group, other bits, every ancestor directory needing
+search permission), the way the kernel decides for a non-root user; nothing is opened as that user.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import shlex
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_emperor.check.rules import SOCKET_KEYS, AppConfig, Finding, finding, where
+
+__all__ = ["User", "check_privileges", "emperor_user", "parse_emperor_args"]
+
+_DEFAULT_UMASK = 0o022  # uWSGI keeps the emperor's umask unless `umask` is set; 022 is the usual one
+
+
+@dataclass(frozen=True)
+class User:
+    """A user as the kernel sees it: uid, primary gid and every group it is in."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: frozenset[int]
+
+    @classmethod
+    def lookup(cls, user: str, group: str | None = None) -> User:
+        """``user`` (name or number) with its groups; ``group`` overrides the primary group. KeyError if unknown."""
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        gid = entry.pw_gid
+        if group is not None:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        groups = {gid, *(g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem)}
+        return cls(entry.pw_name, entry.pw_uid, gid, frozenset(groups))
+
+
+def parse_emperor_args(args: str | Sequence[str]) -> tuple[list[str], str | None, str | None]:
+    """The emperor's extra flags as a list, and the ``--uid``/``--gid`` among them (``--uid=x`` or ``--uid x``)."""
+    items = shlex.split(args) if isinstance(args, str) else list(args)
+    found: dict[str, str] = {}
+    for index, item in enumerate(items):
+        for flag in ("uid", "gid"):
+            if item == f"--{flag}" and index + 1 < len(items):
+                found[flag] = items[index + 1]
+            elif item.startswith(f"--{flag}="):
+                found[flag] = item.partition("=")[2]
+    return items, found.get("uid"), found.get("gid")
+
+
+def emperor_user(uid: str | None, gid: str | None) -> User | None:
+    """The user production's emperor drops to (None when it stays root). KeyError if unknown here."""
+    if uid is None:
+        return None
+    return User.lookup(uid, gid)
+
+
+def _allowed(user: User, st: os.stat_result, bits: str) -> bool:
+    shift = 6 if st.st_uid == user.uid else 3 if st.st_gid in user.groups else 0
+    want = sum({"r": 4, "w": 2, "x": 1}[b] for b in bits)
+    return (st.st_mode >> shift) & want == want
+
+
+def _blocked(user: User, path: Path, bits: str) -> str | None:
+    """Why ``user`` cannot get ``bits`` on ``path`` (the first ancestor lacking search permission first)."""
+    path = Path(os.path.abspath(path))
+    for parent in reversed(path.parents):
+        try:
+            if not _allowed(user, parent.stat(), "x"):
+                return f"`{parent}` is not searchable by {user.name}"
+        except OSError:
+            return None  # a missing path is another rule's (E50x)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if not _allowed(user, st, bits):
+        return f"`{path}` ({stat.filemode(st.st_mode)}, uid {st.st_uid}) lacks `{bits}` for {user.name}"
+    return None
+
+
+def check_privileges(
+    app: AppConfig, *, cwd: Path, user: User, nginx: User | None, paths: dict[str, Path]
+) -> list[Finding]:
+    """E601-E603, W604 for ``app`` run by an emperor that dropped to ``user``; ``paths`` maps option names to
+    the files the path rules resolved (``chdir``, ``home``, ``wsgi-file``, ``module``), and ``""`` to the ini."""
+    r = app.resolution
+    found: list[Finding] = []
+
+    def at(key: str) -> tuple[str, int]:
+        option = app.ini.last_option(key)
+        return (where(app, option.file), option.line) if option else (app.path, 1)
+
+    why = _blocked(user, paths.pop("", Path(app.path)), "r")
+    if why:  # uWSGI cannot even open the config: nothing in it applies, the vassal is cursed at once
+        return [finding("E601", app.path, 1, f"the config itself: {why}")]
+    for key, target in paths.items():
+        why = _blocked(user, target, "rx" if target.is_dir() else "r")
+        if why:
+            found.append(finding("E601", *at(key), why))
+    logto = r.last("logto")
+    if logto and ("/" in logto or ":" not in logto):
+        log = cwd / logto
+        why = _blocked(user, log, "w") if log.exists() else _blocked(user, log.parent, "wx")
+        if why:
+            found.append(finding("E602", *at("logto"), why))
+    for key in ("uid", "gid"):
+        value = r.last(key)
+        if value:
+            # a non-root emperor spawns its vassals as itself, and uWSGI switches users only when started as root
+            message = f"`{key} = {value}` is ignored: the vassal runs as {user.name} (the emperor's `--uid`)"
+            found.append(finding("W604", *at(key), message))
+    if nginx is not None:
+        sockets = [o for o in r.options if o.key in SOCKET_KEYS and not o.synthetic and o.value.startswith("/")]
+        expected = f"{app.socket_dir.rstrip('/')}/{app.name}.api.sock"
+        routed = next((o for o in sockets if o.value == expected), sockets[0] if sockets else None)
+        if routed is not None:
+            found.extend(_socket_reachable(app, routed.value, user, nginx))
+    return found
+
+
+def _socket_reachable(app: AppConfig, path: str, user: User, nginx: User) -> list[Finding]:
+    r = app.resolution
+    mode_text = r.last("chmod-socket")
+    if mode_text is None:
+        umask_text = r.last("umask")
+        umask = int(umask_text, 8) if umask_text and re.fullmatch(r"[0-7]{1,4}", umask_text) else _DEFAULT_UMASK
+        mode, how = 0o777 & ~umask, f"no `chmod-socket`: {0o777 & ~umask:o} from the umask"
+    else:
+        # core/socket.c: a bare `chmod-socket` is 666; otherwise an octal mode
+        mode = 0o666 if mode_text == "" else int(mode_text, 8) if re.fullmatch(r"[0-7]{3,4}", mode_text) else 0
+        how = f"`chmod-socket = {mode_text or '(666)'}`"
+    owner_uid, owner_gid = user.uid, user.gid
+    chown = r.last("chown-socket")
+    if chown:
+        name, _, group = chown.partition(":")
+        try:
+            other = User.lookup(name, group or None)
+            owner_uid, owner_gid = other.uid, other.gid
+        except KeyError:
+            pass  # E311's kind of problem; judged with the emperor's user
+    shift = 6 if owner_uid == nginx.uid else 3 if owner_gid in nginx.groups else 0
+    if (mode >> shift) & 2:  # connect() on a unix socket needs write permission
+        return []
+    key = "chmod-socket" if mode_text is not None else next(k for k in SOCKET_KEYS if app.ini.last_option(k))
+    option = app.ini.last_option(key)
+    place = (where(app, option.file), option.line) if option else (app.path, 1)
+    message = (
+        f"`{path}` would be {mode:o} owned by uid {owner_uid} ({how}); nginx's worker ({nginx.name}) "
+        "cannot connect (502)"
+    )
+    return [finding("E603", *place, message)]

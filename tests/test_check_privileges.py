@@ -1,0 +1,107 @@
+"""`--emperor-args "--uid U --gid G"`: what production's privilege drop implies, checked with a real unprivileged
+user created for the test (and deleted after it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_emperor.check.privileges import parse_emperor_args
+from pytest_emperor.check.runner import CheckSettings, run_check
+
+CASES = Path(__file__).resolve().parent / "check_cases"
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creating a user needs root")
+
+
+@pytest.fixture
+def user() -> Iterator[str]:
+    name = f"ec{uuid.uuid4().hex[:10]}"
+    subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=True)
+        subprocess.run(["groupdel", name], check=False, capture_output=True)  # gone with the user on most systems
+
+
+@pytest.fixture
+def app_dir() -> Iterator[Path]:
+    # not under pytest's tmp_path: /tmp/pytest-of-root is 0700, which no other user can search
+    top = Path(tempfile.mkdtemp(prefix="emperor-check-priv-"))
+    try:
+        app = top / "svc"
+        shutil.copytree(CASES / "good", app)
+        yield app
+    finally:
+        shutil.rmtree(top)
+
+
+def codes(app: Path, user: str, extra: str = "") -> set[tuple[str, int]]:
+    if extra:
+        (app / "app.uwsgi.ini").write_text((CASES / "good" / "app.uwsgi.ini").read_text() + extra)
+    settings = CheckSettings(boot=False, emperor_args=("--uid", user, "--gid", user))
+    return {(f.code, f.line) for f in run_check([app], settings).findings}
+
+
+def test_parse_emperor_args() -> None:
+    assert parse_emperor_args("--emperor /etc/uwsgi/vassals --uid www-data --gid=www-data")[1:] == (
+        "www-data",
+        "www-data",
+    )
+    assert parse_emperor_args("--master")[1:] == (None, None)
+
+
+def test_app_dir_the_user_cannot_search(app_dir: Path, user: str) -> None:
+    os.chmod(app_dir.parent, 0o700)
+    assert ("E601", 1) in codes(app_dir, user)  # the ini itself
+    os.chmod(app_dir.parent, 0o755)
+    # searchable but not listable: the ini opens, but Python's import system lists the dir to find `hello`
+    os.chmod(app_dir, 0o711)
+    assert ("E601", 3) in codes(app_dir, user)  # chdir
+    os.chmod(app_dir, 0o755)
+    os.chmod(app_dir.parent, 0o755)
+    os.chmod(app_dir / "hello.py", 0o600)
+    assert ("E601", 5) in codes(app_dir, user)  # module
+    os.chmod(app_dir / "hello.py", 0o644)
+    assert not {c for c in codes(app_dir, user) if c[0] == "E601"}
+
+
+def test_logto_the_user_cannot_write(app_dir: Path, user: str) -> None:
+    os.chmod(app_dir.parent, 0o755)
+    logs = app_dir.parent / "logs"
+    logs.mkdir(mode=0o755)
+    assert ("E602", 11) in codes(app_dir, user, f"logto = {logs}/app.log\n")
+    shutil.chown(logs, user)
+    assert not {c for c in codes(app_dir, user, f"logto = {logs}/app.log\n") if c[0] == "E602"}
+
+
+def test_socket_nginx_cannot_connect_to(app_dir: Path, user: str) -> None:
+    os.chmod(app_dir.parent, 0o755)
+    assert ("E603", 4) in codes(app_dir, user)  # no chmod-socket: 755 owned by the vassal's user
+    assert not {c for c in codes(app_dir, user, "chmod-socket = 666\n") if c[0] == "E603"}
+    assert ("E603", 11) in codes(app_dir, user, "chmod-socket = 660\n")  # nginx is not in the user's group
+
+
+def test_vassal_uid_is_ignored_under_a_dropped_emperor(app_dir: Path, user: str) -> None:
+    os.chmod(app_dir.parent, 0o755)
+    assert ("W604", 11) in codes(app_dir, user, "uid = root\n")
+    assert not {c for c in codes(app_dir, user, "chmod-socket = 666\n") if c[0] == "W604"}
+
+
+def test_boot_check_runs_under_the_emperor_args(app_dir: Path, user: str, uwsgi_bin: Path) -> None:
+    os.chmod(app_dir.parent, 0o755)
+    (app_dir / "app.uwsgi.ini").write_text((CASES / "good" / "app.uwsgi.ini").read_text() + "chmod-socket = 666\n")
+    settings = CheckSettings(uwsgi=uwsgi_bin, timeout=60, emperor_args=("--uid", user, "--gid", user))
+    result = run_check([app_dir], settings)
+    assert result.findings == () and result.boot.startswith("boot check: ran on 1 app (under --emperor-args")
+    # the same app in a dir only root can search: uWSGI cannot open the config; the static rule and the boot agree
+    os.chmod(app_dir.parent, 0o700)
+    found = {(f.code, f.line) for f in run_check([app_dir], settings).findings}
+    assert {("E601", 1), ("B001", 1)} <= found
