@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from pytest_emperor import APP_INI as APP_INI  # re-exported: the name callers know it by
 from pytest_emperor.client import Response, http_request, uwsgi_request
 from pytest_emperor.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
@@ -32,8 +33,6 @@ from pytest_emperor.stats import BlacklistEntry
 
 if TYPE_CHECKING:
     from pytest_emperor.emperor import Emperor
-
-APP_INI = "app.uwsgi.ini"
 
 STOP_GRACE = 3.0
 # How long wait_ready() lets the other workers finish starting after worker 1 accepts (see _settle).
