@@ -18,7 +18,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,11 +28,20 @@ from pytest_emperor.binary import find_uwsgi
 from pytest_emperor.emperor_log import EmperorEvent, EmperorLogParser, EventKind
 from pytest_emperor.errors import EmperorError, VassalTimeout
 from pytest_emperor.isolation import Isolation, direct, through_router
-from pytest_emperor.processes import MARKER_ENV, die_with_parent, kill_all, processes_with_marker, wait_exit
+from pytest_emperor.processes import (
+    MARKER_ENV,
+    WAKE_TICK,
+    children_of,
+    die_with_parent,
+    hasten_stop,
+    kill_all,
+    processes_with_marker,
+    wait_exit,
+)
 from pytest_emperor.router import RouteMap, Router, start_router
 from pytest_emperor.runs import RunDir, remove_stale_socket
 from pytest_emperor.stats import EmperorStats, read_stats
-from pytest_emperor.vassal import Vassal, prepare_deployment
+from pytest_emperor.vassal import STOP_GRACE, Vassal, prepare_deployment
 
 # Emperor options chosen for tests (uwsgi-facts.md sections 1 and 3):
 #  --emperor-freq 1: the shortest scan period; deploys do not wait for it anyway (the stats doorbell).
@@ -46,9 +56,18 @@ EMPEROR_FLAGS = (
     "--emperor-max-throttle", "1000",
 )  # fmt: skip
 
-# A clean emperor shutdown takes about a second per vassal wave (each vassal master reaps its workers on a 1 s
-# tick); past this, a vassal hit by uWSGI's stop-during-start race (see Vassal.remove) is holding it up.
+# A clean emperor shutdown takes tens of milliseconds once its vassals are woken (see _stop_emperor); past this,
+# something is wedged and every process of the run is killed.
 SHUTDOWN_GRACE = 5.0
+
+
+@dataclass
+class _Removal:
+    """A vassal being removed in the background (``Vassal.remove(wait=False)``)."""
+
+    vassal: Vassal
+    thread: threading.Thread = field(init=False)
+    error: BaseException | None = None
 
 
 class Emperor:
@@ -92,6 +111,8 @@ class Emperor:
         self._events: list[EmperorEvent] = []
         self._eof = False
         self._cond = threading.Condition()
+        self._removals: dict[str, _Removal] = {}
+        self._removals_lock = threading.Lock()
 
     # -- paths ------------------------------------------------------------------------------------------------
 
@@ -206,21 +227,84 @@ class Emperor:
     def _stop_emperor(self) -> None:
         assert self._run is not None
         try:
-            if self._proc is not None:
-                if self._proc.poll() is None:
-                    self._proc.send_signal(signal.SIGINT)
-                    if not wait_exit(self._proc.pid, SHUTDOWN_GRACE):
-                        kill_all(processes_with_marker(self._run.marker))
-                self._proc.wait()
-            # Vassals that outlived the emperor (a wedged one, or one whose emperor was killed): force them.
-            kill_all(processes_with_marker(self._run.marker))
-            if self._reader is not None:
-                self._reader.join(timeout=5)
-            for socket_path in self._run.recorded_sockets():
-                remove_stale_socket(socket_path)
+            try:
+                self.finish_removals()
+            finally:
+                if self._proc is not None:
+                    if self._proc.poll() is None:
+                        self._shut_down(self._proc)
+                    self._proc.wait()
+                # Vassals that outlived the emperor (a wedged one, or one whose emperor was killed): force them.
+                kill_all(processes_with_marker(self._run.marker))
+                if self._reader is not None:
+                    self._reader.join(timeout=5)
+                for socket_path in self._run.recorded_sockets():
+                    remove_stale_socket(socket_path)
         finally:
             self._run.close(keep=self.keep)
             self._run = None
+
+    def _shut_down(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGINT, the emperor's shutdown: it sends every vassal its stop and waits for them. Left alone, that
+        takes 3 s for a single vassal (docs/uwsgi-behaviour.md, "Start, stop and removal timing"): each master
+        reaps its workers at its 1 s tick and the emperor polls for them with ``sleep(1)``. So the masters are
+        woken (``hasten_stop``) and the emperor too: SIGWINCH, whose handler does nothing but end its sleep."""
+        assert self._run is not None
+        masters = children_of(proc.pid)  # the vassal masters: the emperor forks nothing else
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+
+        def wake_emperor() -> None:
+            if proc.poll() is None:  # not reaped, so the pid is still the emperor's
+                proc.send_signal(signal.SIGWINCH)
+
+        hasten_stop(masters, grace=STOP_GRACE, timeout=SHUTDOWN_GRACE, each_tick=wake_emperor)
+        # A wake-up that lands just before the emperor sleeps is lost: one a tick until it is gone.
+        while not wait_exit(proc.pid, WAKE_TICK):
+            if time.monotonic() > deadline:
+                kill_all(processes_with_marker(self._run.marker))
+                return
+            wake_emperor()
+
+    # -- background removals ----------------------------------------------------------------------------------
+
+    def remove_in_background(self, vassal: Vassal, timeout: float | None = None) -> None:
+        """Forget ``vassal`` now and stop it in a thread (``Vassal.remove(wait=False)``); ``finish_removals``
+        waits for it."""
+        removal = _Removal(vassal)
+
+        def run() -> None:
+            try:
+                vassal.stop(timeout)
+            except BaseException as exc:  # raised to whoever waits for the removal
+                removal.error = exc
+
+        removal.thread = threading.Thread(target=run, name=f"remove-{vassal.name}", daemon=True)
+        with self._removals_lock:
+            self.vassals.pop(vassal.name, None)
+            self._removals[vassal.name] = removal
+        removal.thread.start()
+
+    def finish_removals(self, name: str | None = None, sockets: Iterable[str] = ()) -> None:
+        """Wait for the background removals of the vassal ``name`` and of those binding one of ``sockets`` (all of
+        them if neither is given); raise the first error one of them met."""
+        wanted = set(sockets)
+        with self._removals_lock:
+            chosen = [
+                (key, removal)
+                for key, removal in self._removals.items()
+                if (name is None and not wanted) or key == name or wanted & set(removal.vassal.socket_paths)
+            ]
+        errors = []
+        for key, removal in chosen:
+            removal.thread.join()
+            with self._removals_lock:
+                if self._removals.get(key) is removal:
+                    del self._removals[key]
+            if removal.error is not None:
+                errors.append(removal.error)
+        if errors:
+            raise errors[0]
 
     @property
     def router(self) -> Router:

@@ -262,7 +262,8 @@ def emperor(pytestconfig: pytest.Config) -> Iterator[Emperor]:
 def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., Vassal]]:
     """Factory: ``deploy_app(path, name=None, *, wait=True, timeout=None)`` deploys an app dir or ini file
     (relative paths are taken from the rootdir) and returns its Vassal, ready unless ``wait=False``. Every
-    vassal it deployed is removed after the test."""
+    vassal it deployed is removed after the test, in the background: the next test waits for that only if it
+    deploys the same name or socket again."""
     deployed: list[Vassal] = []
 
     def deploy(
@@ -276,7 +277,7 @@ def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Cal
 
     yield deploy
     for vassal in reversed(deployed):
-        vassal.remove()
+        vassal.remove(wait=False)  # the next test waits only if it deploys the same name or socket again
 
 
 @pytest.fixture
@@ -308,7 +309,7 @@ def cursed_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
 
     yield deploy
     for vassal in reversed(deployed):
-        vassal.remove()
+        vassal.remove(wait=False)  # the next test waits only if it deploys the same name or socket again
 
 
 @pytest.fixture
