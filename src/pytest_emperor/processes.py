@@ -42,7 +42,32 @@ def processes_with_marker(value: str) -> list[int]:
 
 
 def children_of(pid: int) -> list[int]:
-    """PIDs of the live children of ``pid`` (from ``/proc/*/stat``, which every Linux kernel has)."""
+    """PIDs of the live children of ``pid``: from ``/proc/<pid>/task/*/children`` (one small read per thread),
+    else from a scan of every ``/proc/*/stat`` (kernels built without that file)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        listed: list[int] = []
+        for task in tasks:
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as f:
+                listed.extend(int(child) for child in f.read().split())
+    except FileNotFoundError:
+        if not os.path.exists(f"/proc/{pid}"):
+            return []
+        return _children_by_scan(pid)
+    except OSError:
+        return []
+    return [child for child in listed if _state(child) not in (b"Z", b"")]
+
+
+def _state(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return b""
+
+
+def _children_by_scan(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

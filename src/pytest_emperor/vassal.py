@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import requests
-
 from pytest_emperor import APP_INI as APP_INI  # re-exported: the name callers know it by
 from pytest_emperor.client import Response, http_request, uwsgi_request
 from pytest_emperor.emperor_log import EmperorEvent, EventKind
@@ -32,6 +30,8 @@ from pytest_emperor.runs import AF_UNIX_MAX, remove_stale_socket, socket_is_live
 from pytest_emperor.stats import BlacklistEntry
 
 if TYPE_CHECKING:
+    import requests  # only for sessions, which the router makes: requests costs 0.1-0.3 s to import
+
     from pytest_emperor.emperor import Emperor
 
 # How long a stopping vassal's workers get to exit on their SIGINT before they are taken to be ignoring it (the
