@@ -14,7 +14,9 @@ How the pieces fit:
 from __future__ import annotations
 
 import os
+import select
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -113,6 +115,8 @@ class Emperor:
         self._cond = threading.Condition()
         self._removals: dict[str, _Removal] = {}
         self._removals_lock = threading.Lock()
+        self._bells: list[socket.socket] = []  # doorbell connections the emperor has not answered yet (see ring)
+        self._bells_lock = threading.Lock()
 
     # -- paths ------------------------------------------------------------------------------------------------
 
@@ -238,6 +242,8 @@ class Emperor:
                 kill_all(processes_with_marker(self._run.marker))
                 if self._reader is not None:
                     self._reader.join(timeout=5)
+                with self._bells_lock:
+                    self._close_bells(answered_only=False)
                 for socket_path in self._run.recorded_sockets():
                     remove_stale_socket(socket_path)
         finally:
@@ -394,6 +400,35 @@ class Emperor:
     def stats(self) -> EmperorStats:
         """Read the emperor's stats (and wake it up: see ``stats.read_stats``)."""
         return read_stats(str(self.stats_path))
+
+    def ring(self) -> None:
+        """Wake the emperor so that it scans its vassal dir now, without waiting for it.
+
+        A connection to the stats socket wakes it (see ``stats.read_stats``) and, unlike a signal, is never lost:
+        it waits in the listen queue until the emperor gets to it. Reading the answer would wait for the emperor,
+        which is slow while dozens of vassals start; so the connection is left open for the emperor to write its
+        answer into the socket buffer, and closed once answered: closed earlier, the emperor's write would fail
+        and log an error.
+        """
+        bell = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            bell.connect(str(self.stats_path))
+        except OSError:
+            bell.close()
+            raise
+        with self._bells_lock:
+            self._bells.append(bell)
+            self._close_bells(answered_only=True)
+
+    def _close_bells(self, answered_only: bool) -> None:
+        answered = set(select.select(self._bells, [], [], 0)[0]) if answered_only and self._bells else set()
+        keep = []
+        for bell in self._bells:
+            if answered_only and bell not in answered:
+                keep.append(bell)
+            else:
+                bell.close()
+        self._bells = keep
 
     def clear_blacklist(self) -> None:
         """Forget every blacklisted vassal (SIGURG), so a name that was cursed can be deployed again at once."""

@@ -68,6 +68,12 @@ _NOISE_LINE = re.compile(
 )
 
 
+def _workers_of(master: int) -> list[int]:
+    """The worker processes of a vassal master: its children running the same command line."""
+    own = command_line(master)
+    return [pid for pid in children_of(master) if command_line(pid) == own]
+
+
 class VassalState(enum.Enum):
     """What the emperor is doing with a vassal, as far as its stats and log tell."""
 
@@ -282,9 +288,10 @@ class Vassal:
         """Deploy: create the symlink and ring the emperor's doorbell so it scans now.
 
         A name the emperor blacklisted (its vassal died without ever serving a request) would be skipped
-        silently until its throttle expires, so the blacklist is cleared first.
+        silently until its throttle expires, so the blacklist is cleared first. Only a name this emperor has run
+        can be on it, so only such a name costs a stats read.
         """
-        if self.id in self.emperor.stats().blacklist:
+        if self.emperor.events(self.id) and self.id in self.emperor.stats().blacklist:
             self.emperor.clear_blacklist()
         self._deploy_seq = self._since = self.emperor.last_seq
         try:
@@ -293,7 +300,7 @@ class Vassal:
             self._log_offset = 0
         os.symlink(self.ini, self.symlink)
         self._stopped = False
-        self.emperor.stats()
+        self.emperor.ring()
 
     def wait_ready(self, timeout: float | None = None) -> Vassal:
         """Wait until the emperor reports the vassal accepting and a probe request gets an answer.
@@ -319,9 +326,12 @@ class Vassal:
         # signal handlers, and uWSGI 2.0 then ignores a reload or stop sent to it: the master waits up to its
         # 60 s worker mercy. So readiness also waits (briefly, bounded) until every worker sits blocked in the
         # kernel, twice in a row: what a worker waiting for requests does. No event exists for it: polled.
+        master = self.pid  # read once: each stats read costs the emperor a JSON dump of every vassal
+        if master is None:
+            return
         quiet = 0
         while quiet < 2 and time.monotonic() < deadline:
-            workers = self.workers
+            workers = _workers_of(master)
             quiet = quiet + 1 if workers and all(is_sleeping(pid) for pid in workers) else 0
             time.sleep(0.001)
 
@@ -479,9 +489,7 @@ class Vassal:
     def workers(self) -> list[int]:
         """PIDs of the vassal's worker processes (its master's children running the same command line)."""
         master = self.pid
-        if master is None:
-            return []
-        return [pid for pid in children_of(master) if command_line(pid) == command_line(master)]
+        return [] if master is None else _workers_of(master)
 
     @property
     def curses(self) -> int:

@@ -24,7 +24,6 @@ from pytest_emperor.dev.control import AppStatus, Message
 from pytest_emperor.dev.logs import LogTail, follow
 from pytest_emperor.dev.output import Output
 from pytest_emperor.dev.state import DEFAULT_STATE_DIR, AlreadyRunning, Instance, NotRunning, StateDir
-from pytest_emperor.dev.up import DevServer, UpOptions
 from pytest_emperor.errors import ConfigError, EmperorError
 from pytest_emperor.processes import wait_exit
 from pytest_emperor.router import RouteMap, RouterError
@@ -135,6 +134,9 @@ def up(
         specs = resolve_apps(apps, base) if apps else default_apps(base)
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
+    # Imported here: the emperor and router machinery is 0.2-0.6 s that down, status and the rest do not need.
+    from pytest_emperor.dev.up import DevServer, UpOptions
+
     options = UpOptions(
         router=router, host=host, port=port, domain=domain, socket_dir=socket_dir, reload=reload, timeout=timeout,
         uwsgi=uwsgi,
