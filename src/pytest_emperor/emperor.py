@@ -13,6 +13,7 @@ How the pieces fit:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -257,8 +258,14 @@ class Emperor:
         woken (``hasten_stop``) and the emperor too: SIGWINCH, whose handler does nothing but end its sleep."""
         assert self._run is not None
         masters = children_of(proc.pid)  # the vassal masters: the emperor forks nothing else
+        since = self.last_seq
         proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + SHUTDOWN_GRACE
+        # Woken before the emperor has marked them as stopping, masters would die as unasked deaths (curses).
+        with contextlib.suppress(VassalTimeout):  # a wedged emperor is dealt with below
+            self.wait_event(
+                lambda e: e.kind is EventKind.SHUTDOWN, since=since, timeout=SHUTDOWN_GRACE, what="the shutdown"
+            )
 
         def wake_emperor() -> None:
             if proc.poll() is None:  # not reaped, so the pid is still the emperor's
