@@ -217,11 +217,12 @@ def hasten_stop(
     does (a dying master's handler returns at once), and the master then reaps, vacuums and exits. A signal that
     lands between its last check and its wait is lost, hence one every ``WAKE_TICK`` until it is gone.
 
-    A master that does not catch SIGINT yet is still starting (importing its app, or re-exec'ing for a reload)
-    and would hear no stop before that ends: it is killed, with its children (the caller removes the socket file
-    vacuum would have). Children still alive ``grace`` seconds in ignored their SIGINT (uWSGI's worker start-up
-    race): killed, the master then exits normally. Anything left after ``timeout`` is killed. ``each_tick`` runs
-    once a tick (the emperor's wake-up).
+    A master still importing its app reads no stop, but its embedded Python catches SIGINT: the import gets a
+    KeyboardInterrupt and the master goes on to its loop (or exits). One that does not catch SIGINT at all is
+    not that far (Python not started, or re-exec'ing for a reload): SIGINT would kill it alone, so it is killed
+    with its children (the caller removes the socket file vacuum would have). Children still alive ``grace``
+    seconds in ignored their SIGINT (uWSGI's worker start-up race): killed, the master then exits normally.
+    Anything left after ``timeout`` is killed. ``each_tick`` runs once a tick (the emperor's wake-up).
     """
     held = [_Master(pid) for pid in masters]
     start = time.monotonic()

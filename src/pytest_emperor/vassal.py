@@ -408,15 +408,16 @@ class Vassal:
         reaps its workers only at its next 1 s tick, so once the emperor has sent its stop the master is woken
         (``processes.hasten_stop``), and the emperor is rung to reap it. uWSGI 2.0 also has a start-up race: a
         worker stopped before it has installed its signal handlers ignores the stop, and its master would wait
-        for it for the 60 s of its worker mercy; and a master still importing its app does not hear the stop at
-        all. Such a worker is killed after ``STOP_GRACE`` seconds, such a master at once.
+        for it for the 60 s of its worker mercy: it is killed after ``STOP_GRACE`` seconds. A master still
+        importing its app does not read the emperor's stop at all; the wake-up SIGINT interrupts its import
+        (Python's own handler) and it stops, and one not gone after ``STOP_LIMIT`` is killed.
         """
         timeout = self.emperor.timeout if timeout is None else timeout
         since = self.emperor.last_seq
         running = self.emperor.stats().vassals.get(self.id)
         self.symlink.unlink(missing_ok=True)
         if running is not None:
-            self.emperor.stats()  # the doorbell: the emperor scans now, misses the link and sends the stop
+            self.emperor.ring()  # the emperor scans now, misses the link and sends the stop
             # Woken before the emperor has marked it as stopping, the master would die as an unasked death.
             self._wait_for(
                 lambda e: e.kind in (EventKind.STOPPING, EventKind.REMOVED, EventKind.CURSED), timeout,
@@ -424,7 +425,7 @@ class Vassal:
             )  # fmt: skip
             if running.pid > 0:
                 hasten_stop([running.pid], grace=STOP_GRACE, timeout=STOP_LIMIT)
-            self.emperor.stats()  # the emperor reaps at its next pass; without a ring that is a second away
+            self.emperor.ring()  # the emperor reaps at its next pass; without a ring that is a second away
             self._wait_for(lambda e: e.kind is EventKind.REMOVED, timeout, "to be removed", since=since)
         for path in self.socket_paths:
             remove_stale_socket(path)
