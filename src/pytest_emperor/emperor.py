@@ -25,12 +25,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_emperor.binary import find_uwsgi
 from pytest_emperor.emperor_log import EmperorEvent, EmperorLogParser, EventKind
 from pytest_emperor.errors import EmperorError, VassalTimeout
-from pytest_emperor.isolation import Isolation, direct, through_router
 from pytest_emperor.processes import (
     MARKER_ENV,
     WAKE_TICK,
@@ -45,6 +44,9 @@ from pytest_emperor.router import RouteMap, Router, start_router
 from pytest_emperor.runs import RunDir, remove_stale_socket
 from pytest_emperor.stats import EmperorStats, read_stats
 from pytest_emperor.vassal import STOP_GRACE, Vassal, prepare_deployment
+
+if TYPE_CHECKING:
+    from pytest_emperor.isolation import Isolation
 
 # Emperor options chosen for tests (uwsgi-facts.md sections 1 and 3):
 #  --emperor-freq 1: the shortest scan period; deploys do not wait for it anyway (the stats doorbell).
@@ -477,6 +479,8 @@ class Emperor:
         """``with emperor.isolation(*healthy) as report:``: steady traffic to ``healthy`` for the whole block,
         which fails on exit unless none of them noticed what the block did (see isolation.py). ``via`` is
         ``"direct"`` (to the sockets) or ``"router"``."""
+        from pytest_emperor.isolation import Isolation, direct, through_router  # only tests that use it pay for it
+
         senders = {"direct": direct, "router": through_router}
         if via not in senders:
             raise ValueError(f"via must be 'direct' or 'router', not {via!r}")
