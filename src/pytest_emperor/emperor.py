@@ -430,10 +430,15 @@ class Emperor:
             self._close_bells(answered_only=True)
 
     def _close_bells(self, answered_only: bool) -> None:
-        answered = set(select.select(self._bells, [], [], 0)[0]) if answered_only and self._bells else set()
+        answered: set[int] = set()
+        if answered_only and self._bells:
+            poller = select.poll()  # not select(): a busy process may hold fds past FD_SETSIZE
+            for bell in self._bells:
+                poller.register(bell, select.POLLIN)
+            answered = {fd for fd, _ in poller.poll(0)}
         keep = []
         for bell in self._bells:
-            if answered_only and bell not in answered:
+            if answered_only and bell.fileno() not in answered:
                 keep.append(bell)
             else:
                 bell.close()

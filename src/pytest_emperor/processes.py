@@ -188,7 +188,9 @@ class _Master:
     def exited(self) -> bool:
         if not self.gone:
             if self.fd is not None:
-                self.gone = bool(select.select([self.fd], [], [], 0)[0])
+                poller = select.poll()  # not select(): fds past FD_SETSIZE
+                poller.register(self.fd, select.POLLIN)
+                self.gone = bool(poller.poll(0))
             else:
                 self.gone = not _alive(self.pid)
         return self.gone
