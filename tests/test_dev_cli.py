@@ -470,6 +470,9 @@ def test_up_serves_through_the_router_isolates_a_broken_app_and_stops_clean_on_c
     assert re.search(rf"^{broken}\s+http://{broken}\.api\.localhost:\d+/\s+(cursed|throttled)\s", "\n".join(up.lines),
                      re.M)  # fmt: skip
     assert up.expect(rf"^{broken}\s+\| chdir\(\): No such file or directory")  # its error lines, under the table
+    # Each app was announced as soon as it settled, before the table that waits for all of them.
+    header = next(i for i, line in enumerate(up.lines) if line.startswith("NAME "))
+    assert any(re.match(rf"^emperor\s+\| {good}: ready$", line) for line in up.lines[:header]), up.lines
 
     assert up.get(good, "/hello") == (200, "hello from service3 at /hello\n")
     status, body = up.get(broken)

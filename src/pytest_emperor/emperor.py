@@ -13,24 +13,29 @@ How the pieces fit:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
+import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_emperor.binary import find_uwsgi
 from pytest_emperor.emperor_log import EmperorEvent, EmperorLogParser, EventKind
 from pytest_emperor.errors import EmperorError, VassalTimeout
-from pytest_emperor.isolation import Isolation, direct, through_router
 from pytest_emperor.processes import (
     MARKER_ENV,
+    WAKE_TICK,
     children_of,
     die_with_parent,
+    hasten_stop,
     kill_all,
     processes_with_marker,
     wait_exit,
@@ -38,7 +43,10 @@ from pytest_emperor.processes import (
 from pytest_emperor.router import RouteMap, RouteMismatch, Router, start_router
 from pytest_emperor.runs import RunDir, remove_stale_socket
 from pytest_emperor.stats import EmperorStats, read_stats
-from pytest_emperor.vassal import Vassal, prepare_deployment
+from pytest_emperor.vassal import STOP_GRACE, Vassal, prepare_deployment
+
+if TYPE_CHECKING:
+    from pytest_emperor.isolation import Isolation
 
 # Emperor options chosen for tests (uwsgi-facts.md sections 1 and 3):
 #  --emperor-freq 1: the shortest scan period; deploys do not wait for it anyway (the stats doorbell).
@@ -53,9 +61,18 @@ EMPEROR_FLAGS = (
     "--emperor-max-throttle", "1000",
 )  # fmt: skip
 
-# A clean emperor shutdown takes about a second per vassal wave (each vassal master reaps its workers on a 1 s
-# tick); past this, a vassal hit by uWSGI's stop-during-start race (see Vassal.remove) is holding it up.
+# A clean emperor shutdown takes tens of milliseconds once its vassals are woken (see _stop_emperor); past this,
+# something is wedged and every process of the run is killed.
 SHUTDOWN_GRACE = 5.0
+
+
+@dataclass
+class _Removal:
+    """A vassal being removed in the background (``Vassal.remove(wait=False)``)."""
+
+    vassal: Vassal
+    thread: threading.Thread = field(init=False)
+    error: BaseException | None = None
 
 
 class Emperor:
@@ -106,6 +123,10 @@ class Emperor:
         self._events: list[EmperorEvent] = []
         self._eof = False
         self._cond = threading.Condition()
+        self._removals: dict[str, _Removal] = {}
+        self._removals_lock = threading.Lock()
+        self._bells: list[socket.socket] = []  # doorbell connections the emperor has not answered yet (see ring)
+        self._bells_lock = threading.Lock()
 
     # -- paths ------------------------------------------------------------------------------------------------
 
@@ -233,21 +254,92 @@ class Emperor:
     def _stop_emperor(self) -> None:
         assert self._run is not None
         try:
-            if self._proc is not None:
-                if self._proc.poll() is None:
-                    self._proc.send_signal(signal.SIGINT)
-                    if not wait_exit(self._proc.pid, SHUTDOWN_GRACE):
-                        kill_all(processes_with_marker(self._run.marker))
-                self._proc.wait()
-            # Vassals that outlived the emperor (a wedged one, or one whose emperor was killed): force them.
-            kill_all(processes_with_marker(self._run.marker))
-            if self._reader is not None:
-                self._reader.join(timeout=5)
-            for socket_path in self._run.recorded_sockets():
-                remove_stale_socket(socket_path)
+            try:
+                self.finish_removals()
+            finally:
+                if self._proc is not None:
+                    if self._proc.poll() is None:
+                        self._shut_down(self._proc)
+                    self._proc.wait()
+                # Vassals that outlived the emperor (a wedged one, or one whose emperor was killed): force them.
+                kill_all(processes_with_marker(self._run.marker))
+                if self._reader is not None:
+                    self._reader.join(timeout=5)
+                with self._bells_lock:
+                    self._close_bells(answered_only=False)
+                for socket_path in self._run.recorded_sockets():
+                    remove_stale_socket(socket_path)
         finally:
             self._run.close(keep=self.keep)
             self._run = None
+
+    def _shut_down(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGINT, the emperor's shutdown: it sends every vassal its stop and waits for them. Left alone, that
+        takes 3 s for a single vassal (docs/uwsgi-behaviour.md, "Start, stop and removal timing"): each master
+        reaps its workers at its 1 s tick and the emperor polls for them with ``sleep(1)``. So the masters are
+        woken (``hasten_stop``) and the emperor too: SIGWINCH, whose handler does nothing but end its sleep."""
+        assert self._run is not None
+        masters = children_of(proc.pid)  # the vassal masters: the emperor forks nothing else
+        since = self.last_seq
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        # Woken before the emperor has marked them as stopping, masters would die as unasked deaths (curses).
+        with contextlib.suppress(VassalTimeout):  # a wedged emperor is dealt with below
+            self.wait_event(
+                lambda e: e.kind is EventKind.SHUTDOWN, since=since, timeout=SHUTDOWN_GRACE, what="the shutdown"
+            )
+
+        def wake_emperor() -> None:
+            if proc.poll() is None:  # not reaped, so the pid is still the emperor's
+                proc.send_signal(signal.SIGWINCH)
+
+        hasten_stop(masters, grace=STOP_GRACE, timeout=SHUTDOWN_GRACE, each_tick=wake_emperor)
+        # A wake-up that lands just before the emperor sleeps is lost: one a tick until it is gone.
+        while not wait_exit(proc.pid, WAKE_TICK):
+            if time.monotonic() > deadline:
+                kill_all(processes_with_marker(self._run.marker))
+                return
+            wake_emperor()
+
+    # -- background removals ----------------------------------------------------------------------------------
+
+    def remove_in_background(self, vassal: Vassal, timeout: float | None = None) -> None:
+        """Forget ``vassal`` now and stop it in a thread (``Vassal.remove(wait=False)``); ``finish_removals``
+        waits for it."""
+        removal = _Removal(vassal)
+
+        def run() -> None:
+            try:
+                vassal.stop(timeout)
+            except BaseException as exc:  # raised to whoever waits for the removal
+                removal.error = exc
+
+        removal.thread = threading.Thread(target=run, name=f"remove-{vassal.name}", daemon=True)
+        with self._removals_lock:
+            self.vassals.pop(vassal.name, None)
+            self._removals[vassal.name] = removal
+        removal.thread.start()
+
+    def finish_removals(self, name: str | None = None, sockets: Iterable[str] = ()) -> None:
+        """Wait for the background removals of the vassal ``name`` and of those binding one of ``sockets`` (all of
+        them if neither is given); raise the first error one of them met."""
+        wanted = set(sockets)
+        with self._removals_lock:
+            chosen = [
+                (key, removal)
+                for key, removal in self._removals.items()
+                if (name is None and not wanted) or key == name or wanted & set(removal.vassal.socket_paths)
+            ]
+        errors = []
+        for key, removal in chosen:
+            removal.thread.join()
+            with self._removals_lock:
+                if self._removals.get(key) is removal:
+                    del self._removals[key]
+            if removal.error is not None:
+                errors.append(removal.error)
+        if errors:
+            raise errors[0]
 
     @property
     def router(self) -> Router:
@@ -347,6 +439,40 @@ class Emperor:
         """Read the emperor's stats (and wake it up: see ``stats.read_stats``)."""
         return read_stats(str(self.stats_path))
 
+    def ring(self) -> None:
+        """Wake the emperor so that it scans its vassal dir now, without waiting for it.
+
+        A connection to the stats socket wakes it (see ``stats.read_stats``) and, unlike a signal, is never lost:
+        it waits in the listen queue until the emperor gets to it. Reading the answer would wait for the emperor,
+        which is slow while dozens of vassals start; so the connection is left open for the emperor to write its
+        answer into the socket buffer, and closed once answered: closed earlier, the emperor's write would fail
+        and log an error.
+        """
+        bell = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            bell.connect(str(self.stats_path))
+        except OSError:
+            bell.close()
+            raise
+        with self._bells_lock:
+            self._bells.append(bell)
+            self._close_bells(answered_only=True)
+
+    def _close_bells(self, answered_only: bool) -> None:
+        answered: set[int] = set()
+        if answered_only and self._bells:
+            poller = select.poll()  # not select(): a busy process may hold fds past FD_SETSIZE
+            for bell in self._bells:
+                poller.register(bell, select.POLLIN)
+            answered = {fd for fd, _ in poller.poll(0)}
+        keep = []
+        for bell in self._bells:
+            if answered_only and bell.fileno() not in answered:
+                keep.append(bell)
+            else:
+                bell.close()
+        self._bells = keep
+
     def clear_blacklist(self) -> None:
         """Forget every blacklisted vassal (SIGURG), so a name that was cursed can be deployed again at once."""
         since = self.last_seq
@@ -387,6 +513,8 @@ class Emperor:
         """``with emperor.isolation(*healthy) as report:``: steady traffic to ``healthy`` for the whole block,
         which fails on exit unless none of them noticed what the block did (see isolation.py). ``via`` is
         ``"direct"`` (to the sockets) or ``"router"``."""
+        from pytest_emperor.isolation import Isolation, direct, through_router  # only tests that use it pay for it
+
         senders = {"direct": direct, "router": through_router}
         if via not in senders:
             raise ValueError(f"via must be 'direct' or 'router', not {via!r}")

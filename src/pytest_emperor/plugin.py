@@ -2,6 +2,10 @@
 
 One emperor per test session, started on first use; under pytest-xdist each worker has its own (a separate run
 dir and vassal-name suffix), so workers never share or clash on sockets and need no cross-process lock.
+
+pytest imports this module in every run of a project that has the package installed, most of them without
+``--emperor``; so, as pytest-xdist's plugin does, it imports only pytest and what its options need, and the
+machinery (requests, the router, the emperor) inside the fixtures and hooks that run with ``--emperor``.
 """
 
 from __future__ import annotations
@@ -14,19 +18,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from pytest_emperor.binary import find_uwsgi
-from pytest_emperor.client import localhost_names
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.emperor_log import EventKind
+from pytest_emperor import APP_INI
 from pytest_emperor.errors import ConfigError, EmperorError, UwsgiNotFound
-from pytest_emperor.faults import deploy_broken
-from pytest_emperor.isolation import Isolation, IsolationReport
-from pytest_emperor.router import RouteMap
-from pytest_emperor.vassal import APP_INI, Vassal
+
+if TYPE_CHECKING:
+    from pytest_emperor.emperor import Emperor
+    from pytest_emperor.isolation import Isolation, IsolationReport
+    from pytest_emperor.router import RouteMap
+    from pytest_emperor.vassal import Vassal
 
 SKIP_REASON = "needs a uWSGI emperor: run pytest with --emperor"
 REPORT_LINES = 200  # per vassal in a failing test's report; steady traffic can log thousands
@@ -104,6 +107,8 @@ class _Settings:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> _Settings:
+        from pytest_emperor.router import RouteMap
+
         def pick(option: str, ini: str) -> Any:
             value = config.getoption(option)
             return config.getini(ini) if value is None else value
@@ -169,6 +174,8 @@ class _Session:
 
     def get_emperor(self) -> Emperor:
         if self.emperor is None:
+            from pytest_emperor.emperor import Emperor
+
             self.emperor = Emperor(
                 self.settings.uwsgi, route_map=self.settings.route_map, router_options=self.settings.router_options,
                 keep=self.settings.keep, timeout=self.settings.timeout,
@@ -219,17 +226,19 @@ class _Session:
 
 _SESSION = pytest.StashKey[_Session]()
 _CALL_REPORT = pytest.StashKey[pytest.TestReport]()
-_USED = pytest.StashKey[list[tuple[Vassal, int, int]]]()  # vassal, its log offset and event number at first use
+_USED = pytest.StashKey["list[tuple[Vassal, int, int]]"]()  # vassal, its log offset and event number at first use
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Check the uwsgi binary up front (a clear usage error beats a failure in every test) and make SIGTERM
     unwind the session like Ctrl-C does, so the emperor is stopped either way."""
     config.addinivalue_line("markers", "emperor: the test needs a running uWSGI emperor (pytest --emperor)")
-    settings = _Settings.from_config(config)
-    config.stash[_SESSION] = _Session(settings, config.rootpath)
     if not config.getoption("emperor"):
         return
+    from pytest_emperor.binary import find_uwsgi
+
+    settings = _Settings.from_config(config)
+    config.stash[_SESSION] = _Session(settings, config.rootpath)
     try:
         find_uwsgi(settings.uwsgi)
     except UwsgiNotFound as exc:
@@ -251,7 +260,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """Say where a kept run dir is."""
-    for path in config.stash[_SESSION].kept:
+    session = config.stash.get(_SESSION, None)
+    for path in session.kept if session is not None else []:
         terminalreporter.write_line(f"pytest-emperor: run dir kept at {path}")
 
 
@@ -272,6 +282,8 @@ def emperor(pytestconfig: pytest.Config) -> Iterator[Emperor]:
     """
     if not pytestconfig.getoption("emperor"):
         pytest.skip(SKIP_REASON)
+    from pytest_emperor.client import localhost_names
+
     session = pytestconfig.stash[_SESSION]
     with localhost_names():  # so that plain requests.get(vassal.url) works, as curl's does
         yield session.get_emperor()
@@ -279,12 +291,11 @@ def emperor(pytestconfig: pytest.Config) -> Iterator[Emperor]:
 
 
 @pytest.fixture
-def deploy_app(
-    emperor: Emperor, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., Vassal]]:
+def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., Vassal]]:
     """Factory: ``deploy_app(path, name=None, *, wait=True, timeout=None)`` deploys an app dir or ini file
     (relative paths are taken from the rootdir) and returns its Vassal, ready unless ``wait=False``. Every
-    vassal it deployed is removed after the test."""
+    vassal it deployed is removed after the test, in the background: the next test waits for that only if it
+    deploys the same name or socket again."""
     deployed: list[Vassal] = []
 
     def deploy(
@@ -299,7 +310,7 @@ def deploy_app(
     yield deploy
     for vassal in reversed(deployed):
         vassal.close_clients()
-        vassal.remove()
+        vassal.remove(wait=False)  # the next test waits only if it deploys the same name or socket again
 
 
 @pytest.fixture
@@ -325,6 +336,8 @@ def cursed_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
     deployed: list[Vassal] = []
 
     def deploy(kind: str, name: str | None = None, *, need_app: bool = False, timeout: float | None = None) -> Vassal:
+        from pytest_emperor.faults import deploy_broken
+
         vassal = deploy_broken(emperor, kind, name, need_app=need_app, timeout=timeout)
         deployed.append(_use(request, vassal, deployed_now=True))
         return vassal
@@ -332,7 +345,7 @@ def cursed_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
     yield deploy
     for vassal in reversed(deployed):
         vassal.close_clients()
-        vassal.remove()
+        vassal.remove(wait=False)  # the next test waits only if it deploys the same name or socket again
 
 
 @pytest.fixture
@@ -363,9 +376,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
     if report.when == "call":
         item.stash[_CALL_REPORT] = report
-    if not report.failed:
+    if not report.failed or not item.stash.get(_USED, []):
         return
-    for vassal, offset, seq in item.stash.get(_USED, []):
+    from pytest_emperor.emperor_log import EventKind
+
+    for vassal, offset, seq in item.stash[_USED]:
         vassal.sync_log()
         events = vassal.emperor.events(vassal.id, since=seq)
         emperor_lines = [e.line for e in events if e.kind is not EventKind.OUTPUT]

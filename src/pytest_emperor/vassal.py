@@ -22,12 +22,13 @@ from urllib.parse import urlsplit
 
 import requests
 
+from pytest_emperor import APP_INI as APP_INI  # re-exported: the name callers know it by
 from pytest_emperor.client import EmperorSession, direct_session, routed_session
 from pytest_emperor.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
 from pytest_emperor.inifile import IniFile, MagicVars, read_config
 from pytest_emperor.inifile_io import VassalSource, at_resolver
-from pytest_emperor.processes import children_of, command_line, is_sleeping, kill_all, wait_exit
+from pytest_emperor.processes import children_of, command_line, hasten_stop, is_sleeping, kill_all
 from pytest_emperor.runs import AF_UNIX_MAX, remove_stale_socket, socket_is_live
 from pytest_emperor.stats import BlacklistEntry
 
@@ -40,9 +41,11 @@ if TYPE_CHECKING:
 #: "deploy", or a byte offset into its log file.
 Since = Union[str, int]
 
-APP_INI = "app.uwsgi.ini"
-
-STOP_GRACE = 3.0
+# How long a stopping vassal's workers get to exit on their SIGINT before they are taken to be ignoring it (the
+# worker start-up race, see stop()): they exit within milliseconds otherwise, even mid-request.
+STOP_GRACE = 1.0
+# How long a stopping vassal's master gets in all before it is killed.
+STOP_LIMIT = 3.0
 # How long wait_ready() lets the other workers finish starting after worker 1 accepts (see _settle).
 SETTLE_LIMIT = 2.0
 # How long reload() waits for the vassal to come back before it kills workers stuck in a graceful reload.
@@ -70,6 +73,12 @@ LOG_SYNC_LIMIT = 1.0
 _NOISE_LINE = re.compile(
     r"no internal routing support|running uWSGI as root|use the --uid flag|^subprocess \d+ exited with code 0$"
 )
+
+
+def _workers_of(master: int) -> list[int]:
+    """The worker processes of a vassal master: its children running the same command line."""
+    own = command_line(master)
+    return [pid for pid in children_of(master) if command_line(pid) == own]
 
 
 class VassalState(enum.Enum):
@@ -196,6 +205,7 @@ def prepare_deployment(emperor: Emperor, path: Path, name: str | None) -> Vassal
             f"(a-z, 0-9, '-', at most 63 characters, no dots) that {emperor.route_map.nginx_server_name} captures "
             "as app; choose another name"
         )
+    emperor.finish_removals(full)
     if full in emperor.vassals:
         raise ConfigError(f"a vassal named {full!r} is already deployed; remove it first or choose another name")
     link = emperor.vassal_dir.resolve() / f"{full}.ini"
@@ -206,6 +216,7 @@ def prepare_deployment(emperor: Emperor, path: Path, name: str | None) -> Vassal
             f"the options under a [{ini_file.section}] header"
         )
     sockets = predict_sockets(ini_file, ini, link)
+    emperor.finish_removals(sockets=[s.address for s in sockets if s.is_unix])
     for socket in sockets:
         if socket.is_unix and socket_is_live(socket.address):
             raise SocketInUse(
@@ -350,9 +361,10 @@ class Vassal:
         """Deploy: create the symlink and ring the emperor's doorbell so it scans now.
 
         A name the emperor blacklisted (its vassal died without ever serving a request) would be skipped
-        silently until its throttle expires, so the blacklist is cleared first.
+        silently until its throttle expires, so the blacklist is cleared first. Only a name this emperor has run
+        can be on it, so only such a name costs a stats read.
         """
-        if self.id in self.emperor.stats().blacklist:
+        if self.emperor.events(self.id) and self.id in self.emperor.stats().blacklist:
             self.emperor.clear_blacklist()
         self._deploy_seq = self._since = self.emperor.last_seq
         try:
@@ -361,7 +373,7 @@ class Vassal:
             self._log_offset = 0
         os.symlink(self.ini, self.symlink)
         self._stopped = False
-        self.emperor.stats()
+        self.emperor.ring()
 
     def wait_ready(self, timeout: float | None = None) -> Vassal:
         """Wait until the emperor reports the vassal accepting and a probe request gets an answer.
@@ -387,9 +399,12 @@ class Vassal:
         # signal handlers, and uWSGI 2.0 then ignores a reload or stop sent to it: the master waits up to its
         # 60 s worker mercy. So readiness also waits (briefly, bounded) until every worker sits blocked in the
         # kernel, twice in a row: what a worker waiting for requests does. No event exists for it: polled.
+        master = self.pid  # read once: each stats read costs the emperor a JSON dump of every vassal
+        if master is None:
+            return
         quiet = 0
         while quiet < 2 and time.monotonic() < deadline:
-            workers = self.workers
+            workers = _workers_of(master)
             quiet = quiet + 1 if workers and all(is_sleeping(pid) for pid in workers) else 0
             time.sleep(0.001)
 
@@ -462,19 +477,28 @@ class Vassal:
         """Stop the vassal as an operator does, by removing its symlink; return once the emperor has reaped it
         and its socket files are gone (removed here if the config has no ``vacuum`` and nobody serves them).
 
-        uWSGI 2.0 has a start-up race: a worker stopped before it has installed its signal handlers ignores the
-        emperor's stop, and its master waits for it until the worker gives up 30 s later; a master still
-        importing its app (a hung start-up) does not read the emperor's stop at all. A vassal not gone within
-        ``STOP_GRACE`` seconds is therefore killed, master and workers.
+        uWSGI alone takes a second or more (docs/uwsgi-behaviour.md, "Start, stop and removal timing"): the master
+        reaps its workers only at its next 1 s tick, so once the emperor has sent its stop the master is woken
+        (``processes.hasten_stop``), and the emperor is rung to reap it. uWSGI 2.0 also has a start-up race: a
+        worker stopped before it has installed its signal handlers ignores the stop, and its master would wait
+        for it for the 60 s of its worker mercy: it is killed after ``STOP_GRACE`` seconds. A master still
+        importing its app does not read the emperor's stop at all; the wake-up SIGINT interrupts its import
+        (Python's own handler) and it stops, and one not gone after ``STOP_LIMIT`` is killed.
         """
         timeout = self.emperor.timeout if timeout is None else timeout
         since = self.emperor.last_seq
         running = self.emperor.stats().vassals.get(self.id)
         self.symlink.unlink(missing_ok=True)
         if running is not None:
-            self.emperor.stats()
-            if running.pid > 0 and not wait_exit(running.pid, STOP_GRACE):
-                kill_all([*children_of(running.pid), running.pid])
+            self.emperor.ring()  # the emperor scans now, misses the link and sends the stop
+            # Woken before the emperor has marked it as stopping, the master would die as an unasked death.
+            self._wait_for(
+                lambda e: e.kind in (EventKind.STOPPING, EventKind.REMOVED, EventKind.CURSED), timeout,
+                "to be stopped by the emperor", since=since,
+            )  # fmt: skip
+            if running.pid > 0:
+                hasten_stop([running.pid], grace=STOP_GRACE, timeout=STOP_LIMIT)
+            self.emperor.ring()  # the emperor reaps at its next pass; without a ring that is a second away
             self._wait_for(lambda e: e.kind is EventKind.REMOVED, timeout, "to be removed", since=since)
         for path in self.socket_paths:
             remove_stale_socket(path)
@@ -485,11 +509,20 @@ class Vassal:
         self.link()
         return self.wait_ready(timeout)
 
-    def remove(self, timeout: float | None = None) -> None:
-        """Undeploy for good: ``stop()`` it and forget it (its name can be deployed again)."""
-        if not self._stopped:
+    def remove(self, timeout: float | None = None, *, wait: bool = True) -> None:
+        """Undeploy for good: ``stop()`` it and forget it (its name can be deployed again).
+
+        With ``wait=False`` return at once and let the stop finish in the background: a later deploy of the same
+        name or socket waits for it (and raises its error, if any), and so does ``emperor.stop()``.
+        """
+        if self._stopped:
+            self.emperor.vassals.pop(self.name, None)
+            return
+        if wait:
             self.stop(timeout)
-        self.emperor.vassals.pop(self.name, None)
+            self.emperor.vassals.pop(self.name, None)
+        else:
+            self.emperor.remove_in_background(self, timeout)
 
     # -- state ------------------------------------------------------------------------------------------------
 
@@ -530,9 +563,7 @@ class Vassal:
     def workers(self) -> list[int]:
         """PIDs of the vassal's worker processes (its master's children running the same command line)."""
         master = self.pid
-        if master is None:
-            return []
-        return [pid for pid in children_of(master) if command_line(pid) == command_line(master)]
+        return [] if master is None else _workers_of(master)
 
     @property
     def curses(self) -> int:

@@ -26,7 +26,6 @@ from pytest_emperor.dev.control import AppStatus, Message
 from pytest_emperor.dev.logs import LogTail, follow
 from pytest_emperor.dev.output import Output
 from pytest_emperor.dev.state import DEFAULT_STATE_DIR, AlreadyRunning, Instance, NotRunning, StateDir
-from pytest_emperor.dev.up import DevServer, UpOptions
 from pytest_emperor.errors import ConfigError, EmperorError
 from pytest_emperor.processes import wait_exit
 from pytest_emperor.router import RouteMap, RouterError
@@ -145,6 +144,10 @@ def up(
         nginx_site = nginx_site.resolve() if nginx_site is not None else configured_site(base)
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
+
+    # Imported here: the emperor and router machinery is 0.2-0.6 s that down, status and the rest do not need.
+    from pytest_emperor.dev.up import DevServer, UpOptions
+
     options = UpOptions(
         nginx=nginx, nginx_site=nginx_site, host=host, port=port, domain=domain, socket_dir=socket_dir,
         reload=reload, timeout=timeout, uwsgi=uwsgi,

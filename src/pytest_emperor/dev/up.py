@@ -225,12 +225,29 @@ class DevServer:
         return vassal
 
     def deploy_all(self, specs: Sequence[AppSpec]) -> None:
-        """Deploy every app at once, then wait for each: one that is cursed or slow does not hold up the others'
-        start (the waits overlap; events that already happened return at once)."""
+        """Deploy every app at once, then wait for all of them at once: each is shown as soon as it is ready (or
+        cursed), and one that is slow or hung holds up none of the others."""
         deployed = [vassal for vassal in map(self._deploy, specs) if vassal is not None]
-        for vassal in deployed:
-            with contextlib.suppress(VassalError):  # shown in the table with its error lines
-                vassal.wait_ready()
+        waiters = [
+            threading.Thread(target=self._show_when_ready, args=(vassal,), name=f"emperor-dev-ready-{vassal.name}")
+            for vassal in deployed
+        ]
+        for waiter in waiters:
+            waiter.daemon = True  # a Ctrl-C during start-up does not wait for them: the emperor's stop ends them
+            waiter.start()
+        for waiter in waiters:
+            waiter.join()
+
+    def _show_when_ready(self, vassal: Vassal) -> None:
+        with contextlib.suppress(VassalError):  # shown in the table with its error lines
+            vassal.wait_ready()
+        if self.stopping.is_set():
+            return
+        try:
+            state = self.app_status(vassal.name).state
+        except (EmperorError, OSError):  # the emperor died meanwhile: _watch_emperor says so
+            return
+        self.output.line(EMPEROR, f"{vassal.name}: {state}")
 
     def add(self, arg: str, name: str | None = None) -> AppStatus:
         """Deploy one more app (``arg`` as on the command line, absolute) and wait until it is ready."""

@@ -1,0 +1,131 @@
+"""Stopping at uWSGI's own speed without cutting corners: the master woken out of its 1 s tick still exits on its
+own (vacuum done, not a curse), background removals are waited for where they matter, and nothing is left."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from pytest_emperor.emperor import Emperor
+from pytest_emperor.emperor_log import EventKind
+from pytest_emperor.processes import _children_by_scan, catches, children_of, processes_with_marker, wait_exit
+
+MakeApp = Callable[..., Path]
+
+
+def test_removal_lets_the_master_exit_on_its_own_with_vacuum(live_emperor: Emperor, make_app: MakeApp) -> None:
+    vassal = live_emperor.deploy(make_app())
+    assert vassal.socket_path is not None
+    vassal.remove()
+    log = vassal.log_text()
+    # Woken, the master reaped its workers and ran vacuum itself: nothing was killed, and no curse was logged.
+    assert "goodbye to uWSGI." in log and f"VACUUM: unix socket {vassal.socket_path} removed." in log, log
+    assert "DAMN" not in log and "NO MERCY" not in log, log
+    assert not any(e.is_death for e in vassal.events())
+    assert [e.kind for e in vassal.events() if e.kind in (EventKind.STOPPING, EventKind.REMOVED)] == [
+        EventKind.STOPPING,
+        EventKind.REMOVED,
+    ]
+
+
+def test_background_removal_is_awaited_by_a_redeploy_of_the_same_name(live_emperor: Emperor, make_app: MakeApp) -> None:
+    app = make_app()
+    first = live_emperor.deploy(app)
+    first_pid = first.pid
+    first.remove(wait=False)
+    assert first.name not in live_emperor.vassals  # forgotten at once
+    second = live_emperor.deploy(app)  # same name, same socket: waits for the first to be gone, then binds it
+    assert second.pid != first_pid and first_pid not in processes_with_marker(str(live_emperor.run_dir))
+    assert second.request().status == 200
+    removed = [e for e in live_emperor.events(first.id) if e.kind is EventKind.REMOVED]
+    assert len(removed) == 1 and removed[0].seq < live_emperor.events(second.id, since=removed[0].seq)[0].seq
+
+
+def test_background_removal_error_reaches_the_next_waiter(live_emperor: Emperor, make_app: MakeApp) -> None:
+    vassal = live_emperor.deploy(make_app())
+    os.kill(live_emperor.pid, signal.SIGKILL)  # nobody left to ask: the removal cannot even read the stats
+    assert wait_exit(live_emperor.pid, 10)
+    vassal.remove(wait=False)
+    with pytest.raises(ConnectionRefusedError):
+        live_emperor.finish_removals(vassal.name)
+    live_emperor.finish_removals()  # reported once
+
+
+def test_emperor_stop_wakes_every_vassal_and_leaves_nothing(uwsgi_bin: Path, make_app: MakeApp) -> None:
+    with Emperor(uwsgi_bin, keep=True) as emperor:
+        vassals = [emperor.deploy(make_app(f"app{i}")) for i in range(3)]
+        vassals[0].remove(wait=False)  # still being removed when the emperor stops: awaited, not raced
+    try:
+        assert processes_with_marker(str(emperor.run_dir)) == []
+        for vassal in vassals:
+            assert vassal.socket_path is not None and not os.path.exists(vassal.socket_path)
+            assert "VACUUM: unix socket" in vassal.log_path.read_text()
+        log = emperor.log_path.read_text()
+        assert "RAGNAROK EVOKED" in log and "The Emperor is buried." in log
+        assert "curse the uwsgi instance" not in log and "NO MERCY" not in log, log
+    finally:
+        shutil.rmtree(emperor.run_dir)
+
+
+def test_rings_never_make_the_emperor_write_into_a_closed_connection(live_emperor: Emperor) -> None:
+    for _ in range(50):
+        live_emperor.ring()
+    live_emperor.stats()  # answered after every ring before it
+    assert "Broken pipe" not in live_emperor.log_path.read_text()
+
+
+def test_a_hung_master_is_removed_and_its_socket_with_it(live_emperor: Emperor, make_app: MakeApp) -> None:
+    code = "import threading\nprint('importing forever', flush=True)\nthreading.Event().wait()\n"
+    vassal = live_emperor.deploy(make_app(code=code), wait=False)
+    deadline = time.monotonic() + 30
+    while "importing forever" not in vassal.log_text():  # polled: no event says the import has begun
+        assert time.monotonic() < deadline, vassal.log_text()
+        time.sleep(0.01)
+    vassal.remove()  # a master stuck in its import does not read the emperor's stop
+    assert vassal.socket_path is not None and not os.path.exists(vassal.socket_path)
+    assert [p for p in processes_with_marker(str(live_emperor.run_dir)) if p != live_emperor.pid] == []
+
+
+def test_children_of_agrees_with_a_scan_of_proc() -> None:
+    sleepers = [subprocess.Popen(["sleep", "30"]) for _ in range(3)]
+    try:
+        assert sorted(children_of(os.getpid())) == sorted(_children_by_scan(os.getpid())) != []
+        sleepers[0].kill()
+        wait_exit(sleepers[0].pid, 5)
+        assert sleepers[0].pid not in children_of(os.getpid())  # a zombie is not a live child
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+    assert children_of(2**22 + 1) == []
+
+
+def test_catches_reads_the_installed_handlers() -> None:
+    code = "import signal, sys; signal.signal(signal.SIGUSR1, lambda *a: None); print(1, flush=True); sys.stdin.read()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"1\n"
+        assert catches(proc.pid, signal.SIGUSR1) and catches(proc.pid, signal.SIGINT)  # Python's own handler
+        assert not catches(proc.pid, signal.SIGUSR2) and not catches(proc.pid, signal.SIGHUP)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_plugin_imports_no_machinery_without_emperor() -> None:
+    code = (
+        "import sys, pytest, pytest_emperor.plugin\n"
+        "heavy = [m for m in ('requests', 'asyncio', 'filelock', 'pytest_emperor.emperor', 'pytest_emperor.vassal',"
+        " 'pytest_emperor.router') if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
