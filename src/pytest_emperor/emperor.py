@@ -60,6 +60,8 @@ class Emperor:
 
     ``route_map`` (default: ``<app>.<domain>`` -> ``/tmp/<app>.api.sock``) is the nginx-style routing; the
     ``router`` (``"builtin"`` or ``"nginx"``) serving it is started on first use of ``emperor.router``.
+
+    ``vassal_options`` (``(key, value)`` pairs) are given to every vassal on top of its own ini file.
     """
 
     def __init__(
@@ -74,8 +76,10 @@ class Emperor:
         runs_root: Path | None = None,
         keep: bool = False,
         timeout: float = 30.0,
+        vassal_options: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.uwsgi = find_uwsgi(uwsgi)
+        self.vassal_options = list(vassal_options)
         self.name_suffix = name_suffix
         self.route_map = route_map or RouteMap.for_domain(domain)
         self.router_kind = router
@@ -145,8 +149,10 @@ class Emperor:
         self.vassal_dir.mkdir()
         self.logs_dir.mkdir()
         include = self.run_dir / "vassal-logging.ini"
-        # %N is the name of the vassal's own (first) config file; see uwsgi-facts.md section 4.
-        include.write_text(f"[uwsgi]\nlogto = {self.logs_dir}/%N.log\n")
+        # %N is the name of the vassal's own (first) config file; see uwsgi-facts.md section 4. vassal_options are
+        # more options for every vassal, after its own (coverage: vassal_coverage.py).
+        extra = "".join(f"{key} = {value}\n" for key, value in self.vassal_options)
+        include.write_text(f"[uwsgi]\nlogto = {self.logs_dir}/%N.log\n{extra}")
         cmd = [
             str(self.uwsgi),
             "--emperor", str(self.vassal_dir),
