@@ -11,15 +11,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES
+from coverage import CoverageData
 from plugin_helpers import Sandbox, assert_nothing_left
+from test_dev_cli import Up, copy_example, names_for_test, up_process, workspace
+from test_dev_cli import assert_nothing_left as assert_nothing_left_dev
 
 from pytest_emperor.vassal_coverage import SETTINGS_ENV, CoverageSettings, VassalCoverage
+
+__all__ = ["up_process", "workspace"]  # fixtures of test_dev_cli.py, used here
 
 RUN_TIMEOUT = 180  # a whole -n 2 run with two venv apps, each reloaded, on a loaded 2-core machine
 
@@ -220,3 +226,22 @@ def test_a_cut_short_data_file_is_left_out_with_a_reason(tmp_path: Path) -> None
         assert len(problems) == 1 and ".coverage.host.pid1.Xabc" in problems[0]
     finally:
         cov.close()
+
+
+def test_emperor_dev_up_cov_writes_a_combined_coverage_on_stop(workspace: Path, up_process: list[Up]) -> None:
+    name, _ = names_for_test()
+    app = copy_example(workspace, "service3", "service3")
+    up = Up(workspace, f"{name}=service3", "--cov=service3")
+    up_process.append(up)
+    up.started()
+    assert up.get(name, "/hello") == (200, "hello from service3 at /hello\n")
+    assert up.stop(signal.SIGINT) == 0
+    up.expect(rf"coverage: the data of \d+ app processes combined into {workspace}/apps/\.coverage$")
+    data = CoverageData(basename=str(workspace / "apps" / ".coverage"))
+    data.read()
+    hello = str(app / "hello.py")
+    assert data.measured_files() == {hello}
+    statements, _ = statements_and_missed((app / "hello.py").read_text())
+    assert statements - set(data.lines(hello) or ()) == set()  # the request ran every line: none missing
+    assert not list((workspace / "tmp").glob("pytest-emperor-cov-*")), "the coverage dir was left behind"
+    assert_nothing_left_dev(up, [name])

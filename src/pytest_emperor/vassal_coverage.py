@@ -23,6 +23,7 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,3 +193,13 @@ def from_pytest_cov(config: pytest.Config) -> tuple[VassalCoverage, Path] | None
     # pytest-cov resolves its paths in the dir it started in (its ``topdir``), whatever a test chdir'ed to since.
     base = Path(controller.topdir)
     return VassalCoverage(CoverageSettings.from_config(cov.config, base)), base / cov.config.data_file
+
+
+def for_current_dir(sources: Sequence[str]) -> tuple[VassalCoverage, Path]:
+    """The coverage dir for ``emperor-dev up --cov [SOURCE]`` and the data file to combine into, configured as
+    ``coverage run --source`` would be in the current directory (``.coveragerc``, ``[tool.coverage]``...)."""
+    from coverage import Coverage
+
+    base = Path.cwd()
+    config = Coverage(source=list(sources) or None).config
+    return VassalCoverage(CoverageSettings.from_config(config, base)), base / config.data_file
