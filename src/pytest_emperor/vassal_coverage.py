@@ -137,6 +137,8 @@ class VassalCoverage:
             # shared-import: in the master before the workers fork, with or without lazy-apps (docs/uwsgi-behaviour.md)
             ("shared-import", BOOTSTRAP_MODULE),
             ("env", f"{SETTINGS_ENV}={self.settings_path}"),
+            # Workers save their data in atexit handlers, which skip-atexit skips (they _exit): measuring wins.
+            ("skip-atexit", "false"),
         ]
 
     def collect(self) -> tuple[list[Path], list[str]]:
