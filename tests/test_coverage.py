@@ -118,7 +118,8 @@ def write_repo(root: Path, sockets: Path) -> None:
             "module = app:app",
             "processes = 2\nlazy-apps = true",
         ),
-        "victim": (VICTIM_APP, "", "wsgi-file = app.py", "processes = 1"),
+        # skip-atexit would make its workers _exit without saving: measured all the same (vassal_coverage.py).
+        "victim": (VICTIM_APP, "", "wsgi-file = app.py", "processes = 1\nskip-atexit = true"),
     }
     for name, (code, home, loader, extra) in apps.items():
         (root / name).mkdir(parents=True)
