@@ -59,7 +59,10 @@ def main() -> None:
     plain: list[float] = []
     measured: list[float] = []
     try:
-        with Emperor() as bare, Emperor(vassal_options=coverage.vassal_options()) as covered:
+        with (
+            Emperor() as bare,
+            Emperor(vassal_options=coverage.vassal_options(), flags=coverage.emperor_flags()) as covered,
+        ):
             plain_vassal = bare.deploy(app, name="bench-plain")
             covered_vassal = covered.deploy(app, name="bench-cov")
             for vassal in (plain_vassal, covered_vassal):  # warm-up: every worker has served, imports are done

@@ -61,7 +61,8 @@ class Emperor:
     ``route_map`` (default: ``<app>.<domain>`` -> ``/tmp/<app>.api.sock``) is the nginx-style routing; the
     ``router`` (``"builtin"`` or ``"nginx"``) serving it is started on first use of ``emperor.router``.
 
-    ``vassal_options`` (``(key, value)`` pairs) are given to every vassal on top of its own ini file.
+    ``vassal_options`` (``(key, value)`` pairs) are given to every vassal on top of its own ini file; ``flags``
+    are more emperor options.
     """
 
     def __init__(
@@ -77,9 +78,11 @@ class Emperor:
         keep: bool = False,
         timeout: float = 30.0,
         vassal_options: Sequence[tuple[str, str]] = (),
+        flags: Sequence[str] = (),
     ) -> None:
         self.uwsgi = find_uwsgi(uwsgi)
         self.vassal_options = list(vassal_options)
+        self.flags = list(flags)
         self.name_suffix = name_suffix
         self.route_map = route_map or RouteMap.for_domain(domain)
         self.router_kind = router
@@ -159,6 +162,7 @@ class Emperor:
             "--emperor-stats", str(self.stats_path),
             "--vassals-include", str(include),
             *EMPEROR_FLAGS,
+            *self.flags,
         ]  # fmt: skip
         env = dict(os.environ, **{MARKER_ENV: self._run.marker})
         try:

@@ -152,6 +152,7 @@ class _Session:
                 self.settings.uwsgi, route_map=self.settings.route_map, router=self.settings.router,
                 router_options=self.settings.router_options, keep=self.settings.keep, timeout=self.settings.timeout,
                 vassal_options=self.coverage[0].vassal_options() if self.coverage else (),
+                flags=self.coverage[0].emperor_flags() if self.coverage else (),
             ).start()  # fmt: skip
         return self.emperor
 

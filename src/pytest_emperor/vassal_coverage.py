@@ -9,8 +9,9 @@ A run with coverage gets a private directory holding:
   vassal runs in its own ``chdir``;
 * ``data/``: one ``.coverage.<suffix>`` file per vassal process, written when that process exits.
 
-The emperor gives every vassal ``pythonpath``, ``shared-import`` (the bootstrap) and ``env`` through its
-``--vassals-include`` (emperor.py), so the user's ``app.uwsgi.ini`` is never touched. Once the emperor has stopped,
+The emperor gives every vassal ``pythonpath``, ``shared-import`` (the bootstrap), ``env`` and ``skip-atexit = false``
+through its ``--vassals-include`` (emperor.py), so the user's ``app.uwsgi.ini`` is never touched, and stops vassals
+gracefully. Once the emperor has stopped,
 the files that are complete coverage data go where the report is made: next to pytest-cov's data file (its
 ``combine()`` picks up ``<data_file>.*``), or combined into ``.coverage`` for ``emperor-dev up --cov``. A file cut
 short (a vassal killed while saving) is left out with a warning: only that process's data is lost.
@@ -81,7 +82,8 @@ def _package_dir(name: str) -> Path | None:
 
 
 class VassalCoverage:
-    """The coverage dir of one emperor run: give :meth:`vassal_options` to the emperor, then after it stopped,
+    """The coverage dir of one emperor run: give :meth:`vassal_options` and :meth:`emperor_flags` to the emperor,
+    then after it stopped,
     :meth:`export_to` (pytest-cov) or :meth:`combine_into` (emperor-dev), then :meth:`close`."""
 
     def __init__(self, settings: CoverageSettings) -> None:
@@ -140,6 +142,13 @@ class VassalCoverage:
             # Workers save their data in atexit handlers, which skip-atexit skips (they _exit): measuring wins.
             ("skip-atexit", "false"),
         ]
+
+    def emperor_flags(self) -> list[str]:
+        """The emperor options a measured run needs."""
+        # A stop (message 0) SIGINTs the workers, and one still finishing a request (its response already sent,
+        # its log line not yet written) then exits without running atexit handlers: its data would be lost. A
+        # graceful stop (message 2) lets it finish the request first (docs/uwsgi-behaviour.md).
+        return ["--emperor-graceful-shutdown"]
 
     def collect(self) -> tuple[list[Path], list[str]]:
         """The complete data files the vassals wrote, and a line for each problem (a file cut short, a vassal

@@ -153,17 +153,18 @@ class DevServer:
     def _start(self) -> None:
         options = self.options
         vassal_options: list[tuple[str, str]] = []
+        flags: list[str] = []
         if options.cov is not None:
             from pytest_emperor.vassal_coverage import for_current_dir
 
             coverage, data_file = for_current_dir(options.cov)
             # Registered before the emperor's stop, so it runs after it: once every app process saved its data.
             self._stack.callback(self._write_coverage, coverage, data_file)
-            vassal_options = coverage.vassal_options()
+            vassal_options, flags = coverage.vassal_options(), coverage.emperor_flags()
         self._emperor = Emperor(
             options.uwsgi, name_suffix="", route_map=RouteMap.for_domain(options.domain, options.socket_dir),
             router=options.router, router_options={"host": options.host, "port": options.port},
-            timeout=options.timeout, vassal_options=vassal_options,
+            timeout=options.timeout, vassal_options=vassal_options, flags=flags,
         )  # fmt: skip
         self._stack.callback(self._emperor.stop)  # registered first: stop() is a no-op on an emperor not started
         self._emperor.start()
