@@ -246,3 +246,17 @@ def test_emperor_dev_up_cov_writes_a_combined_coverage_on_stop(workspace: Path, 
     assert statements - set(data.lines(hello) or ()) == set()  # the request ran every line: none missing
     assert not list((workspace / "tmp").glob("pytest-emperor-cov-*")), "the coverage dir was left behind"
     assert_nothing_left_dev(up, [name])
+
+
+def test_combine_into_takes_only_the_vassals_files(tmp_path: Path) -> None:
+    """No vassal data: the target is emptied, and a stray ``.coverage.*`` beside it (another tool's) is not taken."""
+    stray = CoverageData(basename=str(tmp_path / ".coverage.stray"))
+    stray.add_lines({str(tmp_path / "x.py"): [1]})
+    stray.write()
+    cov = VassalCoverage(CoverageSettings(None, [], None, [], False, None))
+    try:
+        assert cov.combine_into(tmp_path / ".coverage") == (0, [])
+    finally:
+        cov.close()
+    assert (tmp_path / ".coverage.stray").exists()
+    assert not (tmp_path / ".coverage").exists()

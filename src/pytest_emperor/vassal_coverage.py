@@ -82,9 +82,8 @@ def _package_dir(name: str) -> Path | None:
 
 
 class VassalCoverage:
-    """The coverage dir of one emperor run: give :meth:`vassal_options` and :meth:`emperor_flags` to the emperor,
-    then after it stopped,
-    :meth:`export_to` (pytest-cov) or :meth:`combine_into` (emperor-dev), then :meth:`close`."""
+    """The coverage dir of one emperor run: give :meth:`vassal_options` and :meth:`emperor_flags` to the emperor;
+    once it has stopped, :meth:`export_to` (pytest-cov) or :meth:`combine_into` (emperor-dev); then :meth:`close`."""
 
     def __init__(self, settings: CoverageSettings) -> None:
         coverage_dir = _package_dir("coverage")
@@ -184,8 +183,9 @@ class VassalCoverage:
         good, problems = self.collect()
         cov = Coverage(data_file=str(data_file), config_file=self.settings.config_file or False)
         cov.erase()
-        cov.combine([str(p) for p in good], keep=True)  # ours to delete, with the whole dir
-        cov.save()
+        if good:  # combine([]) would take any .coverage.* lying next to data_file instead
+            cov.combine([str(p) for p in good], keep=True)  # ours to delete, with the whole dir
+            cov.save()
         return len(good), problems
 
     def close(self) -> None:
