@@ -111,7 +111,12 @@ def test_victim(deploy_app):
 def write_repo(root: Path, sockets: Path) -> None:
     """The generated repo: three app dirs and their tests."""
     apps = {
-        "bottleapp": (BOTTLE_APP, f"home = {EXAMPLES}/service1/venv-bottle", "wsgi-file = app.py", "processes = 2"),
+        "bottleapp": (
+            BOTTLE_APP,
+            f"home = {EXAMPLES}/service1/venv-bottle",
+            "wsgi-file = app.py",
+            "processes = 2\nthreads = 2",
+        ),
         "flaskapp": (
             FLASK_APP,
             f"home = {EXAMPLES}/service2/venv-flask",

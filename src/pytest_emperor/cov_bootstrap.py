@@ -15,6 +15,7 @@ import atexit
 import json
 import os
 import sys
+import threading
 from typing import Any, Callable
 
 # Set by the emperor's include file (``env = ...``): the JSON settings written by vassal_coverage.py.
@@ -49,6 +50,22 @@ def _chain_uwsgi_atexit(save: Callable[[], None]) -> None:
                 previous()
 
     uwsgi.atexit = run
+
+
+def _trace_uwsgi_threads() -> None:
+    """Reach the threads uWSGI starts in C (``threads = N``), which ``threading.settrace`` never sees.
+
+    Each of them calls ``threading.current_thread()`` as it starts (``uwsgi_python_set_thread_name``): there, set
+    the hook coverage.py gave ``threading.settrace``, as ``threading.Thread`` does for the threads it starts."""
+    current_thread = threading.current_thread
+
+    def current_thread_traced() -> threading.Thread:
+        hook = threading.gettrace() if sys.version_info >= (3, 10) else getattr(threading, "_trace_hook", None)
+        if hook is not None and sys.gettrace() is None:
+            sys.settrace(hook)
+        return current_thread()
+
+    threading.current_thread = current_thread_traced
 
 
 def start() -> object | None:
@@ -92,6 +109,7 @@ def start() -> object | None:
         cov.stop()
         cov.save()
 
+    _trace_uwsgi_threads()
     _chain_uwsgi_atexit(save)
     atexit.register(save)
     return cov
