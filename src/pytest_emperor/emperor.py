@@ -86,7 +86,8 @@ class Emperor:
     private nginx, see :func:`~.router.start_router` for ``router_options``) is started on first use of
     ``emperor.router``. ``keep_app_logto`` leaves a vassal's own ``logto`` in force (the run's per-vassal log is
     then only for vassals without one); ``extra_args`` are more emperor flags (production's ``--uid``/``--gid``), and
-    ``run_owner`` (uid, gid) hands the run dir to the user such flags drop to.
+    ``run_owner`` (uid, gid) hands the run dir to the user such flags drop to. ``vassal_options`` (``(key, value)``
+    pairs) are given to every vassal on top of its own ini file (coverage: vassal_coverage.py).
     """
 
     def __init__(
@@ -103,11 +104,13 @@ class Emperor:
         keep_app_logto: bool = False,
         extra_args: Sequence[str] = (),
         run_owner: tuple[int, int] | None = None,
+        vassal_options: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.uwsgi = find_uwsgi(uwsgi)
         self.keep_app_logto = keep_app_logto
         self.extra_args = tuple(extra_args)
         self.run_owner = run_owner
+        self.vassal_options = list(vassal_options)
         self.name_suffix = name_suffix
         self.route_map = route_map or RouteMap.for_domain(domain)
         self.router_options = router_options or {}
@@ -189,7 +192,8 @@ class Emperor:
             # as production: a vassal's own `logto` (even into a missing dir) stays; the include comes after the
             # vassal's file, so `if-not-opt` sees it (emperor-dev check's boot check uses this)
             logto = f"if-not-opt = logto\n{logto}endif =\n"
-        include.write_text(f"[uwsgi]\n{logto}")
+        extra = "".join(f"{key} = {value}\n" for key, value in self.vassal_options)
+        include.write_text(f"[uwsgi]\n{logto}{extra}")
         if self.run_owner is not None:
             # an emperor told to drop privileges (`--uid`) must still reach its own run dir afterwards
             for path in (self.run_dir, self.vassal_dir, self.logs_dir):

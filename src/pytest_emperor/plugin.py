@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from pytest_emperor.isolation import Isolation, IsolationReport
     from pytest_emperor.router import RouteMap
     from pytest_emperor.vassal import Vassal
+
+if TYPE_CHECKING:
+    from pytest_emperor.vassal_coverage import VassalCoverage
 
 SKIP_REASON = "needs a uWSGI emperor: run pytest with --emperor"
 REPORT_LINES = 200  # per vassal in a failing test's report; steady traffic can log thousands
@@ -171,14 +175,22 @@ class _Session:
     apps: dict[Path, Vassal] = field(default_factory=dict)
     failed: dict[Path, EmperorError] = field(default_factory=dict)
     kept: list[Path] = field(default_factory=list)
+    cov_config: pytest.Config | None = None  # set when pytest-cov measures: the vassals are measured too
+    coverage: tuple[VassalCoverage, Path] | None = None  # their coverage dir, and pytest-cov's data file
 
     def get_emperor(self) -> Emperor:
         if self.emperor is None:
             from pytest_emperor.emperor import Emperor
 
+            if self.cov_config is not None and self.coverage is None:
+                from pytest_emperor.vassal_coverage import from_pytest_cov
+
+                self.coverage = from_pytest_cov(self.cov_config)
             self.emperor = Emperor(
                 self.settings.uwsgi, route_map=self.settings.route_map, router_options=self.settings.router_options,
                 keep=self.settings.keep, timeout=self.settings.timeout,
+                vassal_options=self.coverage[0].vassal_options() if self.coverage else (),
+                extra_args=self.coverage[0].emperor_flags() if self.coverage else (),
             ).start()  # fmt: skip
         return self.emperor
 
@@ -222,6 +234,14 @@ class _Session:
                 self.kept.append(self.emperor.run_dir)
             self.emperor.stop()
             self.emperor = None
+        if self.coverage is not None:  # the vassals wrote their data as they stopped: hand it to pytest-cov
+            coverage, data_file = self.coverage
+            self.coverage = None
+            try:
+                for problem in coverage.export_to(data_file):
+                    warnings.warn(pytest.PytestWarning(f"pytest-emperor coverage: {problem}"), stacklevel=1)
+            finally:
+                coverage.close()
 
 
 _SESSION = pytest.StashKey[_Session]()
@@ -239,6 +259,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     settings = _Settings.from_config(config)
     config.stash[_SESSION] = _Session(settings, config.rootpath)
+    if config.getoption("cov_source", None) is not None and not config.getoption("no_cov", False):
+        config.stash[_SESSION].cov_config = config  # pytest-cov measures: so do the vassals (vassal_coverage.py)
     try:
         find_uwsgi(settings.uwsgi)
     except UwsgiNotFound as exc:

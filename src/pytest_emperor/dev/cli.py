@@ -7,6 +7,7 @@ Exit codes, the same for every command (documented in each ``--help``):
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import threading
@@ -113,10 +114,14 @@ name_argument = click.argument("name", shell_complete=_complete_names)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds to wait for each app to be ready.")  # fmt: skip
 @click.option("--uwsgi", type=click.Path(dir_okay=False), help="The uwsgi binary (default: beside this Python).")
+@click.option("--cov", multiple=True, is_flag=False, flag_value="", metavar="[SOURCE]",
+              help="Measure coverage in the apps (of SOURCE, repeatable); a combined .coverage is written on stop. "
+              "Put it after the apps, or write --cov=SOURCE.")  # fmt: skip
 @state_dir_option
 def up(
     apps: tuple[str, ...], nginx: str | None, nginx_site: Path | None, port: int, host: str, domain: str,
-    socket_dir: str, reload: bool, timeout: float, uwsgi: str | None, state_dir: Path,
+    socket_dir: str, reload: bool, timeout: float, uwsgi: str | None, cov: tuple[str, ...],
+    state_dir: Path,
 ) -> None:
     """Run apps under a real uWSGI emperor behind a router, the way production does; Ctrl-C stops them all.
 
@@ -133,6 +138,7 @@ def up(
       emperor-dev up service1 service2 --reload
       emperor-dev up service1 beta=service1    # the same app twice, as service1 and beta
       emperor-dev up --port 0 --nginx-site /etc/nginx/sites-available/api
+      emperor-dev up service1 --cov=service1   # .coverage of what service1 ran, on stop
       curl http://service1.api.localhost:8080/
     """
     base = Path.cwd()
@@ -151,7 +157,10 @@ def up(
     options = UpOptions(
         nginx=nginx, nginx_site=nginx_site, host=host, port=port, domain=domain, socket_dir=socket_dir,
         reload=reload, timeout=timeout, uwsgi=uwsgi,
+        cov=tuple(s for s in cov if s) if cov else None,
     )  # fmt: skip
+    if cov and importlib.util.find_spec("coverage") is None:
+        _die(f"--cov needs coverage.py beside emperor-dev, in {sys.prefix}: pip install coverage", EXIT_USAGE)
     try:
         code = DevServer(StateDir(state_dir), options, Output()).run(specs)
     except AlreadyRunning as exc:

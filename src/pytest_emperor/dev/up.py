@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
@@ -31,6 +31,9 @@ from pytest_emperor.processes import wait_exit
 from pytest_emperor.router import RouteMap, Router, RouterError
 from pytest_emperor.runs import remove_stale_socket
 from pytest_emperor.vassal import Vassal, VassalState
+
+if TYPE_CHECKING:
+    from pytest_emperor.vassal_coverage import VassalCoverage
 
 EXIT_FORCED = 130  # a second Ctrl-C: like a shell's 128 + SIGINT
 
@@ -48,6 +51,7 @@ class UpOptions:
     reload: bool = False
     timeout: float = 30.0
     uwsgi: str | None = None
+    cov: tuple[str, ...] | None = None  # measure coverage in the apps (sources; empty: coverage.py's default)
 
 
 class DevServer:
@@ -75,6 +79,15 @@ class DevServer:
         if self._emperor is None:
             raise EmperorError("the emperor is not started")
         return self._emperor
+
+    def _write_coverage(self, coverage: VassalCoverage, data_file: Path) -> None:
+        try:
+            count, problems = coverage.combine_into(data_file)
+            for problem in problems:
+                self.output.note(f"coverage: {problem}", error=True)
+            self.output.note(f"coverage: the data of {count} app processes combined into {data_file}")
+        finally:
+            coverage.close()
 
     @property
     def router(self) -> Router:
@@ -141,12 +154,21 @@ class DevServer:
 
     def _start(self) -> None:
         options = self.options
+        vassal_options: list[tuple[str, str]] = []
+        flags: list[str] = []
+        if options.cov is not None:
+            from pytest_emperor.vassal_coverage import for_current_dir
+
+            coverage, data_file = for_current_dir(options.cov)
+            # Registered before the emperor's stop, so it runs after it: once every app process saved its data.
+            self._stack.callback(self._write_coverage, coverage, data_file)
+            vassal_options, flags = coverage.vassal_options(), coverage.emperor_flags()
         site = load_site(options.nginx_site) if options.nginx_site is not None else None
         route_map = site.route_map if site is not None else RouteMap.for_domain(options.domain, options.socket_dir)
         self._emperor = Emperor(
             options.uwsgi, name_suffix="", route_map=route_map,
             router_options={"host": options.host, "port": options.port, "nginx": options.nginx, "site": site},
-            timeout=options.timeout,
+            timeout=options.timeout, vassal_options=vassal_options, extra_args=flags,
         )  # fmt: skip
         self._stack.callback(self._emperor.stop)  # registered first: stop() is a no-op on an emperor not started
         self._emperor.start()
