@@ -33,8 +33,8 @@ def timed_request(vassal: Vassal) -> float:
     start = time.perf_counter()
     response = vassal.request("GET", "/")
     elapsed = time.perf_counter() - start
-    if response.status != 200:
-        raise RuntimeError(f"{vassal.name} answered {response.status}: {response.body[:200]!r}")
+    if response.status_code != 200:
+        raise RuntimeError(f"{vassal.name} answered {response.status_code}: {response.content[:200]!r}")
     return elapsed
 
 

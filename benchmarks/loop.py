@@ -51,7 +51,7 @@ BIN = Path(sys.executable).parent
 
 ONE_TEST = f"""\
 def test_one(deploy_app):
-    assert deploy_app({str(APP)!r}).request("GET", "/").status == 200
+    assert deploy_app({str(APP)!r}).request("GET", "/").status_code == 200
 """
 
 

@@ -88,23 +88,23 @@ import signal
 
 def test_bottle(deploy_app):
     app = deploy_app("bottleapp")
-    assert app.request("GET", "/alpha").body == b"first branch"
+    assert app.request("GET", "/alpha").content == b"first branch"
     app.reload()
-    assert app.request("GET", "/zeta").body == b"after reload"
+    assert app.request("GET", "/zeta").content == b"after reload"
 
 
 def test_flask(deploy_app):
     app = deploy_app("flaskapp")
-    assert app.request("GET", "/gamma").body == b"second branch"
+    assert app.request("GET", "/gamma").content == b"second branch"
     app.reload()
-    assert app.request("GET", "/zeta").body == b"after reload"
+    assert app.request("GET", "/zeta").content == b"after reload"
 
 
 def test_victim(deploy_app):
     app = deploy_app("victim")
-    assert app.request("GET", "/lost").body == b"lost"
+    assert app.request("GET", "/lost").content == b"lost"
     app.kill_worker(signal.SIGKILL)  # the only worker, which served /lost: its data dies with it
-    assert app.request("GET", "/other").status == 404
+    assert app.request("GET", "/other").status_code == 404
 """
 
 

@@ -44,7 +44,7 @@ def test_background_removal_is_awaited_by_a_redeploy_of_the_same_name(live_emper
     assert first.name not in live_emperor.vassals  # forgotten at once
     second = live_emperor.deploy(app)  # same name, same socket: waits for the first to be gone, then binds it
     assert second.pid != first_pid and first_pid not in processes_with_marker(str(live_emperor.run_dir))
-    assert second.request().status == 200
+    assert second.request().status_code == 200
     removed = [e for e in live_emperor.events(first.id) if e.kind is EventKind.REMOVED]
     assert len(removed) == 1 and removed[0].seq < live_emperor.events(second.id, since=removed[0].seq)[0].seq
 
