@@ -29,7 +29,7 @@ from pytest_emperor.errors import EmperorError, VassalTimeout
 from pytest_emperor.isolation import Isolation, direct, through_router
 from pytest_emperor.processes import MARKER_ENV, die_with_parent, kill_all, processes_with_marker, wait_exit
 from pytest_emperor.router import RouteMap, Router, start_router
-from pytest_emperor.runs import RunDir, remove_stale_socket
+from pytest_emperor.runs import RunDir
 from pytest_emperor.stats import EmperorStats, read_stats
 from pytest_emperor.vassal import Vassal, prepare_deployment
 
@@ -208,16 +208,16 @@ class Emperor:
         try:
             if self._proc is not None:
                 if self._proc.poll() is None:
+                    self._run.note_bound()  # while the vassals still serve their sockets (see runs.py)
                     self._proc.send_signal(signal.SIGINT)
                     if not wait_exit(self._proc.pid, SHUTDOWN_GRACE):
                         kill_all(processes_with_marker(self._run.marker))
                 self._proc.wait()
-            # Vassals that outlived the emperor (a wedged one, or one whose emperor was killed): force them.
-            kill_all(processes_with_marker(self._run.marker))
+            # Vassals that outlived the emperor (a wedged one, or one whose emperor was killed): force them, then
+            # remove the sockets they left that are provably theirs.
+            self._run.kill_and_unlink()
             if self._reader is not None:
                 self._reader.join(timeout=5)
-            for socket_path in self._run.recorded_sockets():
-                remove_stale_socket(socket_path)
         finally:
             self._run.close(keep=self.keep)
             self._run = None
@@ -340,6 +340,8 @@ class Emperor:
         if wait:
             try:
                 vassal.wait_ready(timeout)
+                # Ready: the files at its socket paths are the ones it bound, so the run may unlink them later.
+                self._run_or_fail().record_bound(vassal.socket_paths)
             except BaseException:
                 # A deploy that failed leaves nothing behind: no link for the emperor to retry all session, and
                 # the name free for the next attempt.
