@@ -21,10 +21,9 @@ from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
 from pytest_emperor.dev.logs import LogTail, follow
 from pytest_emperor.dev.output import EMPEROR, Output
-from pytest_emperor.dev.state import Instance, StateDir
+from pytest_emperor.dev.state import Instance, StateDir, app_state
 from pytest_emperor.dev.watch import AppWatcher
 from pytest_emperor.emperor import Emperor
-from pytest_emperor.emperor_log import EventKind
 from pytest_emperor.errors import ConfigError, EmperorError, VassalError
 from pytest_emperor.processes import wait_exit
 from pytest_emperor.router import RouteMap, Router, RouterError
@@ -352,11 +351,5 @@ class DevServer:
 
 
 def _state(vassal: Vassal) -> VassalState:
-    """The vassal's state, except that a vassal whose last verdict was a curse reads "cursed" while the emperor
-    retries it (rather than flickering through "starting" at each retry)."""
-    state = vassal.state
-    if state is VassalState.STARTING:
-        verdicts = [e.kind for e in vassal.events() if e.kind in (EventKind.READY, EventKind.CURSED)]
-        if verdicts and verdicts[-1] is EventKind.CURSED:
-            return VassalState.CURSED
-    return state
+    """The vassal's state as every view of ``up`` shows it (see state.app_state)."""
+    return VassalState(app_state(vassal.state.value, vassal.events()))
