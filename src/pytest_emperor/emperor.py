@@ -142,8 +142,8 @@ class Emperor:
         self._run_path = self._run.path
         if self.name_suffix is None:
             self.name_suffix = f"-{self._run.tag}"
-        self.vassal_dir.mkdir()
-        self.logs_dir.mkdir()
+        self.vassal_dir.mkdir(mode=0o700)
+        self.logs_dir.mkdir(mode=0o700)
         include = self.run_dir / "vassal-logging.ini"
         # %N is the name of the vassal's own (first) config file; see uwsgi-facts.md section 4.
         include.write_text(f"[uwsgi]\nlogto = {self.logs_dir}/%N.log\n")

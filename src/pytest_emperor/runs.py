@@ -113,6 +113,18 @@ def bound_unix_paths(pids: list[int]) -> set[str]:
     return found
 
 
+def _check_private_dir(path: Path) -> None:
+    """Refuse a runs root that another local user could have planted in a shared /tmp: a symlink (lstat, never
+    followed), or a directory that is not ours or that others may write to."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a private directory of yours"
+        raise PermissionError(
+            f"{path} is {what} (owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)}): another user may have "
+            "planted it; remove it if it is yours, or set TMPDIR to a directory of your own"
+        )
+
+
 @dataclass
 class RunDir:
     """A locked, private directory for one emperor run."""
@@ -126,8 +138,7 @@ class RunDir:
         """Recover abandoned runs under ``root``, then lock and create a fresh run dir there."""
         root = root or runs_root()
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if root.stat().st_uid != os.getuid():
-            raise PermissionError(f"{root} belongs to another user; set TMPDIR to a directory of your own")
+        _check_private_dir(root)
         recover_abandoned(root)
         while True:
             tag = secrets.token_hex(3)
