@@ -52,6 +52,23 @@ def cpu_load(processes: int) -> Iterator[list[int]]:
             p.wait()
 
 
+def run_pytest(cmd: list[str]) -> tuple[int, str]:
+    """Run pytest, output captured; interrupted, it gets a SIGINT (its own clean stop: fixtures tear down, xdist
+    stops its workers) and at most a minute for it before SIGKILL."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate()
+    except BaseException:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait()
+        raise
+    return proc.returncode, out
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # so that SIGTERM, too, runs the clean-up of cpu_load
 
@@ -75,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stress: {args.runs} runs of `{' '.join(cmd[1:])}` under {len(load)} busy loops", flush=True)
         for run in range(1, args.runs + 1):
             started = time.monotonic()
-            result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            summary = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
+            returncode, out = run_pytest(cmd)
+            summary = (out.strip().splitlines() or ["(no output)"])[-1]
             print(f"run {run}/{args.runs}: {summary} [{time.monotonic() - started:.0f}s]", flush=True)
-            if result.returncode != 0:
+            if returncode != 0:
                 failed.append(run)
-                print(result.stdout[-20000:], result.stderr[-5000:], sep="\n", flush=True)
+                print(out[-20000:], flush=True)
     print(f"stress: {args.runs - len(failed)}/{args.runs} runs green" + (f"; failed: {failed}" if failed else ""))
     return 1 if failed else 0
 
