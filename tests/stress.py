@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The tests that run the real uwsgi binary, emperor, vassals and routers: where races live.
 INTEGRATION = [
     "tests/test_runs.py",
+    "tests/test_security.py",
     "tests/test_vassal.py",
     "tests/test_isolation.py",
     "tests/test_plugin.py",

@@ -16,6 +16,7 @@ from typing import Callable
 
 import pytest
 
+from pytest_emperor.emperor import Emperor
 from pytest_emperor.processes import MARKER_ENV, kill_marked, processes_with_marker
 from pytest_emperor.runs import (
     RunDir,
@@ -213,6 +214,7 @@ KILLED_RUN = """
 import os, signal, subprocess, sys, threading
 from pathlib import Path
 from pytest_emperor.emperor import Emperor
+from pytest_emperor.emperor import Emperor
 from pytest_emperor.processes import MARKER_ENV
 emperor = Emperor(runs_root=Path(sys.argv[1])).start()
 vassal = emperor.deploy(sys.argv[2])
@@ -271,3 +273,11 @@ def test_marker_finds_only_its_own_processes(short_dir: Path) -> None:
             proc.kill()
             proc.wait()
 
+
+
+def test_a_stopped_emperor_leaves_no_file_descriptor(short_dir: Path, uwsgi_bin: Path) -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    with Emperor(uwsgi_bin, runs_root=short_dir / "runs", timeout=30) as emperor:
+        pass
+    left = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - before}
+    assert left == {} and not emperor.running  # while the object lives on: not left to the garbage collector

@@ -218,6 +218,8 @@ class Emperor:
             self._run.kill_and_unlink()
             if self._reader is not None:
                 self._reader.join(timeout=5)
+            if self._proc is not None and self._proc.stdout is not None:
+                self._proc.stdout.close()  # the read end of the emperor's output pipe: one fd per run otherwise
         finally:
             self._run.close(keep=self.keep)
             self._run = None
