@@ -600,6 +600,7 @@ def test_a_broken_app_comes_back_when_its_ini_is_fixed(workspace: Path, up_proce
     ini.write_text(ini.read_text().replace("%(app_root)/does-not-exist", "%(app_root)"))
     up.expect(rf"^emperor\s+\| {broken}: ready", after=mark)
     assert up.get(broken, "/fixed") == (200, "hello from service3 at /fixed\n")
+    assert not [line for line in up.lines[mark:] if "reload failed" in line], up.lines[mark:]
     assert up.stop(signal.SIGTERM) == 0
     assert_nothing_left(up, [good, broken])
 

@@ -264,8 +264,10 @@ class DevServer:
         spec = self._spec(name)
         with self._app_lock(name):
             vassal = self.emperor.vassals.get(name)
-            running = self.emperor.stats().vassals.get(vassal.id) if vassal is not None else None
-            if vassal is not None and running is not None and not running.cursed:
+            # Only a ready app is reloaded in place. One the emperor is retrying may be mid-retry (running, not
+            # cursed yet) with its old broken files: reloading that attempt fails with a curse just before the
+            # fixed app comes back, so it is deployed afresh like a cursed one.
+            if vassal is not None and _state(vassal) is VassalState.READY:
                 vassal.reload()
             else:
                 if vassal is not None:
