@@ -218,8 +218,12 @@ class Emperor:
             self._run.kill_and_unlink()
             if self._reader is not None:
                 self._reader.join(timeout=5)
-            if self._proc is not None and self._proc.stdout is not None:
-                self._proc.stdout.close()  # the read end of the emperor's output pipe: one fd per run otherwise
+            # The read end of the emperor's output pipe (one fd per run otherwise), once the reader is done with
+            # it: closing a buffered file another thread is blocked reading waits for that read, i.e. forever if
+            # something still holds the write end.
+            reading = self._reader is not None and self._reader.is_alive()
+            if self._proc is not None and self._proc.stdout is not None and not reading:
+                self._proc.stdout.close()
         finally:
             self._run.close(keep=self.keep)
             self._run = None
