@@ -11,6 +11,7 @@ it outlives this script.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,17 +55,22 @@ def cpu_load(processes: int) -> Iterator[list[int]]:
 
 
 def run_pytest(cmd: list[str]) -> tuple[int, str]:
-    """Run pytest, output captured; interrupted, it gets a SIGINT (its own clean stop: fixtures tear down, xdist
-    stops its workers) and at most a minute for it before SIGKILL."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """Run pytest, output captured, in a process group of its own. Interrupted, the group gets a SIGINT, as a
+    terminal's Ctrl-C gives it (pytest and its xdist workers stop cleanly: fixtures tear down), and a minute for
+    it before SIGKILL."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
     try:
         out, _ = proc.communicate()
     except BaseException:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=60)
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            print("pytest did not stop within 60 s of SIGINT: killed", file=sys.stderr)
         finally:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         raise
     return proc.returncode, out
