@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     pytest_args = args.pytest_args or [*INTEGRATION, "-n", "2"]
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args]
     signal.signal(signal.SIGTERM, _terminate)
+    # A shell starts a background job (`make stress &`, a CI step without job control) with SIGINT and SIGQUIT
+    # ignored (POSIX), and an ignored signal stays ignored across exec: the tests that press Ctrl-C on a pytest
+    # of their own would see it ignored and hang. Handled here, they are back to their defaults in each child.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGQUIT, _terminate)
     failed = []
     with cpu_load(args.load) as load:
         print(f"stress: {args.runs} runs of `{' '.join(cmd[1:])}` under {len(load)} busy loops", flush=True)
