@@ -35,7 +35,7 @@ from pytest_emperor.dev.apps import (
     resolve_apps,
     split_app_arg,
 )
-from pytest_emperor.dev.control import AppStatus, ProtocolError, decode, encode
+from pytest_emperor.dev.control import AppStatus, ControlProtocolError, decode, encode
 from pytest_emperor.dev.logs import LogLine, LogTail, RetryMuter, describe
 from pytest_emperor.dev.output import Output, plain_table
 from pytest_emperor.dev.state import AlreadyRunning, Instance, NotRunning, StateDir
@@ -154,7 +154,7 @@ def test_control_messages_round_trip_as_one_line(message: dict[str, object]) -> 
     ],
 )
 def test_control_decode_rejects(line: bytes, error: str) -> None:
-    with pytest.raises(ProtocolError, match=error):
+    with pytest.raises(ControlProtocolError, match=error):
         decode(line)
 
 

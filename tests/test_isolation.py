@@ -1,4 +1,4 @@
-"""Broken vassals of every kind against the real emperor, chaos helpers, and the isolation assertion."""
+"""Broken vassals of every kind against the real emperor, operator and crash helpers, and the isolation assertion."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from pytest_emperor.emperor import Emperor
 from pytest_emperor.emperor_log import EventKind
 from pytest_emperor.errors import ConfigError, VassalTimeout
-from pytest_emperor.faults import KINDS, deploy_broken
+from pytest_emperor.faults import BROKEN_KINDS, deploy_broken
 from pytest_emperor.isolation import IsolationError
 from pytest_emperor.vassal import Vassal, VassalState
 
@@ -90,8 +90,8 @@ def test_unknown_kind_names_the_known_ones(live_emperor: Emperor) -> None:
         deploy_broken(live_emperor, "typo")
 
 
-def test_chaos_helpers(live_emperor: Emperor, make_app: MakeApp) -> None:
-    vassal = live_emperor.deploy(make_app("chaos"))
+def test_operator_and_crash_helpers(live_emperor: Emperor, make_app: MakeApp) -> None:
+    vassal = live_emperor.deploy(make_app("victim"))
     master, (worker, *_) = vassal.pid, vassal.workers
     assert vassal.kill_worker() == worker
     assert vassal.pid == master and vassal.request().status_code == 200
@@ -143,7 +143,7 @@ def test_mixed_scenario_three_example_apps_serve_every_request_while_everything_
 ) -> None:
     apps = [live_emperor.deploy(EXAMPLES / name) for name in ("service1", "service2", "service3")]
     with live_emperor.isolation(*apps, p99_budget=5.0) as report:
-        broken = [deploy_broken(live_emperor, kind) for kind in KINDS]
+        broken = [deploy_broken(live_emperor, kind) for kind in BROKEN_KINDS]
         broken.append(deploy_broken(live_emperor, "import-error", need_app=True))
     for app in apps:
         numbers = report.healthy[app.name]
@@ -156,17 +156,19 @@ import signal
 
 import pytest
 
+from pytest_emperor import BROKEN_KINDS
 
-def test_healthy_survives_every_broken_kind(app_vassal, cursed_vassal, emperor):
+
+def test_healthy_survives_every_broken_kind(app_vassal, broken_vassal, emperor):
     with emperor.isolation(app_vassal, p99_budget=5.0) as report:
-        for kind in ("bad-config", "import-error", "crash-loop", "hang", "worker-crash"):
-            cursed_vassal(kind)
+        for kind in BROKEN_KINDS:
+            broken_vassal(kind)
     assert report.healthy[app_vassal.name].failures == []
 
 
-def test_fixture_form(app_vassal, cursed_vassal, isolation):
+def test_fixture_form(app_vassal, broken_vassal, isolation):
     isolation(app_vassal, p99_budget=5.0)
-    cursed_vassal("bad-config")
+    broken_vassal("bad-config")
 
 
 def test_killed_master_is_noticed(deploy_app, emperor):

@@ -12,17 +12,30 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_emperor.binary import find_uwsgi
+    from pytest_emperor.client import UpstreamError
     from pytest_emperor.emperor import Emperor
+    from pytest_emperor.emperor_log import EventKind
     from pytest_emperor.errors import (
         ConfigError,
+        ConfigFileError,
+        ControlProtocolError,
         EmperorError,
+        InputError,
+        IsolationError,
+        NginxNotFound,
+        RouteMismatch,
+        RouterError,
+        SiteError,
         SocketInUse,
         UwsgiNotFound,
+        UwsgiProtocolError,
         VassalCursed,
         VassalError,
         VassalTimeout,
     )
-    from pytest_emperor.isolation import IsolationError, IsolationReport
+    from pytest_emperor.faults import BROKEN_KINDS
+    from pytest_emperor.isolation import IsolationReport
+    from pytest_emperor.router import RouteMap
     from pytest_emperor.vassal import Vassal, VassalState
 
 __version__ = "0.1.0"
@@ -32,13 +45,25 @@ __version__ = "0.1.0"
 APP_INI = "app.uwsgi.ini"
 
 __all__ = [
+    "BROKEN_KINDS",
     "ConfigError",
+    "ConfigFileError",
+    "ControlProtocolError",
     "Emperor",
     "EmperorError",
+    "EventKind",
+    "InputError",
     "IsolationError",
     "IsolationReport",
+    "NginxNotFound",
+    "RouteMap",
+    "RouteMismatch",
+    "RouterError",
+    "SiteError",
     "SocketInUse",
+    "UpstreamError",
     "UwsgiNotFound",
+    "UwsgiProtocolError",
     "Vassal",
     "VassalCursed",
     "VassalError",
@@ -50,13 +75,25 @@ __all__ = [
 
 # Public name -> the module that defines it.
 _EXPORTS = {
+    "BROKEN_KINDS": "faults",
     "ConfigError": "errors",
+    "ConfigFileError": "errors",
+    "ControlProtocolError": "errors",
     "Emperor": "emperor",
     "EmperorError": "errors",
-    "IsolationError": "isolation",
+    "EventKind": "emperor_log",
+    "InputError": "errors",
+    "IsolationError": "errors",
     "IsolationReport": "isolation",
+    "NginxNotFound": "errors",
+    "RouteMap": "router",
+    "RouteMismatch": "errors",
+    "RouterError": "errors",
+    "SiteError": "errors",
     "SocketInUse": "errors",
+    "UpstreamError": "client",
     "UwsgiNotFound": "errors",
+    "UwsgiProtocolError": "errors",
     "Vassal": "vassal",
     "VassalCursed": "errors",
     "VassalError": "errors",

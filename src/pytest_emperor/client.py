@@ -32,6 +32,7 @@ from urllib3._collections import HTTPHeaderDict  # urllib3 1.26 does not export 
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.util import Timeout
 
+from pytest_emperor.errors import EmperorError
 from pytest_emperor.uwsgi_protocol import document_uri, encode_request, wsgi_vars
 
 __all__ = [
@@ -55,7 +56,7 @@ Address = Union[str, "tuple[str, int]"]
 DEFAULT_TIMEOUT = 30.0
 
 
-class UpstreamError(requests.ConnectionError):
+class UpstreamError(EmperorError, requests.ConnectionError):
     """The socket at ``address`` could not be reached, or closed before a complete response head."""
 
     def __init__(self, address: Address, message: str, **kwargs: Any) -> None:

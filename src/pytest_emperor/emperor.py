@@ -48,7 +48,7 @@ from pytest_emperor.vassal import STOP_GRACE, Vassal, prepare_deployment
 if TYPE_CHECKING:
     from pytest_emperor.isolation import Isolation
 
-# Emperor options chosen for tests (uwsgi-facts.md sections 1 and 3):
+# Emperor options chosen for tests (docs/uwsgi-behaviour.md, "The engine"):
 #  --emperor-freq 1: the shortest scan period; deploys do not wait for it anyway (the stats doorbell).
 #  --emperor-nofollow: the emperor takes the mtime of the *symlink*, so reload() can touch the link and never the
 #    user's file (with the default, only the target's mtime counts).
@@ -186,7 +186,7 @@ class Emperor:
         self.vassal_dir.mkdir()
         self.logs_dir.mkdir()
         include = self.run_dir / "vassal-logging.ini"
-        # %N is the name of the vassal's own (first) config file; see uwsgi-facts.md section 4.
+        # %N is the name of the vassal's own (first) config file; see docs/uwsgi-behaviour.md, "The engine".
         logto = f"logto = {self.logs_dir}/%N.log\n"
         if self.keep_app_logto:
             # as production: a vassal's own `logto` (even into a missing dir) stays; the include comes after the

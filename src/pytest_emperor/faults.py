@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from pytest_emperor.emperor import Emperor
     from pytest_emperor.vassal import Vassal
 
-KINDS = ("bad-config", "import-error", "crash-loop", "hang", "worker-crash")
-
 _INI = """\
 [uwsgi]
 ; A known-broken vassal from pytest-emperor's faults.py: {kind}
@@ -63,11 +61,14 @@ _APPS = {
     "worker-crash": (_OK_APP, {"processes": "2"}),
 }
 
+#: Every kind of broken vassal, in the order of the table above.
+BROKEN_KINDS = tuple(_APPS)
+
 
 def write_broken_app(directory: Path, kind: str, *, need_app: bool = False) -> Path:
     """Write the app dir of a broken ``kind`` under ``directory``; return it."""
     if kind not in _APPS:
-        raise ConfigError(f"unknown broken vassal kind {kind!r}; choose one of {', '.join(KINDS)}")
+        raise ConfigError(f"unknown broken vassal kind {kind!r}; choose one of {', '.join(BROKEN_KINDS)}")
     code, settings = _APPS[kind]
     values = {"kind": kind, "chdir": "%(app_root)", "processes": "1", "extra": "", **settings}
     if need_app:

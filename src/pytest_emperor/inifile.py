@@ -397,12 +397,6 @@ class IniFile:
         options = self.resolve(env=env, at_resolver=at_resolver, extra=(value,)).options
         return [o for o in options if o.key == "" and o.synthetic][-1].value
 
-    def resolved(
-        self, key: str, *, env: Mapping[str, str], at_resolver: AtResolver | None = None
-    ) -> str | None:
-        """The final value uWSGI applies for scalar option ``key`` (the last occurrence, after the passes)."""
-        return self.resolve(env=env, at_resolver=at_resolver).last(key)
-
 
 _PLACEHOLDER_REF = re.compile(r"%\(([^)]*)\)")
 

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from pytest_emperor.emperor_log import EventKind
+from pytest_emperor.errors import IsolationError
 
 if TYPE_CHECKING:
     from pytest_emperor.emperor import Emperor
@@ -30,10 +31,6 @@ _DISTURBANCES = {
     EventKind.SPAWNED, EventKind.READY, EventKind.CURSED, EventKind.STOPPING, EventKind.REMOVED,
     EventKind.RELOADING, EventKind.THROTTLED, EventKind.NO_MERCY,
 }  # fmt: skip
-
-
-class IsolationError(AssertionError):
-    """A healthy vassal noticed what happened to the others."""
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pytest_emperor.errors import NginxNotFound
 from pytest_emperor.nginx_site import NginxSite, render_site
 from pytest_emperor.processes import die_with_parent
-from pytest_emperor.router import RouteMap, Router, RouterError, RouterSettings, wait_for
+from pytest_emperor.router import RouteMap, Router, RouterSettings, wait_for
 from pytest_emperor.uwsgi_protocol import DOCUMENT_ROOT
 
 __all__ = ["NginxNotFound", "NginxRouter", "find_nginx", "render_config", "uwsgi_params_path"]
@@ -46,10 +47,6 @@ INSTALL_HINT = (
 )
 #: Where distributions install nginx, often outside a normal user's $PATH.
 _SBIN_DIRS = "/usr/sbin:/usr/local/sbin:/sbin:/opt/homebrew/bin:/usr/local/bin"
-
-
-class NginxNotFound(RouterError):
-    """No usable nginx binary: the message names the ways to get one."""
 
 
 def find_nginx(explicit: str | os.PathLike[str] | None = None) -> Path:

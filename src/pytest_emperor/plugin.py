@@ -350,11 +350,10 @@ def app_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Vassal:
 
 
 @pytest.fixture
-def cursed_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., Vassal]]:
-    """Factory: ``cursed_vassal(kind, name=None, *, need_app=False, timeout=None)`` deploys a known-broken
-    vassal next to the apps under test and returns it once it reached the state its kind leads to: ``bad-config``
-    (throttled), ``import-error`` (serving 500s; with ``need_app=True``: throttled), ``crash-loop`` (cursed
-    twice), ``hang`` (never ready), ``worker-crash`` (a worker died and was respawned). Removed after the test."""
+def broken_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., Vassal]]:
+    """Factory: ``broken_vassal(kind, name=None, *, need_app=False, timeout=None)`` deploys a known-broken
+    vassal next to the apps under test and returns it once it reached the state its kind leads to (the kinds,
+    ``BROKEN_KINDS``, and their states are tabled in the faults module). Removed after the test."""
     deployed: list[Vassal] = []
 
     def deploy(kind: str, name: str | None = None, *, need_app: bool = False, timeout: float | None = None) -> Vassal:
@@ -368,6 +367,15 @@ def cursed_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
     for vassal in reversed(deployed):
         vassal.close_clients()
         vassal.remove(wait=False)  # the next test waits only if it deploys the same name or socket again
+
+
+@pytest.fixture
+def cursed_vassal(broken_vassal: Callable[..., Vassal]) -> Callable[..., Vassal]:
+    """Deprecated name of :func:`broken_vassal` (kept one release; README: "Upgrading")."""
+    import warnings
+
+    warnings.warn("the cursed_vassal fixture is now broken_vassal", DeprecationWarning, stacklevel=2)
+    return broken_vassal
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_emperor.errors import RouteMismatch, RouterError
+
 if TYPE_CHECKING:
     import requests
 
@@ -43,14 +45,6 @@ __all__ = [
 #: nginx's ``(?<name>...)`` (PCRE) spelled the Python way, ``(?P<name>...)``. nginx also accepts ``(?P<name>``.
 _NGINX_NAMED_GROUP = re.compile(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>")
 _TEMPLATE_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
-
-
-class RouterError(RuntimeError):
-    """A router could not be configured, started or stopped."""
-
-
-class RouteMismatch(RouterError):
-    """The routing sends a vassal's Host to a socket the vassal does not bind: every request would get a 502."""
 
 
 @dataclass(frozen=True)

@@ -574,7 +574,7 @@ class Vassal:
         """The emperor's events about this vassal since it was deployed."""
         return self.emperor.events(self.id, since=self._deploy_seq)
 
-    # -- chaos: what an operator or a crash does to a vassal ----------------------------------------------------
+    # -- what an operator or a crash does to a vassal ----------------------------------------------------------
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
         """Send ``sig`` to the vassal's master (SIGKILL: it dies and the emperor curses it); return its pid."""

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pytest_emperor.errors import ConfigFileError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.9/3.10 only
@@ -25,10 +27,6 @@ KEYS = frozenset(
         "paths", "emperor-args", "nginx-user",
     }
 )
-
-
-class ConfigFileError(ValueError):
-    """The pyproject table is malformed (unknown key, wrong type)."""
 
 
 def load_config(start: Path) -> tuple[dict[str, Any], Path | None]:

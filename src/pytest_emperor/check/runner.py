@@ -22,15 +22,12 @@ from pytest_emperor.check.rules import (
     filter_codes,
     finding,
 )
+from pytest_emperor.errors import InputError
 from pytest_emperor.inifile_io import deployed
 
 __all__ = ["APP_INI", "CheckResult", "CheckSettings", "InputError", "find_inis", "run_check"]
 
 APP_INI = "app.uwsgi.ini"
-
-
-class InputError(Exception):
-    """A path that is neither an app dir, a dir of app dirs, nor a readable ini file (exit code 2)."""
 
 
 @dataclass(frozen=True)

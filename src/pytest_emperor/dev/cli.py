@@ -29,7 +29,7 @@ from pytest_emperor.dev.output import Output
 from pytest_emperor.dev.state import DEFAULT_STATE_DIR, AlreadyRunning, Instance, NotRunning, StateDir
 from pytest_emperor.errors import ConfigError, EmperorError
 from pytest_emperor.processes import wait_exit
-from pytest_emperor.router import RouteMap, RouterError
+from pytest_emperor.router import RouteMap
 from pytest_emperor.vassal import SocketSpec
 
 EXIT_OK = 0
@@ -165,7 +165,7 @@ def up(
         code = DevServer(StateDir(state_dir), options, Output()).run(specs)
     except AlreadyRunning as exc:
         _die(str(exc), EXIT_ALREADY_RUNNING)
-    except (EmperorError, RouterError) as exc:
+    except EmperorError as exc:
         _die(str(exc), EXIT_FAILED)
     sys.exit(code)
 
@@ -348,6 +348,3 @@ def request(
     sys.stdout.buffer.flush()
     if fail and answer.status_code >= 400:
         sys.exit(EXIT_FAILED)
-
-
-COMMANDS = (up, status, logs, add, rm, reload, down, request)

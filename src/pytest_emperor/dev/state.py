@@ -51,16 +51,6 @@ class Instance:
     router_port: int
     router_unix: str
 
-    @property
-    def logs_dir(self) -> Path:
-        """Where each vassal writes ``<name>.log``."""
-        return Path(self.run_dir) / "logs"
-
-    @property
-    def emperor_log(self) -> Path:
-        """The emperor's own output."""
-        return Path(self.run_dir) / "emperor.log"
-
     @classmethod
     def from_json(cls, text: str) -> Instance:
         """Parse ``up.json``; ValueError if it is not one."""

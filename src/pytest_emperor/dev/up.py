@@ -388,7 +388,7 @@ class DevServer:
                 return {"ok": True, "pid": os.getpid()}
         except KeyError as exc:
             return {"ok": False, "error": f"bad request: {cmd} needs {exc}"}
-        except (EmperorError, RouterError) as exc:
+        except EmperorError as exc:
             return {"ok": False, "error": str(exc)}
         return {"ok": False, "error": f"bad request: unknown command {cmd!r}"}
 
