@@ -29,7 +29,6 @@ from hypothesis import strategies as st
 from pytest_emperor.client import direct_session
 from pytest_emperor.dev.apps import (
     AppSpec,
-    configured_apps,
     default_apps,
     discover_apps,
     resolve_apps,
@@ -43,6 +42,7 @@ from pytest_emperor.dev.watch import apps_to_restart
 from pytest_emperor.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.errors import ConfigError
 from pytest_emperor.processes import processes_with_marker, wait_exit
+from pytest_emperor.project_config import load_project
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
 CLI = [sys.executable, "-m", "pytest_emperor.dev"]
@@ -108,7 +108,7 @@ def test_default_apps_prefers_emperor_dev_toml_then_pyproject_then_discovery(tmp
     assert [s.name for s in default_apps(tmp_path)] == ["two", "b"]
     (tmp_path / "emperor-dev.toml").write_text('apps = ["one"]\n')
     assert [s.name for s in default_apps(tmp_path)] == ["one"]
-    assert configured_apps(tmp_path) == (["one"], tmp_path / "emperor-dev.toml")
+    assert load_project(tmp_path).apps_source == tmp_path / "emperor-dev.toml"
 
 
 def test_config_errors_name_the_file(tmp_path: Path) -> None:
@@ -601,6 +601,20 @@ def test_a_second_up_is_refused_and_a_killed_up_is_recovered(workspace: Path, up
     assert third.get(good)[0] == 200
     assert third.stop(signal.SIGTERM) == 0
     assert_nothing_left(third, [good])
+
+
+def test_bare_up_discovers_apps_beside_a_pyproject_with_only_check_settings(
+    workspace: Path, up_process: list[Up]
+) -> None:
+    good, _ = names_for_test()
+    copy_example(workspace, "service3", good)
+    (workspace / "apps" / "pyproject.toml").write_text('[tool.emperor-dev.check]\nstatic = true\n')
+    up = Up(workspace)
+    up_process.append(up)
+    up.started()
+    assert up.get(good)[0] == 200
+    assert up.stop() == 0
+    assert_nothing_left(up, [good])
 
 
 @pytest.mark.parametrize(

@@ -40,9 +40,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-# The file an app dir keeps its uWSGI config in. Here rather than in vassal.py, which the plugin's option help
-# needs it without importing.
-APP_INI = "app.uwsgi.ini"
+from pytest_emperor.convention import APP_INI as APP_INI  # the file an app dir keeps its uWSGI config in
 
 __all__ = [
     "BROKEN_KINDS",

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pytest_emperor.binary import find_uwsgi
+from pytest_emperor.convention import DEFAULT_DOMAIN
 from pytest_emperor.emperor_log import EmperorEvent, EmperorLogParser, EventKind
 from pytest_emperor.errors import EmperorError, VassalTimeout
 from pytest_emperor.processes import (
@@ -95,7 +96,7 @@ class Emperor:
         uwsgi: str | os.PathLike[str] | None = None,
         *,
         name_suffix: str | None = None,
-        domain: str = "api.localhost",
+        domain: str = DEFAULT_DOMAIN,
         route_map: RouteMap | None = None,
         router_options: dict[str, Any] | None = None,
         runs_root: Path | None = None,

@@ -73,8 +73,9 @@ class ControlProtocolError(EmperorError, ValueError):
     """A line on ``emperor-dev``'s control socket that is not one JSON object."""
 
 
-class ConfigFileError(EmperorError, ValueError):
-    """The pyproject table is malformed (unknown key, wrong type)."""
+class ConfigFileError(ConfigError, ValueError):
+    """An emperor-dev settings table (``emperor-dev.toml``, ``[tool.emperor-dev]``) is malformed: unknown key,
+    wrong type, invalid TOML; the message names the file and the key."""
 
 
 class InputError(EmperorError):

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_emperor.convention import APP_INI
 from pytest_emperor.emperor_log import EventKind
 from pytest_emperor.errors import ConfigError, VassalError
 
@@ -74,7 +75,7 @@ def write_broken_app(directory: Path, kind: str, *, need_app: bool = False) -> P
     if need_app:
         values["extra"] += "\nneed-app = true"
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "app.uwsgi.ini").write_text(_INI.format(**values))
+    (directory / APP_INI).write_text(_INI.format(**values))
     (directory / "app.py").write_text(code)
     return directory
 

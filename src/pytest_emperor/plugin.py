@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from pytest_emperor import APP_INI
+from pytest_emperor.convention import APP_INI, DEFAULT_DOMAIN, DEFAULT_SOCKET_TEMPLATE, MAX_BODY_SIZE
 from pytest_emperor.errors import ConfigError, EmperorError, UwsgiNotFound
 
 if TYPE_CHECKING:
@@ -67,25 +67,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )  # fmt: skip
     group.addoption(
         "--emperor-socket-template", metavar="PATH",
-        help="socket of an app, as in uwsgi_pass unix:/tmp/$app.api.sock (default: /tmp/$app.api.sock)",
+        help=f"socket of an app, as in uwsgi_pass unix:{DEFAULT_SOCKET_TEMPLATE} (default: {DEFAULT_SOCKET_TEMPLATE})",
     )  # fmt: skip
     group.addoption(
         "--emperor-host-template", metavar="HOST",
         help="Host for an app when the server_name regex does not give one, e.g. $app.api.mycompany.com",
     )  # fmt: skip
-    group.addoption("--emperor-max-body-size", type=int, metavar="BYTES", help="client_max_body_size (1048576)")
+    group.addoption(
+        "--emperor-max-body-size", type=int, metavar="BYTES", help=f"client_max_body_size ({MAX_BODY_SIZE})"
+    )
     group.addoption("--emperor-upstream-timeout", type=float, metavar="SECONDS", help="uwsgi_read_timeout (60)")
     parser.addini("emperor_apps", "app dirs or ini files to deploy for app_vassal", type="paths")
     parser.addini("emperor_uwsgi", "uwsgi binary to run")
     parser.addini("emperor_timeout", "default wait for a vassal, in seconds", default="30")
     parser.addini("emperor_keep", "keep the run dir for debugging", type="bool", default=False)
-    parser.addini("emperor_domain", "vassal hosts are <name>.<domain>", default="api.localhost")
+    parser.addini("emperor_domain", "vassal hosts are <name>.<domain>", default=DEFAULT_DOMAIN)
     parser.addini("emperor_nginx", "nginx binary for the router", default="")
     parser.addini("emperor_nginx_site", "production nginx site file routing the tests (relative to the ini file)")
     parser.addini("emperor_server_name", "nginx server_name regex with a named group app", default="")
-    parser.addini("emperor_socket_template", "socket of an app, e.g. /tmp/$app.api.sock", default="/tmp/$app.api.sock")
+    parser.addini(
+        "emperor_socket_template", f"socket of an app, e.g. {DEFAULT_SOCKET_TEMPLATE}", default=DEFAULT_SOCKET_TEMPLATE
+    )
     parser.addini("emperor_host_template", "Host for an app, e.g. $app.api.mycompany.com", default="")
-    parser.addini("emperor_max_body_size", "client_max_body_size in bytes", default="1048576")
+    parser.addini("emperor_max_body_size", "client_max_body_size in bytes", default=str(MAX_BODY_SIZE))
     parser.addini("emperor_upstream_timeout", "uwsgi_read_timeout in seconds", default="60")
 
 

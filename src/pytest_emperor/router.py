@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, MAX_BODY_SIZE, routed_socket
 from pytest_emperor.errors import RouteMismatch, RouterError
 
 if TYPE_CHECKING:
@@ -75,13 +76,15 @@ class RouteMap:
             raise ValueError(f"host template {self.host_template!r} does not match server_name {self.server_name!r}")
 
     @classmethod
-    def for_domain(cls, domain: str = "api.localhost", socket_dir: str | os.PathLike[str] = "/tmp") -> RouteMap:
+    def for_domain(
+        cls, domain: str = DEFAULT_DOMAIN, socket_dir: str | os.PathLike[str] = DEFAULT_SOCKET_DIR
+    ) -> RouteMap:
         """``<app>.<domain>`` -> ``<socket_dir>/<app>.api.sock``, the seed's layout (the vassal ini binds
         ``/tmp/%n.api.sock``)."""
         domain = domain.strip(".").lower()
         return cls(
             server_name=rf"~^(?<app>[^.]+)\.{re.escape(domain)}$",
-            socket_template=f"{os.fspath(socket_dir).rstrip('/')}/$app.api.sock",
+            socket_template=routed_socket("$app", socket_dir),
             host_template=f"$app.{domain}",
         )
 
@@ -170,7 +173,7 @@ class RouterSettings:
     """The router's limits, nginx's defaults unless noted."""
 
     #: ``client_max_body_size`` (bytes; 0 = no limit) -> 413.
-    max_body_size: int = 1024 * 1024
+    max_body_size: int = MAX_BODY_SIZE
     #: ``uwsgi_read_timeout`` (and connect/send) in seconds -> 504.
     upstream_timeout: float = 60.0
     #: ``client_header_timeout`` / ``client_body_timeout`` / ``send_timeout`` in seconds: slow clients are dropped.

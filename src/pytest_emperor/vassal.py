@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from pytest_emperor import APP_INI as APP_INI  # re-exported: the name callers know it by
 from pytest_emperor.client import EmperorSession, direct_session, routed_session
+from pytest_emperor.convention import APP_INI as APP_INI  # re-exported: the name callers know it by
 from pytest_emperor.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
 from pytest_emperor.inifile import IniFile, MagicVars, read_config

@@ -21,14 +21,16 @@ import requests
 from click.shell_completion import CompletionItem
 
 from pytest_emperor.client import direct_session
+from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR
 from pytest_emperor.dev import control
-from pytest_emperor.dev.apps import configured_site, default_apps, resolve_apps
+from pytest_emperor.dev.apps import default_apps, resolve_apps
 from pytest_emperor.dev.control import AppStatus, Message
 from pytest_emperor.dev.logs import LogTail, follow
 from pytest_emperor.dev.output import Output
 from pytest_emperor.dev.state import DEFAULT_STATE_DIR, AlreadyRunning, Instance, NotRunning, StateDir
 from pytest_emperor.errors import ConfigError, EmperorError
 from pytest_emperor.processes import wait_exit
+from pytest_emperor.project_config import load_project
 from pytest_emperor.router import RouteMap
 from pytest_emperor.vassal import SocketSpec
 
@@ -106,9 +108,9 @@ name_argument = click.argument("name", shell_complete=_complete_names)
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="The router's TCP port; 0 picks a free one (printed in the table).")  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address the router listens on.")
-@click.option("--domain", default="api.localhost", show_default=True,
+@click.option("--domain", default=DEFAULT_DOMAIN, show_default=True,
               help="Apps answer at <name>.<domain>; *.localhost needs no /etc/hosts entry.")  # fmt: skip
-@click.option("--socket-dir", default="/tmp", show_default=True,
+@click.option("--socket-dir", default=DEFAULT_SOCKET_DIR, show_default=True,
               help="Where the apps' ini files bind <name>.api.sock (`socket = /tmp/%n.api.sock`).")  # fmt: skip
 @click.option("--reload", is_flag=True, help="Reload an app when one of its Python files changes.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
@@ -147,7 +149,7 @@ def up(
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
     try:
-        nginx_site = nginx_site.resolve() if nginx_site is not None else configured_site(base)
+        nginx_site = nginx_site.resolve() if nginx_site is not None else load_project(base).nginx_site
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Optional
 
+from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR
 from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
 from pytest_emperor.dev.logs import LogTail, follow
@@ -46,8 +47,8 @@ class UpOptions:
     nginx_site: Path | None = None  # a production site file to route by, instead of --domain/--socket-dir
     host: str = "127.0.0.1"
     port: int = 8080
-    domain: str = "api.localhost"
-    socket_dir: str = "/tmp"  # where the apps' ini files bind <name>.api.sock (the seed's /tmp/%n.api.sock)
+    domain: str = DEFAULT_DOMAIN
+    socket_dir: str = DEFAULT_SOCKET_DIR  # where the apps' ini files bind <name>.api.sock (the seed's /tmp/%n.api.sock)
     reload: bool = False
     timeout: float = 30.0
     uwsgi: str | None = None
