@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from seed import SEED_INI
 
+from pytest_emperor.deploy_plan import read_ini
 from pytest_emperor.inifile import (
     IMMEDIATE_OPTIONS,
     IniFile,
@@ -18,7 +19,6 @@ from pytest_emperor.inifile import (
     djb33x_hex,
     parse_ini,
 )
-from pytest_emperor.inifile_io import read_ini
 
 VASSALS = "/srv/emperor/vassals"
 # The seed deployment: vassals/service1-beta.ini -> /srv/sites/service1/app.uwsgi.ini, opened in the vassal dir.

@@ -24,9 +24,10 @@ from pytest_emperor.check.privileges import User
 from pytest_emperor.check.rules import SOCKET_KEYS, AppConfig, Finding, finding, section_line, where
 from pytest_emperor.client import direct_session
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
+from pytest_emperor.deploy_plan import SocketSpec
 from pytest_emperor.emperor import Emperor
 from pytest_emperor.errors import EmperorError, VassalCursed, VassalError, VassalTimeout
-from pytest_emperor.vassal import SocketSpec, Vassal
+from pytest_emperor.vassal import Vassal
 
 __all__ = ["BootTarget", "boot_all"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
-from pytest_emperor.inifile import IniFile, IniOption, Resolution
+from pytest_emperor.inifile import SOCKET_OPTIONS, IniFile, IniOption, Resolution
 
 __all__ = [
     "RULES",
@@ -366,7 +366,7 @@ class AppConfig:
     world_writable_dirs: frozenset[str] = field(default_factory=frozenset)
 
 
-SOCKET_KEYS = ("socket", "uwsgi-socket", "http-socket", "s")
+SOCKET_KEYS = tuple(SOCKET_OPTIONS)
 # Options whose value is a path or an address: there, an inline comment breaks the deployment outright.
 PATH_KEYS = frozenset(
     {*SOCKET_KEYS, "chdir", "home", "virtualenv", "venv", "pyhome", "wsgi-file", "module", "pythonpath", "logto"}

@@ -22,6 +22,7 @@ from click.shell_completion import CompletionItem
 
 from pytest_emperor.client import direct_session
 from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR
+from pytest_emperor.deploy_plan import SocketSpec
 from pytest_emperor.dev import control
 from pytest_emperor.dev.apps import default_apps, resolve_apps
 from pytest_emperor.dev.control import AppStatus, Message
@@ -32,7 +33,6 @@ from pytest_emperor.errors import ConfigError, EmperorError
 from pytest_emperor.processes import wait_exit
 from pytest_emperor.project_config import load_project
 from pytest_emperor.router import RouteMap
-from pytest_emperor.vassal import SocketSpec
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -1,5 +1,9 @@
-"""The I/O half of :mod:`pytest_emperor.inifile`: magic variables from the file system, ``@(...)`` resolution,
-and reading an ini file exactly as it will be deployed (a vassal symlink in a vassal directory).
+"""The deploy plan: the one reader of an app's ini *as deployed* (a vassal symlink in a vassal directory).
+
+The I/O half of :mod:`pytest_emperor.inifile`: magic variables from the file system (every one uWSGI fills:
+``%h``, ``%i``, ``%u``, ``%U``, ...), ``@(...)`` resolution run where the vassal runs, and the sockets the vassal
+will bind. The engine plans a deploy with :func:`plan_deploy` before it links (``Emperor.deploy``);
+``emperor-dev check`` reads through :func:`deployed`. Both go through :func:`read_ini`.
 """
 
 from __future__ import annotations
@@ -17,9 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pytest_emperor.inifile import IniFile, MagicVars, read_config
+from pytest_emperor.errors import ConfigError
+from pytest_emperor.inifile import SOCKET_OPTIONS, IniFile, MagicVars, read_config
+from pytest_emperor.runs import AF_UNIX_MAX
 
-__all__ = ["Deployed", "VassalSource", "at_resolver", "deployed", "magic_for", "read_ini", "strip_one_eol"]
+__all__ = [
+    "DeployPlan",
+    "Deployed",
+    "SocketSpec",
+    "VassalSource",
+    "at_resolver",
+    "deployed",
+    "magic_for",
+    "plan_deploy",
+    "read_ini",
+    "strip_one_eol",
+]
 
 # `@(exec://...)` commands are config-time helpers (dirname, realpath, cat ...); one that hangs would hang
 # uWSGI at every start too, so a bound only keeps the checker from hanging with it.
@@ -63,10 +80,19 @@ def at_resolver(cwd: str) -> Callable[[str], str]:
 
 
 def magic_for(
-    config_arg: str, *, cwd: str, version: str = "", binary_path: str = "", first: bool = True
+    config_arg: str,
+    *,
+    cwd: str,
+    version: str = "",
+    binary_path: str = "",
+    first: bool = True,
+    staged: str | None = None,
 ) -> MagicVars:
-    """The magic table uWSGI fills for ``config_arg`` opened in ``cwd`` on this machine."""
-    full = os.path.join(cwd, config_arg)
+    """The magic table uWSGI fills for ``config_arg`` opened in ``cwd`` on this machine.
+
+    ``staged``: the file is not at ``cwd/config_arg`` yet but at this path, to be renamed there (a rename keeps
+    the inode, so ``%i`` is exact)."""
+    full = staged or os.path.join(cwd, config_arg)
     st = os.lstat(full)
     uid, gid = os.getuid(), os.getgid()
     return MagicVars.for_config(
@@ -109,13 +135,15 @@ def read_ini(
     version: str = "",
     binary_path: str = "",
     env: Mapping[str, str] | None = None,
+    staged: str | None = None,
 ) -> IniFile:
     """Read ``config_arg`` (relative to ``cwd``) with the magic variables uWSGI would give it there
     (``version``/``binary_path`` fill ``%V``/``%b`` when the caller knows the binary), following its includes
-    and logic blocks under ``env`` (default: this process's environment, which a vassal inherits)."""
+    and logic blocks under ``env`` (default: this process's environment, which a vassal inherits).
+    ``staged``: see :func:`magic_for`."""
     source = VassalSource(cwd, os.environ if env is None else env, version=version, binary_path=binary_path)
-    text = source.read(config_arg)
-    magic = magic_for(config_arg, cwd=cwd, version=version, binary_path=binary_path)
+    text = Path(staged).read_bytes().decode("utf-8", "surrogateescape") if staged else source.read(config_arg)
+    magic = magic_for(config_arg, cwd=cwd, version=version, binary_path=binary_path, staged=staged)
     return read_config(text, magic=magic, section=section, source=source)
 
 
@@ -152,6 +180,121 @@ def deployed(
         stack.callback(link.unlink)
         ini = read_ini(link.name, cwd=str(vdir), version=version, binary_path=binary_path, env=env)
         yield Deployed(ini=ini, link=link, vassal_dir=vdir, resolver=at_resolver(str(vdir)))
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    """The socket a vassal binds: its address (a unix path, or ``host:port``) and the protocol spoken on it."""
+
+    address: str
+    protocol: str  # "uwsgi" or "http"
+    line: int  # the ini line that sets it
+
+    @property
+    def is_unix(self) -> bool:
+        """True for a unix socket path (uWSGI treats an address with ``:`` as TCP)."""
+        return ":" not in self.address
+
+    def connect_address(self) -> str | tuple[str, int]:
+        """The address in the form the clients take."""
+        if self.is_unix:
+            return self.address
+        host, _, port = self.address.rpartition(":")
+        return (host or "127.0.0.1", int(port))
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    """An app's ini as it will run once linked as ``link``: the parsed file and every socket it will bind.
+
+    ``staged`` is the vassal's symlink, already made under a name the emperor ignores (``<name>.ini.plan``);
+    deploying renames it to ``link`` (:meth:`commit`), so its inode, ``%i``, is the one predicted.
+    """
+
+    ini: Path
+    link: Path
+    staged: Path
+    config: IniFile
+    sockets: list[SocketSpec]
+
+    def commit(self) -> bool:
+        """Put the staged link in place; False if it is gone (a redeploy after ``stop()``: link afresh)."""
+        try:
+            os.rename(self.staged, self.link)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def discard(self) -> None:
+        """Remove the staged link of a deploy that will not happen."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.staged)
+
+
+def plan_deploy(ini: Path, link: Path, *, env: Mapping[str, str] | None = None) -> DeployPlan:
+    """Read ``ini`` as uWSGI will once it is opened as the symlink ``link`` from the vassal dir (which the
+    emperor enters by its realpath), and predict its sockets; ConfigError names the file and line of a problem."""
+    env = os.environ if env is None else env
+    staged = link.with_name(link.name + ".plan")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(staged)  # left by a deploy that failed before linking
+    os.symlink(ini, staged)
+    try:
+        config = read_ini(link.name, cwd=str(link.parent), env=env, staged=str(staged))
+        if not config.options:
+            raise ConfigError(
+                f"{ini}:1: no option in a [{config.section}] section, so uWSGI would start with none of them; put "
+                f"the options under a [{config.section}] header"
+            )
+        sockets = _predict_sockets(config, ini, link, env)
+    except BaseException:
+        os.unlink(staged)
+        raise
+    return DeployPlan(ini, link, staged, config, sockets)
+
+
+def _at_resolver_before_link(link: Path, target: Path) -> Callable[[str], str]:
+    """Evaluate ``@(...)`` the way the vassal will, before its symlink exists under its name.
+
+    Linking first would let the emperor start the vassal before the checks that must precede it (a live socket
+    of someone else's would be stolen). But the seed idiom ``@(exec://dirname $(realpath %P))`` needs the link:
+    so a command naming the link's path runs against a stand-in link to the same target in a private directory.
+    """
+    resolve = at_resolver(str(link.parent))
+
+    def run(spec: str) -> str:
+        if str(link) not in spec or link.is_symlink():
+            return resolve(spec)
+        with tempfile.TemporaryDirectory(prefix="pe-link-") as directory:
+            stand_in = Path(directory) / link.name
+            stand_in.symlink_to(target)
+            return resolve(spec.replace(str(link), str(stand_in)))
+
+    return run
+
+
+def _predict_sockets(config: IniFile, ini: Path, link: Path, env: Mapping[str, str]) -> list[SocketSpec]:
+    """Every socket the vassal deployed as ``link`` will bind, in order, fully expanded (they are repeatable)."""
+    resolver = _at_resolver_before_link(link, ini)
+    sockets = []
+    for option in config.options:
+        protocol = SOCKET_OPTIONS.get(option.key)
+        if protocol is None:
+            continue
+        needed = config.needs_at_resolver(option.value)  # most sockets need no @(exec://...) run
+        address = config.expand(option.value, env=env, at_resolver=resolver if needed else None)
+        if protocol == "uwsgi" and (config.get("protocol") or "").strip() == "http":
+            protocol = "http"
+        spec = SocketSpec(address, protocol, option.line)
+        if spec.is_unix:
+            size = len(os.fsencode(address))
+            if size > AF_UNIX_MAX:
+                raise ConfigError(
+                    f"{ini}:{option.line}: socket path {address!r} is {size} bytes, over the AF_UNIX limit of "
+                    f"{AF_UNIX_MAX} (sun_path is 108 bytes with its NUL): use a shorter directory or vassal name"
+                )
+        sockets.append(spec)
+    return sockets
 
 
 class VassalSource:
