@@ -1,12 +1,13 @@
 # The two set-up commands of the README, and the steps they share. Each target installs what it needs first.
 #   make run    the main job on the bundled example_apps/: emperor-dev up
 #   make test   lint, type check and the test suite (what CI runs)
+#   make stress the integration tests STRESS_RUNS times (default 5) with every CPU saturated; 0 failures is the bar
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: run test lint type venvs clean
+.PHONY: run test stress lint type venvs clean
 
 # The venv, with this package (editable) and its test extras; `pip install uwsgi` compiles the real binary.
 $(BIN)/.installed: pyproject.toml
@@ -31,6 +32,10 @@ type: $(BIN)/.installed
 
 test: venvs lint type
 	$(BIN)/pytest -n 2
+
+STRESS_RUNS ?= 5
+stress: venvs
+	$(BIN)/python tests/stress.py --runs $(STRESS_RUNS)
 
 clean:
 	rm -rf $(VENV) example_apps/*/venv-*

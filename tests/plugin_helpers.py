@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -202,6 +203,11 @@ def pytest_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
 
 
+def _default_interrupts() -> None:
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @dataclass
 class Run:
     """A ``pytest`` subprocess started with ``Popen`` (to signal it, or overlap it with another); output in a
@@ -218,6 +224,9 @@ class Run:
                 pytest_command(*args), cwd=cwd, env=box.env(PE_RUN=name), stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, as a terminal gives a foreground job
+                # and its default Ctrl-C: a shell starts a background job (a CI runner may be one) with SIGINT and
+                # SIGQUIT ignored, which exec keeps, and the interrupt tests would then wait forever
+                preexec_fn=_default_interrupts,
             )  # fmt: skip
         return cls(proc, output)
 

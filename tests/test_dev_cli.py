@@ -37,7 +37,7 @@ from pytest_emperor.dev.apps import (
 from pytest_emperor.dev.control import AppStatus, ControlProtocolError, decode, encode
 from pytest_emperor.dev.logs import LogLine, LogTail, RetryMuter, describe
 from pytest_emperor.dev.output import Output, plain_table
-from pytest_emperor.dev.state import AlreadyRunning, Instance, NotRunning, StateDir
+from pytest_emperor.dev.state import AlreadyRunning, Instance, NotRunning, StateDir, app_state
 from pytest_emperor.dev.watch import apps_to_restart
 from pytest_emperor.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.errors import ConfigError
@@ -307,6 +307,52 @@ def test_retry_muter_mutes_a_throttled_app_until_it_starts() -> None:
     assert [already.keep(line) for line in stream] == [False] * 6 + [True] * 3
 
 
+def test_stream_says_removed_only_when_an_operator_removed_it_and_stays_quiet_while_muted() -> None:
+    muter = RetryMuter()
+    stream = [
+        LogLine("a", "cursed", EventKind.CURSED),
+        LogLine("a", "removed", EventKind.REMOVED),  # the emperor's removal before its retry: not true for the app
+        LogLine("a", "throttled", EventKind.THROTTLED),
+        LogLine("a", "maximum throttle reached", EventKind.MAX_THROTTLE),
+        LogLine("a", "throttled", EventKind.THROTTLED),
+        LogLine("a", "maximum throttle reached", EventKind.MAX_THROTTLE),
+        LogLine("a", "stopping", EventKind.STOPPING),  # `emperor-dev rm a`: its state changes
+        LogLine("a", "removed", EventKind.REMOVED),
+    ]
+    shown = [line.text for line in stream if muter.keep(line)]
+    assert shown == ["cursed", "throttled", "removed"]
+
+
+def event(kind: EventKind, died: bool = False) -> EmperorEvent:
+    return EmperorEvent(1, kind, "a.ini", "x", died=died)
+
+
+@pytest.mark.parametrize(
+    ("stats", "kinds", "expected"),
+    [
+        ("starting", [], "starting"),
+        ("starting", [EventKind.CURSED], "cursed"),
+        ("cursed", [EventKind.CURSED], "cursed"),
+        # Between two retries the stats alternate; the state does not.
+        ("starting", [EventKind.CURSED, EventKind.THROTTLED, EventKind.CURSED], "throttled"),
+        ("throttled", [EventKind.CURSED, EventKind.THROTTLED, EventKind.CURSED], "throttled"),
+        ("cursed", [EventKind.CURSED, EventKind.THROTTLED], "throttled"),
+        # A ready or a reload ends the episode.
+        ("starting", [EventKind.CURSED, EventKind.THROTTLED, EventKind.READY], "starting"),
+        ("starting", [EventKind.THROTTLED, EventKind.RELOADING, EventKind.CURSED], "cursed"),
+        ("ready", [EventKind.CURSED, EventKind.THROTTLED], "ready"),
+        ("stopped", [EventKind.THROTTLED], "stopped"),
+    ],
+)
+def test_app_state_is_one_truth_over_a_retry_episode(stats: str, kinds: list[EventKind], expected: str) -> None:
+    assert app_state(stats, [event(kind) for kind in kinds]) == expected
+
+
+def test_a_removal_without_a_curse_is_a_death_in_the_stream() -> None:
+    line = describe(event(EventKind.REMOVED, died=True))
+    assert line is not None and line.kind is EventKind.CURSED and RetryMuter().keep(line)
+
+
 def test_plain_table_and_prefixed_lines_are_aligned_without_escape_codes(tmp_path: Path) -> None:
     apps = [
         AppStatus("service1", "http://service1.api.localhost:8080/", "ready", 12, "/x", None, None),
@@ -479,10 +525,13 @@ def test_up_serves_through_the_router_isolates_a_broken_app_and_stops_clean_on_c
     assert status == 502 and broken in body
 
     done = cli(workspace, "status", "--json")
-    assert done.returncode == 0, done.stderr
     apps = {app["name"]: app for app in json.loads(done.stdout)["apps"]}
     assert apps[good]["state"] == "ready" and apps[good]["pid"] > 0
     assert apps[broken]["state"] in ("cursed", "throttled")
+    # As the exit codes say: 1 with an app cursed or throttled, and why on stderr; the table says the same.
+    assert done.returncode == 1 and f"not every app is running: {broken} ({apps[broken]['state']})" in done.stderr
+    table = cli(workspace, "status")
+    assert table.returncode == 1 and re.search(rf"^{broken}\s.*\s(cursed|throttled)\s", table.stdout, re.M)
     assert any("chdir" in line for line in apps[broken]["errors"])
     # The good app keeps answering while the broken one is retried.
     assert up.get(good, "/still")[0] == 200
@@ -515,6 +564,7 @@ def test_other_terminals_add_reload_rm_request_logs_and_down(workspace: Path, up
     assert (direct.returncode, direct.stdout) == (0, "hello from service3 at /d\n")
     missing = cli(workspace, "request", "nosuchapp", "/", "--fail")
     assert missing.returncode == 1 and "502 Bad Gateway" in missing.stdout
+    assert "nosuchapp answered 502 Bad Gateway to GET / (--fail)" in missing.stderr
 
     logs = cli(workspace, "logs", extra)
     assert logs.returncode == 0 and "GET /r?q=1" in logs.stdout
@@ -554,6 +604,7 @@ def test_a_broken_app_comes_back_when_its_ini_is_fixed(workspace: Path, up_proce
     ini.write_text(ini.read_text().replace("%(app_root)/does-not-exist", "%(app_root)"))
     up.expect(rf"^emperor\s+\| {broken}: ready", after=mark)
     assert up.get(broken, "/fixed") == (200, "hello from service3 at /fixed\n")
+    assert not [line for line in up.lines[mark:] if "reload failed" in line], up.lines[mark:]
     assert up.stop(signal.SIGTERM) == 0
     assert_nothing_left(up, [good, broken])
 

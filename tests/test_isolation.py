@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 from typing import Callable
@@ -201,9 +202,16 @@ def test_users_isolation_tests_pass_and_fail_as_they_must(pytester: pytest.Pytes
         "*uwsgi instance victim-*.ini*",
     ])  # fmt: skip
     result.stdout.fnmatch_lines(["*victim2-*: * requests failed; the first at +*", "*socket /tmp/victim2-* changed*"])
+    # Like pytest's own assertion failures: the user's lines, none of the plugin's frames.
+    frames = [line for line in result.stdout.lines if re.match(r"^\S+\.py:\d+: ", line)]
+    assert frames and not [line for line in frames if "pytest_emperor" in line], frames
 
 
 def test_isolation_fails_when_a_healthy_worker_is_respawned(live_emperor: Emperor, healthy: Vassal) -> None:
-    respawned = rf"{healthy.name}: its workers were respawned \(\[\d+, \d+\] -> "
-    with pytest.raises(IsolationError, match=respawned), live_emperor.isolation(healthy, p99_budget=5.0):
-        healthy.kill_worker()
+    with pytest.raises(IsolationError) as info, live_emperor.isolation(healthy, p99_budget=5.0):
+        killed = healthy.kill_worker()
+    report = info.value.args[0]
+    found = re.search(rf"{healthy.name}: its workers were respawned \(\[(\d+), (\d+)\] -> \[(\d+), (\d+)\]\)", report)
+    assert found, report  # the new worker is listed, not only the survivor
+    before, after = {int(pid) for pid in found.groups()[:2]}, {int(pid) for pid in found.groups()[2:]}
+    assert killed in before and killed not in after and len(before & after) == 1

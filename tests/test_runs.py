@@ -9,14 +9,23 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from pytest_emperor.processes import MARKER_ENV, processes_with_marker
-from pytest_emperor.runs import RunDir, recover_abandoned, remove_stale_socket, runs_root, socket_is_live
+from pytest_emperor.emperor import Emperor
+from pytest_emperor.processes import MARKER_ENV, kill_marked, processes_with_marker
+from pytest_emperor.runs import (
+    RunDir,
+    recover_abandoned,
+    remove_stale_socket,
+    runs_root,
+    socket_identity,
+    socket_is_live,
+)
 
 
 @pytest.fixture
@@ -76,11 +85,135 @@ def test_stale_socket_is_removed_live_one_never(short_dir: Path) -> None:
     assert not remove_stale_socket(regular) and regular.exists()
 
 
+def test_socket_with_identity_is_removed_only_if_still_that_file(short_dir: Path) -> None:
+    path = short_dir / "s.sock"
+    listening_socket(path).close()
+    old = socket_identity(path)
+    assert old is not None
+    os.unlink(path)
+    with listening_socket(path):  # someone else's now, at the same path
+        assert not remove_stale_socket(path, old) and path.exists()
+    new = socket_identity(path)
+    assert new is not None and new != old
+    link = short_dir / "link.sock"
+    link.symlink_to(path)  # a symlink is never followed: it has no socket identity of its own
+    assert socket_identity(link) is None and not remove_stale_socket(link, new) and link.is_symlink()
+    assert remove_stale_socket(path, new) and not path.exists()
+
+
+def abandoned_run(root: Path) -> RunDir:
+    """A run whose owner 'died': its lock released without any clean-up, as a SIGKILL leaves it."""
+    run = RunDir.create(root)
+    run._lock.release()
+    return run
+
+
+# Binds a unix socket at argv[1] (and listens unless argv[2] is "no-listen"), touches argv[3] MiB of memory,
+# says so, then waits.
+SERVE = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+if sys.argv[2] != "no-listen":
+    s.listen()
+ballast = bytearray(int(sys.argv[3]) << 20)
+for i in range(0, len(ballast), 4096):
+    ballast[i] = 1
+print("bound", flush=True)
+sys.stdin.readline()
+"""
+
+
+def serving(path: str, *, listen: bool = True, mib: int = 0, marker: str | None = None) -> subprocess.Popen[str]:
+    """A process holding a unix socket bound at ``path`` (with ``MARKER_ENV=marker`` if given), once bound."""
+    env = dict(os.environ, **({MARKER_ENV: marker} if marker else {}))
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, path, "listen" if listen else "no-listen", str(mib)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline() == "bound\n"
+    return proc
+
+
+def in_exit_teardown(pid: int) -> bool:
+    """True while ``pid`` is exiting: its memory is released (its environ unreadable) but it is not a zombie yet,
+    so it still holds its files."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            f.read()
+        return False
+    except ProcessLookupError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def test_socket_held_by_a_process_in_exit_teardown_is_removed(short_dir: Path) -> None:
+    # The race behind a flaky recovery: a worker of the dead run, ended by the emperor's graceful shutdown, still
+    # accepts connections on its listening socket while its memory is torn down, and no marker scan sees it then.
+    # "A connect succeeds" must not stop recovery from removing a socket that is provably the run's.
+    run = abandoned_run(short_dir)
+    path = str(short_dir / "app.sock")
+    run.record_socket(path)
+    worker = serving(path, mib=512, marker=run.marker)  # tearing down 512 MiB takes milliseconds
+    run.record_bound([path])
+    worker.kill()
+    deadline = time.monotonic() + 10
+    while not in_exit_teardown(worker.pid):
+        assert time.monotonic() < deadline and worker.poll() is None, "never saw the worker in its exit teardown"
+    try:
+        recovered = recover_abandoned(short_dir)
+        assert [r.path for r in recovered] == [run.path]
+        assert recovered[0].sockets == [path] and not os.path.exists(path)
+    finally:
+        worker.wait()
+
+
+def test_foreign_socket_between_bind_and_listen_is_left_alone(short_dir: Path) -> None:
+    # Another run's master bound the path the dead run had predicted and has not listened yet: a connect is
+    # refused, exactly as on a dead socket, but the file is not the dead run's.
+    run = abandoned_run(short_dir)
+    path = str(short_dir / "app.sock")
+    run.record_socket(path)
+    foreign = serving(path, listen=False)
+    try:
+        assert not socket_is_live(path)
+        recovered = recover_abandoned(short_dir)
+        assert [r.path for r in recovered] == [run.path] and recovered[0].sockets == []
+        assert os.path.exists(path)
+    finally:
+        foreign.kill()
+        foreign.wait()
+        os.unlink(path)
+
+
+def test_processes_forked_during_recovery_are_killed_too(short_dir: Path) -> None:
+    # A master respawns workers; a fork after the marker scan must not survive the recovery.
+    run = abandoned_run(short_dir)
+    script = (
+        "import os, time\nprint('x', flush=True)\n"
+        "for _ in range(2000):\n    if os.fork() == 0:\n        time.sleep(60)\n        os._exit(0)\n"
+        "    time.sleep(0.0005)\ntime.sleep(60)\n"
+    )
+    forker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              env=dict(os.environ, **{MARKER_ENV: run.marker}))  # fmt: skip
+    assert forker.stdout is not None
+    forker.stdout.readline()
+    try:
+        recover_abandoned(short_dir)
+        assert processes_with_marker(run.marker) == []
+    finally:
+        kill_marked(run.marker)
+        forker.wait()
+
+
 # A run that deploys a vassal and starts a process that ignores SIGINT (as a wedged vassal would), then waits
 # to be SIGKILLed.
 KILLED_RUN = """
 import os, signal, subprocess, sys, threading
 from pathlib import Path
+from pytest_emperor.emperor import Emperor
 from pytest_emperor.emperor import Emperor
 from pytest_emperor.processes import MARKER_ENV
 emperor = Emperor(runs_root=Path(sys.argv[1])).start()
@@ -140,3 +273,11 @@ def test_marker_finds_only_its_own_processes(short_dir: Path) -> None:
             proc.kill()
             proc.wait()
 
+
+
+def test_a_stopped_emperor_leaves_no_file_descriptor(short_dir: Path, uwsgi_bin: Path) -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    with Emperor(uwsgi_bin, runs_root=short_dir / "runs", timeout=30) as emperor:
+        pass
+    left = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - before}
+    assert left == {} and not emperor.running  # while the object lives on: not left to the garbage collector

@@ -42,7 +42,7 @@ from pytest_emperor.processes import (
     wait_exit,
 )
 from pytest_emperor.router import RouteMap, RouteMismatch, Router, start_router
-from pytest_emperor.runs import RunDir, remove_stale_socket
+from pytest_emperor.runs import RunDir
 from pytest_emperor.stats import EmperorStats, read_stats
 from pytest_emperor.vassal import STOP_GRACE, Vassal, prepare_deployment
 
@@ -184,8 +184,8 @@ class Emperor:
         self._run_path = self._run.path
         if self.name_suffix is None:
             self.name_suffix = f"-{self._run.tag}"
-        self.vassal_dir.mkdir()
-        self.logs_dir.mkdir()
+        self.vassal_dir.mkdir(mode=0o700)
+        self.logs_dir.mkdir(mode=0o700)
         include = self.run_dir / "vassal-logging.ini"
         # %N is the name of the vassal's own (first) config file; see docs/uwsgi-behaviour.md, "The engine".
         logto = f"logto = {self.logs_dir}/%N.log\n"
@@ -264,16 +264,22 @@ class Emperor:
             finally:
                 if self._proc is not None:
                     if self._proc.poll() is None:
+                        self._run.note_bound()  # while the vassals still serve their sockets (see runs.py)
                         self._shut_down(self._proc)
                     self._proc.wait()
-                # Vassals that outlived the emperor (a wedged one, or one whose emperor was killed): force them.
-                kill_all(processes_with_marker(self._run.marker))
+                # Vassals that outlived the emperor (a wedged one, or one whose emperor was killed): force them,
+                # then remove the sockets they left that are provably theirs.
+                self._run.kill_and_unlink()
                 if self._reader is not None:
                     self._reader.join(timeout=5)
                 with self._bells_lock:
                     self._close_bells(answered_only=False)
-                for socket_path in self._run.recorded_sockets():
-                    remove_stale_socket(socket_path)
+                # The read end of the emperor's output pipe (one fd per run otherwise), once the reader is done
+                # with it: closing a buffered file another thread is blocked reading waits for that read, i.e.
+                # forever if something still holds the write end.
+                reading = self._reader is not None and self._reader.is_alive()
+                if self._proc is not None and self._proc.stdout is not None and not reading:
+                    self._proc.stdout.close()
         finally:
             self._run.close(keep=self.keep)
             self._run = None
@@ -507,6 +513,8 @@ class Emperor:
         if wait:
             try:
                 vassal.wait_ready(timeout)
+                # Ready: the files at its socket paths are the ones it bound, so the run may unlink them later.
+                self._run_or_fail().record_bound(vassal.socket_paths)
             except BaseException:
                 # A deploy that failed leaves nothing behind: no link for the emperor to retry all session, and
                 # the name free for the next attempt.
@@ -524,6 +532,10 @@ class Emperor:
         if via not in senders:
             raise ValueError(f"via must be 'direct' or 'router', not {via!r}")
         return Isolation(self, healthy, p99_budget=p99_budget, send=senders[via])
+
+    def unlink_dead_socket(self, path: str) -> bool:
+        """Unlink the socket file a stopped vassal of this run left at ``path`` (see ``RunDir.unlink_dead_socket``)."""
+        return self._run_or_fail().unlink_dead_socket(path)
 
     def _run_or_fail(self) -> RunDir:
         if self._run is None:

@@ -178,6 +178,7 @@ class Isolation:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        __tracebackhide__ = True  # the failure reads as the user's own `with` block failing
         self._stop.set()
         for thread in self._threads:
             thread.join()
@@ -187,7 +188,7 @@ class Isolation:
             report = self.report.healthy[vassal.name]
             self._attempt(vassal, report)  # and still healthy once everything is over
             report.pid_after, report.inode_after = vassal.pid, _inode(vassal.socket_path)
-            report.workers_after = sorted(vassal.workers)
+            report.workers_after = _workers_settled(vassal, report.workers_before)
             report.emperor_lines = [e.line for e in self.emperor.events(vassal.id, since=self._since)
                                     if e.kind in _DISTURBANCES]  # fmt: skip
             self.report.problems.extend(self._problems(vassal, report))
@@ -228,6 +229,19 @@ class Isolation:
                 f"{self.p99_budget * 1000:.0f} ms"
             )
         return problems
+
+
+def _workers_settled(vassal: Vassal, before: list[int], timeout: float = 5.0) -> list[int]:
+    """The vassal's workers, once as many as ``before`` run again: a killed worker is gone at once, but its
+    master forks the replacement only after reaping it, a moment later (much later on a busy machine). Reading
+    the list at once reported ``[a, b] -> [b]``, missing the new worker. No event says it: polled (the workers
+    are the master's children), bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    workers = sorted(vassal.workers)
+    while workers != before and len(workers) < len(before) and time.monotonic() < deadline:
+        time.sleep(0.005)
+        workers = sorted(vassal.workers)
+    return workers
 
 
 def _inode(path: str | None) -> int | None:

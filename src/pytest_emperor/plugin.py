@@ -10,7 +10,6 @@ machinery (requests, the router, the emperor) inside the fixtures and hooks that
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
@@ -327,6 +326,7 @@ def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Cal
     def deploy(
         path: str | os.PathLike[str], name: str | None = None, *, wait: bool = True, timeout: float | None = None
     ) -> Vassal:
+        __tracebackhide__ = True  # failures read as the test's own, without the plugin's frames
         vassal = emperor.deploy(request.config.rootpath / path, name, wait=False)
         deployed.append(_use(request, vassal, deployed_now=True))
         if wait:
@@ -361,6 +361,7 @@ def broken_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
     deployed: list[Vassal] = []
 
     def deploy(kind: str, name: str | None = None, *, need_app: bool = False, timeout: float | None = None) -> Vassal:
+        __tracebackhide__ = True  # failures read as the test's own, without the plugin's frames
         from pytest_emperor.faults import deploy_broken
 
         vassal = deploy_broken(emperor, kind, name, need_app=need_app, timeout=timeout)
@@ -390,16 +391,23 @@ def isolation(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Call
     guards: list[Isolation] = []
 
     def watch(*healthy: Vassal, p99_budget: float = 0.5, via: str = "direct") -> IsolationReport:
+        __tracebackhide__ = True  # failures read as the test's own, without the plugin's frames
         guard = emperor.isolation(*healthy, p99_budget=p99_budget, via=via)
         guards.append(guard)
         return guard.__enter__()
 
     yield watch
+    __tracebackhide__ = True
     call = request.node.stash.get(_CALL_REPORT, None)
     failed = call is not None and call.failed
-    with contextlib.ExitStack() as stack:  # every guard is stopped, even when an earlier one raised
-        for guard in guards:
-            stack.callback(guard.__exit__, RuntimeError if failed else None, None, None)
+    errors: list[Exception] = []
+    for guard in guards:  # every guard is stopped, even when an earlier one raised
+        try:
+            guard.__exit__(RuntimeError if failed else None, None, None)
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 @pytest.hookimpl(hookwrapper=True)

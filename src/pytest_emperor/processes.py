@@ -41,6 +41,25 @@ def processes_with_marker(value: str) -> list[int]:
     return pids
 
 
+def kill_marked(value: str, timeout: float = 5.0) -> list[int]:
+    """SIGKILL every process carrying the marker ``value`` until a scan finds none; return the pids killed.
+
+    One scan is not enough: a process of the run can fork between the scan and its kill (a master respawning a
+    worker), and the child carries the marker too. Scanning again after each round ends once nothing is left
+    to fork. A process already in its exit teardown cannot be found (``/proc/<pid>/environ`` fails with ESRCH
+    once its memory is released) but may still hold its listening sockets for milliseconds: callers decide
+    about sockets by their recorded identity, never by whether a connect still succeeds
+    (docs/uwsgi-behaviour.md, "Recovery").
+    """
+    killed: list[int] = []
+    deadline = time.monotonic() + timeout
+    while pids := processes_with_marker(value):
+        killed += [pid for pid in pids if pid not in killed]
+        if kill_all(pids, timeout=max(deadline - time.monotonic(), 0)):
+            break  # unkillable (uninterruptible sleep): nothing more to do here, the caller sees them alive
+    return killed
+
+
 def children_of(pid: int) -> list[int]:
     """PIDs of the live children of ``pid``: from ``/proc/<pid>/task/*/children`` (one small read per thread),
     else from a scan of every ``/proc/*/stat`` (kernels built without that file)."""

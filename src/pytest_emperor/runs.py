@@ -7,9 +7,15 @@ and pytest's own tmp paths are far longer)::
     <tag>/          the run dir: vassals/, logs/, stats.sock, emperor.log, sockets (one path a line)
 
 A lock that can be taken belongs to a run whose process is gone (flocks die with their owner), so the next run
-on the machine kills that run's processes (found by their environment marker, see processes.py), unlinks the
-sockets it recorded that are no longer served, and removes its directory. Live runs hold their lock and are never
-touched; a socket that still answers is never unlinked.
+on the machine kills that run's processes (found by their environment marker, see processes.py), unlinks its
+sockets, and removes its directory. Live runs hold their lock and are never touched.
+
+A socket file is unlinked only when it is provably this run's and provably dead. Ours: the run recorded the
+file's identity (device, inode, ctime) while a process of the run was serving it (at readiness, and again from
+``/proc/net/unix`` just before the run's processes are killed). Dead: no process of the run is left, and the
+file at the path is still that one. Whether a connect succeeds proves neither: a master between ``bind()`` and
+``listen()`` refuses connections on a socket that is very much alive, and a process in its exit teardown still
+accepts on one that is dead (docs/uwsgi-behaviour.md, "Recovery").
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pytest_emperor.processes import kill_all, processes_with_marker
+from pytest_emperor.processes import kill_marked, processes_with_marker
 
 # Linux's sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 AF_UNIX_MAX = 107
@@ -50,15 +56,73 @@ def socket_is_live(path: str | Path) -> bool:
     return True
 
 
-def remove_stale_socket(path: str | Path) -> bool:
-    """Unlink ``path`` if it is a unix socket nobody serves; a live one (not ours any more) is left alone."""
+# (st_dev, st_ino, st_ctime_ns) of a socket file: a new bind at the same path is a new file, and an inode number
+# reused after an unlink comes with a new ctime.
+SocketIdentity = tuple[int, int, int]
+
+
+def socket_identity(path: str | Path) -> SocketIdentity | None:
+    """The identity of the unix socket file at ``path`` (not following a symlink), None if there is none."""
     try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode) or socket_is_live(path):
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_ctime_ns) if stat.S_ISSOCK(st.st_mode) else None
+
+
+def remove_stale_socket(path: str | Path, identity: SocketIdentity | None = None) -> bool:
+    """Unlink the unix socket ``path``: with ``identity``, only if the file there is still that one (the caller
+    has made sure nothing of its own serves it any more); without, only if nobody accepts connections on it,
+    which only a caller that owns the path (under a lock it holds) may rely on. Never follows a symlink."""
+    if identity is not None:
+        if socket_identity(path) != identity:
             return False
+    elif socket_identity(path) is None or socket_is_live(path):
+        return False
+    try:
         os.unlink(path)
     except FileNotFoundError:
         return False
     return True
+
+
+def bound_unix_paths(pids: list[int]) -> set[str]:
+    """The filesystem paths of the unix sockets that ``pids`` hold bound (listening or not yet), from
+    ``/proc/net/unix`` (which lists each bound socket's sockfs inode and path) and the processes' fds."""
+    paths: dict[str, str] = {}
+    try:
+        with open("/proc/net/unix") as f:
+            next(f)
+            for line in f:
+                fields = line.split(maxsplit=7)
+                if len(fields) == 8 and fields[7].startswith("/"):
+                    paths[f"socket:[{fields[6]}]"] = fields[7].rstrip("\n")
+    except OSError:
+        return set()
+    found = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target in paths:
+                    found.add(paths[target])
+    return found
+
+
+def _check_private_dir(path: Path) -> None:
+    """Refuse a runs root that another local user could have planted in a shared /tmp: a symlink (lstat, never
+    followed), or a directory that is not ours or that others may write to."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a private directory of yours"
+        raise PermissionError(
+            f"{path} is {what} (owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)}): another user may have "
+            "planted it; remove it if it is yours, or set TMPDIR to a directory of your own"
+        )
 
 
 @dataclass
@@ -74,8 +138,7 @@ class RunDir:
         """Recover abandoned runs under ``root``, then lock and create a fresh run dir there."""
         root = root or runs_root()
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if root.stat().st_uid != os.getuid():
-            raise PermissionError(f"{root} belongs to another user; set TMPDIR to a directory of your own")
+        _check_private_dir(root)
         recover_abandoned(root)
         while True:
             tag = secrets.token_hex(3)
@@ -95,13 +158,34 @@ class RunDir:
         return str(self.path)
 
     def record_socket(self, path: str) -> None:
-        """Remember a socket a vassal of this run binds, so a later recovery can remove it if stale."""
+        """Remember a socket path a vassal of this run will bind. Recording the path claims nothing: only an
+        identity recorded by ``record_bound`` lets the run's clean-up unlink the file."""
         with (self.path / "sockets").open("a") as f:
             f.write(path + "\n")
 
+    def record_bound(self, paths: list[str] | set[str]) -> None:
+        """Record the identity of the socket files at ``paths``, which a process of this run serves now."""
+        _record_bound(self.path, paths)
+
     def recorded_sockets(self) -> list[str]:
         """The socket paths recorded so far."""
-        return _recorded_sockets(self.path)
+        return list(_recorded_sockets(self.path))
+
+    def unlink_dead_socket(self, path: str) -> bool:
+        """Unlink ``path`` once the vassal that served it is gone: if the file there is one the run recorded
+        while a process of it served it, else (never seen bound) only if nobody accepts connections on it."""
+        identity = socket_identity(path)
+        if identity is not None and identity in _recorded_sockets(self.path).get(path, set()):
+            return remove_stale_socket(path, identity)
+        return remove_stale_socket(path)
+
+    def note_bound(self) -> None:
+        """Record the identity of every recorded socket path a process of this run serves right now."""
+        _note_bound(self.path)
+
+    def kill_and_unlink(self) -> tuple[list[int], list[str]]:
+        """Kill every process of the run, then unlink the sockets that were provably its own; return both."""
+        return _kill_and_unlink(self.path)
 
     def close(self, keep: bool = False) -> None:
         """Remove the run dir (unless ``keep``) and release its lock; a kept dir is never recovered."""
@@ -113,11 +197,50 @@ class RunDir:
         self._lock.release()
 
 
-def _recorded_sockets(run_path: Path) -> list[str]:
+def _recorded_sockets(run_path: Path) -> dict[str, set[SocketIdentity]]:
+    """Each recorded path with the identities recorded for it (none for a path never seen bound)."""
+    recorded: dict[str, set[SocketIdentity]] = {}
     try:
-        return [line for line in (run_path / "sockets").read_text().splitlines() if line]
+        lines = (run_path / "sockets").read_text().splitlines()
     except FileNotFoundError:
-        return []
+        return recorded
+    for line in lines:
+        path, _, ident = line.partition("\t")
+        known = recorded.setdefault(path, set())
+        with contextlib.suppress(ValueError):
+            dev, ino, ctime = (int(part) for part in ident.split())
+            known.add((dev, ino, ctime))
+    return recorded
+
+
+def _record_bound(run_path: Path, paths: list[str] | set[str]) -> None:
+    lines = []
+    for path in paths:
+        identity = socket_identity(path)
+        if identity is not None and "\n" not in path and "\t" not in path:
+            lines.append(f"{path}\t{' '.join(map(str, identity))}\n")
+    if lines:
+        with (run_path / "sockets").open("a") as f:
+            f.writelines(lines)
+
+
+def _note_bound(run_path: Path) -> None:
+    bound = bound_unix_paths(processes_with_marker(str(run_path)))
+    _record_bound(run_path, bound & _recorded_sockets(run_path).keys())
+
+
+def _kill_and_unlink(run_path: Path) -> tuple[list[int], list[str]]:
+    marker = str(run_path)
+    _note_bound(run_path)  # before the kill, while they still serve them
+    killed = kill_marked(marker)
+    removed: list[str] = []
+    if processes_with_marker(marker):
+        return killed, removed  # one would not die: its sockets may still be in use
+    for path, known in _recorded_sockets(run_path).items():
+        identity = socket_identity(path)
+        if identity in known and remove_stale_socket(path, identity):
+            removed.append(path)
+    return killed, removed
 
 
 @dataclass(frozen=True)
@@ -142,9 +265,7 @@ def recover_abandoned(root: Path) -> list[Recovered]:
             if not lock_path.exists():
                 continue  # its owner closed it (unlink, then release) while we waited: not abandoned
             run_path = lock_path.with_suffix("")
-            leftover = processes_with_marker(str(run_path))
-            kill_all(leftover)
-            removed = [p for p in _recorded_sockets(run_path) if remove_stale_socket(p)]
+            leftover, removed = _kill_and_unlink(run_path)
             shutil.rmtree(run_path, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 lock_path.unlink()

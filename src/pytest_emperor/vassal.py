@@ -26,7 +26,7 @@ from pytest_emperor.deploy_plan import DeployPlan, plan_deploy
 from pytest_emperor.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
 from pytest_emperor.processes import children_of, command_line, hasten_stop, is_sleeping, kill_all
-from pytest_emperor.runs import remove_stale_socket, socket_is_live
+from pytest_emperor.runs import socket_is_live
 from pytest_emperor.stats import BlacklistEntry
 
 if TYPE_CHECKING:
@@ -414,7 +414,9 @@ class Vassal:
             self.emperor.ring()  # the emperor reaps at its next pass; without a ring that is a second away
             self._wait_for(lambda e: e.kind is EventKind.REMOVED, timeout, "to be removed", since=since)
         for path in self.socket_paths:
-            remove_stale_socket(path)
+            # the master is gone; a worker still in its exit teardown may accept a connect for a moment, so the
+            # file's recorded identity, not a connect, says it is ours and dead (docs/uwsgi-behaviour.md, Recovery)
+            self.emperor.unlink_dead_socket(path)
         self._stopped = True
 
     def start(self, timeout: float | None = None) -> Vassal:

@@ -28,7 +28,7 @@ from pytest_emperor.dev.apps import default_apps, resolve_apps
 from pytest_emperor.dev.control import AppStatus, Message
 from pytest_emperor.dev.logs import LogTail, follow
 from pytest_emperor.dev.output import Output
-from pytest_emperor.dev.state import DEFAULT_STATE_DIR, AlreadyRunning, Instance, NotRunning, StateDir
+from pytest_emperor.dev.state import DEFAULT_STATE_DIR, FAILED_STATES, AlreadyRunning, Instance, NotRunning, StateDir
 from pytest_emperor.errors import ConfigError, EmperorError
 from pytest_emperor.processes import wait_exit
 from pytest_emperor.project_config import load_project
@@ -176,7 +176,8 @@ def up(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (pid, router, apps) for scripts.")
 @state_dir_option
 def status(as_json: bool, state_dir: Path) -> None:
-    """Show the running apps: name, URL, state, pid (and why an app is not ready).
+    """Show the running apps: name, URL, state, pid (and why an app is not ready). Exits 1 when any app is cursed,
+    throttled or could not be deployed, naming them on stderr.
 
     \b
     Examples:
@@ -193,6 +194,10 @@ def status(as_json: bool, state_dir: Path) -> None:
         click.echo(json.dumps(document, indent=2))
     else:
         Output().table(apps)
+    failed = [f"{app.name} ({app.state})" for app in apps if app.state in FAILED_STATES]
+    if failed:
+        sys.stdout.flush()
+        _die(f"not every app is running: {', '.join(failed)}", EXIT_FAILED)
 
 
 @click.command(epilog=EXIT_CODES)
@@ -349,4 +354,4 @@ def request(
     sys.stdout.buffer.write(answer.content)
     sys.stdout.buffer.flush()
     if fail and answer.status_code >= 400:
-        sys.exit(EXIT_FAILED)
+        _die(f"{name} answered {answer.status_code} {answer.reason} to {method} {path} (--fail)", EXIT_FAILED)

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import socketserver
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -94,14 +95,22 @@ class _RequestHandler(socketserver.StreamRequestHandler):
         line = self.rfile.readline(MAX_LINE)
         if not line:
             return  # a liveness probe (StateDir.running): connected, sent nothing, closed
+        # The socket's mode (0600) already keeps other users out; the peer's credentials make sure of it even if
+        # the file's mode was loosened (or the client is root).
+        _, uid, _ = struct.unpack("3i", self.request.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if uid != os.getuid():
+            response: Message = {"ok": False, "error": f"refused: uid {uid} is not this instance's user"}
+        else:
+            response = self._respond(line)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up waiting
+            self.wfile.write(encode(response))
+
+    def _respond(self, line: bytes) -> Message:
         try:
             request = decode(line)
         except ControlProtocolError as exc:
-            response: Message = {"ok": False, "error": f"bad request: {exc}"}
-        else:
-            response = self.server.handler(request)
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up waiting
-            self.wfile.write(encode(response))
+            return {"ok": False, "error": f"bad request: {exc}"}
+        return self.server.handler(request)
 
 
 class ControlServer:

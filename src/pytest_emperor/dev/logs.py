@@ -23,6 +23,7 @@ EMPEROR_LOG = "emperor.log"
 _EVENT_TEXT = {
     EventKind.READY: "ready",
     EventKind.CURSED: "cursed{pid}: it died; the emperor retries it, so it comes back once it is fixed",
+    EventKind.STOPPING: "stopping",
     EventKind.REMOVED: "removed",
     EventKind.RELOADING: "reloading",
     EventKind.THROTTLED: "throttled: it keeps dying and the emperor retries it every second; its output is muted"
@@ -63,10 +64,12 @@ def describe(event: EmperorEvent) -> LogLine | None:
     app = vassal_name(event.vassal)
     if event.kind is EventKind.OUTPUT:
         return LogLine(app, event.line)  # early output, before the vassal's logto applies
-    text = _EVENT_TEXT.get(event.kind)
+    # A removal the emperor logged without a curse first is a death (see EmperorEvent.died): said as a curse.
+    kind = EventKind.CURSED if event.is_death else event.kind
+    text = _EVENT_TEXT.get(kind)
     if text is None:
         return None
-    return LogLine(app, text.format(pid=f" (pid {event.pid})" if event.pid else "", app=app), event.kind)
+    return LogLine(app, text.format(pid=f" (pid {event.pid})" if event.pid else "", app=app), kind)
 
 
 class LogTail:
@@ -129,23 +132,39 @@ class LogTail:
 
 
 class RetryMuter:
-    """Mutes an app the emperor keeps retrying: from its throttling (its third death in a row) until it is ready
-    or reloaded, its output and its curses are dropped, so that one broken app does not flood the stream with
-    uWSGI's start-up banner every second."""
+    """Keeps the stream true and quiet about an app the emperor keeps retrying.
+
+    From its throttling (its third death in a row) until its state changes (ready, reloading, or stopped by an
+    operator), everything about it is dropped: its output, its curses, its repeated throttle lines and uWSGI's
+    "maximum throttle reached", so one broken app does not flood the stream with its start-up banner every
+    second. "removed" is shown only for a removal an operator asked for (a stop first): the emperor also removes
+    a vassal after each curse, before retrying it, and that app is not removed. "stopping" itself is not shown:
+    "removed" follows it.
+    """
 
     def __init__(self, muted: Iterable[str] = ()) -> None:
         self._muted = set(muted)
+        self._stopping: set[str] = set()
 
     def keep(self, line: LogLine) -> bool:
         """Whether ``line`` is shown."""
-        if line.kind is EventKind.THROTTLED:
-            if line.app in self._muted:
-                return False
-            self._muted.add(line.app)
-        elif line.kind in (EventKind.READY, EventKind.RELOADING):
-            self._muted.discard(line.app)
-        elif line.app in self._muted and line.kind in (None, EventKind.CURSED, EventKind.REMOVED):
+        app, kind = line.app, line.kind
+        if kind is EventKind.STOPPING:
+            self._stopping.add(app)
+            self._muted.discard(app)
             return False
+        if kind is EventKind.REMOVED:
+            if app not in self._stopping:
+                return False  # the emperor's removal after a curse, before its retry
+            self._stopping.discard(app)
+            return True
+        if kind in (EventKind.READY, EventKind.RELOADING):
+            self._muted.discard(app)
+            return True
+        if app in self._muted:
+            return False
+        if kind is EventKind.THROTTLED:
+            self._muted.add(app)
         return True
 
 

@@ -22,10 +22,9 @@ from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
 from pytest_emperor.dev.logs import LogTail, follow
 from pytest_emperor.dev.output import EMPEROR, Output
-from pytest_emperor.dev.state import Instance, StateDir
+from pytest_emperor.dev.state import Instance, StateDir, app_state
 from pytest_emperor.dev.watch import AppWatcher
 from pytest_emperor.emperor import Emperor
-from pytest_emperor.emperor_log import EventKind
 from pytest_emperor.errors import ConfigError, EmperorError, VassalError
 from pytest_emperor.nginx_site import load_site
 from pytest_emperor.processes import wait_exit
@@ -308,8 +307,10 @@ class DevServer:
         spec = self._spec(name)
         with self._app_lock(name):
             vassal = self.emperor.vassals.get(name)
-            running = self.emperor.stats().vassals.get(vassal.id) if vassal is not None else None
-            if vassal is not None and running is not None and not running.cursed:
+            # Only a ready app is reloaded in place. One the emperor is retrying may be mid-retry (running, not
+            # cursed yet) with its old broken files: reloading that attempt fails with a curse just before the
+            # fixed app comes back, so it is deployed afresh like a cursed one.
+            if vassal is not None and _state(vassal) is VassalState.READY:
                 vassal.reload()
             else:
                 if vassal is not None:
@@ -395,11 +396,5 @@ class DevServer:
 
 
 def _state(vassal: Vassal) -> VassalState:
-    """The vassal's state, except that a vassal whose last verdict was a curse reads "cursed" while the emperor
-    retries it (rather than flickering through "starting" at each retry)."""
-    state = vassal.state
-    if state is VassalState.STARTING:
-        verdicts = [e.kind for e in vassal.events() if e.kind in (EventKind.READY, EventKind.CURSED)]
-        if verdicts and verdicts[-1] is EventKind.CURSED:
-            return VassalState.CURSED
-    return state
+    """The vassal's state as every view of ``up`` shows it (see state.app_state)."""
+    return VassalState(app_state(vassal.state.value, vassal.events()))
