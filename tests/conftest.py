@@ -15,7 +15,7 @@ from components import uwsgi_binary
 from filelock import FileLock
 from hypothesis import settings
 
-from pytest_emperor.emperor import Emperor
+from pytest_emperor.engine.emperor import Emperor
 
 # CI runs a fixed set of examples, so that what passed here passes there; local runs keep exploring new ones.
 settings.register_profile("ci", derandomize=True, print_blob=True)

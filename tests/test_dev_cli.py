@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_emperor.client import direct_session
+from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.dev.apps import (
     AppSpec,
     default_apps,
@@ -39,9 +39,9 @@ from pytest_emperor.dev.logs import LogLine, LogTail, RetryMuter, describe
 from pytest_emperor.dev.output import Output, plain_table
 from pytest_emperor.dev.state import AlreadyRunning, Instance, NotRunning, StateDir, app_state
 from pytest_emperor.dev.watch import apps_to_restart
-from pytest_emperor.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.processes import processes_with_marker, wait_exit
 from pytest_emperor.errors import ConfigError
-from pytest_emperor.processes import processes_with_marker, wait_exit
 from pytest_emperor.project_config import load_project
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from seed import SEED_INI
 
-from pytest_emperor.deploy_plan import read_ini
-from pytest_emperor.inifile import (
+from pytest_emperor.engine.deploy_plan import read_ini
+from pytest_emperor.engine.inifile import (
     IMMEDIATE_OPTIONS,
     IniFile,
     MagicVars,

@@ -15,11 +15,10 @@ from components import nginx_binary
 from plugin_helpers import SYNC_PY, Sandbox, assert_nothing_left, write_app
 from test_dev_cli import Up, cli, copy_example, up_process, workspace  # noqa: F401 (fixtures this module's last test uses)
 
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.errors import ConfigError
-from pytest_emperor.nginx_site import SiteError, load_site, render_site
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.errors import ConfigError, RouteMismatch
 from pytest_emperor.project_config import load_project
-from pytest_emperor.router import RouteMismatch
+from pytest_emperor.routing.nginx_site import SiteError, load_site, render_site
 
 SEED = Path(__file__).parent / "sites" / "seed.conf"
 ECHO = Path(__file__).parent / "apps" / "echo"

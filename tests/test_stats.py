@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pytest_emperor.stats import parse_stats
+from pytest_emperor.engine.stats import parse_stats
 
 # A real document from uWSGI 2.0.30's emperor (docs/uwsgi-behaviour.md, "The engine"), trimmed of unused fields.
 DOCUMENT = {

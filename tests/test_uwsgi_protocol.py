@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pytest_emperor.uwsgi_protocol import (
+from pytest_emperor._protocol.uwsgi import (
     MAX_VARS_SIZE,
     Body,
     EndOfResponse,

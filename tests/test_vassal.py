@@ -14,12 +14,12 @@ from typing import Callable
 import pytest
 import requests
 
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.emperor_log import EventKind
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.emperor_log import EventKind
+from pytest_emperor.engine.processes import processes_with_marker
+from pytest_emperor.engine.runs import socket_is_live
+from pytest_emperor.engine.vassal import VassalState
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalTimeout
-from pytest_emperor.processes import processes_with_marker
-from pytest_emperor.runs import socket_is_live
-from pytest_emperor.vassal import VassalState
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
 

@@ -11,10 +11,11 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_emperor.binary import find_uwsgi
-    from pytest_emperor.client import UpstreamError
-    from pytest_emperor.emperor import Emperor
-    from pytest_emperor.emperor_log import EventKind
+    from pytest_emperor._protocol.client import SocketAdapter, UpstreamError, UwsgiAdapter, direct_session
+    from pytest_emperor.engine.binary import find_uwsgi
+    from pytest_emperor.engine.emperor import Emperor
+    from pytest_emperor.engine.emperor_log import EventKind
+    from pytest_emperor.engine.vassal import Vassal, VassalState
     from pytest_emperor.errors import (
         ConfigError,
         ConfigFileError,
@@ -33,10 +34,9 @@ if TYPE_CHECKING:
         VassalError,
         VassalTimeout,
     )
-    from pytest_emperor.faults import BROKEN_KINDS
-    from pytest_emperor.isolation import IsolationReport
-    from pytest_emperor.router import RouteMap
-    from pytest_emperor.vassal import Vassal, VassalState
+    from pytest_emperor.routing.routes import RouteMap
+    from pytest_emperor.testing.broken import BROKEN_KINDS
+    from pytest_emperor.testing.isolation import IsolationReport
 
 __version__ = "0.1.0"
 
@@ -58,8 +58,10 @@ __all__ = [
     "RouteMismatch",
     "RouterError",
     "SiteError",
+    "SocketAdapter",
     "SocketInUse",
     "UpstreamError",
+    "UwsgiAdapter",
     "UwsgiNotFound",
     "UwsgiProtocolError",
     "Vassal",
@@ -68,36 +70,40 @@ __all__ = [
     "VassalState",
     "VassalTimeout",
     "__version__",
+    "direct_session",
     "find_uwsgi",
 ]
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "BROKEN_KINDS": "faults",
+    "SocketAdapter": "_protocol.client",
+    "UwsgiAdapter": "_protocol.client",
+    "direct_session": "_protocol.client",
+    "BROKEN_KINDS": "testing.broken",
     "ConfigError": "errors",
     "ConfigFileError": "errors",
     "ControlProtocolError": "errors",
-    "Emperor": "emperor",
+    "Emperor": "engine.emperor",
     "EmperorError": "errors",
-    "EventKind": "emperor_log",
+    "EventKind": "engine.emperor_log",
     "InputError": "errors",
     "IsolationError": "errors",
-    "IsolationReport": "isolation",
+    "IsolationReport": "testing.isolation",
     "NginxNotFound": "errors",
-    "RouteMap": "router",
+    "RouteMap": "routing.routes",
     "RouteMismatch": "errors",
     "RouterError": "errors",
     "SiteError": "errors",
     "SocketInUse": "errors",
-    "UpstreamError": "client",
+    "UpstreamError": "_protocol.client",
     "UwsgiNotFound": "errors",
     "UwsgiProtocolError": "errors",
-    "Vassal": "vassal",
+    "Vassal": "engine.vassal",
     "VassalCursed": "errors",
     "VassalError": "errors",
-    "VassalState": "vassal",
+    "VassalState": "engine.vassal",
     "VassalTimeout": "errors",
-    "find_uwsgi": "binary",
+    "find_uwsgi": "engine.binary",
 }
 
 

@@ -2,8 +2,9 @@
 
 One subclass per kind of failure; each message names the file, path or vassal and says how to fix it. Where a
 caller of the standard library would already catch a built-in class (``ValueError`` for bad bytes or text,
-``AssertionError`` for a failed assertion), the error is that class too. :class:`~pytest_emperor.client.UpstreamError`
-is also a ``requests.ConnectionError`` and lives with the client, so that this module imports nothing heavy.
+``AssertionError`` for a failed assertion), the error is that class too.
+:class:`~pytest_emperor._protocol.client.UpstreamError` is also a ``requests.ConnectionError`` and lives
+with the client, so that this module imports nothing heavy.
 """
 
 from __future__ import annotations

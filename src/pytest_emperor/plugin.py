@@ -1,4 +1,4 @@
-"""The pytest plugin: options, fixtures and hooks. The machinery lives in emperor.py and vassal.py.
+"""The pytest plugin: options, fixtures and hooks. The machinery lives in engine/ (docs/architecture.md).
 
 One emperor per test session, started on first use; under pytest-xdist each worker has its own (a separate run
 dir and vassal-name suffix), so workers never share or clash on sockets and need no cross-process lock.
@@ -26,13 +26,13 @@ from pytest_emperor.convention import APP_INI, DEFAULT_DOMAIN, DEFAULT_SOCKET_TE
 from pytest_emperor.errors import ConfigError, EmperorError, UwsgiNotFound
 
 if TYPE_CHECKING:
-    from pytest_emperor.emperor import Emperor
-    from pytest_emperor.isolation import Isolation, IsolationReport
-    from pytest_emperor.router import RouteMap
-    from pytest_emperor.vassal import Vassal
+    from pytest_emperor.engine.emperor import Emperor
+    from pytest_emperor.engine.vassal import Vassal
+    from pytest_emperor.routing.routes import RouteMap
+    from pytest_emperor.testing.isolation import Isolation, IsolationReport
 
 if TYPE_CHECKING:
-    from pytest_emperor.vassal_coverage import VassalCoverage
+    from pytest_emperor.testing.coverage import VassalCoverage
 
 SKIP_REASON = "needs a uWSGI emperor: run pytest with --emperor"
 REPORT_LINES = 200  # per vassal in a failing test's report; steady traffic can log thousands
@@ -114,7 +114,7 @@ class _Settings:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> _Settings:
-        from pytest_emperor.router import RouteMap
+        from pytest_emperor.routing.routes import RouteMap
 
         def pick(option: str, ini: str) -> Any:
             value = config.getoption(option)
@@ -135,7 +135,7 @@ class _Settings:
                     "pytest-emperor routing: give --emperor-nginx-site or --emperor-server-name, not both "
                     "(the site file's server_name is the routing)"
                 )
-            from pytest_emperor.nginx_site import SiteError, load_site
+            from pytest_emperor.routing.nginx_site import SiteError, load_site
 
             try:
                 site = load_site(site_path, host_template)
@@ -183,13 +183,13 @@ class _Session:
 
     def get_emperor(self) -> Emperor:
         if self.emperor is None:
-            from pytest_emperor.emperor import Emperor
+            from pytest_emperor.testing.isolation import EmperorUnderTest
 
             if self.cov_config is not None and self.coverage is None:
-                from pytest_emperor.vassal_coverage import from_pytest_cov
+                from pytest_emperor.testing.coverage import from_pytest_cov
 
                 self.coverage = from_pytest_cov(self.cov_config)
-            self.emperor = Emperor(
+            self.emperor = EmperorUnderTest(
                 self.settings.uwsgi, route_map=self.settings.route_map, router_options=self.settings.router_options,
                 keep=self.settings.keep, timeout=self.settings.timeout,
                 vassal_options=self.coverage[0].vassal_options() if self.coverage else (),
@@ -258,12 +258,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "emperor: the test needs a running uWSGI emperor (pytest --emperor)")
     if not config.getoption("emperor"):
         return
-    from pytest_emperor.binary import find_uwsgi
+    from pytest_emperor.engine.binary import find_uwsgi
 
     settings = _Settings.from_config(config)
     config.stash[_SESSION] = _Session(settings, config.rootpath)
     if config.getoption("cov_source", None) is not None and not config.getoption("no_cov", False):
-        config.stash[_SESSION].cov_config = config  # pytest-cov measures: so do the vassals (vassal_coverage.py)
+        config.stash[_SESSION].cov_config = config  # pytest-cov measures: so do the vassals (testing/coverage.py)
     try:
         find_uwsgi(settings.uwsgi)
     except UwsgiNotFound as exc:
@@ -307,7 +307,7 @@ def emperor(pytestconfig: pytest.Config) -> Iterator[Emperor]:
     """
     if not pytestconfig.getoption("emperor"):
         pytest.skip(SKIP_REASON)
-    from pytest_emperor.client import localhost_names
+    from pytest_emperor._protocol.client import localhost_names
 
     session = pytestconfig.stash[_SESSION]
     with localhost_names():  # so that plain requests.get(vassal.url) works, as curl's does
@@ -362,7 +362,7 @@ def broken_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
 
     def deploy(kind: str, name: str | None = None, *, need_app: bool = False, timeout: float | None = None) -> Vassal:
         __tracebackhide__ = True  # failures read as the test's own, without the plugin's frames
-        from pytest_emperor.faults import deploy_broken
+        from pytest_emperor.testing.broken import deploy_broken
 
         vassal = deploy_broken(emperor, kind, name, need_app=need_app, timeout=timeout)
         deployed.append(_use(request, vassal, deployed_now=True))
@@ -385,14 +385,17 @@ def cursed_vassal(broken_vassal: Callable[..., Vassal]) -> Callable[..., Vassal]
 
 @pytest.fixture
 def isolation(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., IsolationReport]]:
-    """The fixture form of ``emperor.isolation``: ``isolation(*healthy, p99_budget=0.5, via="direct")`` starts
+    """The fixture form of ``emperor.isolation`` (:func:`~pytest_emperor.testing.isolation.isolation`):
+    ``isolation(*healthy, p99_budget=0.5, via="direct")`` starts
     steady traffic to ``healthy`` now; when the test ends it fails unless none of them noticed anything (an
     error in teardown; not checked when the test itself already failed)."""
     guards: list[Isolation] = []
 
     def watch(*healthy: Vassal, p99_budget: float = 0.5, via: str = "direct") -> IsolationReport:
         __tracebackhide__ = True  # failures read as the test's own, without the plugin's frames
-        guard = emperor.isolation(*healthy, p99_budget=p99_budget, via=via)
+        from pytest_emperor.testing.isolation import isolation as guard_isolation
+
+        guard = guard_isolation(emperor, *healthy, p99_budget=p99_budget, via=via)
         guards.append(guard)
         return guard.__enter__()
 
@@ -420,7 +423,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         item.stash[_CALL_REPORT] = report
     if not report.failed or not item.stash.get(_USED, []):
         return
-    from pytest_emperor.emperor_log import EventKind
+    from pytest_emperor.engine.emperor_log import EventKind
 
     for vassal, offset, seq in item.stash[_USED]:
         vassal.sync_log()

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import requests
 
+from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.check.privileges import User
 from pytest_emperor.check.rules import SOCKET_KEYS, AppConfig, Finding, finding, section_line, where
-from pytest_emperor.client import direct_session
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
-from pytest_emperor.deploy_plan import SocketSpec
-from pytest_emperor.emperor import Emperor
+from pytest_emperor.engine.deploy_plan import SocketSpec
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.vassal import Vassal
 from pytest_emperor.errors import EmperorError, VassalCursed, VassalError, VassalTimeout
-from pytest_emperor.vassal import Vassal
 
 __all__ = ["BootTarget", "boot_all"]
 

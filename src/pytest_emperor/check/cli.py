@@ -11,12 +11,12 @@ from typing import Any
 
 import click
 
-from pytest_emperor.binary import find_uwsgi
 from pytest_emperor.check.privileges import parse_emperor_args
 from pytest_emperor.check.report import FORMATS, render
 from pytest_emperor.check.rules import RULES, Severity
 from pytest_emperor.check.runner import APP_INI, CheckSettings, InputError, run_check
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR
+from pytest_emperor.engine.binary import find_uwsgi
 from pytest_emperor.errors import ConfigFileError, UwsgiNotFound
 from pytest_emperor.project_config import load_check
 

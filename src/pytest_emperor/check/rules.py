@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
-from pytest_emperor.inifile import SOCKET_OPTIONS, IniFile, IniOption, Resolution
+from pytest_emperor.engine.inifile import SOCKET_OPTIONS, IniFile, IniOption, Resolution
 
 __all__ = [
     "RULES",

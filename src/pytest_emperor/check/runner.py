@@ -23,7 +23,7 @@ from pytest_emperor.check.rules import (
     finding,
 )
 from pytest_emperor.convention import APP_INI, DEFAULT_SOCKET_DIR
-from pytest_emperor.deploy_plan import deployed
+from pytest_emperor.engine.deploy_plan import deployed
 from pytest_emperor.errors import InputError
 
 __all__ = ["APP_INI", "CheckResult", "CheckSettings", "InputError", "find_inis", "run_check"]

@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_emperor.engine.vassal import APP_INI, resolve_ini, routable_name
 from pytest_emperor.errors import ConfigError
 from pytest_emperor.project_config import CONFIG_FILE, PYPROJECT_TABLE, load_project
-from pytest_emperor.vassal import APP_INI, resolve_ini, routable_name
 
 # ``NAME=PATH``: NAME is what a vassal name may start as (no path separator), so ``./a=b`` stays a path.
 _NAMED = re.compile(r"(?P<name>[^/=]+)=(?P<path>.+)")

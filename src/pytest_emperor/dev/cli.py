@@ -20,19 +20,19 @@ import click
 import requests
 from click.shell_completion import CompletionItem
 
-from pytest_emperor.client import direct_session
+from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR
-from pytest_emperor.deploy_plan import SocketSpec
 from pytest_emperor.dev import control
 from pytest_emperor.dev.apps import default_apps, resolve_apps
 from pytest_emperor.dev.control import AppStatus, Message
 from pytest_emperor.dev.logs import LogTail, follow
 from pytest_emperor.dev.output import Output
 from pytest_emperor.dev.state import DEFAULT_STATE_DIR, FAILED_STATES, AlreadyRunning, Instance, NotRunning, StateDir
+from pytest_emperor.engine.deploy_plan import SocketSpec
+from pytest_emperor.engine.processes import wait_exit
 from pytest_emperor.errors import ConfigError, EmperorError
-from pytest_emperor.processes import wait_exit
 from pytest_emperor.project_config import load_project
-from pytest_emperor.router import RouteMap
+from pytest_emperor.routing.routes import RouteMap
 
 EXIT_OK = 0
 EXIT_FAILED = 1

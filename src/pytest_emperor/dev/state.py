@@ -22,9 +22,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from pytest_emperor.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.runs import AF_UNIX_MAX, recover_abandoned, remove_stale_socket, socket_is_live
 from pytest_emperor.errors import EmperorError
-from pytest_emperor.runs import AF_UNIX_MAX, recover_abandoned, remove_stale_socket, socket_is_live
 
 DEFAULT_STATE_DIR = ".emperor"
 STATE_FILE = "up.json"

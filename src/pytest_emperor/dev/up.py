@@ -24,16 +24,17 @@ from pytest_emperor.dev.logs import LogTail, follow
 from pytest_emperor.dev.output import EMPEROR, Output
 from pytest_emperor.dev.state import Instance, StateDir, app_state
 from pytest_emperor.dev.watch import AppWatcher
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.errors import ConfigError, EmperorError, VassalError
-from pytest_emperor.nginx_site import load_site
-from pytest_emperor.processes import wait_exit
-from pytest_emperor.router import RouteMap, Router, RouterError
-from pytest_emperor.runs import remove_stale_socket
-from pytest_emperor.vassal import Vassal, VassalState
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.processes import wait_exit
+from pytest_emperor.engine.runs import remove_stale_socket
+from pytest_emperor.engine.vassal import Vassal, VassalState
+from pytest_emperor.errors import ConfigError, EmperorError, RouterError, VassalError
+from pytest_emperor.routing.nginx_site import load_site
+from pytest_emperor.routing.router import Router
+from pytest_emperor.routing.routes import RouteMap
 
 if TYPE_CHECKING:
-    from pytest_emperor.vassal_coverage import VassalCoverage
+    from pytest_emperor.testing.coverage import VassalCoverage
 
 EXIT_FORCED = 130  # a second Ctrl-C: like a shell's 128 + SIGINT
 
@@ -157,7 +158,7 @@ class DevServer:
         vassal_options: list[tuple[str, str]] = []
         flags: list[str] = []
         if options.cov is not None:
-            from pytest_emperor.vassal_coverage import for_current_dir
+            from pytest_emperor.testing.coverage import for_current_dir
 
             coverage, data_file = for_current_dir(options.cov)
             # Registered before the emperor's stop, so it runs after it: once every app process saved its data.

@@ -20,19 +20,19 @@ from urllib.parse import urlsplit
 
 import requests
 
-from pytest_emperor.client import EmperorSession, direct_session, routed_session
+from pytest_emperor._protocol.client import EmperorSession, direct_session, routed_session
 from pytest_emperor.convention import APP_INI as APP_INI  # re-exported: the name callers know it by
-from pytest_emperor.deploy_plan import DeployPlan, plan_deploy
-from pytest_emperor.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.deploy_plan import DeployPlan, plan_deploy
+from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.processes import children_of, command_line, hasten_stop, is_sleeping, kill_all
+from pytest_emperor.engine.runs import socket_is_live
+from pytest_emperor.engine.stats import BlacklistEntry
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
-from pytest_emperor.processes import children_of, command_line, hasten_stop, is_sleeping, kill_all
-from pytest_emperor.runs import socket_is_live
-from pytest_emperor.stats import BlacklistEntry
 
 if TYPE_CHECKING:
     from httpx import Client as HttpxClient  # the property named httpx would shadow the module in annotations
 
-    from pytest_emperor.emperor import Emperor
+    from pytest_emperor.engine.emperor import Emperor
 
 #: Where log_text()/error_lines() start: "test" (the current test's first use of the vassal, else its deploy),
 #: "deploy", or a byte offset into its log file.
@@ -234,7 +234,7 @@ class Vassal:
 
     def _httpx_client(self, *, direct: bool) -> HttpxClient:
         if direct not in self._httpx:
-            from pytest_emperor import httpx_transport  # httpx is optional
+            from pytest_emperor._protocol import httpx_transport  # httpx is optional
 
             if direct:
                 if self.socket is None:
@@ -431,11 +431,11 @@ class Vassal:
         name or socket waits for it (and raises its error, if any), and so does ``emperor.stop()``.
         """
         if self._stopped:
-            self.emperor.vassals.pop(self.name, None)
+            self.emperor.forget(self)
             return
         if wait:
             self.stop(timeout)
-            self.emperor.vassals.pop(self.name, None)
+            self.emperor.forget(self)
         else:
             self.emperor.remove_in_background(self, timeout)
 

@@ -1,6 +1,6 @@
 """The deploy plan: the one reader of an app's ini *as deployed* (a vassal symlink in a vassal directory).
 
-The I/O half of :mod:`pytest_emperor.inifile`: magic variables from the file system (every one uWSGI fills:
+The I/O half of :mod:`pytest_emperor.engine.inifile`: magic variables from the file system (every one uWSGI fills:
 ``%h``, ``%i``, ``%u``, ``%U``, ...), ``@(...)`` resolution run where the vassal runs, and the sockets the vassal
 will bind. The engine plans a deploy with :func:`plan_deploy` before it links (``Emperor.deploy``);
 ``emperor-dev check`` reads through :func:`deployed`. Both go through :func:`read_ini`.
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from pytest_emperor.engine.inifile import SOCKET_OPTIONS, IniFile, MagicVars, read_config
+from pytest_emperor.engine.runs import AF_UNIX_MAX
 from pytest_emperor.errors import ConfigError
-from pytest_emperor.inifile import SOCKET_OPTIONS, IniFile, MagicVars, read_config
-from pytest_emperor.runs import AF_UNIX_MAX
 
 __all__ = [
     "DeployPlan",
@@ -298,7 +298,7 @@ def _predict_sockets(config: IniFile, ini: Path, link: Path, env: Mapping[str, s
 
 
 class VassalSource:
-    """:class:`~pytest_emperor.inifile.ConfigSource` for a vassal running in ``cwd`` with environment ``env``."""
+    """:class:`~pytest_emperor.engine.inifile.ConfigSource` for a vassal running in ``cwd`` with environment ``env``."""
 
     def __init__(self, cwd: str, env: Mapping[str, str], *, version: str = "", binary_path: str = "") -> None:
         self.cwd = cwd

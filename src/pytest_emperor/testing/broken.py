@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_emperor.convention import APP_INI
-from pytest_emperor.emperor_log import EventKind
+from pytest_emperor.engine.emperor_log import EventKind
 from pytest_emperor.errors import ConfigError, VassalError
 
 if TYPE_CHECKING:
-    from pytest_emperor.emperor import Emperor
-    from pytest_emperor.vassal import Vassal
+    from pytest_emperor.engine.emperor import Emperor
+    from pytest_emperor.engine.vassal import Vassal
 
 _INI = """\
 [uwsgi]
-; A known-broken vassal from pytest-emperor's faults.py: {kind}
+; A known-broken vassal from pytest-emperor's testing/broken.py: {kind}
 app_root = @(exec://dirname $(realpath %P))
 chdir = {chdir}
 socket = /tmp/%n.api.sock

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_emperor.errors import SiteError
-from pytest_emperor.router import RouteMap
+from pytest_emperor.routing.routes import RouteMap
 
 __all__ = ["NginxSite", "SiteError", "load_site", "render_site"]
 
