@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from plugin_helpers import write_app
 
 from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.dev.apps import (
@@ -49,12 +50,6 @@ CLI = [sys.executable, "-m", "pytest_emperor.dev"]
 TIMEOUT = 60.0  # generous: two cores shared with other agents' test runs
 
 
-def write_app(directory: Path, ini: str = "[uwsgi]\n") -> Path:
-    directory.mkdir(parents=True)
-    (directory / "app.uwsgi.ini").write_text(ini)
-    return directory
-
-
 # -- apps: arguments and config -------------------------------------------------------------------------------
 
 
@@ -74,8 +69,8 @@ def test_split_app_arg(arg: str, expected: tuple[str | None, str]) -> None:
 
 
 def test_resolve_apps_names_dirs_files_and_aliases(tmp_path: Path) -> None:
-    write_app(tmp_path / "My_App")
-    write_app(tmp_path / "other")
+    write_app(tmp_path / "My_App", tmp_path, "hello")
+    write_app(tmp_path / "other", tmp_path, "hello")
     specs = resolve_apps(["My_App", "beta=My_App", "other/app.uwsgi.ini"], tmp_path)
     assert [s.name for s in specs] == ["my-app", "beta", "other"]
     assert specs[0].ini == specs[1].ini == tmp_path / "My_App" / "app.uwsgi.ini"
@@ -83,8 +78,8 @@ def test_resolve_apps_names_dirs_files_and_aliases(tmp_path: Path) -> None:
 
 
 def test_resolve_apps_refuses_two_apps_under_one_name(tmp_path: Path) -> None:
-    write_app(tmp_path / "a" / "svc")
-    write_app(tmp_path / "b" / "svc")
+    write_app(tmp_path / "a" / "svc", tmp_path, "hello")
+    write_app(tmp_path / "b" / "svc", tmp_path, "hello")
     with pytest.raises(ConfigError, match=r"two apps would be named 'svc'.*NAME=PATH"):
         resolve_apps(["a/svc", "b/svc"], tmp_path)
 
@@ -98,9 +93,9 @@ def test_resolve_apps_says_what_is_missing(tmp_path: Path) -> None:
 
 
 def test_default_apps_prefers_emperor_dev_toml_then_pyproject_then_discovery(tmp_path: Path) -> None:
-    write_app(tmp_path / "one")
-    write_app(tmp_path / "two")
-    write_app(tmp_path / ".hidden")
+    write_app(tmp_path / "one", tmp_path, "hello")
+    write_app(tmp_path / "two", tmp_path, "hello")
+    write_app(tmp_path / ".hidden", tmp_path, "hello")
     (tmp_path / "notanapp").mkdir()
     assert discover_apps(tmp_path) == ["one", "two"]
     assert [s.name for s in default_apps(tmp_path)] == ["one", "two"]
@@ -124,7 +119,7 @@ def test_pyproject_without_the_table_falls_back_to_discovery(tmp_path: Path) -> 
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     with pytest.raises(ConfigError, match="no apps to run"):
         default_apps(tmp_path)
-    write_app(tmp_path / "svc")
+    write_app(tmp_path / "svc", tmp_path, "hello")
     assert [s.name for s in default_apps(tmp_path)] == ["svc"]
 
 
