@@ -30,7 +30,7 @@ INTEGRATION = [
     "tests/test_vassal.py",
     "tests/test_isolation.py",
     "tests/test_plugin.py",
-    "tests/test_dev_cli.py",
+    "tests/test_dev_up.py",
     "tests/test_client.py",
     "tests/test_router.py",
     "tests/test_check_cli.py",

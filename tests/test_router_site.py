@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from components import nginx_binary
+from dev_helpers import Up, cli, copy_example, up_process, workspace  # noqa: F401 (fixtures this module's last test uses)
 from plugin_helpers import SYNC_PY, Sandbox, assert_nothing_left, write_app
-from test_dev_cli import Up, cli, copy_example, up_process, workspace  # noqa: F401 (fixtures this module's last test uses)
 
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.errors import ConfigError, RouteMismatch
