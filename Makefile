@@ -1,7 +1,7 @@
 # The two set-up commands of the README, and the steps they share. Each target installs what it needs first.
 #   make run    the main job on the bundled example_apps/: emperor-dev up
 #   make test   lint, type check and the test suite (what CI runs)
-#   make stress the integration tests STRESS_RUNS times (default 5) with every CPU saturated; 0 failures is the bar
+#   make stress the whole suite STRESS_RUNS times (default 5) with every CPU saturated; 0 failures is the bar
 
 PYTHON ?= python3
 VENV ?= .venv

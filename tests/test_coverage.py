@@ -214,9 +214,14 @@ def test_settings_are_made_absolute(tmp_path: Path) -> None:
 
     (tmp_path / "src").mkdir()
     (tmp_path / ".coveragerc").write_text("[run]\nomit = tests/*\n    */vendored/*\nbranch = true\n")
-    config = Coverage(source=["src", "mypackage"], include=["src/*"], config_file=str(tmp_path / ".coveragerc")).config
+    (tmp_path / "app.py").write_text("")  # what `wsgi-file = app.py` loads under a name of uWSGI's own
+    config = Coverage(
+        source=["src", "mypackage", "app"], include=["src/*"], config_file=str(tmp_path / ".coveragerc")
+    ).config
     settings = CoverageSettings.from_config(config, tmp_path)
-    assert settings.source == [str(tmp_path / "src"), "mypackage"]
+    assert settings.source == [str(tmp_path / "src"), "mypackage", str(tmp_path)]
+    alone = CoverageSettings.from_config(Coverage(source=["app"]).config, tmp_path)
+    assert (alone.source, alone.include) == (None, [str(tmp_path / "app.py")])
     assert settings.include == [f"{tmp_path}/src/*"]
     assert settings.omit == [f"{tmp_path}/tests/*", "*/vendored/*"]
     assert settings.branch is True

@@ -80,9 +80,12 @@ def test_other_terminals_add_reload_rm_request_logs_and_down(workspace: Path, up
     assert via_router.stdout.startswith("HTTP/1.1 200 OK\n") and via_router.stdout.endswith("at /r\n")
     direct = cli(workspace, "request", extra, "/d", "--direct", "-X", "POST", "-d", "body", "-H", "X-A: 1")
     assert (direct.returncode, direct.stdout) == (0, "hello from service3 at /d\n")
-    missing = cli(workspace, "request", "nosuchapp", "/", "--fail")
-    assert missing.returncode == 1 and "502 Bad Gateway" in missing.stdout
-    assert "nosuchapp answered 502 Bad Gateway to GET / (--fail)" in missing.stderr
+    missing = cli(workspace, "request", "nosuchapp", "/")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert "no app named 'nosuchapp' is running (running: " in missing.stderr and extra in missing.stderr
+    refused = cli(workspace, "request", extra, "/", "-X", "TRACE", "--fail")  # nginx itself answers TRACE with 405
+    assert refused.returncode == 1 and "405 Not Allowed" in refused.stdout
+    assert f"{extra} answered 405 Not Allowed to TRACE / (--fail)" in refused.stderr
 
     logs = cli(workspace, "logs", extra)
     assert logs.returncode == 0 and "GET /r?q=1" in logs.stdout

@@ -8,6 +8,7 @@ a private sandbox (plugin_helpers.py), then checks what the run reported and tha
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
 import sys
@@ -27,6 +28,7 @@ RUN_TIMEOUT = 90
 # Publishes where its vassal lives, then blocks until the outer test signals this pytest.
 BLOCKING_TEST = """
 import os
+import re
 import threading
 
 from pe_sync import publish
@@ -93,6 +95,24 @@ def start(runs: list[Run], box: Sandbox, repo: Path, name: str, *args: str) -> R
     run = Run.start(box, repo, ["--emperor", *args], name)
     runs.append(run)
     return run
+
+
+def test_a_failed_app_fails_every_test_the_same_way(pytester: pytest.Pytester, repo: Path, box: Sandbox) -> None:
+    write_tests(repo, test_app="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_uses_app_vassal(app_vassal, n):
+            pass
+        """
+    )  # fmt: skip
+    result = pytester.runpytest_subprocess("--emperor", "--emperor-app", "nope", "--tb=long", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(errors=4)
+    reports = re.split(r"_+ ERROR at setup of test_uses_app_vassal", result.stdout.str())[1:]
+    assert len(reports) == 4 and all("nope does not exist" in r for r in reports)
+    # Raised afresh each time: the stored error must not carry every earlier test's frames along.
+    assert len({r.count("plugin.py:") for r in reports}) == 1, [r.count("plugin.py:") for r in reports]
+    assert_nothing_left(box)
 
 
 @pytest.mark.usefixtures("uwsgi_bin")
@@ -240,6 +260,7 @@ def test_uwsgi_script_is_rejected(
 
 XDIST_TEST = """
 import os
+import re
 
 from pe_sync import await_records, publish
 
@@ -278,6 +299,7 @@ def test_xdist_workers_never_share_a_socket(pytester: pytest.Pytester, repo: Pat
 
 OVERLAP_TEST = """
 import os
+import re
 
 from pe_sync import await_records, publish
 

@@ -158,6 +158,7 @@ def test_vassals_follow_the_site_server_name_through_real_nginx(tmp_path: Path) 
         # What a browser opening echo.url sends: the host with the router's port (nginx's $http_host).
         assert (environ["HTTP_HOST"], environ["PATH_INFO"]) == (f"{echo.host}:{emperor.router.tcp_address[1]}", "/a/b")
         assert environ["SERVER_NAME"] == r"~^(?<app>[^.]+)\.svc\.internal$"
+        assert environ["REMOTE_ADDR"] == "127.0.0.1"  # through nginx's TCP listener, as production traffic comes
         assert echo.http.get("/ping").status_code == 204  # the site's own location, as written
         assert (emperor.router.directory / "access.log").read_text().count("GET /a/b") == 1  # type: ignore[attr-defined]
 

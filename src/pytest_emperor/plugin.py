@@ -220,7 +220,8 @@ class _Session:
     def app_vassal(self, app: Path) -> Vassal:
         key = app.resolve()
         if key in self.failed:  # the same failure for every test of that app, without retrying it each time
-            raise self.failed[key]
+            # with a fresh traceback: re-raising the stored one would pile each earlier test's frames onto it
+            raise self.failed[key].with_traceback(None)
         if key not in self.apps:
             try:
                 self.apps[key] = self.get_emperor().deploy(app)

@@ -32,7 +32,6 @@ from pytest_emperor.engine.deploy_plan import SocketSpec
 from pytest_emperor.engine.processes import wait_exit
 from pytest_emperor.errors import ConfigError, EmperorError
 from pytest_emperor.project_config import load_project
-from pytest_emperor.routing.routes import RouteMap
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -328,12 +327,13 @@ def request(
     fields = [_parse_header(h) for h in headers]
     _, response = _call(state_dir, {"cmd": "status"})
     app = next((a for a in response["apps"] if a["name"] == name), None)
-    # The Host the router maps to the app (a site file's server_name decides it); an unknown app gets the
-    # default layout's, and nginx answers as it would in production.
-    host = urllib.parse.urlsplit(app["url"]).hostname if app else RouteMap.for_domain(instance.domain).host_for(name)
+    if app is None:  # as `logs` does: a typo'd name is the caller's mistake, not a 502 from the router
+        names = ", ".join(a["name"] for a in response["apps"]) or "none"
+        _die(f"no app named {name!r} is running (running: {names})", EXIT_FAILED)
+    host = urllib.parse.urlsplit(app["url"]).hostname  # the Host the router maps to it (a site file decides)
     try:
         if direct:
-            if app is None or app["socket"] is None:
+            if app["socket"] is None:
                 _die(f"no app named {name!r} with a socket is running", EXIT_FAILED)
             spec = SocketSpec(app["socket"], app["protocol"], 0)
             session = direct_session(spec.connect_address(), spec.protocol, f"http://{host}/")

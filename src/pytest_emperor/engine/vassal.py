@@ -216,9 +216,11 @@ class Vassal:
     def http(self) -> requests.Session:
         """A ``requests.Session`` through the router, as production traffic arrives (starts the router if
         needed): relative URLs are taken from ``url``, and any ``http://`` URL of the run's domain
-        (``vassal.url + "x"``, another vassal's ``url``) goes to the router's unix socket with its Host."""
+        (``vassal.url + "x"``, another vassal's ``url``) goes to the router's loopback port with its Host. TCP,
+        not the router's unix listener: the app then sees what production traffic gives it (REMOTE_ADDR an IP,
+        SERVER_PORT a port), and what a browser opening ``url`` gives it."""
         if self._http is None:
-            self._http = routed_session(self.emperor.router.unix_path, self._routed, self.url, self.emperor.timeout)
+            self._http = routed_session(self.emperor.router.tcp_address, self._routed, self.url, self.emperor.timeout)
             self._http.hooks["response"].append(self._count_answer)
         return self._http
 
@@ -244,7 +246,7 @@ class Vassal:
                 )
             else:
                 client = httpx_transport.routed_client(
-                    self.emperor.router.unix_path, self._routed, self.url, self.emperor.timeout
+                    self.emperor.router.tcp_address, self._routed, self.url, self.emperor.timeout
                 )
             client.event_hooks["response"].append(self._count_answer)
             self._httpx[direct] = client

@@ -59,19 +59,33 @@ class CoverageSettings:
     def from_config(cls, config: CoverageConfig, base: Path) -> CoverageSettings:
         """The settings of a configured ``coverage.Coverage``; relative paths are taken from ``base``.
 
-        A ``source`` entry that is a directory under ``base`` becomes absolute; any other is a package name, as
-        coverage.py itself decides."""
+        A ``source`` entry that is a directory under ``base`` becomes absolute, and any other is a package name,
+        as coverage.py itself decides; except one naming a top-level module file there (``--cov=app`` beside
+        ``app.py``): the ``wsgi-file = app.py`` loader imports it under a name of its own (``uwsgi_file_...``)
+        that the module name never matches (seen: nothing measured), so the file itself is included instead (its
+        directory, when other sources are named too: ``include`` only applies without ``source``)."""
         source = None
+        include = [_absolute_pattern(p, base) for p in config.run_include] or None
         if config.source is not None:
-            source = [str(base / s) if (base / s).is_dir() else s for s in config.source]
+            modules = [base / f"{s}.py" for s in config.source if _is_module_file(s, base)]
+            rest = [s for s in config.source if not _is_module_file(s, base)]
+            others = [str(base / s) if (base / s).is_dir() else s for s in rest]
+            if others:
+                source = list(dict.fromkeys([*others, *(str(m.parent) for m in modules)]))
+            else:
+                include = [*(include or []), *(str(m) for m in modules)]
         return cls(
             source=source,
             source_pkgs=list(config.source_pkgs),
-            include=[_absolute_pattern(p, base) for p in config.run_include] or None,
+            include=include,
             omit=[_absolute_pattern(p, base) for p in config.run_omit],
             branch=bool(config.branch),
             config_file=str(base / config.config_file) if config.config_file else None,
         )
+
+
+def _is_module_file(entry: str, base: Path) -> bool:
+    return not (base / entry).is_dir() and (base / f"{entry}.py").is_file()
 
 
 def _package_dir(name: str) -> Path | None:
