@@ -15,9 +15,9 @@ import argparse
 import time
 from pathlib import Path
 
-from pytest_emperor.binary import find_uwsgi
 from pytest_emperor.check.rules import Severity
 from pytest_emperor.check.runner import CheckSettings, find_inis, run_check
+from pytest_emperor.engine.binary import find_uwsgi
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = [ROOT / "example_apps", ROOT / "tests" / "check_cases", ROOT / "tests" / "check_corpus"]

@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_emperor.client import uwsgi_packet
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.vassal import Vassal
+from pytest_emperor._protocol.client import uwsgi_packet
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.vassal import Vassal
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """Requests to an app measured by coverage.py inside its vassal, beside the same app unmeasured, in one run.
 
 Two emperors run at once: one plain, one giving its vassals the coverage options of ``pytest --emperor --cov``
-(vassal_coverage.py: coverage.py started in the master, inherited by the workers). Each deploys the same app
+(testing/coverage.py: coverage.py started in the master, inherited by the workers). Each deploys the same app
 (default: example_apps/service1, bottle in its own venv, measuring the app's dir as ``--cov=service1`` would).
 Requests go over the uwsgi socket, one at a time, alternating plain and measured request by request so that
 machine noise (a shared 2-core machine) hits both alike. Prints the time of all the requests on each side,
@@ -21,9 +21,9 @@ from pathlib import Path
 # Run as a script, this file's directory comes first on sys.path, where this very file would shadow coverage.py.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from pytest_emperor.emperor import Emperor  # noqa: E402 (after the sys.path fix)
-from pytest_emperor.vassal import Vassal  # noqa: E402
-from pytest_emperor.vassal_coverage import CoverageSettings, VassalCoverage  # noqa: E402
+from pytest_emperor.engine.emperor import Emperor  # noqa: E402 (after the sys.path fix)
+from pytest_emperor.engine.vassal import Vassal  # noqa: E402
+from pytest_emperor.testing.coverage import CoverageSettings, VassalCoverage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,10 +31,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_emperor.binary import find_uwsgi
-from pytest_emperor.client import uwsgi_request
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.processes import (
+from pytest_emperor._protocol.client import direct_session
+from pytest_emperor.engine.binary import find_uwsgi
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.processes import (
     MARKER_ENV,
     children_of,
     hasten_stop,
@@ -42,8 +42,8 @@ from pytest_emperor.processes import (
     processes_with_marker,
     wait_exit,
 )
-from pytest_emperor.runs import remove_stale_socket
-from pytest_emperor.vassal import STOP_GRACE
+from pytest_emperor.engine.runs import remove_stale_socket
+from pytest_emperor.engine.vassal import STOP_GRACE
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "example_apps" / "service3"  # hello world, 2 processes, vacuum, the seed's ini style
@@ -66,7 +66,7 @@ print(time.perf_counter() - start)
 PHASES = f"""\
 import json, time
 t = [time.perf_counter()]
-from pytest_emperor.emperor import Emperor
+from pytest_emperor.engine.emperor import Emperor
 t.append(time.perf_counter())
 emperor = Emperor().start()
 t.append(time.perf_counter())
@@ -176,7 +176,8 @@ def answers(path: str) -> bool:
     """True once the vassal on ``path`` answers a request. A bare connect() is not enough: the master binds and
     listens before it loads the app, so connections queue up long before a worker accepts them."""
     try:
-        uwsgi_request(path, timeout=30)
+        with direct_session(path, "uwsgi", "http://localhost/", timeout=30) as session:
+            session.get("/")
     except OSError:
         return False
     return True

@@ -20,8 +20,8 @@ import statistics
 import time
 from pathlib import Path
 
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.vassal import prepare_deployment, resolve_ini
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.vassal import prepare_deployment, resolve_ini
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,9 +33,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_emperor.binary import find_uwsgi
-from pytest_emperor.nginx import find_nginx, uwsgi_params_path
-from pytest_emperor.router import RouteMap, start_router
+from pytest_emperor.engine.binary import find_uwsgi
+from pytest_emperor.routing.nginx import find_nginx, start_router, uwsgi_params_path
+from pytest_emperor.routing.routes import RouteMap
 
 # Debian's stock nginx.conf (worker_processes auto, 768 connections, sendfile, keepalive 65) with the seed's
 # server block where sites-enabled/ is included; only paths and the port are the benchmark's.

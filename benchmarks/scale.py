@@ -33,7 +33,7 @@ import time
 import uuid
 from pathlib import Path
 
-from pytest_emperor.processes import children_of, processes_with_marker, wait_exit
+from pytest_emperor.engine.processes import children_of, processes_with_marker, wait_exit
 
 HELLO = """\
 def application(environ, start_response):

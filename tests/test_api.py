@@ -16,7 +16,7 @@ import requests
 from plugin_helpers import Sandbox, assert_nothing_left
 from router_fixtures import ECHO_APP
 
-from pytest_emperor.client import localhost_names
+from pytest_emperor._protocol.client import localhost_names
 
 RUN_TIMEOUT = 120
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_emperor.binary import find_uwsgi, uwsgi_version
+from pytest_emperor.engine.binary import find_uwsgi, uwsgi_version
 from pytest_emperor.errors import UwsgiNotFound
 
 

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from router_fixtures import ECHO_APP, free_tcp_port, run_process, short_tmp_dir, uwsgi_binary
 
-from pytest_emperor.client import (
+from pytest_emperor._protocol.client import (
     Address,
     EmperorSession,
     UpstreamError,
@@ -26,7 +26,7 @@ from pytest_emperor.client import (
     routed_session,
     uwsgi_packet,
 )
-from pytest_emperor.uwsgi_protocol import decode_request
+from pytest_emperor._protocol.uwsgi import decode_request
 
 HOST = "svc.api.localhost"
 
@@ -313,7 +313,7 @@ def test_old_response_name_is_a_deprecated_alias() -> None:
 @pytest.mark.parametrize("kind", ["uwsgi", "http"])
 def test_httpx_direct_client(kind: str, request: pytest.FixtureRequest) -> None:
     httpx = pytest.importorskip("httpx")
-    from pytest_emperor.httpx_transport import direct_client
+    from pytest_emperor._protocol.httpx_transport import direct_client
 
     address = request.getfixturevalue("uwsgi_sock" if kind == "uwsgi" else "http_tcp")
     with direct_client(address, kind, f"http://{HOST}/", timeout=10) as client:
@@ -328,7 +328,7 @@ def test_httpx_direct_client(kind: str, request: pytest.FixtureRequest) -> None:
 
 def test_httpx_errors_name_the_address(tmp: Path) -> None:
     httpx = pytest.importorskip("httpx")
-    from pytest_emperor.httpx_transport import direct_client
+    from pytest_emperor._protocol.httpx_transport import direct_client
 
     missing = str(tmp / "nope.sock")
     with pytest.raises(httpx.ConnectError, match=r"unix:.*nope\.sock: cannot connect"):
@@ -351,7 +351,7 @@ def test_many_requests_to_an_http_socket_never_hit_a_closing_connection(
     with direct_session(address, "http", f"http://{HOST}/") as s:
         assert all(s.get("/", params={"size": "10"}).status_code == 200 for _ in range(300))
     if importlib.util.find_spec("httpx") is not None:
-        from pytest_emperor.httpx_transport import direct_client
+        from pytest_emperor._protocol.httpx_transport import direct_client
 
         with direct_client(address, "http", f"http://{HOST}/", timeout=10) as client:
             assert all(client.get("/", params={"size": "10"}).status_code == 200 for _ in range(300))

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES
 from coverage import CoverageData
+from dev_helpers import Up, copy_example, names_for_test, up_process, workspace
+from dev_helpers import assert_nothing_left as assert_nothing_left_dev
 from plugin_helpers import Sandbox, assert_nothing_left
-from test_dev_cli import Up, copy_example, names_for_test, up_process, workspace
-from test_dev_cli import assert_nothing_left as assert_nothing_left_dev
 
-from pytest_emperor.vassal_coverage import SETTINGS_ENV, CoverageSettings, VassalCoverage
+from pytest_emperor.testing.coverage import SETTINGS_ENV, CoverageSettings, VassalCoverage
 
-__all__ = ["up_process", "workspace"]  # fixtures of test_dev_cli.py, used here
+__all__ = ["up_process", "workspace"]  # fixtures of dev_helpers.py, used here
 
 RUN_TIMEOUT = 180  # a whole -n 2 run with two venv apps, each reloaded, on a loaded 2-core machine
 
@@ -123,7 +123,7 @@ def write_repo(root: Path, sockets: Path) -> None:
             "module = app:app",
             "processes = 2\nlazy-apps = true",
         ),
-        # skip-atexit would make its workers _exit without saving: measured all the same (vassal_coverage.py).
+        # skip-atexit would make its workers _exit without saving: measured all the same (testing/coverage.py).
         "victim": (VICTIM_APP, "", "wsgi-file = app.py", "processes = 1\nskip-atexit = true"),
     }
     for name, (code, home, loader, extra) in apps.items():

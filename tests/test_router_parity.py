@@ -25,10 +25,11 @@ import pytest
 from components import require_component
 from router_fixtures import echo_emperor, raw_exchange, running_router
 
-from pytest_emperor.nginx import uwsgi_params_path
-from pytest_emperor.nginx_site import load_site
-from pytest_emperor.router import RouteMap, Router
-from pytest_emperor.vassal import Vassal
+from pytest_emperor.engine.vassal import Vassal
+from pytest_emperor.routing.nginx import uwsgi_params_path
+from pytest_emperor.routing.nginx_site import load_site
+from pytest_emperor.routing.router import Router
+from pytest_emperor.routing.routes import RouteMap
 
 ROUTES = RouteMap.for_domain("api.localhost", "/tmp")
 SEED_SITE = Path(__file__).parent / "sites" / "seed.conf"

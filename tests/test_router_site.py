@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 from components import nginx_binary
+from dev_helpers import Up, cli, copy_example, up_process, workspace  # noqa: F401 (fixtures this module's last test uses)
 from plugin_helpers import SYNC_PY, Sandbox, assert_nothing_left, write_app
-from test_dev_cli import Up, cli, copy_example, up_process, workspace  # noqa: F401 (fixtures this module's last test uses)
 
-from pytest_emperor.dev.apps import configured_site
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.errors import ConfigError
-from pytest_emperor.nginx_site import SiteError, load_site, render_site
-from pytest_emperor.router import RouteMismatch
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.errors import ConfigError, RouteMismatch
+from pytest_emperor.project_config import load_project
+from pytest_emperor.routing.nginx_site import SiteError, load_site, render_site
 
 SEED = Path(__file__).parent / "sites" / "seed.conf"
 ECHO = Path(__file__).parent / "apps" / "echo"
@@ -125,12 +124,12 @@ def test_missing_site_file(tmp_path: Path) -> None:
 
 
 def test_emperor_dev_reads_nginx_site_from_its_config(tmp_path: Path) -> None:
-    assert configured_site(tmp_path) is None
+    assert load_project(tmp_path).nginx_site is None
     (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev]\napps = ["a"]\nnginx-site = "deploy/api.conf"\n')
-    assert configured_site(tmp_path) == tmp_path / "deploy" / "api.conf"
+    assert load_project(tmp_path).nginx_site == tmp_path / "deploy" / "api.conf"
     (tmp_path / "emperor-dev.toml").write_text("apps = []\nnginx-site = 3\n")
     with pytest.raises(ConfigError, match=r"emperor-dev.toml: \"nginx-site\" must be a path"):
-        configured_site(tmp_path)
+        load_project(tmp_path)
 
 
 # -- real nginx running a site ----------------------------------------------------------------------------------

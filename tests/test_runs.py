@@ -16,9 +16,9 @@ from typing import Callable
 
 import pytest
 
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.processes import MARKER_ENV, kill_marked, processes_with_marker
-from pytest_emperor.runs import (
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.processes import MARKER_ENV, kill_marked, processes_with_marker
+from pytest_emperor.engine.runs import (
     RunDir,
     recover_abandoned,
     remove_stale_socket,
@@ -213,9 +213,9 @@ def test_processes_forked_during_recovery_are_killed_too(short_dir: Path) -> Non
 KILLED_RUN = """
 import os, signal, subprocess, sys, threading
 from pathlib import Path
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.processes import MARKER_ENV
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.processes import MARKER_ENV
 emperor = Emperor(runs_root=Path(sys.argv[1])).start()
 vassal = emperor.deploy(sys.argv[2])
 wedged = subprocess.Popen(

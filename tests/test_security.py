@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from pytest_emperor.dev.control import ControlServer, Message, call
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.runs import RunDir, recover_abandoned, socket_identity
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.runs import RunDir, recover_abandoned, socket_identity
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None,
                                 reason="needs root and useradd to create the other local user")  # fmt: skip

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from pytest_emperor.stats import parse_stats
+from pytest_emperor.engine.stats import parse_stats
 
-# A real document from uWSGI 2.0.30's emperor (uwsgi-facts.md section 2), trimmed of unused fields.
+# A real document from uWSGI 2.0.30's emperor (docs/uwsgi-behaviour.md, "The engine"), trimmed of unused fields.
 DOCUMENT = {
     "version": "2.0.30", "pid": 10085, "uid": 0, "gid": 0, "cwd": "/r/vassals", "emperor": ["/r/vassals"],
     "emperor_tyrant": 0, "throttle_level": 0,

@@ -14,9 +14,9 @@ from typing import Callable
 
 import pytest
 
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.emperor_log import EventKind
-from pytest_emperor.processes import _children_by_scan, catches, children_of, processes_with_marker, wait_exit
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.emperor_log import EventKind
+from pytest_emperor.engine.processes import _children_by_scan, catches, children_of, processes_with_marker, wait_exit
 
 MakeApp = Callable[..., Path]
 
@@ -123,8 +123,8 @@ def test_catches_reads_the_installed_handlers() -> None:
 def test_the_plugin_imports_no_machinery_without_emperor() -> None:
     code = (
         "import sys, pytest, pytest_emperor.plugin\n"
-        "heavy = [m for m in ('requests', 'asyncio', 'filelock', 'pytest_emperor.emperor', 'pytest_emperor.vassal',"
-        " 'pytest_emperor.router') if m in sys.modules]\n"
+        "heavy = [m for m in ('requests', 'asyncio', 'filelock', 'pytest_emperor.engine.emperor',"
+        " 'pytest_emperor.engine.vassal', 'pytest_emperor.routing.router') if m in sys.modules]\n"
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout

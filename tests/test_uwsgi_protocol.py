@@ -9,14 +9,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pytest_emperor.uwsgi_protocol import (
+from pytest_emperor._protocol.uwsgi import (
     MAX_VARS_SIZE,
     Body,
     EndOfResponse,
     Event,
-    ProtocolError,
     ResponseHead,
     ResponseParser,
+    UwsgiProtocolError,
     _parse_head,  # the fast path under test
     decode_request,
     document_uri,
@@ -95,7 +95,7 @@ def test_decode_request_exact() -> None:
     ],
 )
 def test_decode_errors(data: bytes, message: str) -> None:
-    with pytest.raises(ProtocolError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(UwsgiProtocolError, match=message.replace("(", r"\(").replace(")", r"\)")):
         decode_request(data)
 
 
@@ -124,7 +124,7 @@ def test_any_text_arrives_as_its_wire_bytes_read_as_latin1(vars: list[tuple[str,
 def test_decode_never_fails_other_than_protocol_error(data: bytes) -> None:
     try:
         m1, m2, vars, rest = decode_request(data)
-    except ProtocolError:
+    except UwsgiProtocolError:
         return
     # Whatever decodes re-encodes to the same bytes.
     assert encode_request(vars, rest, m1, m2) == data
@@ -238,25 +238,25 @@ def test_head_variants(raw: bytes, expected: ResponseHead) -> None:
     ],
 )
 def test_malformed_heads(raw: bytes, message: str) -> None:
-    with pytest.raises(ProtocolError, match=message):
+    with pytest.raises(UwsgiProtocolError, match=message):
         ResponseParser().feed(raw)
 
 
 def test_eof_before_head_is_an_error() -> None:
     parser = ResponseParser()
     assert parser.feed(b"HTTP/1.1 200 OK\r\n") == []
-    with pytest.raises(ProtocolError, match=r"before a complete response head \(got 17 bytes"):
+    with pytest.raises(UwsgiProtocolError, match=r"before a complete response head \(got 17 bytes"):
         parser.feed_eof()
-    with pytest.raises(ProtocolError, match="got nothing"):
+    with pytest.raises(UwsgiProtocolError, match="got nothing"):
         ResponseParser().feed_eof()
 
 
 def test_head_size_limit() -> None:
     parser = ResponseParser(max_head_size=100)
     parser.feed(b"HTTP/1.1 200 OK\r\n")
-    with pytest.raises(ProtocolError, match="over 100 bytes"):
+    with pytest.raises(UwsgiProtocolError, match="over 100 bytes"):
         parser.feed(b"X: " + b"y" * 100)
-    with pytest.raises(ProtocolError, match="over 100 bytes"):
+    with pytest.raises(UwsgiProtocolError, match="over 100 bytes"):
         ResponseParser(max_head_size=100).feed(b"HTTP/1.1 200 OK\r\nX: " + b"y" * 100 + b"\r\n\r\n")
 
 
@@ -266,7 +266,7 @@ def test_after_eof() -> None:
     assert parser.feed(b"") == []
     assert parser.feed_eof() == [EndOfResponse()]
     assert parser.feed_eof() == []
-    with pytest.raises(ProtocolError, match="after the end"):
+    with pytest.raises(UwsgiProtocolError, match="after the end"):
         parser.feed(b"x")
 
 
@@ -285,11 +285,11 @@ def test_header_fast_path_agrees_with_field_lines(parts: list[bytes]) -> None:
     block = b"".join(parts)
     try:
         expected: object = field_lines(block)
-    except ProtocolError as exc:
+    except UwsgiProtocolError as exc:
         expected = str(exc)
     try:
         got: object = _parse_head(b"HTTP/1.1 200 OK\r\n" + block).headers
-    except ProtocolError as exc:
+    except UwsgiProtocolError as exc:
         got = str(exc)
     assert got == expected
 

@@ -14,12 +14,12 @@ from typing import Callable
 import pytest
 import requests
 
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.emperor_log import EventKind
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.emperor_log import EventKind
+from pytest_emperor.engine.processes import processes_with_marker
+from pytest_emperor.engine.runs import socket_is_live
+from pytest_emperor.engine.vassal import VassalState
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalTimeout
-from pytest_emperor.processes import processes_with_marker
-from pytest_emperor.runs import socket_is_live
-from pytest_emperor.vassal import VassalState
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
 
@@ -156,6 +156,24 @@ def test_live_socket_of_someone_else_is_an_error_and_untouched(live_emperor: Emp
             live_emperor.deploy(app)
         assert socket_is_live(path)
     assert not any(live_emperor.vassal_dir.iterdir())
+
+
+@pytest.mark.parametrize("line", ["socket = /tmp/pe-%h-%n.sock", "uwsgi-socket = /tmp/pe-%h-%i-%n.sock"])
+def test_the_deploy_plan_predicts_the_socket_uwsgi_binds(live_emperor: Emperor, make_app: MakeApp, line: str) -> None:
+    # Every magic variable (%h the hostname, %i the inode of the vassal's link): the deploy waits on a probe
+    # through the predicted socket, and uWSGI's own bind must be that path.
+    vassal = live_emperor.deploy(make_app("magic", extra_ini=line, socket=""))
+    template = line.split(" = ")[1]
+    expected = (
+        template.replace("%h", socket.gethostname())
+        .replace("%i", str(os.lstat(vassal.symlink).st_ino))
+        .replace("%n", vassal.name)
+    )
+    assert vassal.socket is not None and vassal.socket.address == expected
+    assert socket_is_live(expected)
+    assert vassal.request("GET", "/").status_code == 200
+    vassal.remove()
+    assert not os.path.exists(expected)
 
 
 def test_socket_path_over_the_af_unix_limit_is_a_clear_error(live_emperor: Emperor, make_app: MakeApp) -> None:

@@ -11,58 +11,99 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_emperor.binary import find_uwsgi
-    from pytest_emperor.emperor import Emperor
+    from pytest_emperor._protocol.client import SocketAdapter, UpstreamError, UwsgiAdapter, direct_session
+    from pytest_emperor.engine.binary import find_uwsgi
+    from pytest_emperor.engine.emperor import Emperor
+    from pytest_emperor.engine.emperor_log import EventKind
+    from pytest_emperor.engine.vassal import Vassal, VassalState
     from pytest_emperor.errors import (
         ConfigError,
+        ConfigFileError,
+        ControlProtocolError,
         EmperorError,
+        InputError,
+        IsolationError,
+        NginxNotFound,
+        RouteMismatch,
+        RouterError,
+        SiteError,
         SocketInUse,
         UwsgiNotFound,
+        UwsgiProtocolError,
         VassalCursed,
         VassalError,
         VassalTimeout,
     )
-    from pytest_emperor.isolation import IsolationError, IsolationReport
-    from pytest_emperor.vassal import Vassal, VassalState
+    from pytest_emperor.routing.routes import RouteMap
+    from pytest_emperor.testing.broken import BROKEN_KINDS
+    from pytest_emperor.testing.isolation import IsolationReport
 
 __version__ = "0.1.0"
 
-# The file an app dir keeps its uWSGI config in. Here rather than in vassal.py, which the plugin's option help
-# needs it without importing.
-APP_INI = "app.uwsgi.ini"
+from pytest_emperor.convention import APP_INI as APP_INI  # the file an app dir keeps its uWSGI config in
 
 __all__ = [
+    "BROKEN_KINDS",
     "ConfigError",
+    "ConfigFileError",
+    "ControlProtocolError",
     "Emperor",
     "EmperorError",
+    "EventKind",
+    "InputError",
     "IsolationError",
     "IsolationReport",
+    "NginxNotFound",
+    "RouteMap",
+    "RouteMismatch",
+    "RouterError",
+    "SiteError",
+    "SocketAdapter",
     "SocketInUse",
+    "UpstreamError",
+    "UwsgiAdapter",
     "UwsgiNotFound",
+    "UwsgiProtocolError",
     "Vassal",
     "VassalCursed",
     "VassalError",
     "VassalState",
     "VassalTimeout",
     "__version__",
+    "direct_session",
     "find_uwsgi",
 ]
 
 # Public name -> the module that defines it.
 _EXPORTS = {
+    "SocketAdapter": "_protocol.client",
+    "UwsgiAdapter": "_protocol.client",
+    "direct_session": "_protocol.client",
+    "BROKEN_KINDS": "testing.broken",
     "ConfigError": "errors",
-    "Emperor": "emperor",
+    "ConfigFileError": "errors",
+    "ControlProtocolError": "errors",
+    "Emperor": "engine.emperor",
     "EmperorError": "errors",
-    "IsolationError": "isolation",
-    "IsolationReport": "isolation",
+    "EventKind": "engine.emperor_log",
+    "InputError": "errors",
+    "IsolationError": "errors",
+    "IsolationReport": "testing.isolation",
+    "NginxNotFound": "errors",
+    "RouteMap": "routing.routes",
+    "RouteMismatch": "errors",
+    "RouterError": "errors",
+    "SiteError": "errors",
     "SocketInUse": "errors",
+    "UpstreamError": "_protocol.client",
     "UwsgiNotFound": "errors",
-    "Vassal": "vassal",
+    "UwsgiProtocolError": "errors",
+    "Vassal": "engine.vassal",
     "VassalCursed": "errors",
     "VassalError": "errors",
-    "VassalState": "vassal",
+    "VassalState": "engine.vassal",
     "VassalTimeout": "errors",
-    "find_uwsgi": "binary",
+    "find_uwsgi": "engine.binary",
 }
 
 

@@ -1,4 +1,11 @@
-"""Exceptions raised by pytest-emperor: each message names the file, path or vassal and says how to fix it."""
+"""Every error pytest-emperor raises on purpose, one family under :class:`EmperorError`.
+
+One subclass per kind of failure; each message names the file, path or vassal and says how to fix it. Where a
+caller of the standard library would already catch a built-in class (``ValueError`` for bad bytes or text,
+``AssertionError`` for a failed assertion), the error is that class too.
+:class:`~pytest_emperor._protocol.client.UpstreamError` is also a ``requests.ConnectionError`` and lives
+with the client, so that this module imports nothing heavy.
+"""
 
 from __future__ import annotations
 
@@ -37,3 +44,40 @@ class VassalCursed(VassalError):
 
 class VassalTimeout(VassalError):
     """A wait on a vassal ran out of time."""
+
+
+class IsolationError(EmperorError, AssertionError):
+    """A healthy vassal noticed what happened to the others."""
+
+
+class RouterError(EmperorError, RuntimeError):
+    """A router could not be configured, started or stopped."""
+
+
+class RouteMismatch(RouterError):
+    """The routing sends a vassal's Host to a socket the vassal does not bind: every request would get a 502."""
+
+
+class NginxNotFound(RouterError):
+    """No usable nginx binary: the message names the ways to get one."""
+
+
+class SiteError(RouterError):
+    """The site file cannot be run: names the file, the line and the fix."""
+
+
+class UwsgiProtocolError(EmperorError, ValueError):
+    """Malformed uwsgi request bytes or a malformed HTTP response head from the app."""
+
+
+class ControlProtocolError(EmperorError, ValueError):
+    """A line on ``emperor-dev``'s control socket that is not one JSON object."""
+
+
+class ConfigFileError(ConfigError, ValueError):
+    """An emperor-dev settings table (``emperor-dev.toml``, ``[tool.emperor-dev]``) is malformed: unknown key,
+    wrong type, invalid TOML; the message names the file and the key."""
+
+
+class InputError(EmperorError):
+    """A path that is neither an app dir, a dir of app dirs, nor a readable ini file (``check`` exit code 2)."""

@@ -1,4 +1,4 @@
-"""The pytest plugin: options, fixtures and hooks. The machinery lives in emperor.py and vassal.py.
+"""The pytest plugin: options, fixtures and hooks. The machinery lives in engine/ (docs/architecture.md).
 
 One emperor per test session, started on first use; under pytest-xdist each worker has its own (a separate run
 dir and vassal-name suffix), so workers never share or clash on sockets and need no cross-process lock.
@@ -22,17 +22,17 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from pytest_emperor import APP_INI
+from pytest_emperor.convention import APP_INI, DEFAULT_DOMAIN, DEFAULT_SOCKET_TEMPLATE, MAX_BODY_SIZE
 from pytest_emperor.errors import ConfigError, EmperorError, UwsgiNotFound
 
 if TYPE_CHECKING:
-    from pytest_emperor.emperor import Emperor
-    from pytest_emperor.isolation import Isolation, IsolationReport
-    from pytest_emperor.router import RouteMap
-    from pytest_emperor.vassal import Vassal
+    from pytest_emperor.engine.emperor import Emperor
+    from pytest_emperor.engine.vassal import Vassal
+    from pytest_emperor.routing.routes import RouteMap
+    from pytest_emperor.testing.isolation import Isolation, IsolationReport
 
 if TYPE_CHECKING:
-    from pytest_emperor.vassal_coverage import VassalCoverage
+    from pytest_emperor.testing.coverage import VassalCoverage
 
 SKIP_REASON = "needs a uWSGI emperor: run pytest with --emperor"
 REPORT_LINES = 200  # per vassal in a failing test's report; steady traffic can log thousands
@@ -66,25 +66,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )  # fmt: skip
     group.addoption(
         "--emperor-socket-template", metavar="PATH",
-        help="socket of an app, as in uwsgi_pass unix:/tmp/$app.api.sock (default: /tmp/$app.api.sock)",
+        help=f"socket of an app, as in uwsgi_pass unix:{DEFAULT_SOCKET_TEMPLATE} (default: {DEFAULT_SOCKET_TEMPLATE})",
     )  # fmt: skip
     group.addoption(
         "--emperor-host-template", metavar="HOST",
         help="Host for an app when the server_name regex does not give one, e.g. $app.api.mycompany.com",
     )  # fmt: skip
-    group.addoption("--emperor-max-body-size", type=int, metavar="BYTES", help="client_max_body_size (1048576)")
+    group.addoption(
+        "--emperor-max-body-size", type=int, metavar="BYTES", help=f"client_max_body_size ({MAX_BODY_SIZE})"
+    )
     group.addoption("--emperor-upstream-timeout", type=float, metavar="SECONDS", help="uwsgi_read_timeout (60)")
     parser.addini("emperor_apps", "app dirs or ini files to deploy for app_vassal", type="paths")
     parser.addini("emperor_uwsgi", "uwsgi binary to run")
     parser.addini("emperor_timeout", "default wait for a vassal, in seconds", default="30")
     parser.addini("emperor_keep", "keep the run dir for debugging", type="bool", default=False)
-    parser.addini("emperor_domain", "vassal hosts are <name>.<domain>", default="api.localhost")
+    parser.addini("emperor_domain", "vassal hosts are <name>.<domain>", default=DEFAULT_DOMAIN)
     parser.addini("emperor_nginx", "nginx binary for the router", default="")
     parser.addini("emperor_nginx_site", "production nginx site file routing the tests (relative to the ini file)")
     parser.addini("emperor_server_name", "nginx server_name regex with a named group app", default="")
-    parser.addini("emperor_socket_template", "socket of an app, e.g. /tmp/$app.api.sock", default="/tmp/$app.api.sock")
+    parser.addini(
+        "emperor_socket_template", f"socket of an app, e.g. {DEFAULT_SOCKET_TEMPLATE}", default=DEFAULT_SOCKET_TEMPLATE
+    )
     parser.addini("emperor_host_template", "Host for an app, e.g. $app.api.mycompany.com", default="")
-    parser.addini("emperor_max_body_size", "client_max_body_size in bytes", default="1048576")
+    parser.addini("emperor_max_body_size", "client_max_body_size in bytes", default=str(MAX_BODY_SIZE))
     parser.addini("emperor_upstream_timeout", "uwsgi_read_timeout in seconds", default="60")
 
 
@@ -110,7 +114,7 @@ class _Settings:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> _Settings:
-        from pytest_emperor.router import RouteMap
+        from pytest_emperor.routing.routes import RouteMap
 
         def pick(option: str, ini: str) -> Any:
             value = config.getoption(option)
@@ -131,7 +135,7 @@ class _Settings:
                     "pytest-emperor routing: give --emperor-nginx-site or --emperor-server-name, not both "
                     "(the site file's server_name is the routing)"
                 )
-            from pytest_emperor.nginx_site import SiteError, load_site
+            from pytest_emperor.routing.nginx_site import SiteError, load_site
 
             try:
                 site = load_site(site_path, host_template)
@@ -179,13 +183,13 @@ class _Session:
 
     def get_emperor(self) -> Emperor:
         if self.emperor is None:
-            from pytest_emperor.emperor import Emperor
+            from pytest_emperor.testing.isolation import EmperorUnderTest
 
             if self.cov_config is not None and self.coverage is None:
-                from pytest_emperor.vassal_coverage import from_pytest_cov
+                from pytest_emperor.testing.coverage import from_pytest_cov
 
                 self.coverage = from_pytest_cov(self.cov_config)
-            self.emperor = Emperor(
+            self.emperor = EmperorUnderTest(
                 self.settings.uwsgi, route_map=self.settings.route_map, router_options=self.settings.router_options,
                 keep=self.settings.keep, timeout=self.settings.timeout,
                 vassal_options=self.coverage[0].vassal_options() if self.coverage else (),
@@ -255,12 +259,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "emperor: the test needs a running uWSGI emperor (pytest --emperor)")
     if not config.getoption("emperor"):
         return
-    from pytest_emperor.binary import find_uwsgi
+    from pytest_emperor.engine.binary import find_uwsgi
 
     settings = _Settings.from_config(config)
     config.stash[_SESSION] = _Session(settings, config.rootpath)
     if config.getoption("cov_source", None) is not None and not config.getoption("no_cov", False):
-        config.stash[_SESSION].cov_config = config  # pytest-cov measures: so do the vassals (vassal_coverage.py)
+        config.stash[_SESSION].cov_config = config  # pytest-cov measures: so do the vassals (testing/coverage.py)
     try:
         find_uwsgi(settings.uwsgi)
     except UwsgiNotFound as exc:
@@ -304,7 +308,7 @@ def emperor(pytestconfig: pytest.Config) -> Iterator[Emperor]:
     """
     if not pytestconfig.getoption("emperor"):
         pytest.skip(SKIP_REASON)
-    from pytest_emperor.client import localhost_names
+    from pytest_emperor._protocol.client import localhost_names
 
     session = pytestconfig.stash[_SESSION]
     with localhost_names():  # so that plain requests.get(vassal.url) works, as curl's does
@@ -351,16 +355,15 @@ def app_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Vassal:
 
 
 @pytest.fixture
-def cursed_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., Vassal]]:
-    """Factory: ``cursed_vassal(kind, name=None, *, need_app=False, timeout=None)`` deploys a known-broken
-    vassal next to the apps under test and returns it once it reached the state its kind leads to: ``bad-config``
-    (throttled), ``import-error`` (serving 500s; with ``need_app=True``: throttled), ``crash-loop`` (cursed
-    twice), ``hang`` (never ready), ``worker-crash`` (a worker died and was respawned). Removed after the test."""
+def broken_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., Vassal]]:
+    """Factory: ``broken_vassal(kind, name=None, *, need_app=False, timeout=None)`` deploys a known-broken
+    vassal next to the apps under test and returns it once it reached the state its kind leads to (the kinds,
+    ``BROKEN_KINDS``, and their states are tabled in the faults module). Removed after the test."""
     deployed: list[Vassal] = []
 
     def deploy(kind: str, name: str | None = None, *, need_app: bool = False, timeout: float | None = None) -> Vassal:
         __tracebackhide__ = True  # failures read as the test's own, without the plugin's frames
-        from pytest_emperor.faults import deploy_broken
+        from pytest_emperor.testing.broken import deploy_broken
 
         vassal = deploy_broken(emperor, kind, name, need_app=need_app, timeout=timeout)
         deployed.append(_use(request, vassal, deployed_now=True))
@@ -373,15 +376,27 @@ def cursed_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
 
 
 @pytest.fixture
+def cursed_vassal(broken_vassal: Callable[..., Vassal]) -> Callable[..., Vassal]:
+    """Deprecated name of :func:`broken_vassal` (kept one release; README: "Upgrading")."""
+    import warnings
+
+    warnings.warn("the cursed_vassal fixture is now broken_vassal", DeprecationWarning, stacklevel=2)
+    return broken_vassal
+
+
+@pytest.fixture
 def isolation(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., IsolationReport]]:
-    """The fixture form of ``emperor.isolation``: ``isolation(*healthy, p99_budget=0.5, via="direct")`` starts
+    """The fixture form of ``emperor.isolation`` (:func:`~pytest_emperor.testing.isolation.isolation`):
+    ``isolation(*healthy, p99_budget=0.5, via="direct")`` starts
     steady traffic to ``healthy`` now; when the test ends it fails unless none of them noticed anything (an
     error in teardown; not checked when the test itself already failed)."""
     guards: list[Isolation] = []
 
     def watch(*healthy: Vassal, p99_budget: float = 0.5, via: str = "direct") -> IsolationReport:
         __tracebackhide__ = True  # failures read as the test's own, without the plugin's frames
-        guard = emperor.isolation(*healthy, p99_budget=p99_budget, via=via)
+        from pytest_emperor.testing.isolation import isolation as guard_isolation
+
+        guard = guard_isolation(emperor, *healthy, p99_budget=p99_budget, via=via)
         guards.append(guard)
         return guard.__enter__()
 
@@ -409,7 +424,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         item.stash[_CALL_REPORT] = report
     if not report.failed or not item.stash.get(_USED, []):
         return
-    from pytest_emperor.emperor_log import EventKind
+    from pytest_emperor.engine.emperor_log import EventKind
 
     for vassal, offset, seq in item.stash[_USED]:
         vassal.sync_log()

@@ -20,12 +20,14 @@ from pathlib import Path
 
 import requests
 
+from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.check.privileges import User
 from pytest_emperor.check.rules import SOCKET_KEYS, AppConfig, Finding, finding, section_line, where
-from pytest_emperor.client import direct_session
-from pytest_emperor.emperor import Emperor
+from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
+from pytest_emperor.engine.deploy_plan import SocketSpec
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.vassal import Vassal
 from pytest_emperor.errors import EmperorError, VassalCursed, VassalError, VassalTimeout
-from pytest_emperor.vassal import SocketSpec, Vassal
 
 __all__ = ["BootTarget", "boot_all"]
 
@@ -79,7 +81,7 @@ def _blame(app: AppConfig, lines: Sequence[str]) -> tuple[str, int]:
 
 
 def _routed(vassal: Vassal, socket_dir: str) -> SocketSpec | None:
-    expected = f"{socket_dir.rstrip('/')}/{vassal.name}.api.sock"
+    expected = routed_socket(vassal.name, socket_dir)
     return next((s for s in vassal.sockets if s.address == expected), None) or (
         vassal.sockets[0] if vassal.sockets else None
     )
@@ -138,7 +140,7 @@ def boot_all(
     targets: Sequence[BootTarget],
     *,
     uwsgi: Path,
-    socket_dir: str = "/tmp",
+    socket_dir: str = DEFAULT_SOCKET_DIR,
     probe: str = "/",
     expect_status: int | None = None,
     timeout: float = 30.0,

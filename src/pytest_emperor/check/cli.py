@@ -11,13 +11,14 @@ from typing import Any
 
 import click
 
-from pytest_emperor.binary import find_uwsgi
-from pytest_emperor.check.config import ConfigFileError, load_config
 from pytest_emperor.check.privileges import parse_emperor_args
 from pytest_emperor.check.report import FORMATS, render
 from pytest_emperor.check.rules import RULES, Severity
 from pytest_emperor.check.runner import APP_INI, CheckSettings, InputError, run_check
-from pytest_emperor.errors import UwsgiNotFound
+from pytest_emperor.convention import DEFAULT_SOCKET_DIR
+from pytest_emperor.engine.binary import find_uwsgi
+from pytest_emperor.errors import ConfigFileError, UwsgiNotFound
+from pytest_emperor.project_config import load_check
 
 __all__ = ["check"]
 
@@ -103,7 +104,7 @@ def check(
         click.echo(_rules_table(), nl=False)
         return
     try:
-        config, _ = load_config(Path.cwd())
+        config = load_check(Path.cwd()).values
     except ConfigFileError as exc:
         raise click.UsageError(str(exc)) from exc
     targets = list(paths) or [Path(p) for p in config.get("paths", [])] or [Path(APP_INI)]
@@ -117,7 +118,7 @@ def check(
         click.echo("note: no uwsgi binary found: unknown-option, plugin and boot checks skipped", err=True)
     settings = CheckSettings(
         name=name,
-        socket_dir=str(_pick(socket_dir, config, "socket-dir", "/tmp")),
+        socket_dir=str(_pick(socket_dir, config, "socket-dir", DEFAULT_SOCKET_DIR)),
         boot=not static_only,
         probe=str(_pick(probe, config, "probe", "/")),
         expect_status=_pick(expect_status, config, "expect-status", None),

@@ -44,7 +44,7 @@ def parse_help(text: str) -> frozenset[str]:
 def _cache_file(binary: Path, st: os.stat_result) -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pytest-emperor"
     key = hashlib.sha256(f"{binary.resolve()}\0{st.st_mtime_ns}\0{st.st_size}".encode()).hexdigest()[:24]
-    return base / f"uwsgi-facts-{key}.json"
+    return base / f"uwsgi-binary-{key}.json"
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,5 +1,5 @@
 """The path rules: ``chdir``, ``wsgi-file``, ``module`` and the virtualenv, resolved the way uWSGI resolves
-them for the deployed symlink (the values come from :class:`~pytest_emperor.inifile.Resolution`) and looked up
+them for the deployed symlink (the values come from :class:`~pytest_emperor.engine.inifile.Resolution`) and looked up
 on this machine's file system."""
 
 from __future__ import annotations

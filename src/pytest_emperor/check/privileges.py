@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_emperor.check.rules import SOCKET_KEYS, AppConfig, Finding, finding, where
+from pytest_emperor.convention import routed_socket
 
 __all__ = ["User", "check_privileges", "emperor_user", "parse_emperor_args"]
 
@@ -122,7 +123,7 @@ def check_privileges(
             found.append(finding("W604", *at(key), message))
     if nginx is not None:
         sockets = [o for o in r.options if o.key in SOCKET_KEYS and not o.synthetic and o.value.startswith("/")]
-        expected = f"{app.socket_dir.rstrip('/')}/{app.name}.api.sock"
+        expected = routed_socket(app.name, app.socket_dir)
         routed = next((o for o in sockets if o.value == expected), sockets[0] if sockets else None)
         if routed is not None:
             found.extend(_socket_reachable(app, routed.value, user, nginx))

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
-from pytest_emperor.inifile import IniFile, IniOption, Resolution
+from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
+from pytest_emperor.engine.inifile import SOCKET_OPTIONS, IniFile, IniOption, Resolution
 
 __all__ = [
     "RULES",
@@ -361,11 +362,11 @@ class AppConfig:
     raw_text: str
     known_options: frozenset[str] | None = None  # from the binary; None skips the unknown-option rules
     python_embedded: bool = False
-    socket_dir: str = "/tmp"
+    socket_dir: str = DEFAULT_SOCKET_DIR
     world_writable_dirs: frozenset[str] = field(default_factory=frozenset)
 
 
-SOCKET_KEYS = ("socket", "uwsgi-socket", "http-socket", "s")
+SOCKET_KEYS = tuple(SOCKET_OPTIONS)
 # Options whose value is a path or an address: there, an inline comment breaks the deployment outright.
 PATH_KEYS = frozenset(
     {*SOCKET_KEYS, "chdir", "home", "virtualenv", "venv", "pyhome", "wsgi-file", "module", "pythonpath", "logto"}
@@ -492,7 +493,7 @@ def _unknown(app: AppConfig) -> Iterable[Finding]:
 def _deployment(app: AppConfig) -> Iterable[Finding]:
     header = section_line(app)
     sockets = [o for o in app.resolution.options if o.key in SOCKET_KEYS and not o.synthetic]
-    expected = f"{app.socket_dir.rstrip('/')}/{app.name}.api.sock"
+    expected = routed_socket(app.name, app.socket_dir)
     routed = [s for s in sockets if s.value == expected]
     if not sockets:
         yield finding("E301", app.path, header)

@@ -22,15 +22,11 @@ from pytest_emperor.check.rules import (
     filter_codes,
     finding,
 )
-from pytest_emperor.inifile_io import deployed
+from pytest_emperor.convention import APP_INI, DEFAULT_SOCKET_DIR
+from pytest_emperor.engine.deploy_plan import deployed
+from pytest_emperor.errors import InputError
 
 __all__ = ["APP_INI", "CheckResult", "CheckSettings", "InputError", "find_inis", "run_check"]
-
-APP_INI = "app.uwsgi.ini"
-
-
-class InputError(Exception):
-    """A path that is neither an app dir, a dir of app dirs, nor a readable ini file (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +34,7 @@ class CheckSettings:
     """The resolved command-line/pyproject settings of one run."""
 
     name: str | None = None
-    socket_dir: str = "/tmp"
+    socket_dir: str = DEFAULT_SOCKET_DIR
     boot: bool = True
     probe: str = "/"
     expect_status: int | None = None

@@ -1,4 +1,5 @@
-"""Which apps ``emperor-dev up`` runs: command-line arguments, else a config file, else every app subdirectory.
+"""Which apps ``emperor-dev up`` runs: command-line arguments, else a config file (project_config.py), else every
+app subdirectory.
 
 An APP is an app dir (holding ``app.uwsgi.ini``), an ini file, or ``NAME=PATH`` to deploy it under another
 vassal name, like ``docker compose``'s service names or a Procfile's process names.
@@ -7,22 +8,13 @@ vassal name, like ``docker compose``'s service names or a Procfile's process nam
 from __future__ import annotations
 
 import re
-import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from pytest_emperor.engine.vassal import APP_INI, resolve_ini, routable_name
 from pytest_emperor.errors import ConfigError
-from pytest_emperor.vassal import APP_INI, resolve_ini, routable_name
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python < 3.11 only
-    import tomli as tomllib
-
-CONFIG_FILE = "emperor-dev.toml"
-PYPROJECT_TABLE = "emperor-dev"  # [tool.emperor-dev] in pyproject.toml
+from pytest_emperor.project_config import CONFIG_FILE, PYPROJECT_TABLE, load_project
 
 # ``NAME=PATH``: NAME is what a vassal name may start as (no path separator), so ``./a=b`` stays a path.
 _NAMED = re.compile(r"(?P<name>[^/=]+)=(?P<path>.+)")
@@ -72,59 +64,6 @@ def resolve_apps(args: Iterable[str], base: Path) -> list[AppSpec]:
     return specs
 
 
-def apps_from_config(table: Mapping[str, Any], source: Path) -> list[str]:
-    """The ``apps`` list of an ``emperor-dev.toml`` document or ``[tool.emperor-dev]`` table (validated)."""
-    apps = table.get("apps")
-    if not isinstance(apps, list) or not all(isinstance(app, str) for app in apps):
-        raise ConfigError(f'{source}: "apps" must be a list of strings such as ["service1", "beta=service1"]')
-    return list(apps)
-
-
-def configured_apps(directory: Path) -> tuple[list[str], Path] | None:
-    """The APP arguments configured in ``directory`` (``emperor-dev.toml`` first, then ``pyproject.toml``),
-    with the file they came from; None if neither configures any."""
-    tables = _config_tables(directory)
-    if not tables:
-        return None
-    config, table = tables[0]
-    return apps_from_config(table, config), config
-
-
-def configured_site(directory: Path) -> Path | None:
-    """``nginx-site`` of ``emperor-dev.toml`` or ``[tool.emperor-dev]``: the production nginx site file to route
-    by, relative to the file that names it; None if unset."""
-    for config, table in _config_tables(directory):
-        site = table.get("nginx-site")
-        if site is None:
-            continue
-        if not isinstance(site, str):
-            raise ConfigError(f'{config}: "nginx-site" must be a path such as "deploy/nginx/api.conf"')
-        return (config.parent / site).resolve()
-    return None
-
-
-def _config_tables(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """The emperor-dev tables of ``directory``: ``emperor-dev.toml``'s document, ``[tool.emperor-dev]``."""
-    found = []
-    config = directory / CONFIG_FILE
-    if config.is_file():
-        found.append((config, _load_toml(config)))
-    pyproject = directory / "pyproject.toml"
-    if pyproject.is_file():
-        table = _load_toml(pyproject).get("tool", {}).get(PYPROJECT_TABLE)
-        if isinstance(table, dict):
-            found.append((pyproject, table))
-    return found
-
-
-def _load_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-
-
 def discover_apps(directory: Path) -> list[str]:
     """Every subdirectory of ``directory`` holding an ``app.uwsgi.ini``, sorted (hidden ones skipped)."""
     return sorted(
@@ -135,10 +74,9 @@ def discover_apps(directory: Path) -> list[str]:
 
 def default_apps(directory: Path) -> list[AppSpec]:
     """The apps ``up`` runs without arguments: configured ones, else discovered ones; ConfigError if none."""
-    configured = configured_apps(directory)
-    if configured is not None:
-        args, source = configured
-        return resolve_apps(args, source.parent)
+    configured = load_project(directory)
+    if configured.apps is not None and configured.apps_source is not None:
+        return resolve_apps(configured.apps, configured.apps_source.parent)
     found = discover_apps(directory)
     if not found:
         raise ConfigError(

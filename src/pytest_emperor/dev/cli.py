@@ -20,17 +20,18 @@ import click
 import requests
 from click.shell_completion import CompletionItem
 
-from pytest_emperor.client import direct_session
+from pytest_emperor._protocol.client import direct_session
+from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR
 from pytest_emperor.dev import control
-from pytest_emperor.dev.apps import configured_site, default_apps, resolve_apps
+from pytest_emperor.dev.apps import default_apps, resolve_apps
 from pytest_emperor.dev.control import AppStatus, Message
 from pytest_emperor.dev.logs import LogTail, follow
 from pytest_emperor.dev.output import Output
 from pytest_emperor.dev.state import DEFAULT_STATE_DIR, FAILED_STATES, AlreadyRunning, Instance, NotRunning, StateDir
+from pytest_emperor.engine.deploy_plan import SocketSpec
+from pytest_emperor.engine.processes import wait_exit
 from pytest_emperor.errors import ConfigError, EmperorError
-from pytest_emperor.processes import wait_exit
-from pytest_emperor.router import RouterError
-from pytest_emperor.vassal import SocketSpec
+from pytest_emperor.project_config import load_project
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -106,9 +107,9 @@ name_argument = click.argument("name", shell_complete=_complete_names)
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="The router's TCP port; 0 picks a free one (printed in the table).")  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address the router listens on.")
-@click.option("--domain", default="api.localhost", show_default=True,
+@click.option("--domain", default=DEFAULT_DOMAIN, show_default=True,
               help="Apps answer at <name>.<domain>; *.localhost needs no /etc/hosts entry.")  # fmt: skip
-@click.option("--socket-dir", default="/tmp", show_default=True,
+@click.option("--socket-dir", default=DEFAULT_SOCKET_DIR, show_default=True,
               help="Where the apps' ini files bind <name>.api.sock (`socket = /tmp/%n.api.sock`).")  # fmt: skip
 @click.option("--reload", is_flag=True, help="Reload an app when one of its Python files changes.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
@@ -147,7 +148,7 @@ def up(
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
     try:
-        nginx_site = nginx_site.resolve() if nginx_site is not None else configured_site(base)
+        nginx_site = nginx_site.resolve() if nginx_site is not None else load_project(base).nginx_site
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
 
@@ -165,7 +166,7 @@ def up(
         code = DevServer(StateDir(state_dir), options, Output()).run(specs)
     except AlreadyRunning as exc:
         _die(str(exc), EXIT_ALREADY_RUNNING)
-    except (EmperorError, RouterError) as exc:
+    except EmperorError as exc:
         _die(str(exc), EXIT_FAILED)
     sys.exit(code)
 
@@ -354,6 +355,3 @@ def request(
     sys.stdout.buffer.flush()
     if fail and answer.status_code >= 400:
         _die(f"{name} answered {answer.status_code} {answer.reason} to {method} {path} (--fail)", EXIT_FAILED)
-
-
-COMMANDS = (up, status, logs, add, rm, reload, down, request)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pytest_emperor.dev.state import NotRunning
+from pytest_emperor.errors import ControlProtocolError
 
 Message = dict[str, Any]
 Handler = Callable[[Message], Message]
@@ -28,25 +29,21 @@ Handler = Callable[[Message], Message]
 MAX_LINE = 64 * 1024
 
 
-class ProtocolError(ValueError):
-    """A line that is not one JSON object."""
-
-
 def encode(message: Message) -> bytes:
     """One message as one line (JSON never contains a raw newline: it escapes them)."""
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
 def decode(line: bytes) -> Message:
-    """Parse one line; ProtocolError unless it is a complete JSON object."""
+    """Parse one line; ControlProtocolError unless it is a complete JSON object."""
     if not line.endswith(b"\n"):
-        raise ProtocolError(f"incomplete line ({len(line)} bytes, no newline)")
+        raise ControlProtocolError(f"incomplete line ({len(line)} bytes, no newline)")
     try:
         message = json.loads(line)
     except ValueError as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
+        raise ControlProtocolError(f"not JSON: {exc}") from None
     if not isinstance(message, dict):
-        raise ProtocolError(f"not a JSON object: {type(message).__name__}")
+        raise ControlProtocolError(f"not a JSON object: {type(message).__name__}")
     return message
 
 
@@ -111,7 +108,7 @@ class _RequestHandler(socketserver.StreamRequestHandler):
     def _respond(self, line: bytes) -> Message:
         try:
             request = decode(line)
-        except ProtocolError as exc:
+        except ControlProtocolError as exc:
             return {"ok": False, "error": f"bad request: {exc}"}
         return self.server.handler(request)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import watchfiles
 
-from pytest_emperor.emperor_log import EmperorEvent, EmperorLogParser, EventKind
+from pytest_emperor.engine.emperor_log import EmperorEvent, EmperorLogParser, EventKind
 
 LOG_SUFFIX = ".log"
 EMPEROR_LOG = "emperor.log"

@@ -22,9 +22,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from pytest_emperor.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.runs import AF_UNIX_MAX, recover_abandoned, remove_stale_socket, socket_is_live
 from pytest_emperor.errors import EmperorError
-from pytest_emperor.runs import AF_UNIX_MAX, recover_abandoned, remove_stale_socket, socket_is_live
 
 DEFAULT_STATE_DIR = ".emperor"
 STATE_FILE = "up.json"
@@ -80,16 +80,6 @@ class Instance:
     router_host: str
     router_port: int
     router_unix: str
-
-    @property
-    def logs_dir(self) -> Path:
-        """Where each vassal writes ``<name>.log``."""
-        return Path(self.run_dir) / "logs"
-
-    @property
-    def emperor_log(self) -> Path:
-        """The emperor's own output."""
-        return Path(self.run_dir) / "emperor.log"
 
     @classmethod
     def from_json(cls, text: str) -> Instance:

@@ -17,22 +17,24 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Optional
 
+from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR
 from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
 from pytest_emperor.dev.logs import LogTail, follow
 from pytest_emperor.dev.output import EMPEROR, Output
 from pytest_emperor.dev.state import Instance, StateDir, app_state
 from pytest_emperor.dev.watch import AppWatcher
-from pytest_emperor.emperor import Emperor
-from pytest_emperor.errors import ConfigError, EmperorError, VassalError
-from pytest_emperor.nginx_site import load_site
-from pytest_emperor.processes import wait_exit
-from pytest_emperor.router import RouteMap, Router, RouterError
-from pytest_emperor.runs import remove_stale_socket
-from pytest_emperor.vassal import Vassal, VassalState
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.processes import wait_exit
+from pytest_emperor.engine.runs import remove_stale_socket
+from pytest_emperor.engine.vassal import Vassal, VassalState
+from pytest_emperor.errors import ConfigError, EmperorError, RouterError, VassalError
+from pytest_emperor.routing.nginx_site import load_site
+from pytest_emperor.routing.router import Router
+from pytest_emperor.routing.routes import RouteMap
 
 if TYPE_CHECKING:
-    from pytest_emperor.vassal_coverage import VassalCoverage
+    from pytest_emperor.testing.coverage import VassalCoverage
 
 EXIT_FORCED = 130  # a second Ctrl-C: like a shell's 128 + SIGINT
 
@@ -45,8 +47,8 @@ class UpOptions:
     nginx_site: Path | None = None  # a production site file to route by, instead of --domain/--socket-dir
     host: str = "127.0.0.1"
     port: int = 8080
-    domain: str = "api.localhost"
-    socket_dir: str = "/tmp"  # where the apps' ini files bind <name>.api.sock (the seed's /tmp/%n.api.sock)
+    domain: str = DEFAULT_DOMAIN
+    socket_dir: str = DEFAULT_SOCKET_DIR  # where the apps' ini files bind <name>.api.sock (the seed's /tmp/%n.api.sock)
     reload: bool = False
     timeout: float = 30.0
     uwsgi: str | None = None
@@ -156,7 +158,7 @@ class DevServer:
         vassal_options: list[tuple[str, str]] = []
         flags: list[str] = []
         if options.cov is not None:
-            from pytest_emperor.vassal_coverage import for_current_dir
+            from pytest_emperor.testing.coverage import for_current_dir
 
             coverage, data_file = for_current_dir(options.cov)
             # Registered before the emperor's stop, so it runs after it: once every app process saved its data.
@@ -389,7 +391,7 @@ class DevServer:
                 return {"ok": True, "pid": os.getpid()}
         except KeyError as exc:
             return {"ok": False, "error": f"bad request: {cmd} needs {exc}"}
-        except (EmperorError, RouterError) as exc:
+        except EmperorError as exc:
             return {"ok": False, "error": str(exc)}
         return {"ok": False, "error": f"bad request: unknown command {cmd!r}"}
 

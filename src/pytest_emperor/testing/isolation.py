@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from pytest_emperor.emperor_log import EventKind
+from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.emperor_log import EventKind
+from pytest_emperor.errors import IsolationError
 
 if TYPE_CHECKING:
-    from pytest_emperor.emperor import Emperor
-    from pytest_emperor.vassal import Vassal
+    from pytest_emperor.engine.vassal import Vassal
 
 # Emperor events that mean a vassal was disturbed. LOYAL is not one: the first request a vassal serves makes it
 # loyal, and that may well be one of the block's own requests.
@@ -30,10 +31,6 @@ _DISTURBANCES = {
     EventKind.SPAWNED, EventKind.READY, EventKind.CURSED, EventKind.STOPPING, EventKind.REMOVED,
     EventKind.RELOADING, EventKind.THROTTLED, EventKind.NO_MERCY,
 }  # fmt: skip
-
-
-class IsolationError(AssertionError):
-    """A healthy vassal noticed what happened to the others."""
 
 
 @dataclass(frozen=True)
@@ -254,3 +251,22 @@ def _inode(path: str | None) -> int | None:
         return os.stat(path).st_ino
     except FileNotFoundError:
         return None
+
+
+def isolation(emperor: Emperor, *healthy: Vassal, p99_budget: float = 0.5, via: str = "direct") -> Isolation:
+    """``with isolation(emperor, *healthy) as report:``: steady traffic to ``healthy`` for the whole block,
+    which fails on exit unless none of them noticed what the block did (see the module doc). ``via`` is
+    ``"direct"`` (to the sockets) or ``"router"``."""
+    senders = {"direct": direct, "router": through_router}
+    if via not in senders:
+        raise ValueError(f"via must be 'direct' or 'router', not {via!r}")
+    return Isolation(emperor, healthy, p99_budget=p99_budget, send=senders[via])
+
+
+class EmperorUnderTest(Emperor):
+    """The emperor the pytest plugin runs: an :class:`Emperor` that also offers the isolation assertion, so
+    that the engine itself never depends on this testing feature."""
+
+    def isolation(self, *healthy: Vassal, p99_budget: float = 0.5, via: str = "direct") -> Isolation:
+        """``with emperor.isolation(*healthy) as report:``; see :func:`isolation`."""
+        return isolation(self, *healthy, p99_budget=p99_budget, via=via)

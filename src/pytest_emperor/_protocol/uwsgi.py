@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Union
 
+from pytest_emperor.errors import UwsgiProtocolError
+
 __all__ = [
     "DOCUMENT_ROOT",
     "MAX_HEAD_SIZE",
@@ -28,9 +30,9 @@ __all__ = [
     "Body",
     "EndOfResponse",
     "Event",
-    "ProtocolError",
     "ResponseHead",
     "ResponseParser",
+    "UwsgiProtocolError",
     "decode_request",
     "encode_request",
     "encode_vars",
@@ -54,10 +56,6 @@ DOCUMENT_ROOT = "/usr/share/nginx/html"
 
 _HEADER = struct.Struct("<BHB")
 _U16 = struct.Struct("<H")
-
-
-class ProtocolError(ValueError):
-    """Malformed uwsgi request bytes or a malformed HTTP response head from the app."""
 
 
 def _to_bytes(value: Text) -> bytes:
@@ -113,21 +111,21 @@ def request_header(vars_size: int, modifier1: int = 0, modifier2: int = 0) -> by
 def decode_request(data: bytes) -> tuple[int, int, list[tuple[str, str]], bytes]:
     """Decode a complete uwsgi request: ``(modifier1, modifier2, vars, rest)``; strings are latin-1.
 
-    ``rest`` is whatever follows the vars block (the body). Raises :class:`ProtocolError` on truncated or
+    ``rest`` is whatever follows the vars block (the body). Raises :class:`UwsgiProtocolError` on truncated or
     malformed input.
     """
     if len(data) < _HEADER.size:
-        raise ProtocolError(f"uwsgi header needs 4 bytes, got {len(data)}")
+        raise UwsgiProtocolError(f"uwsgi header needs 4 bytes, got {len(data)}")
     modifier1, size, modifier2 = _HEADER.unpack_from(data)
     end = _HEADER.size + size
     if len(data) < end:
-        raise ProtocolError(f"uwsgi vars block announces {size} bytes but only {len(data) - 4} follow")
+        raise UwsgiProtocolError(f"uwsgi vars block announces {size} bytes but only {len(data) - 4} follow")
     pairs: list[tuple[str, str]] = []
     pos = _HEADER.size
     while pos < end:
         key, pos = _read_string(data, pos, end, "key")
         if not key:
-            raise ProtocolError(f"empty uwsgi var key at offset {pos - 2}")
+            raise UwsgiProtocolError(f"empty uwsgi var key at offset {pos - 2}")
         value, pos = _read_string(data, pos, end, f"value of {key!r}")
         pairs.append((key.decode("latin-1"), value.decode("latin-1")))
     return modifier1, modifier2, pairs, data[end:]
@@ -136,11 +134,11 @@ def decode_request(data: bytes) -> tuple[int, int, list[tuple[str, str]], bytes]
 def _read_string(data: bytes, pos: int, end: int, what: str) -> tuple[bytes, int]:
     """Read one u16le-length-prefixed string of the vars block that ends at ``end``."""
     if pos + 2 > end:
-        raise ProtocolError(f"uwsgi vars block truncated in the length of a {what} at offset {pos}")
+        raise UwsgiProtocolError(f"uwsgi vars block truncated in the length of a {what} at offset {pos}")
     (length,) = _U16.unpack_from(data, pos)
     pos += 2
     if pos + length > end:
-        raise ProtocolError(f"uwsgi {what} at offset {pos} needs {length} bytes, the block has {end - pos}")
+        raise UwsgiProtocolError(f"uwsgi {what} at offset {pos} needs {length} bytes, the block has {end - pos}")
     return data[pos : pos + length], pos + length
 
 
@@ -287,7 +285,7 @@ class ResponseParser:
     """Incremental parser of the app's raw HTTP/1.x response, which uWSGI ends by closing the connection.
 
     ``feed()`` returns the events the new bytes complete: one :class:`ResponseHead`, then :class:`Body`
-    events; ``feed_eof()`` returns :class:`EndOfResponse`, or raises :class:`ProtocolError` when the head was
+    events; ``feed_eof()`` returns :class:`EndOfResponse`, or raises :class:`UwsgiProtocolError` when the head was
     cut short (nginx's "upstream prematurely closed connection while reading response header").
     """
 
@@ -305,7 +303,7 @@ class ResponseParser:
     def feed(self, data: bytes) -> list[Event]:
         """Consume bytes read from the upstream."""
         if self._done:
-            raise ProtocolError("data fed after the end of the response")
+            raise UwsgiProtocolError("data fed after the end of the response")
         if self._head is not None:
             return [Body(bytes(data))] if data else []
         # The head usually arrives whole in the first read: then it is parsed from ``data``, not copied around.
@@ -316,13 +314,13 @@ class ResponseParser:
         found = end_of_head(buffer)
         if found is None:
             if len(buffer) > self._max_head_size:
-                raise ProtocolError(f"response head is over {self._max_head_size} bytes")
+                raise UwsgiProtocolError(f"response head is over {self._max_head_size} bytes")
             if buffer is data:
                 self._buffer += data
             return []
         head_end, body_start = found
         if body_start > self._max_head_size + 4:
-            raise ProtocolError(f"response head is over {self._max_head_size} bytes")
+            raise UwsgiProtocolError(f"response head is over {self._max_head_size} bytes")
         self._head = _parse_head(bytes(buffer[:head_end]))
         rest = bytes(buffer[body_start:])
         self._buffer.clear()
@@ -337,7 +335,7 @@ class ResponseParser:
             return []
         if self._head is None:
             got = f"{len(self._buffer)} bytes: {bytes(self._buffer[:80])!r}" if self._buffer else "nothing"
-            raise ProtocolError(f"upstream closed the connection before a complete response head (got {got})")
+            raise UwsgiProtocolError(f"upstream closed the connection before a complete response head (got {got})")
         self._done = True
         return [EndOfResponse()]
 
@@ -365,7 +363,7 @@ def _parse_head(raw: bytes) -> ResponseHead:
         status_line = status_line[:-1]
     status = _STATUS_LINE.fullmatch(status_line)
     if status is None:
-        raise ProtocolError(f"malformed status line from upstream: {status_line[:100]!r}")
+        raise UwsgiProtocolError(f"malformed status line from upstream: {status_line[:100]!r}")
     major, minor, code, reason = status.groups()
     headers: list[tuple[str, str]] = []
     if newline:
@@ -392,6 +390,6 @@ def field_lines(block: bytes) -> list[tuple[str, str]]:
         if not colon or _TOKEN.fullmatch(name) is None:
             # RFC 9112 5.2 deprecates obs-fold (a line starting with whitespace): a proxy must reject or
             # unfold it, and a WSGI server never produces one, so it is an error like any malformed line.
-            raise ProtocolError(f"malformed header line from upstream: {line[:100]!r}")
+            raise UwsgiProtocolError(f"malformed header line from upstream: {line[:100]!r}")
         headers.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
     return headers

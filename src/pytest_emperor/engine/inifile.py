@@ -47,6 +47,7 @@ from typing import Callable, Protocol
 
 __all__ = [
     "IMMEDIATE_OPTIONS",
+    "SOCKET_OPTIONS",
     "ConfigSource",
     "IniFile",
     "IniOption",
@@ -60,6 +61,10 @@ __all__ = [
 ]
 
 AtResolver = Callable[[str], str]
+
+#: Options that bind a vassal's main socket, with the protocol spoken on it (core/uwsgi.c options table). Not
+#: ``s``: short options exist on the command line only (docs/uwsgi-behaviour.md, "The engine").
+SOCKET_OPTIONS = {"socket": "uwsgi", "uwsgi-socket": "uwsgi", "http-socket": "http"}
 
 # Blanks for ini_lstrip/ini_rstrip (core/ini.c): NOT str.strip()'s set (that one also eats \f, \v, Unicode).
 _BLANKS = " \t\r"
@@ -397,12 +402,6 @@ class IniFile:
         options = self.resolve(env=env, at_resolver=at_resolver, extra=(value,)).options
         return [o for o in options if o.key == "" and o.synthetic][-1].value
 
-    def resolved(
-        self, key: str, *, env: Mapping[str, str], at_resolver: AtResolver | None = None
-    ) -> str | None:
-        """The final value uWSGI applies for scalar option ``key`` (the last occurrence, after the passes)."""
-        return self.resolve(env=env, at_resolver=at_resolver).last(key)
-
 
 _PLACEHOLDER_REF = re.compile(r"%\(([^)]*)\)")
 
@@ -530,7 +529,7 @@ def _apply_pass(
 
 
 class ConfigSource(Protocol):
-    """What reading other files and testing logic blocks asks of the machine (:mod:`.inifile_io` answers).
+    """What reading other files and testing logic blocks asks of the machine (:mod:`.deploy_plan` answers).
 
     Paths are given as uWSGI gets them: relative ones are relative to the vassal's cwd.
     """

@@ -22,18 +22,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_emperor.emperor_log import EventKind
+from pytest_emperor.convention import APP_INI
+from pytest_emperor.engine.emperor_log import EventKind
 from pytest_emperor.errors import ConfigError, VassalError
 
 if TYPE_CHECKING:
-    from pytest_emperor.emperor import Emperor
-    from pytest_emperor.vassal import Vassal
-
-KINDS = ("bad-config", "import-error", "crash-loop", "hang", "worker-crash")
+    from pytest_emperor.engine.emperor import Emperor
+    from pytest_emperor.engine.vassal import Vassal
 
 _INI = """\
 [uwsgi]
-; A known-broken vassal from pytest-emperor's faults.py: {kind}
+; A known-broken vassal from pytest-emperor's testing/broken.py: {kind}
 app_root = @(exec://dirname $(realpath %P))
 chdir = {chdir}
 socket = /tmp/%n.api.sock
@@ -63,17 +62,20 @@ _APPS = {
     "worker-crash": (_OK_APP, {"processes": "2"}),
 }
 
+#: Every kind of broken vassal, in the order of the table above.
+BROKEN_KINDS = tuple(_APPS)
+
 
 def write_broken_app(directory: Path, kind: str, *, need_app: bool = False) -> Path:
     """Write the app dir of a broken ``kind`` under ``directory``; return it."""
     if kind not in _APPS:
-        raise ConfigError(f"unknown broken vassal kind {kind!r}; choose one of {', '.join(KINDS)}")
+        raise ConfigError(f"unknown broken vassal kind {kind!r}; choose one of {', '.join(BROKEN_KINDS)}")
     code, settings = _APPS[kind]
     values = {"kind": kind, "chdir": "%(app_root)", "processes": "1", "extra": "", **settings}
     if need_app:
         values["extra"] += "\nneed-app = true"
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "app.uwsgi.ini").write_text(_INI.format(**values))
+    (directory / APP_INI).write_text(_INI.format(**values))
     (directory / "app.py").write_text(code)
     return directory
 

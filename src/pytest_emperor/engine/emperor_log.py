@@ -1,6 +1,6 @@
 """A sans-IO reader of the emperor's output: lines in, events out.
 
-The emperor's stdout carries two kinds of lines (see ``uwsgi-facts.md`` section 1):
+The emperor's stdout carries two kinds of lines (docs/uwsgi-behaviour.md, "The engine"):
 
 * its own ``[emperor] ...`` lines (spawned, ready, cursed, removed, throttled...), prefixed by a 24-character
   ``ctime`` and `` - ``; they are the *events* readiness and state tracking wait on;

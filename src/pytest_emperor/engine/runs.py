@@ -32,7 +32,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pytest_emperor.processes import kill_marked, processes_with_marker
+from pytest_emperor.engine.processes import kill_marked, processes_with_marker
 
 # Linux's sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 AF_UNIX_MAX = 107

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_emperor.router import RouteMap, RouterError
+from pytest_emperor.errors import SiteError
+from pytest_emperor.routing.routes import RouteMap
 
 __all__ = ["NginxSite", "SiteError", "load_site", "render_site"]
 
@@ -37,10 +38,6 @@ _APP_GROUP = re.compile(r"\(\?P?<app>")
 #: Directives of the main or events context: the file is a whole nginx.conf, not a site.
 _MAIN_ONLY = {"http", "events", "worker_processes", "pid", "user", "daemon", "master_process", "stream", "mail"}
 _TLS_LISTEN = {"ssl", "quic", "http3"}
-
-
-class SiteError(RouterError):
-    """The site file cannot be run: names the file, the line and the fix."""
 
 
 @dataclass(frozen=True)

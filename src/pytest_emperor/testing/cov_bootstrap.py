@@ -1,8 +1,8 @@
 """Started inside every vassal of a covered run: imported by uWSGI (``shared-import``), not by pytest-emperor.
 
 It runs in the vassal's own interpreter, with the app's virtualenv, where neither pytest nor pytest-emperor is
-importable: it uses only the standard library, ``uwsgi`` and coverage.py (which vassal_coverage.py puts on the
-vassal's path). vassal_coverage.py copies this file into the run's coverage dir as ``_pytest_emperor_cov.py``.
+importable: it uses only the standard library, ``uwsgi`` and coverage.py (which testing/coverage.py puts on the
+vassal's path). testing/coverage.py copies this file into the run's coverage dir as ``_pytest_emperor_cov.py``.
 
 ``shared-import`` runs in the master before any worker is forked, with or without ``lazy-apps``, so every worker
 inherits a started tracer; a worker saves its own data file when it exits (``uwsgi.atexit``, and Python's
@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Any, Callable
 
-# Set by the emperor's include file (``env = ...``): the JSON settings written by vassal_coverage.py.
+# Set by the emperor's include file (``env = ...``): the JSON settings written by testing/coverage.py.
 SETTINGS_ENV = "PYTEST_EMPEROR_COV"
 
 

@@ -12,30 +12,27 @@ import enum
 import os
 import re
 import signal
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import urlsplit
 
 import requests
 
-from pytest_emperor import APP_INI as APP_INI  # re-exported: the name callers know it by
-from pytest_emperor.client import EmperorSession, direct_session, routed_session
-from pytest_emperor.emperor_log import EmperorEvent, EventKind
+from pytest_emperor._protocol.client import EmperorSession, direct_session, routed_session
+from pytest_emperor.convention import APP_INI as APP_INI  # re-exported: the name callers know it by
+from pytest_emperor.engine.deploy_plan import DeployPlan, plan_deploy
+from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.processes import children_of, command_line, hasten_stop, is_sleeping, kill_all
+from pytest_emperor.engine.runs import socket_is_live
+from pytest_emperor.engine.stats import BlacklistEntry
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
-from pytest_emperor.inifile import IniFile, MagicVars, read_config
-from pytest_emperor.inifile_io import VassalSource, at_resolver
-from pytest_emperor.processes import children_of, command_line, hasten_stop, is_sleeping, kill_all
-from pytest_emperor.runs import AF_UNIX_MAX, socket_is_live
-from pytest_emperor.stats import BlacklistEntry
 
 if TYPE_CHECKING:
     from httpx import Client as HttpxClient  # the property named httpx would shadow the module in annotations
 
-    from pytest_emperor.emperor import Emperor
+    from pytest_emperor.engine.emperor import Emperor
 
 #: Where log_text()/error_lines() start: "test" (the current test's first use of the vassal, else its deploy),
 #: "deploy", or a byte offset into its log file.
@@ -55,9 +52,6 @@ RELOAD_GRACE = 5.0
 # ``(?<app>[^.]+)`` against the lower-cased Host, so it must be one lower-case label (RFC 1035 section 2.3.1,
 # with leading digits allowed as RFC 1123 does), at most 63 bytes.
 _ROUTABLE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-
-# uWSGI options that bind the vassal's main socket, with the protocol spoken on it (core/uwsgi.c options table).
-_SOCKET_OPTIONS = {"socket": "uwsgi", "uwsgi-socket": "uwsgi", "http-socket": "http"}
 
 # Lines of a vassal's output worth showing when it fails; uWSGI's own boilerplate warnings are not.
 _ERROR_LINE = re.compile(
@@ -91,27 +85,6 @@ class VassalState(enum.Enum):
     STOPPED = "stopped"  # removed
 
 
-@dataclass(frozen=True)
-class SocketSpec:
-    """The socket a vassal binds: its address (a unix path, or ``host:port``) and the protocol spoken on it."""
-
-    address: str
-    protocol: str  # "uwsgi" or "http"
-    line: int  # the ini line that sets it
-
-    @property
-    def is_unix(self) -> bool:
-        """True for a unix socket path (uWSGI treats an address with ``:`` as TCP)."""
-        return ":" not in self.address
-
-    def connect_address(self) -> str | tuple[str, int]:
-        """The address in the form the clients take."""
-        if self.is_unix:
-            return self.address
-        host, _, port = self.address.rpartition(":")
-        return (host or "127.0.0.1", int(port))
-
-
 def routable_name(raw: str) -> str:
     """Turn a directory name into a vassal name that can be routed (``My_App`` -> ``my-app``)."""
     return re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-") or "app"
@@ -133,66 +106,6 @@ def resolve_ini(path: Path) -> Path:
     return path.absolute()
 
 
-def read_as_deployed(ini: Path, link: Path) -> IniFile:
-    """Read ``ini`` as uWSGI will once it is opened as the symlink ``link`` from the vassal dir (which the
-    emperor enters by its realpath)."""
-    vassal_dir = link.parent
-    magic = MagicVars.for_config(
-        link.name,
-        cwd=str(vassal_dir),
-        is_symlink=True,
-        realpath=str(ini.resolve()),
-        cpu_count=os.cpu_count() or 1,
-    )
-    # includes and logic blocks followed as the vassal will (relative to the vassal dir, its environment)
-    source = VassalSource(str(vassal_dir), os.environ)
-    return read_config(ini.read_text(errors="replace"), magic=magic, source=source)
-
-
-def at_resolver_before_link(link: Path, target: Path) -> Callable[[str], str]:
-    """Evaluate ``@(...)`` the way the vassal will, before its symlink exists.
-
-    Linking first would let the emperor start the vassal before the checks that must precede it (a live socket
-    of someone else's would be stolen). But the seed idiom ``@(exec://dirname $(realpath %P))`` needs the link:
-    so a command naming the link's path runs against a stand-in link to the same target in a private directory.
-    """
-    resolve = at_resolver(str(link.parent))
-
-    def run(spec: str) -> str:
-        if str(link) not in spec or link.is_symlink():
-            return resolve(spec)
-        with tempfile.TemporaryDirectory(prefix="pe-link-") as directory:
-            stand_in = Path(directory) / link.name
-            stand_in.symlink_to(target)
-            return resolve(spec.replace(str(link), str(stand_in)))
-
-    return run
-
-
-def predict_sockets(ini_file: IniFile, ini: Path, link: Path) -> list[SocketSpec]:
-    """Every socket the vassal deployed as ``link`` will bind, in order, fully expanded (they are repeatable)."""
-    resolver = at_resolver_before_link(link, ini)
-    sockets = []
-    for option in ini_file.options:
-        protocol = _SOCKET_OPTIONS.get(option.key)
-        if protocol is None:
-            continue
-        needed = ini_file.needs_at_resolver(option.value)  # most sockets need no @(exec://...) run
-        address = ini_file.expand(option.value, env=os.environ, at_resolver=resolver if needed else None)
-        if protocol == "uwsgi" and (ini_file.get("protocol") or "").strip() == "http":
-            protocol = "http"
-        spec = SocketSpec(address, protocol, option.line)
-        if spec.is_unix:
-            size = len(os.fsencode(address))
-            if size > AF_UNIX_MAX:
-                raise ConfigError(
-                    f"{ini}:{option.line}: socket path {address!r} is {size} bytes, over the AF_UNIX limit of "
-                    f"{AF_UNIX_MAX} (sun_path is 108 bytes with its NUL): use a shorter directory or vassal name"
-                )
-        sockets.append(spec)
-    return sockets
-
-
 def prepare_deployment(emperor: Emperor, path: Path, name: str | None) -> Vassal:
     """Validate an app for deployment into ``emperor`` and build its (not yet linked) Vassal."""
     ini = resolve_ini(path)
@@ -209,33 +122,32 @@ def prepare_deployment(emperor: Emperor, path: Path, name: str | None) -> Vassal
     if full in emperor.vassals:
         raise ConfigError(f"a vassal named {full!r} is already deployed; remove it first or choose another name")
     link = emperor.vassal_dir.resolve() / f"{full}.ini"
-    ini_file = read_as_deployed(ini, link)
-    if not ini_file.options:
-        raise ConfigError(
-            f"{ini}:1: no option in a [{ini_file.section}] section, so uWSGI would start with none of them; put "
-            f"the options under a [{ini_file.section}] header"
-        )
-    sockets = predict_sockets(ini_file, ini, link)
-    emperor.finish_removals(sockets=[s.address for s in sockets if s.is_unix])
-    for socket in sockets:
-        if socket.is_unix and socket_is_live(socket.address):
-            raise SocketInUse(
-                f"{ini}:{socket.line}: vassal {full!r} would bind {socket.address}, which another live process "
-                "is serving; uWSGI would unlink it and steal it, so nothing was deployed. Stop that process or "
-                "deploy under another name"
-            )
-    return Vassal(emperor, full, ini, link, sockets)
+    plan = plan_deploy(ini, link)
+    try:
+        emperor.finish_removals(sockets=[s.address for s in plan.sockets if s.is_unix])
+        for socket in plan.sockets:
+            if socket.is_unix and socket_is_live(socket.address):
+                raise SocketInUse(
+                    f"{ini}:{socket.line}: vassal {full!r} would bind {socket.address}, which another live process "
+                    "is serving; uWSGI would unlink it and steal it, so nothing was deployed. Stop that process or "
+                    "deploy under another name"
+                )
+    except BaseException:
+        plan.discard()
+        raise
+    return Vassal(emperor, full, plan)
 
 
 class Vassal:
     """One deployed app. Read ``state``/``pid``; ``request()`` it; ``wait_ready``/``reload``/``remove`` it."""
 
-    def __init__(self, emperor: Emperor, name: str, ini: Path, link: Path, sockets: list[SocketSpec]) -> None:
+    def __init__(self, emperor: Emperor, name: str, plan: DeployPlan) -> None:
         self.emperor = emperor
         self.name = name
-        self.ini = ini
-        self.symlink = link
-        self.sockets = sockets
+        self.plan = plan
+        self.ini = plan.ini
+        self.symlink = plan.link
+        self.sockets = sockets = plan.sockets
         self.socket = sockets[0] if sockets else None  # the main socket: the first one the ini declares
         self.log_path = emperor.logs_dir / f"{name}.log"
         self._since = 0  # event number at deploy (or at the last reload): waits look after it
@@ -324,7 +236,7 @@ class Vassal:
 
     def _httpx_client(self, *, direct: bool) -> HttpxClient:
         if direct not in self._httpx:
-            from pytest_emperor import httpx_transport  # httpx is optional
+            from pytest_emperor._protocol import httpx_transport  # httpx is optional
 
             if direct:
                 if self.socket is None:
@@ -373,7 +285,8 @@ class Vassal:
             self._log_offset = self.log_path.stat().st_size
         except FileNotFoundError:
             self._log_offset = 0
-        os.symlink(self.ini, self.symlink)
+        if not self.plan.commit():  # the planned link was used by an earlier link(): this one is new
+            os.symlink(self.ini, self.symlink)
         self._stopped = False
         self.emperor.ring()
 
@@ -520,11 +433,11 @@ class Vassal:
         name or socket waits for it (and raises its error, if any), and so does ``emperor.stop()``.
         """
         if self._stopped:
-            self.emperor.vassals.pop(self.name, None)
+            self.emperor.forget(self)
             return
         if wait:
             self.stop(timeout)
-            self.emperor.vassals.pop(self.name, None)
+            self.emperor.forget(self)
         else:
             self.emperor.remove_in_background(self, timeout)
 
@@ -578,7 +491,7 @@ class Vassal:
         """The emperor's events about this vassal since it was deployed."""
         return self.emperor.events(self.id, since=self._deploy_seq)
 
-    # -- chaos: what an operator or a crash does to a vassal ----------------------------------------------------
+    # -- what an operator or a crash does to a vassal ----------------------------------------------------------
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
         """Send ``sig`` to the vassal's master (SIGKILL: it dies and the emperor curses it); return its pid."""

@@ -1,4 +1,4 @@
-"""httpx transports over the same two paths as :mod:`pytest_emperor.client`'s requests adapters.
+"""httpx transports over the same two paths as :mod:`pytest_emperor._protocol.client`'s requests adapters.
 
 Imported only when a test asks for ``vassal.httpx`` (httpx is an optional dependency): a uwsgi-protocol
 transport sharing the requests adapter's codec and exchange, HTTP to a fixed address (httpx's own ``uds=``
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import httpx
 import requests
 
-from pytest_emperor.client import Address, UpstreamError, uwsgi_exchange, uwsgi_packet
+from pytest_emperor._protocol.client import Address, UpstreamError, uwsgi_exchange, uwsgi_packet
 
 __all__ = ["AddressTransport", "RoutingTransport", "UwsgiTransport", "direct_client", "routed_client"]
 

@@ -4,14 +4,14 @@ One call style, one response type: requests'. Tests use a ``requests.Session`` a
 get a ``requests.Response``; only the transport under it differs:
 
 - :class:`UwsgiAdapter` speaks the uwsgi protocol, with the vars nginx's stock ``uwsgi_params`` sends (the
-  sans-IO codec in :mod:`pytest_emperor.uwsgi_protocol`). uWSGI answers with the app's raw HTTP/1.x response,
+  sans-IO codec in :mod:`pytest_emperor._protocol.uwsgi`). uWSGI answers with the app's raw HTTP/1.x response,
   read by the standard library's ``http.client`` and handed to requests through urllib3 like any response
   (cookies, encodings, redirects, ``stream=`` all work as usual).
 - :class:`SocketAdapter` speaks HTTP to one fixed unix socket or TCP address (an ``http-socket`` vassal, the
   router's unix listener), the way requests-unixsocket does, but keeping the URL's host as the Host header so
   that routing by Host works. With ``routes``, only the hosts it accepts go there; the rest go to the network.
 
-The httpx equivalents are in :mod:`pytest_emperor.httpx_transport`.
+The httpx equivalents are in :mod:`pytest_emperor._protocol.httpx_transport`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from urllib3._collections import HTTPHeaderDict  # urllib3 1.26 does not export 
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.util import Timeout
 
-from pytest_emperor.uwsgi_protocol import document_uri, encode_request, wsgi_vars
+from pytest_emperor._protocol.uwsgi import document_uri, encode_request, wsgi_vars
+from pytest_emperor.errors import EmperorError
 
 __all__ = [
     "Address",
@@ -55,7 +56,7 @@ Address = Union[str, "tuple[str, int]"]
 DEFAULT_TIMEOUT = 30.0
 
 
-class UpstreamError(requests.ConnectionError):
+class UpstreamError(EmperorError, requests.ConnectionError):
     """The socket at ``address`` could not be reached, or closed before a complete response head."""
 
     def __init__(self, address: Address, message: str, **kwargs: Any) -> None:

@@ -1,6 +1,6 @@
 """The emperor's stats socket (``--emperor-stats``): one JSON document per connection, then close.
 
-The schema is uWSGI 2.0's ``emperor_send_stats`` (``uwsgi-facts.md`` section 2). Only the fields this project
+The schema is uWSGI 2.0's ``emperor_send_stats`` (docs/uwsgi-behaviour.md, "The engine"). Only the fields this project
 reads are modelled; the raw document stays available as ``EmperorStats.raw``.
 """
 

@@ -1,5 +1,6 @@
-"""The router: a private real nginx, generated from a :class:`~pytest_emperor.router.RouteMap` or running a team's
-own site file (:mod:`pytest_emperor.nginx_site`).
+"""The router: a private real nginx, generated from a :class:`~pytest_emperor.routing.routes.RouteMap`
+or running a team's
+own site file (:mod:`pytest_emperor.routing.nginx_site`).
 
 The generated config is the seed's server block (``server_name ~^(?<app>...)...; include uwsgi_params; uwsgi_pass
 unix:/tmp/$app.api.sock;``) plus 502/504 pages naming the app and socket, built with nginx's own ``error_page``.
@@ -32,12 +33,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pytest_emperor.nginx_site import NginxSite, render_site
-from pytest_emperor.processes import die_with_parent
-from pytest_emperor.router import RouteMap, Router, RouterError, RouterSettings, wait_for
-from pytest_emperor.uwsgi_protocol import DOCUMENT_ROOT
+from pytest_emperor._protocol.uwsgi import DOCUMENT_ROOT
+from pytest_emperor.engine.processes import die_with_parent
+from pytest_emperor.errors import NginxNotFound
+from pytest_emperor.routing.nginx_site import NginxSite, render_site
+from pytest_emperor.routing.router import Router, RouterSettings, wait_for
+from pytest_emperor.routing.routes import RouteMap
 
-__all__ = ["NginxNotFound", "NginxRouter", "find_nginx", "render_config", "uwsgi_params_path"]
+__all__ = ["NginxNotFound", "NginxRouter", "find_nginx", "render_config", "start_router", "uwsgi_params_path"]
 
 NGINX_ENV = "EMPEROR_NGINX"
 INSTALL_HINT = (
@@ -46,10 +49,6 @@ INSTALL_HINT = (
 )
 #: Where distributions install nginx, often outside a normal user's $PATH.
 _SBIN_DIRS = "/usr/sbin:/usr/local/sbin:/sbin:/opt/homebrew/bin:/usr/local/bin"
-
-
-class NginxNotFound(RouterError):
-    """No usable nginx binary: the message names the ways to get one."""
 
 
 def find_nginx(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -327,3 +326,26 @@ class NginxRouter(Router):
     def stop(self) -> None:
         """Graceful stop (SIGQUIT: workers finish their requests), then SIGTERM, then SIGKILL of the group."""
         self._end_process(((signal.SIGQUIT, 10.0), (signal.SIGTERM, 5.0)))
+
+
+def start_router(
+    route_map: RouteMap,
+    run_dir: str | os.PathLike[str],
+    *,
+    nginx: str | os.PathLike[str] | None = None,
+    site: NginxSite | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+    **options: Any,
+) -> Router:
+    """Start the router, a private nginx, on ``host:port`` (0 = ephemeral) and ``<run_dir>/router.sock``.
+
+    ``nginx`` is the binary (default: :func:`~.nginx.find_nginx`'s search); ``site`` a team's own server blocks
+    to run instead of the generated one (:func:`~.nginx_site.load_site`). ``env`` is added to nginx's
+    environment (e.g. the run's process marker). ``options`` are the router's limits (:class:`RouterSettings`).
+    """
+    return NginxRouter.start(
+        route_map, Path(run_dir), nginx=nginx, site=site, host=host, port=port, env=env, timeout=timeout, **options
+    )

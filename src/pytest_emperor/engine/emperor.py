@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pytest_emperor.binary import find_uwsgi
-from pytest_emperor.emperor_log import EmperorEvent, EmperorLogParser, EventKind
-from pytest_emperor.errors import EmperorError, VassalTimeout
-from pytest_emperor.processes import (
+from pytest_emperor.convention import DEFAULT_DOMAIN
+from pytest_emperor.engine.binary import find_uwsgi
+from pytest_emperor.engine.emperor_log import EmperorEvent, EmperorLogParser, EventKind
+from pytest_emperor.engine.processes import (
     MARKER_ENV,
     WAKE_TICK,
     children_of,
@@ -40,15 +40,14 @@ from pytest_emperor.processes import (
     processes_with_marker,
     wait_exit,
 )
-from pytest_emperor.router import RouteMap, RouteMismatch, Router, start_router
-from pytest_emperor.runs import RunDir
-from pytest_emperor.stats import EmperorStats, read_stats
-from pytest_emperor.vassal import STOP_GRACE, Vassal, prepare_deployment
+from pytest_emperor.engine.runs import RunDir
+from pytest_emperor.engine.stats import EmperorStats, read_stats
+from pytest_emperor.engine.vassal import STOP_GRACE, Vassal, prepare_deployment
+from pytest_emperor.errors import EmperorError, RouteMismatch, VassalTimeout
+from pytest_emperor.routing.router import Router
+from pytest_emperor.routing.routes import RouteMap
 
-if TYPE_CHECKING:
-    from pytest_emperor.isolation import Isolation
-
-# Emperor options chosen for tests (uwsgi-facts.md sections 1 and 3):
+# Emperor options chosen for tests (docs/uwsgi-behaviour.md, "The engine"):
 #  --emperor-freq 1: the shortest scan period; deploys do not wait for it anyway (the stats doorbell).
 #  --emperor-nofollow: the emperor takes the mtime of the *symlink*, so reload() can touch the link and never the
 #    user's file (with the default, only the target's mtime counts).
@@ -87,7 +86,7 @@ class Emperor:
     ``emperor.router``. ``keep_app_logto`` leaves a vassal's own ``logto`` in force (the run's per-vassal log is
     then only for vassals without one); ``extra_args`` are more emperor flags (production's ``--uid``/``--gid``), and
     ``run_owner`` (uid, gid) hands the run dir to the user such flags drop to. ``vassal_options`` (``(key, value)``
-    pairs) are given to every vassal on top of its own ini file (coverage: vassal_coverage.py).
+    pairs) are given to every vassal on top of its own ini file (coverage: testing/coverage.py).
     """
 
     def __init__(
@@ -95,7 +94,7 @@ class Emperor:
         uwsgi: str | os.PathLike[str] | None = None,
         *,
         name_suffix: str | None = None,
-        domain: str = "api.localhost",
+        domain: str = DEFAULT_DOMAIN,
         route_map: RouteMap | None = None,
         router_options: dict[str, Any] | None = None,
         runs_root: Path | None = None,
@@ -186,7 +185,7 @@ class Emperor:
         self.vassal_dir.mkdir(mode=0o700)
         self.logs_dir.mkdir(mode=0o700)
         include = self.run_dir / "vassal-logging.ini"
-        # %N is the name of the vassal's own (first) config file; see uwsgi-facts.md section 4.
+        # %N is the name of the vassal's own (first) config file; see docs/uwsgi-behaviour.md, "The engine".
         logto = f"logto = {self.logs_dir}/%N.log\n"
         if self.keep_app_logto:
             # as production: a vassal's own `logto` (even into a missing dir) stays; the include comes after the
@@ -311,6 +310,11 @@ class Emperor:
                 return
             wake_emperor()
 
+    def forget(self, vassal: Vassal) -> None:
+        """Drop a removed ``vassal`` from :attr:`vassals` (the emperor alone writes its registry)."""
+        if self.vassals.get(vassal.name) is vassal:
+            del self.vassals[vassal.name]
+
     # -- background removals ----------------------------------------------------------------------------------
 
     def remove_in_background(self, vassal: Vassal, timeout: float | None = None) -> None:
@@ -356,6 +360,8 @@ class Emperor:
         """The router in front of the vassals (started on first use): ``tcp_address``, ``unix_path``,
         ``url_for(name)``, ``session_for(name)``."""
         if self._router is None:
+            from pytest_emperor.routing.nginx import start_router  # nginx's machinery: once it starts
+
             self._router = start_router(
                 self.route_map, self.run_dir,
                 env={MARKER_ENV: self._run_or_fail().marker}, timeout=self.timeout, **self.router_options,
@@ -520,17 +526,6 @@ class Emperor:
                 vassal.remove()
                 raise
         return vassal
-
-    def isolation(self, *healthy: Vassal, p99_budget: float = 0.5, via: str = "direct") -> Isolation:
-        """``with emperor.isolation(*healthy) as report:``: steady traffic to ``healthy`` for the whole block,
-        which fails on exit unless none of them noticed what the block did (see isolation.py). ``via`` is
-        ``"direct"`` (to the sockets) or ``"router"``."""
-        from pytest_emperor.isolation import Isolation, direct, through_router  # only tests that use it pay for it
-
-        senders = {"direct": direct, "router": through_router}
-        if via not in senders:
-            raise ValueError(f"via must be 'direct' or 'router', not {via!r}")
-        return Isolation(self, healthy, p99_budget=p99_budget, send=senders[via])
 
     def unlink_dead_socket(self, path: str) -> bool:
         """Unlink the socket file a stopped vassal of this run left at ``path`` (see ``RunDir.unlink_dead_socket``)."""

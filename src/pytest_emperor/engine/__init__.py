@@ -1,0 +1,3 @@
+"""The engine: a real uWSGI emperor, its vassals, and what is read from them (see docs/architecture.md).
+
+Nothing here imports :mod:`pytest_emperor.testing`."""

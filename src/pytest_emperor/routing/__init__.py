@@ -1,0 +1,1 @@
+"""Routing: the one route map (Host -> app -> socket) and the private nginx that applies it."""

@@ -1,0 +1,1 @@
+"""Test features built on the engine: broken vassals, the isolation assertion, coverage inside vassals."""
