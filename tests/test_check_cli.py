@@ -77,6 +77,16 @@ def test_pyproject_config_and_default_path(tmp_path: Path, uwsgi_bin: Path) -> N
     assert run("--static", cwd=tmp_path / "svc").returncode == 2
 
 
+def test_default_path_above_app_dirs_checks_each_of_them(tmp_path: Path, uwsgi_bin: Path) -> None:
+    """Where `emperor-dev up` finds its apps (the dirs below), `check` without a path checks them too."""
+    for name in ("good", "bad-import"):
+        shutil.copytree(CASES / name, tmp_path / name)
+    done = run("--static", "--format", "json", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    checked = {Path(f["path"]).parent.name for f in json.loads(done.stdout)["findings"]}
+    assert checked == {"bad-import"} and "2 files checked" in run("--static", cwd=tmp_path).stdout
+
+
 def test_name_decides_the_socket(uwsgi_bin: Path) -> None:
     done = run("--static", "--format", "json", "--socket-dir", "/run/apps", "--name", "beta", str(CASES / "good"))
     found = json.loads(done.stdout)["findings"]

@@ -87,3 +87,11 @@ def test_pyproject_without_the_table_falls_back_to_discovery(tmp_path: Path) -> 
         default_apps(tmp_path)
     write_app(tmp_path / "svc", tmp_path, "hello")
     assert [s.name for s in default_apps(tmp_path)] == ["svc"]
+
+
+def test_an_app_dir_runs_its_own_app(tmp_path: Path) -> None:
+    """As ``emperor-dev check`` reads it: ``up`` in an app's own dir runs that app, named after the dir."""
+    app = tmp_path / "shop"
+    write_app(app, tmp_path, "hello")
+    [spec] = default_apps(app)
+    assert spec.name == "shop" and spec.ini == app / "app.uwsgi.ini"

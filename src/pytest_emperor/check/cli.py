@@ -96,7 +96,7 @@ def check(
 
     \b
     Examples:
-      emperor-dev check                       # ./app.uwsgi.ini, static rules + boot check
+      emperor-dev check                       # ./app.uwsgi.ini (else the app dirs below), static + boot
       emperor-dev check --static --format github example_apps/
       emperor-dev check sites/service1 --name service1-beta --format sarif -o check.sarif
     """
@@ -107,7 +107,9 @@ def check(
         config = load_check(Path.cwd()).values
     except ConfigFileError as exc:
         raise click.UsageError(str(exc)) from exc
-    targets = list(paths) or [Path(p) for p in config.get("paths", [])] or [Path(APP_INI)]
+    # Without paths: this app dir's file, else the app dirs below (what `emperor-dev up` runs from here).
+    here = Path(APP_INI) if Path(APP_INI).exists() else Path(".")
+    targets = list(paths) or [Path(p) for p in config.get("paths", [])] or [here]
     static_only = bool(_pick(static, config, "static", False))
     binary: Path | None = None
     try:

@@ -73,14 +73,16 @@ def discover_apps(directory: Path) -> list[str]:
 
 
 def default_apps(directory: Path) -> list[AppSpec]:
-    """The apps ``up`` runs without arguments: configured ones, else discovered ones; ConfigError if none."""
+    """The apps ``up`` runs without arguments: configured ones, else discovered ones (the subdirectories holding
+    an ``app.uwsgi.ini``, else the app ``directory`` itself is, as ``emperor-dev check`` reads it); ConfigError
+    if none."""
     configured = load_project(directory)
     if configured.apps is not None and configured.apps_source is not None:
         return resolve_apps(configured.apps, configured.apps_source.parent)
-    found = discover_apps(directory)
+    found = discover_apps(directory) or (["."] if (directory / APP_INI).is_file() else [])
     if not found:
         raise ConfigError(
             f"no apps to run: give APP arguments, list them as apps = [...] in {directory / CONFIG_FILE} (or "
-            f"[tool.{PYPROJECT_TABLE}] in pyproject.toml), or run where subdirectories hold an {APP_INI}"
+            f"[tool.{PYPROJECT_TABLE}] in pyproject.toml), or run in an app dir or above app dirs (holding {APP_INI})"
         )
     return resolve_apps(found, directory)
