@@ -14,6 +14,7 @@ import pytest
 from components import uwsgi_binary
 from filelock import FileLock
 from hypothesis import settings
+from plugin_helpers import Sandbox
 
 from pytest_emperor.engine.emperor import Emperor
 
@@ -86,3 +87,19 @@ def make_app(tmp_path: Path) -> Callable[..., Path]:
         return app
 
     return make
+
+
+@pytest.fixture
+def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """This test's sandbox (runs root, socket dir, TMPDIR), which the nested pytest runs get through the
+    environment (runpytest_subprocess inherits it), without this suite's own xdist and pytest-cov variables."""
+    sandbox = Sandbox.create()
+    for name, value in sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    for name in os.environ:
+        if name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT", "COV_CORE")):
+            monkeypatch.delenv(name)
+    try:
+        yield sandbox
+    finally:
+        sandbox.remove()

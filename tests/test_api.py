@@ -4,11 +4,9 @@ unchanged. Also: the same against an ``http-socket`` vassal, httpx, and per-test
 
 from __future__ import annotations
 
-import os
 import socket
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -143,18 +141,6 @@ def test_timeouts(app_vassal):
 '''
 
 
-@pytest.fixture
-def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create()
-    for name, value in sandbox.env().items():
-        monkeypatch.setenv(name, value)
-    for name in os.environ:
-        if name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT")):
-            monkeypatch.delenv(name)
-    try:
-        yield sandbox
-    finally:
-        sandbox.remove()
 
 
 def write_repo(root: Path, box: Sandbox) -> None:

@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -145,18 +144,6 @@ def statements_and_missed(source: str) -> tuple[set[int], set[int]]:
     return set(parser.statements), missed
 
 
-@pytest.fixture
-def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create()
-    for name, value in sandbox.env().items():
-        monkeypatch.setenv(name, value)
-    for name in os.environ:
-        if name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT", "COV_CORE")):  # this suite's own xdist / pytest-cov
-            monkeypatch.delenv(name)
-    try:
-        yield sandbox
-    finally:
-        sandbox.remove()
 
 
 @pytest.mark.usefixtures("example_venvs", "uwsgi_bin")

@@ -47,19 +47,6 @@ def test_answers(app_vassal):
 """
 
 
-@pytest.fixture
-def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    """This test's sandbox, which the runs get through the environment (runpytest_subprocess inherits it)."""
-    sandbox = Sandbox.create()
-    for name, value in sandbox.env().items():
-        monkeypatch.setenv(name, value)
-    for name in os.environ:
-        if name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT")):  # when this suite itself runs under xdist
-            monkeypatch.delenv(name)
-    try:
-        yield sandbox
-    finally:
-        sandbox.remove()
 
 
 @pytest.fixture

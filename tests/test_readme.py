@@ -4,9 +4,7 @@ bottle app and virtualenv), under ``pytest --emperor`` against the real uWSGI.""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,18 +37,6 @@ def test_the_readme_has_python_examples() -> None:
     assert all(re.search(r"^def test_", block, re.MULTILINE) for block in blocks("python"))
 
 
-@pytest.fixture
-def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create()
-    for name, value in sandbox.env().items():
-        monkeypatch.setenv(name, value)
-    for name in os.environ:
-        if name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT")):
-            monkeypatch.delenv(name)
-    try:
-        yield sandbox
-    finally:
-        sandbox.remove()
 
 
 @pytest.mark.usefixtures("uwsgi_bin", "example_venvs")
