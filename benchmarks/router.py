@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_emperor.engine.binary import find_uwsgi
-from pytest_emperor.routing.nginx import find_nginx, start_router, uwsgi_params_path
+from pytest_emperor.routing.nginx import NginxRouter, find_nginx, uwsgi_params_path
 from pytest_emperor.routing.routes import RouteMap
 
 # Debian's stock nginx.conf (worker_processes auto, 768 connections, sendfile, keepalive 65) with the seed's
@@ -244,11 +244,11 @@ def reference_nginx(binary: Path, run_dir: Path, sockets: Path) -> Iterator[int]
 
 
 def start_times(route_map: RouteMap, run_dir: Path, count: int) -> list[float]:
-    """Seconds from ``start_router`` to a router accepting, ``count`` times (each stopped before the next)."""
+    """Seconds from ``NginxRouter.start`` to a router accepting, ``count`` times (each stopped before the next)."""
     times = []
     for i in range(count):
         started = time.perf_counter()
-        router = start_router(route_map, run_dir / f"start{i}")
+        router = NginxRouter.start(route_map, run_dir / f"start{i}")
         times.append(time.perf_counter() - started)
         router.stop()
     return sorted(times)
@@ -286,7 +286,7 @@ def main() -> None:
             results.append(load("direct (uwsgi --http11-socket)", f"http://127.0.0.1:{port}/", host, args.duration,
                                 args.connections))  # fmt: skip
             options = {"workers": args.workers} if args.workers else {}
-            router = start_router(route_map, run_dir / "default", **options)
+            router = NginxRouter.start(route_map, run_dir / "default", **options)
             try:
                 url = f"http://{router.tcp_address[0]}:{router.tcp_address[1]}/"
                 with reference_nginx(reference, run_dir / "reference", run_dir) as reference_port:

@@ -22,7 +22,7 @@ from typing import Any, Union
 import pytest
 from components import nginx_binary, uwsgi_binary
 
-from pytest_emperor.routing.nginx import start_router
+from pytest_emperor.routing.nginx import NginxRouter
 from pytest_emperor.routing.router import Router
 from pytest_emperor.routing.routes import RouteMap
 
@@ -122,7 +122,7 @@ def echo_emperor() -> contextlib.AbstractContextManager[Any]:
 def running_router(route_map: RouteMap, **options: Any) -> Iterator[Router]:
     """A started router in a private dir; stopped, and its dir removed, even when the test fails."""
     with short_tmp_dir() as run_dir:
-        router = start_router(route_map, run_dir, nginx=options.pop("nginx", None) or nginx_binary(), **options)
+        router = NginxRouter.start(route_map, run_dir, nginx=options.pop("nginx", None) or nginx_binary(), **options)
         try:
             yield router
         finally:

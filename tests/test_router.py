@@ -22,7 +22,7 @@ from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.engine.processes import wait_exit
 from pytest_emperor.engine.vassal import Vassal
 from pytest_emperor.errors import RouteMismatch, RouterError
-from pytest_emperor.routing.nginx import NginxNotFound, find_nginx, start_router, uwsgi_params_path
+from pytest_emperor.routing.nginx import NginxNotFound, NginxRouter, find_nginx, uwsgi_params_path
 from pytest_emperor.routing.router import Router, RouterSettings, default_workers
 from pytest_emperor.routing.routes import RouteMap
 
@@ -383,7 +383,7 @@ def assert_all_gone(pgid: int) -> None:
 
 def test_stop_leaves_nothing_behind() -> None:
     with short_tmp_dir() as run_dir:
-        router = start_router(ROUTES, run_dir, nginx=nginx_binary(), workers=2)
+        router = NginxRouter.start(ROUTES, run_dir, nginx=nginx_binary(), workers=2)
         pgid = router.process.pid
         # A master and two workers. The master may still be forking its workers when its socket accepts:
         # nothing signals the fork, so poll tightly under a deadline.
@@ -404,8 +404,8 @@ def test_router_dies_with_its_parent() -> None:
         # A parent process that starts a router, reports its pid, and is then SIGKILLed (no cleanup runs).
         code = (
             "import sys; from pathlib import Path; from pytest_emperor.routing.routes import RouteMap; "
-            "from pytest_emperor.routing.nginx import start_router; "
-            f"r = start_router(RouteMap.for_domain(), Path({str(run_dir)!r}), workers=2); "
+            "from pytest_emperor.routing.nginx import NginxRouter; "
+            f"r = NginxRouter.start(RouteMap.for_domain(), Path({str(run_dir)!r}), workers=2); "
             "print(r.process.pid, flush=True); sys.stdin.read()"
         )
         parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -427,7 +427,7 @@ def test_start_failure_is_reported_with_nginx_own_message(tmp_path: Path) -> Non
         with pytest.raises(
             RouterError, match=r"nginx \(.*\) exited with status 1 before accepting(?s:.*)emerg.*unknown \"nosuchvar\""
         ):
-            start_router(bad, run_dir, nginx=nginx_binary())
+            NginxRouter.start(bad, run_dir, nginx=nginx_binary())
         assert not list(run_dir.glob("router.sock"))
 
 

@@ -82,7 +82,7 @@ class Emperor:
     never bind the same path. Pass ``""`` to deploy under the apps' own names, as production does.
 
     ``route_map`` (default: ``<app>.<domain>`` -> ``/tmp/<app>.api.sock``) is the nginx routing; the router (a
-    private nginx, see :func:`~.router.start_router` for ``router_options``) is started on first use of
+    private nginx, see :meth:`~.routing.nginx.NginxRouter.start` for ``router_options``) is started on first use of
     ``emperor.router``. ``keep_app_logto`` leaves a vassal's own ``logto`` in force (the run's per-vassal log is
     then only for vassals without one); ``extra_args`` are more emperor flags (production's ``--uid``/``--gid``), and
     ``run_owner`` (uid, gid) hands the run dir to the user such flags drop to. ``vassal_options`` (``(key, value)``
@@ -360,9 +360,9 @@ class Emperor:
         """The router in front of the vassals (started on first use): ``tcp_address``, ``unix_path``,
         ``url_for(name)``, ``session_for(name)``."""
         if self._router is None:
-            from pytest_emperor.routing.nginx import start_router  # nginx's machinery: once it starts
+            from pytest_emperor.routing.nginx import NginxRouter  # nginx's machinery: once it starts
 
-            self._router = start_router(
+            self._router = NginxRouter.start(
                 self.route_map, self.run_dir,
                 env={MARKER_ENV: self._run_or_fail().marker}, timeout=self.timeout, **self.router_options,
             )  # fmt: skip

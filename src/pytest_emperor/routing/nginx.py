@@ -40,7 +40,7 @@ from pytest_emperor.routing.nginx_site import NginxSite, render_site
 from pytest_emperor.routing.router import Router, RouterSettings, wait_for
 from pytest_emperor.routing.routes import RouteMap
 
-__all__ = ["NginxNotFound", "NginxRouter", "find_nginx", "render_config", "start_router", "uwsgi_params_path"]
+__all__ = ["NginxNotFound", "NginxRouter", "find_nginx", "render_config", "uwsgi_params_path"]
 
 NGINX_ENV = "EMPEROR_NGINX"
 INSTALL_HINT = (
@@ -327,25 +327,3 @@ class NginxRouter(Router):
         """Graceful stop (SIGQUIT: workers finish their requests), then SIGTERM, then SIGKILL of the group."""
         self._end_process(((signal.SIGQUIT, 10.0), (signal.SIGTERM, 5.0)))
 
-
-def start_router(
-    route_map: RouteMap,
-    run_dir: str | os.PathLike[str],
-    *,
-    nginx: str | os.PathLike[str] | None = None,
-    site: NginxSite | None = None,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    env: Mapping[str, str] | None = None,
-    timeout: float = 30.0,
-    **options: Any,
-) -> Router:
-    """Start the router, a private nginx, on ``host:port`` (0 = ephemeral) and ``<run_dir>/router.sock``.
-
-    ``nginx`` is the binary (default: :func:`~.nginx.find_nginx`'s search); ``site`` a team's own server blocks
-    to run instead of the generated one (:func:`~.nginx_site.load_site`). ``env`` is added to nginx's
-    environment (e.g. the run's process marker). ``options`` are the router's limits (:class:`RouterSettings`).
-    """
-    return NginxRouter.start(
-        route_map, Path(run_dir), nginx=nginx, site=site, host=host, port=port, env=env, timeout=timeout, **options
-    )

@@ -4,7 +4,7 @@
   named group ``app`` and a socket template using ``$app`` (the seed's ``unix:/tmp/$app.api.sock``). Used by the
   router, ``emperor-dev request`` and ``emperor-dev check`` (W303).
 - :class:`Router`: what the tests and ``emperor-dev`` use of the router (addresses, per-app URL/Host, a
-  ``requests`` session, ``stop()``), and :func:`start_router` to start one. The router is a private real nginx
+  ``requests`` session, ``stop()``); :meth:`NginxRouter.start` starts one. The router is a private real nginx
   (:mod:`pytest_emperor.routing.nginx`); there is no other.
 """
 
