@@ -122,14 +122,19 @@ def uwsgi(run_dir: Path, option: str, address: str, processes: int) -> Iterator[
         _wait_connectable(address if option == "--socket" else (host, int(port)), process)
         yield
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        _stop_group(process, signal.SIGINT)  # uwsgi's stop
+
+
+def _stop_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    """Stop a server started in a session of its own: ``sig``, 20 s, then kill, and kill what is left of its group."""
+    process.send_signal(sig)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def run_wrk(name: str, url: str, host: str, duration: int, connections: int) -> Result:
@@ -233,14 +238,7 @@ def reference_nginx(binary: Path, run_dir: Path, sockets: Path) -> Iterator[int]
         _wait_connectable(("127.0.0.1", port), process)
         yield port
     finally:
-        process.send_signal(signal.SIGQUIT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        _stop_group(process, signal.SIGQUIT)  # nginx's graceful stop
 
 
 def start_times(route_map: RouteMap, run_dir: Path, count: int) -> list[float]:
