@@ -83,9 +83,11 @@ def test_run_dir_and_its_sockets_are_private(shared_dir: Path, other_user: str, 
     with Emperor(uwsgi_bin, runs_root=root, timeout=30) as emperor:
         for path in (root, emperor.run_dir, emperor.vassal_dir, emperor.logs_dir):
             assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
+        router = emperor.router.unix_path  # nginx's unix listener: the run dir's privacy covers it too
+        assert Path(router).parent == emperor.run_dir and emperor.router.tcp_address[0] == "127.0.0.1"
         verdicts = as_user(other_user, f"list:{root}", f"list:{emperor.run_dir}", f"connect:{emperor.stats_path}",
-                           f"write:{emperor.vassal_dir}/planted.ini")  # fmt: skip
-    assert verdicts == ["list denied", "list denied", "connect denied", "write denied"]
+                           f"write:{emperor.vassal_dir}/planted.ini", f"connect:{router}")  # fmt: skip
+    assert verdicts == ["list denied", "list denied", "connect denied", "write denied", "connect denied"]
 
 
 def test_control_socket_refuses_other_users(shared_dir: Path, other_user: str) -> None:
