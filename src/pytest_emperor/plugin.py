@@ -29,10 +29,8 @@ if TYPE_CHECKING:
     from pytest_emperor.engine.emperor import Emperor
     from pytest_emperor.engine.vassal import Vassal
     from pytest_emperor.routing.routes import RouteMap
-    from pytest_emperor.testing.isolation import Isolation, IsolationReport
-
-if TYPE_CHECKING:
     from pytest_emperor.testing.coverage import VassalCoverage
+    from pytest_emperor.testing.isolation import Isolation, IsolationReport
 
 SKIP_REASON = "needs a uWSGI emperor: run pytest with --emperor"
 REPORT_LINES = 200  # per vassal in a failing test's report; steady traffic can log thousands
