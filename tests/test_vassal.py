@@ -13,12 +13,14 @@ from typing import Callable
 
 import pytest
 import requests
+from conftest import HELLO
 
+from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.emperor_log import EventKind
 from pytest_emperor.engine.processes import processes_with_marker
 from pytest_emperor.engine.runs import socket_is_live
-from pytest_emperor.engine.vassal import VassalState
+from pytest_emperor.engine.vassal import LOG_SYNC_LIMIT, VassalState
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalTimeout
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
@@ -252,3 +254,37 @@ def test_vassal_is_reached_through_the_router_with_its_host(live_emperor: Empero
     assert by_tcp.content == b"hello from /x"
     unknown = requests.get(f"http://{host}:{port}/", headers={"Host": "nobody.api.localhost"}, timeout=10)
     assert unknown.status_code == 502
+
+
+# Each request's log line is written 0.3 s after its response (uwsgi.after_req_hook runs before log_request,
+# once the connection is closed), so a log read right after a response races with it.
+LATE_LOG_APP = (
+    HELLO
+    + """
+import time
+import uwsgi
+
+uwsgi.after_req_hook = lambda: time.sleep(0.3)
+"""
+)
+
+
+def test_log_text_waits_for_the_line_of_each_answered_request(live_emperor: Emperor, make_app: MakeApp) -> None:
+    vassal = live_emperor.deploy(make_app(code=LATE_LOG_APP, extra_ini="processes = 1"))
+    vassal.request("GET", "/first")
+    assert "GET /first" in vassal.log_text()
+    # A client the vassal object does not know of (curl, plain requests) logs lines too: its line must not be
+    # taken for the line of the next request (with one worker, it is written before that request is served).
+    plain = direct_session(vassal.socket.connect_address(), "uwsgi", f"http://{vassal.host}/")
+    assert plain.get("/plain").status_code == 200
+    vassal.request("GET", "/second?x=1")
+    text = vassal.log_text()
+    assert "GET /plain" in text and "GET /second?x=1" in text, text
+
+
+def test_log_text_does_not_wait_when_request_logging_is_off(live_emperor: Emperor, make_app: MakeApp) -> None:
+    vassal = live_emperor.deploy(make_app(extra_ini="disable-logging = true"))
+    vassal.request("GET", "/quiet")
+    started = time.monotonic()
+    assert "GET /quiet" not in vassal.log_text()
+    assert time.monotonic() - started < LOG_SYNC_LIMIT / 2

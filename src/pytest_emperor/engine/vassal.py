@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -59,10 +60,12 @@ _ERROR_LINE = re.compile(
     r"|denied|permission|refused|no app loaded|unknown|exit|killed|segmentation|damn|died",
     re.IGNORECASE,
 )
-# uWSGI's default request log line: "[pid: 123|app: 0|req: 5/17] ..." where 17 counts the vassal's requests.
-_REQUEST_LINE = re.compile(rb"^\[pid: \d+\|app: -?\d+\|req: \d+/(\d+)\]", re.MULTILINE)
+# uWSGI's default request log line, "[pid: 123|app: 0|req: 5/17] 127.0.0.1 () {36 vars in 462 bytes} [Mon Nov 30
+# 18:52:48 2026] GET /env?x=1 => generated ...", anywhere in a line (log-date and log-encoder add prefixes): the
+# method and REQUEST_URI name the request (docs/uwsgi-behaviour.md, "Request log lines").
+_REQUEST_LINE = re.compile(rb"\[pid: \d+\|app: -?\d+\|req: \d+/\d+\] .*\] (\S+) (.*?) => generated \d+ bytes")
 # How long sync_log() waits for request lines, and gives up for good if none ever came (logging disabled).
-LOG_SYNC_LIMIT = 1.0
+LOG_SYNC_LIMIT = 2.0
 
 _NOISE_LINE = re.compile(
     r"no internal routing support|running uWSGI as root|use the --uid flag|^subprocess \d+ exited with code 0$"
@@ -73,6 +76,16 @@ def _workers_of(master: int) -> list[int]:
     """The worker processes of a vassal master: its children running the same command line."""
     own = command_line(master)
     return [pid for pid in children_of(master) if command_line(pid) == own]
+
+
+def _request_logging_off(plan: DeployPlan) -> bool:
+    """True when the vassal's request lines will not reach its log in uWSGI's default format: logging disabled
+    (a false value is ``false``, ``off``, ``no`` or ``0``, as ``uwsgi_opt_true`` reads it), lines sent to a
+    ``req-logger``, or a format of the app's own."""
+    disabled = plan.config.get("disable-logging")
+    if disabled is not None and disabled.strip().lower() not in ("false", "off", "no", "0"):
+        return True
+    return any(plan.config.get(key) is not None for key in ("req-logger", "log-format", "logformat"))
 
 
 class VassalState(enum.Enum):
@@ -151,10 +164,12 @@ class Vassal:
         self.socket = sockets[0] if sockets else None  # the main socket: the first one the ini declares
         self.log_path = emperor.logs_dir / f"{name}.log"
         self._since = 0  # event number at deploy (or at the last reload): waits look after it
-        self._answered = 0  # requests this object sent that got a response
-        self._logged = 0  # the highest request count seen in the vassal's request log lines
-        self._log_scanned = 0  # how far the log was scanned for them
-        self._request_logging = True
+        # (method, REQUEST_URI) of each request the clients handed out got answered by the vassal, whose log line
+        # sync_log() has not seen yet
+        self._unlogged: Counter[tuple[str, str]] = Counter()
+        self._log_scanned = 0  # how far the log was scanned for request lines
+        self._request_lines_seen = False
+        self._request_logging = not _request_logging_off(plan)
         self._http: EmperorSession | None = None
         self._session: EmperorSession | None = None
         self._httpx: dict[bool, HttpxClient] = {}
@@ -257,9 +272,14 @@ class Vassal:
         return self.emperor.route_map.match(host) is not None
 
     def _count_answer(self, response: Any, *args: Any, **kwargs: Any) -> None:
-        # sync_log() waits for one request log line per response the vassal itself gave (not the router's 502).
-        if urlsplit(str(response.url)).hostname == self.host and response.status_code not in (502, 504):
-            self._answered += 1
+        # sync_log() waits for the log line of each response the vassal itself gave (not the router's 502/504).
+        # A requests.Response or an httpx.Response: both have .request.method; the URI is what was sent as
+        # REQUEST_URI, which nginx passes on unchanged ($request_uri) and the uwsgi adapters send as is.
+        if urlsplit(str(response.url)).hostname != self.host or response.status_code in (502, 504):
+            return
+        request = response.request
+        uri = request.path_url if hasattr(request, "path_url") else request.url.raw_path.decode("ascii")
+        self._unlogged[(request.method, uri)] += 1
 
     def close_clients(self) -> None:
         """Close the sessions and clients handed out (their pooled connections)."""
@@ -559,15 +579,19 @@ class Vassal:
 
         uWSGI writes a request's log line only after it has closed the connection (core/utils.c
         ``uwsgi_close_request``, then ``log_request``), so right after a response its line may not be there yet:
-        a test's log section would miss its last request and the next test's would get it. Polled (no event
-        exists), bounded by ``LOG_SYNC_LIMIT``; a vassal that never logged any request is not waited for again.
+        a test's log section would miss its last request and the next test's would get it. Each answered request
+        is awaited by its own line (method and URI), not by a count: requests from other clients (curl, plain
+        ``requests``) log lines too. Polled (no event exists), bounded by ``LOG_SYNC_LIMIT``; a vassal that never
+        logged any request line in that time is not waited for again (``disable-logging``, a custom format).
         """
-        if not self._request_logging or self._answered == 0:
+        if not self._request_logging or not self._unlogged:
             return
         deadline = time.monotonic() + LOG_SYNC_LIMIT
         while True:
             try:
                 with self.log_path.open("rb") as f:
+                    if os.fstat(f.fileno()).st_size < self._log_scanned:
+                        self._log_scanned = 0  # a new log file: a redeploy after the emperor removed the old one
                     f.seek(self._log_scanned)
                     chunk = f.read()
             except FileNotFoundError:
@@ -575,11 +599,16 @@ class Vassal:
             complete = chunk[: chunk.rfind(b"\n") + 1]
             self._log_scanned += len(complete)
             for match in _REQUEST_LINE.finditer(complete):
-                self._logged = max(self._logged, int(match[1]))
-            if self._logged >= self._answered:
+                self._request_lines_seen = True
+                key = (match[1].decode("latin-1"), match[2].decode("latin-1"))
+                if self._unlogged[key] > 0:
+                    self._unlogged[key] -= 1
+            self._unlogged += Counter()  # drops the keys counted down to zero
+            if not self._unlogged:
                 return
             if time.monotonic() > deadline:
-                self._request_logging = self._logged > 0
+                self._request_logging = self._request_lines_seen
+                self._unlogged.clear()  # not logged (a killed worker, log-4xx only): not awaited again
                 return
             time.sleep(0.002)
 
