@@ -26,6 +26,7 @@ from pytest_emperor.engine.runs import (
     socket_identity,
     socket_is_live,
 )
+from pytest_emperor.testing.broken import deploy_broken
 
 
 @pytest.fixture
@@ -281,3 +282,15 @@ def test_a_stopped_emperor_leaves_no_file_descriptor(short_dir: Path, uwsgi_bin:
         pass
     left = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - before}
     assert left == {} and not emperor.running  # while the object lives on: not left to the garbage collector
+
+
+def test_sockets_of_a_crash_looping_vassal_are_removed(uwsgi_bin: Path) -> None:
+    # Its master is SIGKILLed a second after each start (no vacuum then), and each respawned master binds a new
+    # file: each is recorded when that master reports ready, so whichever is left at the end is removed, even
+    # when no master is alive to be seen serving it at the stop.
+    with Emperor(uwsgi_bin) as emperor:
+        vassal = deploy_broken(emperor, "crash-loop")
+        path = vassal.socket_path
+        assert path is not None
+        vassal.wait_cursed()  # stopped just after a death: no master may be serving the file now
+    assert not os.path.exists(path)

@@ -382,6 +382,17 @@ class Emperor:
         """True while the emperor process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
+    def _record_bound(self, vassal_id: str | None) -> None:
+        """A vassal of this run reports ready: the files at its socket paths are the ones its master bound, so
+        the run may unlink them once it is gone (``RunDir.record_bound``). Recorded at every ready, before the
+        event is seen by any waiter: a master killed later (a crash loop, ``kill_master``) leaves a file that
+        vacuum never removes, and each respawned master binds a new one."""
+        run = self._run
+        for vassal in list(self.vassals.values()):  # a copy: deploys add to it from other threads
+            if vassal.id == vassal_id and run is not None:
+                with contextlib.suppress(FileNotFoundError):  # the run was closed meanwhile
+                    run.record_bound(vassal.socket_paths)
+
     def _read_output(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         parser = EmperorLogParser()
@@ -391,6 +402,8 @@ class Emperor:
                 log.flush()
                 event = parser.feed(raw.decode("utf-8", "replace").rstrip("\r\n"))
                 if event is not None:
+                    if event.kind is EventKind.READY:
+                        self._record_bound(event.vassal)
                     with self._cond:
                         self._events.append(event)
                         self._cond.notify_all()
@@ -518,8 +531,6 @@ class Emperor:
         if wait:
             try:
                 vassal.wait_ready(timeout)
-                # Ready: the files at its socket paths are the ones it bound, so the run may unlink them later.
-                self._run_or_fail().record_bound(vassal.socket_paths)
             except BaseException:
                 # A deploy that failed leaves nothing behind: no link for the emperor to retry all session, and
                 # the name free for the next attempt.
