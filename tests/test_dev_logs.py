@@ -160,7 +160,7 @@ def test_plain_table_and_prefixed_lines_are_aligned_without_escape_codes(tmp_pat
         output = Output(stream)
         output.add_names(["service1", "b"])
         output.table(apps)
-        output.log_line(LogLine("b", "cursed", EventKind.CURSED))
+        output.log_lines([LogLine("b", "cursed", EventKind.CURSED)])
     text = (tmp_path / "out").read_text()
     assert "\x1b" not in text
     assert text.splitlines()[-2:] == ["b        | chdir(): boom", "emperor  | b: cursed"]

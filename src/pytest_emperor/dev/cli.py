@@ -219,8 +219,7 @@ def logs(name: str | None, follow_: bool, state_dir: Path) -> None:
     output.add_names(names)
     tail = LogTail(Path(instance.run_dir), app=name)
     if not follow_:
-        for line in tail.read():
-            output.log_line(line)
+        output.log_lines(tail.read())
         return
     stop = threading.Event()
 
@@ -230,7 +229,7 @@ def logs(name: str | None, follow_: bool, state_dir: Path) -> None:
         stop.set()
 
     threading.Thread(target=stop_when_up_exits, daemon=True).start()
-    follow(tail, output.log_line, stop)
+    follow(tail, output.log_lines, stop)
 
 
 @click.command(epilog=EXIT_CODES)

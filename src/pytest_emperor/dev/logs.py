@@ -169,16 +169,15 @@ class RetryMuter:
 
 
 def follow(
-    tail: LogTail, emit: Callable[[LogLine], None], stop: threading.Event, *, muted: Iterable[str] = ()
+    tail: LogTail, emit: Callable[[list[LogLine]], None], stop: threading.Event, *, muted: Iterable[str] = ()
 ) -> None:
-    """Emit what the logs hold, then every new line as it is written, until ``stop`` is set (muting apps the
-    emperor keeps retrying, see :class:`RetryMuter`; ``muted`` are those already being retried)."""
+    """Emit what the logs hold, then the new lines as they are written (a batch per wake-up), until ``stop`` is
+    set (muting apps the emperor keeps retrying, see :class:`RetryMuter`; ``muted`` are those already being
+    retried)."""
     muter = RetryMuter(muted)
 
     def emit_new() -> None:
-        for line in tail.read():
-            if muter.keep(line):
-                emit(line)
+        emit([line for line in tail.read() if muter.keep(line)])
 
     emit_new()
     for _changes in watchfiles.watch(

@@ -199,7 +199,7 @@ class DevServer:
         stop = threading.Event()
         tail = LogTail(self.emperor.run_dir, from_end=True)
         streamer = threading.Thread(
-            target=follow, args=(tail, self.output.log_line, stop), kwargs={"muted": muted}, name="emperor-dev-logs",
+            target=follow, args=(tail, self.output.log_lines, stop), kwargs={"muted": muted}, name="emperor-dev-logs",
             daemon=True,
         )
         streamer.start()
