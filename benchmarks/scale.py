@@ -11,8 +11,10 @@ one app dir), and reports:
   (which counts shared pages once per process) and as PSS (shared pages split between their sharers: what the
   run really costs);
 - req/s through the router (nginx) spread across every app (wrk with a Lua script rotating the Host header, when
-  wrk is on PATH; else a Python load generator, which is then the bottleneck), beside the reference: 2,800 req/s,
-  what the retired built-in Python router served here (issue 9), and the target, 5x that;
+  wrk is on PATH; else a Python load generator, which is then the bottleneck), beside 2,800 req/s, what the
+  retired built-in Python router served here (issue 9), and the target, 5x that; then, in the same run, the
+  floor: a stock nginx (``--reference``, apt's by default, else the router's own binary) with the seed's block
+  in Debian's nginx.conf, in front of the same vassal sockets;
 - the shutdown time after SIGINT, and that nothing of the run is left.
 """
 
@@ -33,7 +35,10 @@ import time
 import uuid
 from pathlib import Path
 
+from router import reference_nginx  # benchmarks/router.py: the seed's block in a stock nginx.conf
+
 from pytest_emperor.engine.processes import children_of, processes_with_marker, wait_exit
+from pytest_emperor.routing.nginx import find_nginx
 
 HELLO = """\
 def application(environ, start_response):
@@ -105,7 +110,8 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def load_wrk(port: int, names: list[str], duration: float, connections: int, workdir: Path) -> str:
+def load_wrk(port: int, names: list[str], duration: float, connections: int, workdir: Path) -> tuple[float, str]:
+    """wrk spreading requests over every app by Host: (req/s, a description with latency and errors)."""
     script = workdir / "hosts.lua"
     script.write_text(WRK_SCRIPT.format(names=", ".join(f'"{n}"' for n in names)))
     threads = str(min(2, connections))
@@ -119,10 +125,8 @@ def load_wrk(port: int, names: list[str], duration: float, connections: int, wor
     p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     rate = float(rps.group(1)) if rps else 0
-    return (f"{rate:,.0f} req/s = {rate / OLD_ROUTER_RPS:.1f}x the built-in router's {OLD_ROUTER_RPS:,} "
-            f"(target >= 5x; wrk -c{connections}, {duration:g} s, p50 "
-            f"{p50.group(1) if p50 else '?'}, p99 {p99.group(1) if p99 else '?'}, non-2xx "
-            f"{bad.group(1) if bad else 0})")  # fmt: skip
+    return rate, (f"{rate:,.0f} req/s (wrk -c{connections}, {duration:g} s, p50 {p50.group(1) if p50 else '?'}, "
+                  f"p99 {p99.group(1) if p99 else '?'}, non-2xx {bad.group(1) if bad else 0})")  # fmt: skip
 
 
 def load_python(port: int, names: list[str], duration: float, connections: int) -> str:
@@ -157,6 +161,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="worker processes per app")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--reference", default="/usr/sbin/nginx", help="the reference nginx (/usr/sbin/nginx)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="edscale-", dir="/tmp"))
@@ -205,12 +210,21 @@ def main() -> None:
         groups = {"`up` (log streaming)": [up.pid], "router": router, "uwsgi": uwsgi}
         before = {name: cpu_seconds(group) for name, group in groups.items()}
         if shutil.which("wrk"):
-            print("throughput:", load_wrk(port, names, args.duration, args.connections, workdir))
+            rate, text = load_wrk(port, names, args.duration, args.connections, workdir)
+            print(f"through `up`'s router: {text}")
+            print(f"  = {rate / OLD_ROUTER_RPS:.1f}x the built-in router's {OLD_ROUTER_RPS:,} req/s (target >= 5x)")
         else:
             print("throughput:", load_python(port, names, args.duration, args.connections))
         print("CPU during the load: " + ", ".join(
             f"{name} {cpu_seconds(group) - before[name]:.1f} s" for name, group in groups.items()
         ) + f" (over {args.duration:g} s on {os.cpu_count()} cores)")
+        if shutil.which("wrk"):
+            # The floor, in the same run: a stock nginx with the seed's block in front of the same sockets.
+            reference = Path(args.reference) if os.access(args.reference, os.X_OK) else find_nginx()
+            with reference_nginx(reference, workdir / "reference", Path("/tmp")) as reference_port:
+                theirs, text = load_wrk(reference_port, names, args.duration, args.connections, workdir)
+            print(f"reference, {reference} with the seed's block over the same sockets: {text}")
+            print(f"  `up`/reference: {rate / theirs:.2f}x")
         stopping = time.monotonic()
         up.send_signal(signal.SIGINT)
         code = up.wait(60)

@@ -17,21 +17,17 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
-import requests
 from click.shell_completion import CompletionItem
 
-from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR
 from pytest_emperor.dev import control
-from pytest_emperor.dev.apps import default_apps, resolve_apps
 from pytest_emperor.dev.control import AppStatus, Message
-from pytest_emperor.dev.logs import LogTail, follow
-from pytest_emperor.dev.output import Output
 from pytest_emperor.dev.state import DEFAULT_STATE_DIR, FAILED_STATES, AlreadyRunning, Instance, NotRunning, StateDir
-from pytest_emperor.engine.deploy_plan import SocketSpec
 from pytest_emperor.engine.processes import wait_exit
 from pytest_emperor.errors import ConfigError, EmperorError
-from pytest_emperor.project_config import load_project
+
+# What only some commands need is imported in them: requests, rich, watchfiles and the emperor machinery would
+# otherwise cost every `emperor-dev down` or `status` a few hundred milliseconds (benchmarks/loop.py).
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,6 +54,12 @@ def state_dir_option(command: F) -> F:
         envvar="EMPEROR_DEV_STATE_DIR", show_default=True, show_envvar=True,
         help="State dir of the `up` to run or to talk to.",
     )(command)  # fmt: skip
+
+
+def _table(apps: list[AppStatus]) -> None:
+    from pytest_emperor.dev.output import Output
+
+    Output().table(apps)
 
 
 def _die(message: str, code: int) -> NoReturn:
@@ -142,6 +144,10 @@ def up(
       emperor-dev up service1 --cov=service1   # .coverage of what service1 ran, on stop
       curl http://service1.api.localhost:8080/
     """
+    from pytest_emperor.dev.apps import default_apps, resolve_apps
+    from pytest_emperor.dev.output import Output
+    from pytest_emperor.project_config import load_project
+
     base = Path.cwd()
     try:
         specs = resolve_apps(apps, base) if apps else default_apps(base)
@@ -152,7 +158,6 @@ def up(
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
 
-    # Imported here: the emperor and router machinery is 0.2-0.6 s that down, status and the rest do not need.
     from pytest_emperor.dev.up import DevServer, UpOptions
 
     options = UpOptions(
@@ -192,7 +197,7 @@ def status(as_json: bool, state_dir: Path) -> None:
                     "apps": [app.to_dict() for app in apps]}  # fmt: skip
         click.echo(json.dumps(document, indent=2))
     else:
-        Output().table(apps)
+        _table(apps)
     failed = [f"{app.name} ({app.state})" for app in apps if app.state in FAILED_STATES]
     if failed:
         sys.stdout.flush()
@@ -215,6 +220,9 @@ def logs(name: str | None, follow_: bool, state_dir: Path) -> None:
     names = [app["name"] for app in response["apps"]]
     if name is not None and name not in names:
         _die(f"no app named {name!r} is running (running: {', '.join(names) or 'none'})", EXIT_FAILED)
+    from pytest_emperor.dev.logs import LogTail, follow
+    from pytest_emperor.dev.output import Output
+
     output = Output()
     output.add_names(names)
     tail = LogTail(Path(instance.run_dir), app=name)
@@ -245,7 +253,7 @@ def add(path: Path, name: str | None, state_dir: Path) -> None:
       emperor-dev add ../service1 --name service1-beta
     """
     _, response = _call(state_dir, {"cmd": "add", "path": str(path.absolute()), "name": name})
-    Output().table([AppStatus.from_dict(response["app"])])
+    _table([AppStatus.from_dict(response["app"])])
 
 
 @click.command(epilog=EXIT_CODES)
@@ -273,7 +281,7 @@ def reload(name: str, state_dir: Path) -> None:
       emperor-dev reload service1
     """
     _, response = _call(state_dir, {"cmd": "reload", "name": name})
-    Output().table([AppStatus.from_dict(response["app"])])
+    _table([AppStatus.from_dict(response["app"])])
 
 
 @click.command(epilog=EXIT_CODES)
@@ -321,6 +329,11 @@ def request(
       emperor-dev request service1 /items -X POST -d '{"a": 1}' -H 'Content-Type: application/json'
       emperor-dev request service1 / --direct -i    # straight to its uwsgi socket
     """
+    import requests
+
+    from pytest_emperor._protocol.client import direct_session
+    from pytest_emperor.engine.deploy_plan import SocketSpec
+
     instance = _running(state_dir)
     method = (method or ("POST" if data is not None else "GET")).upper()
     fields = [_parse_header(h) for h in headers]
