@@ -8,6 +8,7 @@ or a failure half-way through start-up) undoes exactly what was done, in reverse
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import threading
@@ -27,6 +28,7 @@ from pytest_emperor.dev.watch import AppWatcher
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.processes import wait_exit
 from pytest_emperor.engine.runs import remove_stale_socket
+from pytest_emperor.engine.stats import EmperorStats
 from pytest_emperor.engine.vassal import Vassal, VassalState
 from pytest_emperor.errors import ConfigError, EmperorError, RouterError, VassalError
 from pytest_emperor.routing.nginx_site import load_site
@@ -250,6 +252,8 @@ class DevServer:
     def deploy_all(self, specs: Sequence[AppSpec]) -> None:
         """Deploy every app at once, then wait for all of them at once: each is shown as soon as it is ready (or
         cursed), and one that is slow or hung holds up none of the others."""
+        # The readiness probes need requests (0.1 s to import): imported while the vassals boot, not before.
+        threading.Thread(target=importlib.import_module, args=("pytest_emperor._protocol.client",), daemon=True).start()
         deployed = [vassal for vassal in map(self._deploy, specs) if vassal is not None]
         waiters = [
             threading.Thread(target=self._show_when_ready, args=(vassal,), name=f"emperor-dev-ready-{vassal.name}")
@@ -262,15 +266,16 @@ class DevServer:
             waiter.join()
 
     def _show_when_ready(self, vassal: Vassal) -> None:
-        with contextlib.suppress(VassalError):  # shown in the table with its error lines
-            vassal.wait_ready()
-        if self.stopping.is_set():
-            return
         try:
-            state = self.app_status(vassal.name).state
-        except (EmperorError, OSError):  # the emperor died meanwhile: _watch_emperor says so
-            return
-        self.output.line(EMPEROR, f"{vassal.name}: {state}")
+            vassal.wait_ready()
+            state = VassalState.READY.value  # the emperor said so and a probe was answered: no stats read needed
+        except VassalError:  # shown in the table with its error lines
+            try:
+                state = self.app_status(vassal.name).state
+            except (EmperorError, OSError):  # the emperor died meanwhile: _watch_emperor says so
+                return
+        if not self.stopping.is_set():
+            self.output.line(EMPEROR, f"{vassal.name}: {state}")
 
     def add(self, arg: str, name: str | None = None) -> AppStatus:
         """Deploy one more app (``arg`` as on the command line, absolute) and wait until it is ready."""
@@ -345,8 +350,8 @@ class DevServer:
 
     # -- status -----------------------------------------------------------------------------------------------
 
-    def app_status(self, name: str) -> AppStatus:
-        """One app's row."""
+    def app_status(self, name: str, stats: EmperorStats | None = None) -> AppStatus:
+        """One app's row (from ``stats``, a snapshot of the emperor's stats, or a fresh one)."""
         spec = self._spec(name)
         url = self.router.url_for(name)
         vassal = self.emperor.vassals.get(name)
@@ -355,20 +360,22 @@ class DevServer:
             if failure is None:  # not deployed yet (``up`` is starting)
                 return AppStatus(name, url, VassalState.STARTING.value, None, str(spec.ini), None, None)
             return AppStatus(name, url, "error", None, str(spec.ini), None, None, failure.splitlines())
-        state = _state(vassal)
+        stats = self.emperor.stats() if stats is None else stats
+        state = _state(vassal, stats)
         errors: list[str] = []
         if state in (VassalState.CURSED, VassalState.THROTTLED):
             # Each retry logs the same lines again: show each once, the latest last.
             errors = list(reversed(dict.fromkeys(reversed(vassal.error_lines(limit=50)))))[-5:]
         socket = vassal.socket
         return AppStatus(
-            name, url, state.value, vassal.pid, str(spec.ini),
+            name, url, state.value, vassal.pid_in(stats), str(spec.ini),
             socket.address if socket else None, socket.protocol if socket else None, errors,
         )  # fmt: skip
 
     def status(self) -> list[AppStatus]:
-        """Every app's row, in deploy order."""
-        return [self.app_status(name) for name in self._specs()]
+        """Every app's row, in deploy order, from one stats snapshot (one read, not two per app)."""
+        stats = self.emperor.stats()
+        return [self.app_status(name, stats) for name in self._specs()]
 
     # -- the control socket -----------------------------------------------------------------------------------
 
@@ -396,6 +403,7 @@ class DevServer:
         return {"ok": False, "error": f"bad request: unknown command {cmd!r}"}
 
 
-def _state(vassal: Vassal) -> VassalState:
+def _state(vassal: Vassal, stats: EmperorStats | None = None) -> VassalState:
     """The vassal's state as every view of ``up`` shows it (see state.app_state)."""
-    return VassalState(app_state(vassal.state.value, vassal.events()))
+    state = vassal.state if stats is None else vassal.state_in(stats)
+    return VassalState(app_state(state.value, vassal.events()))

@@ -19,20 +19,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import urlsplit
 
-import requests
-
-from pytest_emperor._protocol.client import EmperorSession, direct_session, routed_session
 from pytest_emperor.convention import APP_INI as APP_INI  # re-exported: the name callers know it by
 from pytest_emperor.engine.deploy_plan import DeployPlan, plan_deploy
 from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.engine.processes import children_of, command_line, hasten_stop, is_sleeping, kill_all
 from pytest_emperor.engine.runs import socket_is_live
-from pytest_emperor.engine.stats import BlacklistEntry
+from pytest_emperor.engine.stats import BlacklistEntry, EmperorStats
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
 
 if TYPE_CHECKING:
+    import requests
     from httpx import Client as HttpxClient  # the property named httpx would shadow the module in annotations
 
+    from pytest_emperor._protocol.client import EmperorSession
     from pytest_emperor.engine.emperor import Emperor
 
 #: Where log_text()/error_lines() start: "test" (the current test's first use of the vassal, else its deploy),
@@ -219,6 +218,8 @@ class Vassal:
         ``http-socket =``), sending what nginx would: relative URLs (``session.get("/x")``) get this vassal's
         Host; an absolute URL's host becomes the Host header, and it goes to this socket all the same."""
         if self._session is None:
+            from pytest_emperor._protocol.client import direct_session  # requests: 0.1 s that `up` need not wait
+
             if self.socket is None:
                 raise ConfigError(f"{self.ini} declares no socket, http-socket or uwsgi-socket to send requests to")
             self._session = direct_session(
@@ -235,6 +236,8 @@ class Vassal:
         not the router's unix listener: the app then sees what production traffic gives it (REMOTE_ADDR an IP,
         SERVER_PORT a port), and what a browser opening ``url`` gives it."""
         if self._http is None:
+            from pytest_emperor._protocol.client import routed_session
+
             self._http = routed_session(self.emperor.router.tcp_address, self._routed, self.url, self.emperor.timeout)
             self._http.hooks["response"].append(self._count_answer)
         return self._http
@@ -333,15 +336,19 @@ class Vassal:
         # The emperor hears "accepting" from worker 1 only. A worker still starting has not installed its
         # signal handlers, and uWSGI 2.0 then ignores a reload or stop sent to it: the master waits up to its
         # 60 s worker mercy. So readiness also waits (briefly, bounded) until every worker sits blocked in the
-        # kernel, twice in a row: what a worker waiting for requests does. No event exists for it: polled.
+        # kernel, twice in a row: what a worker waiting for requests does. No event exists for it: polled, first
+        # every millisecond, then less often: 50 vassals of `emperor-dev up` settling at once at 1 kHz each took
+        # 90 ms of the CPU their own start-up needed (benchmarks/loop.py).
         master = self.pid  # read once: each stats read costs the emperor a JSON dump of every vassal
         if master is None:
             return
         quiet = 0
+        pause = 0.001
         while quiet < 2 and time.monotonic() < deadline:
             workers = _workers_of(master)
             quiet = quiet + 1 if workers and all(is_sleeping(pid) for pid in workers) else 0
-            time.sleep(0.001)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.016)
 
     def _probe(self, deadline: float) -> None:
         assert self.socket is not None
@@ -466,9 +473,13 @@ class Vassal:
     @property
     def state(self) -> VassalState:
         """The vassal's state now, from the emperor's stats and what it logged since the deploy."""
+        return self.state_in(self.emperor.stats())
+
+    def state_in(self, stats: EmperorStats) -> VassalState:
+        """The vassal's state in a stats snapshot (and what it logged since the deploy): a table of many vassals
+        costs one stats read, and its rows agree with each other."""
         if self._stopped:
             return VassalState.STOPPED
-        stats = self.emperor.stats()
         running = stats.vassals.get(self.id)
         if running is not None:
             if running.cursed:
@@ -482,7 +493,11 @@ class Vassal:
     @property
     def pid(self) -> int | None:
         """The vassal master's pid, while the emperor runs it."""
-        running = self.emperor.stats().vassals.get(self.id)
+        return self.pid_in(self.emperor.stats())
+
+    def pid_in(self, stats: EmperorStats) -> int | None:
+        """The vassal master's pid in a stats snapshot."""
+        running = stats.vassals.get(self.id)
         return running.pid if running is not None and running.pid > 0 else None
 
     @property
