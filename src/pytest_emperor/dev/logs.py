@@ -36,6 +36,11 @@ _EVENT_TEXT = {
 # banner) into one wake-up, at most this late.
 _DEBOUNCE_MS = 100
 _STEP_MS = 20
+# The run's logs are polled (watchfiles' polling mode: a stat of each file) every this many ms rather than
+# watched with inotify: every request line is a write, and at 7,000 requests/s across 50 apps inotify's event
+# per write cost `up` 0.9 s of CPU in 5 s (benchmarks/scale.py); polling costs a few ms, and a line shows at
+# most this much later.
+_POLL_MS = 50
 
 
 @dataclass(frozen=True)
@@ -118,10 +123,11 @@ class LogTail:
         """The new lines of every file (each app's in order; files one after the other)."""
         lines: list[LogLine] = []
         for path in self._files():
+            if path.name != EMPEROR_LOG:  # an app's own log: thousands of request lines a second under load
+                app = path.stem
+                lines.extend(LogLine(app, text) for text in self._new_lines(path))
+                continue
             for text in self._new_lines(path):
-                if path.name != EMPEROR_LOG:
-                    lines.append(LogLine(path.stem, text))
-                    continue
                 event = self._parser.feed(text)
                 line = describe(event) if event is not None else None
                 if line is not None and (self.app is None or line.app == self.app):
@@ -149,6 +155,8 @@ class RetryMuter:
     def keep(self, line: LogLine) -> bool:
         """Whether ``line`` is shown."""
         app, kind = line.app, line.kind
+        if kind is None:  # an app's own line (most of them): shown unless the app is muted
+            return app not in self._muted
         if kind is EventKind.STOPPING:
             self._stopping.add(app)
             self._muted.discard(app)
@@ -182,7 +190,7 @@ def follow(
     emit_new()
     for _changes in watchfiles.watch(
         tail.run_dir, stop_event=stop, debounce=_DEBOUNCE_MS, step=_STEP_MS, watch_filter=None,
-        raise_interrupt=False,
+        raise_interrupt=False, force_polling=True, poll_delay_ms=_POLL_MS,
     ):  # fmt: skip
         emit_new()
     emit_new()  # what was written between the last wake-up and the stop

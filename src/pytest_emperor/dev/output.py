@@ -67,7 +67,7 @@ class Output:
     def _write(self, lines: Sequence[tuple[str, str]]) -> None:
         if not lines:
             return
-        self.add_names(source for source, _ in lines)
+        self.add_names({source for source, _ in lines})
         with self._lock:
             if self._console is None:
                 self.stream.write("".join(f"{source.ljust(self._width)} | {text}\n" for source, text in lines))
