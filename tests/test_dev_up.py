@@ -105,6 +105,19 @@ def test_other_terminals_add_reload_rm_request_logs_and_down(workspace: Path, up
     again = cli(workspace, "rm", extra)
     assert again.returncode == 1 and f"no app named '{extra}' is running" in again.stderr
 
+    # An app that runs but binds a socket the router does not send its Host to: add and status say so, exit 1.
+    wrong = f"w{good}"
+    ini = copy_example(workspace, "service3", "misrouted") / "app.uwsgi.ini"
+    ini.write_text(ini.read_text().replace("socket = /tmp/%n.api.sock", "socket = /tmp/%n.sock"))
+    misrouted = cli(workspace, "add", "misrouted", "--name", wrong)
+    assert misrouted.returncode == 1
+    assert f"{wrong} is ready but not usable: not routed: " in misrouted.stderr
+    assert f"/tmp/{wrong}.sock" in misrouted.stderr and "requests through the router will get 502" in misrouted.stderr
+    status = cli(workspace, "status")
+    assert status.returncode == 1 and f"{wrong} (not routed)" in status.stderr
+    assert cli(workspace, "rm", wrong).returncode == 0
+    assert not Path(f"/tmp/{wrong}.sock").exists()
+
     down = cli(workspace, "down")
     assert (down.returncode, down.stdout) == (0, "stopped\n")
     assert up.stop() == 0

@@ -181,7 +181,7 @@ def up(
 @state_dir_option
 def status(as_json: bool, state_dir: Path) -> None:
     """Show the running apps: name, URL, state, pid (and why an app is not ready). Exits 1 when any app is cursed,
-    throttled or could not be deployed, naming them on stderr.
+    throttled, could not be deployed, or is not where the router sends its requests, naming them on stderr.
 
     \b
     Examples:
@@ -199,6 +199,7 @@ def status(as_json: bool, state_dir: Path) -> None:
     else:
         _table(apps)
     failed = [f"{app.name} ({app.state})" for app in apps if app.state in FAILED_STATES]
+    failed += [f"{app.name} (not routed)" for app in apps if app.state not in FAILED_STATES and app.errors]
     if failed:
         sys.stdout.flush()
         _die(f"not every app is running: {', '.join(failed)}", EXIT_FAILED)
@@ -245,7 +246,8 @@ def logs(name: str | None, follow_: bool, state_dir: Path) -> None:
 @click.option("--name", help="The vassal name (default: the app dir's name).")
 @state_dir_option
 def add(path: Path, name: str | None, state_dir: Path) -> None:
-    """Deploy one more app into the running `up` and wait until it is ready.
+    """Deploy one more app into the running `up` and wait until it is ready. Exits 1 if it is cursed, or runs
+    where the router does not send its requests (its socket is not the one its Host routes to).
 
     \b
     Examples:
@@ -253,7 +255,11 @@ def add(path: Path, name: str | None, state_dir: Path) -> None:
       emperor-dev add ../service1 --name service1-beta
     """
     _, response = _call(state_dir, {"cmd": "add", "path": str(path.absolute()), "name": name})
-    _table([AppStatus.from_dict(response["app"])])
+    app = AppStatus.from_dict(response["app"])
+    _table([app])
+    if app.errors:  # deployed and running, but not reachable the way production reaches it
+        sys.stdout.flush()
+        _die(f"{app.name} is {app.state} but not usable: {app.errors[-1]}", EXIT_FAILED)
 
 
 @click.command(epilog=EXIT_CODES)

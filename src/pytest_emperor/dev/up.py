@@ -66,11 +66,12 @@ class DevServer:
         self.output = output
         self.apps: dict[str, AppSpec] = {}
         self.failures: dict[str, str] = {}  # apps that could not even be deployed, and why
+        self.misrouted: dict[str, str] = {}  # apps the router sends elsewhere than their socket, and the fix
         self.stopping = threading.Event()
         self.forced = False
         self.emperor_died = False
         self._serving = False
-        self._lock = threading.Lock()  # guards apps/failures and emperor.deploy's name check
+        self._lock = threading.Lock()  # guards apps/failures/misrouted and emperor.deploy's name check
         self._app_locks: dict[str, threading.Lock] = {}
         self._stack = contextlib.ExitStack()
         self._emperor: Emperor | None = None
@@ -242,11 +243,15 @@ class DevServer:
                 self.failures[spec.name] = str(exc)
                 return None
         problem = self.router.route_map.mismatch(spec.name, vassal.socket_paths)
+        with self._lock:
+            self.misrouted.pop(spec.name, None)
+            if problem is not None:
+                fix = "fix the site file or the ini" if self.options.nginx_site else (
+                    f"bind {self.options.socket_dir}/%n.api.sock, or pass --socket-dir"
+                )  # fmt: skip
+                self.misrouted[spec.name] = f"{problem}: requests through the router will get 502 ({fix})"
         if problem is not None:
-            fix = "fix the site file or the ini" if self.options.nginx_site else (
-                f"bind {self.options.socket_dir}/%n.api.sock, or pass --socket-dir"
-            )  # fmt: skip
-            self.output.note(f"warning: {problem}: requests through the router will get 502 ({fix})", error=True)
+            self.output.note(f"warning: {self.misrouted[spec.name]}", error=True)
         return vassal
 
     def deploy_all(self, specs: Sequence[AppSpec]) -> None:
@@ -303,6 +308,7 @@ class DevServer:
             with self._lock:
                 self.apps.pop(name, None)
                 self.failures.pop(name, None)
+                self.misrouted.pop(name, None)
         if self._watcher is not None:
             self._watcher.apps_changed()
 
@@ -366,6 +372,9 @@ class DevServer:
         if state in (VassalState.CURSED, VassalState.THROTTLED):
             # Each retry logs the same lines again: show each once, the latest last.
             errors = list(reversed(dict.fromkeys(reversed(vassal.error_lines(limit=50)))))[-5:]
+        misrouted = self.misrouted.get(name)
+        if misrouted is not None:
+            errors.append(f"not routed: {misrouted}")
         socket = vassal.socket
         return AppStatus(
             name, url, state.value, vassal.pid_in(stats), str(spec.ini),
