@@ -441,3 +441,16 @@ def test_leftover_check_sees_a_live_run(box: Sandbox, tmp_path: Path) -> None:
     for what in ("processes of the run still alive", f"left in {box.runs_root}", "live-"):
         assert what in str(left.value)
     assert_nothing_left(box)
+
+
+def test_running_from_a_dir_below_the_app_names_the_app_and_the_rootdir(
+    pytester: pytest.Pytester, repo: Path, box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No pytest.ini: pytest takes where it runs (tests/) as the rootdir, which app.uwsgi.ini is above.
+    (repo / "pytest.ini").unlink()
+    (repo / "tests").mkdir()
+    write_tests(repo / "tests", test_app="def test_uses_app_vassal(app_vassal):\n    pass\n")
+    monkeypatch.chdir(repo / "tests")
+    result = pytester.runpytest_subprocess("--emperor", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*{repo / 'app.uwsgi.ini'} is above the rootdir*run pytest from {repo}*"])

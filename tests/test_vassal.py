@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -288,3 +289,13 @@ def test_log_text_does_not_wait_when_request_logging_is_off(live_emperor: Empero
     started = time.monotonic()
     assert "GET /quiet" not in vassal.log_text()
     assert time.monotonic() - started < LOG_SYNC_LIMIT / 2
+
+
+def test_httpx_without_httpx_says_how_to_get_it(
+    live_emperor: Emperor, make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vassal = live_emperor.deploy(make_app(), wait=False)
+    monkeypatch.setitem(sys.modules, "httpx", None)  # what `import httpx` meets where it is not installed
+    monkeypatch.delitem(sys.modules, "pytest_emperor._protocol.httpx_transport", raising=False)
+    with pytest.raises(ModuleNotFoundError, match=r"vassal\.httpx needs httpx.*pip install 'pytest-emperor\[httpx\]'"):
+        vassal.httpx  # noqa: B018

@@ -210,9 +210,17 @@ class _Session:
                 return directory
             if directory == self.rootpath:
                 break
+        above = next((d for d in self.rootpath.parents if (d / APP_INI).exists()), None)
+        hint = (
+            f". {above / APP_INI} is above the rootdir: pytest picks the dir of the nearest pytest.ini, "
+            f"pyproject.toml, tox.ini or setup.cfg, else where it runs; put a pytest.ini beside {APP_INI}, or "
+            f"run pytest from {above}"
+            if above is not None
+            else ""
+        )
         raise ConfigError(
             f"no app for app_vassal: no {APP_INI} above {test_path} up to the rootdir {self.rootpath}; put one "
-            "there, or pass --emperor-app PATH (or set emperor_apps in the ini file)"
+            f"there, or pass --emperor-app PATH (or set emperor_apps in the ini file){hint}"
         )
 
     def app_vassal(self, app: Path) -> Vassal:

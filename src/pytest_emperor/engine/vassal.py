@@ -254,7 +254,16 @@ class Vassal:
 
     def _httpx_client(self, *, direct: bool) -> HttpxClient:
         if direct not in self._httpx:
-            from pytest_emperor._protocol import httpx_transport  # httpx is optional
+            try:
+                from pytest_emperor._protocol import httpx_transport  # httpx is optional
+            except ModuleNotFoundError as exc:
+                if exc.name != "httpx":
+                    raise
+                raise ModuleNotFoundError(
+                    f"vassal.{'httpx_direct' if direct else 'httpx'} needs httpx, which is not installed: "
+                    "pip install 'pytest-emperor[httpx]' (or use vassal.session / vassal.http, requests Sessions)",
+                    name="httpx",
+                ) from None
 
             if direct:
                 if self.socket is None:
