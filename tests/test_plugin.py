@@ -454,3 +454,16 @@ def test_running_from_a_dir_below_the_app_names_the_app_and_the_rootdir(
     result = pytester.runpytest_subprocess("--emperor", timeout=RUN_TIMEOUT)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*{repo / 'app.uwsgi.ini'} is above the rootdir*run pytest from {repo}*"])
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+def test_a_cursed_deploy_reads_as_the_tests_own_failure(pytester: pytest.Pytester, repo: Path, box: Sandbox) -> None:
+    write_app(repo / "broken", box.sockets, "never", chdir="%(app_root)/does-not-exist")
+    write_tests(repo, test_cursed="def test_deploys_a_broken_app(deploy_app):\n    deploy_app('broken')\n")
+    result = pytester.runpytest_subprocess("--emperor", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([">       deploy_app('broken')", "E       *VassalCursed: vassal broken-*"])
+    # pytest shows only the test's own frame: none of the plugin's.
+    failure = result.stdout.str().split("FAILURES")[1].split("-- vassal broken-")[0]
+    assert "pytest_emperor/" not in failure and ">       deploy_app('broken')" in failure, failure
+    assert_nothing_left(box)

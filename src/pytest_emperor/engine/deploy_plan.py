@@ -234,6 +234,7 @@ class DeployPlan:
 def plan_deploy(ini: Path, link: Path, *, env: Mapping[str, str] | None = None) -> DeployPlan:
     """Read ``ini`` as uWSGI will once it is opened as the symlink ``link`` from the vassal dir (which the
     emperor enters by its realpath), and predict its sockets; ConfigError names the file and line of a problem."""
+    __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
     env = os.environ if env is None else env
     staged = link.with_name(link.name + ".plan")
     with contextlib.suppress(FileNotFoundError):

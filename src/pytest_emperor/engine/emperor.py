@@ -371,6 +371,7 @@ class Emperor:
 
     def _check_route(self, name: str) -> None:
         """RouteMismatch before any request when the routing cannot reach vassal ``name`` (others: unchecked)."""
+        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
         vassal = self.vassals.get(name)
         if vassal is not None:
             problem = self.route_map.mismatch(name, vassal.socket_paths)
@@ -523,6 +524,7 @@ class Emperor:
         probe request answered); raise VassalCursed with its error lines if the emperor curses it first, after
         removing it again.
         """
+        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
         vassal = prepare_deployment(self, Path(path), name)
         for socket_path in vassal.socket_paths:
             self._run_or_fail().record_socket(socket_path)

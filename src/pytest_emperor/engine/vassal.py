@@ -120,6 +120,7 @@ def resolve_ini(path: Path) -> Path:
 
 def prepare_deployment(emperor: Emperor, path: Path, name: str | None) -> Vassal:
     """Validate an app for deployment into ``emperor`` and build its (not yet linked) Vassal."""
+    __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
     ini = resolve_ini(path)
     base = name if name is not None else routable_name(ini.parent.name)
     full = base + (emperor.name_suffix or "")
@@ -327,6 +328,7 @@ class Vassal:
 
         Fails fast with VassalCursed (and the vassal's error lines) if the vassal dies meanwhile.
         """
+        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
         timeout = self.emperor.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         event = self._wait_for(lambda e: e.kind is EventKind.READY or e.is_death, timeout, "to be ready")
@@ -360,6 +362,7 @@ class Vassal:
             pause = min(pause * 2, 0.016)
 
     def _probe(self, deadline: float) -> None:
+        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
         assert self.socket is not None
         # Once worker 1 accepts, the listen socket is bound; the probe proves the predicted address is the one
         # the vassal serves, and its first answered request makes the vassal loyal to the emperor.
@@ -375,11 +378,13 @@ class Vassal:
 
     def wait_cursed(self, timeout: float | None = None) -> EmperorEvent:
         """Wait until the vassal dies (the emperor curses it, or reaps it unasked); return that event."""
+        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
         timeout = self.emperor.timeout if timeout is None else timeout
         return self._wait_for(lambda e: e.is_death, timeout, "to be cursed")
 
     def wait_event(self, kinds: set[EventKind], timeout: float | None = None) -> EmperorEvent:
         """Wait for the next emperor event of one of ``kinds`` about this vassal."""
+        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
         timeout = self.emperor.timeout if timeout is None else timeout
         names = "/".join(sorted(k.value for k in kinds))
         return self._wait_for(lambda e: e.kind in kinds, timeout, f"to be {names}")
@@ -387,6 +392,7 @@ class Vassal:
     def _wait_for(
         self, match: Callable[[EmperorEvent], bool], timeout: float, what: str, since: int | None = None
     ) -> EmperorEvent:
+        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
         # Waits consume the emperor's events like a cursor: after wait_cursed(), wait_ready() waits for the
         # comeback, not for the start-up that preceded the curse.
         event = self.emperor.wait_event(
@@ -406,6 +412,7 @@ class Vassal:
         The emperor reloads when the link's mtime is *strictly greater*, in whole seconds, than the one it saw
         last; rather than wait for the clock, the link's mtime is set one second past it.
         """
+        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
         seen = self.emperor.stats().vassals.get(self.id)
         last = seen.last_mod if seen is not None else int(os.lstat(self.symlink).st_mtime)
         mtime = max(last + 1, int(time.time()))
@@ -436,6 +443,7 @@ class Vassal:
         importing its app does not read the emperor's stop at all; the wake-up SIGINT interrupts its import
         (Python's own handler) and it stops, and one not gone after ``STOP_LIMIT`` is killed.
         """
+        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
         timeout = self.emperor.timeout if timeout is None else timeout
         since = self.emperor.last_seq
         running = self.emperor.stats().vassals.get(self.id)
