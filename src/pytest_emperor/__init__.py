@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from pytest_emperor.testing.broken import BROKEN_KINDS
     from pytest_emperor.testing.isolation import IsolationReport
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from pytest_emperor.convention import APP_INI as APP_INI  # the file an app dir keeps its uWSGI config in
 
