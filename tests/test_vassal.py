@@ -16,6 +16,7 @@ import pytest
 import requests
 from conftest import HELLO
 
+import pytest_emperor._protocol
 from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.emperor_log import EventKind
@@ -297,5 +298,6 @@ def test_httpx_without_httpx_says_how_to_get_it(
     vassal = live_emperor.deploy(make_app(), wait=False)
     monkeypatch.setitem(sys.modules, "httpx", None)  # what `import httpx` meets where it is not installed
     monkeypatch.delitem(sys.modules, "pytest_emperor._protocol.httpx_transport", raising=False)
+    monkeypatch.delattr(pytest_emperor._protocol, "httpx_transport", raising=False)  # else `from` finds it there
     with pytest.raises(ModuleNotFoundError, match=r"vassal\.httpx needs httpx.*pip install 'pytest-emperor\[httpx\]'"):
         vassal.httpx  # noqa: B018

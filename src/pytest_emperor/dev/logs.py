@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import watchfiles
-
 from pytest_emperor.engine.emperor_log import EmperorEvent, EmperorLogParser, EventKind
 
 LOG_SUFFIX = ".log"
@@ -32,15 +30,12 @@ _EVENT_TEXT = {
     EventKind.NO_MERCY: "killed with no mercy (it did not stop in time)",
 }
 
-# Debounce and step of the file watch, in ms: watchfiles groups the writes of one burst (a vassal's start-up
-# banner) into one wake-up, at most this late.
-_DEBOUNCE_MS = 100
-_STEP_MS = 20
-# The run's logs are polled (watchfiles' polling mode: a stat of each file) every this many ms rather than
-# watched with inotify: every request line is a write, and at 7,000 requests/s across 50 apps inotify's event
-# per write cost `up` 0.9 s of CPU in 5 s (benchmarks/scale.py); polling costs a few ms, and a line shows at
-# most this much later.
-_POLL_MS = 50
+# How often the run's logs are read for new lines, in seconds. Polled, as `tail -F` does, not watched: every
+# request line is a write, and at 7,000 requests/s across 50 apps an inotify watch (watchfiles) cost `up` 0.9 s
+# of CPU in 5 s in its event thread alone (benchmarks/scale.py), where reading 50 files 20 times a second costs
+# a few ms. watchfiles' own polling mode missed appends now and then (a fixed app's "ready" never shown, 1 run
+# in 3 of tests/test_dev_up.py). A line shows at most this much later.
+POLL_INTERVAL = 0.05
 
 
 @dataclass(frozen=True)
@@ -188,9 +183,6 @@ def follow(
         emit([line for line in tail.read() if muter.keep(line)])
 
     emit_new()
-    for _changes in watchfiles.watch(
-        tail.run_dir, stop_event=stop, debounce=_DEBOUNCE_MS, step=_STEP_MS, watch_filter=None,
-        raise_interrupt=False, force_polling=True, poll_delay_ms=_POLL_MS,
-    ):  # fmt: skip
+    while not stop.wait(POLL_INTERVAL):  # returns at once when stop is set
         emit_new()
-    emit_new()  # what was written between the last wake-up and the stop
+    emit_new()  # what was written between the last read and the stop
