@@ -20,6 +20,7 @@ from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.processes import MARKER_ENV, kill_marked, processes_with_marker
 from pytest_emperor.engine.runs import (
     RunDir,
+    _recorded_sockets,
     recover_abandoned,
     remove_stale_socket,
     runs_root,
@@ -293,4 +294,21 @@ def test_sockets_of_a_crash_looping_vassal_are_removed(uwsgi_bin: Path) -> None:
         path = vassal.socket_path
         assert path is not None
         vassal.wait_cursed()  # stopped just after a death: no master may be serving the file now
+    assert not os.path.exists(path)
+
+
+
+def test_a_master_records_its_socket_as_soon_as_it_has_bound_it(uwsgi_bin: Path) -> None:
+    # A hung vassal binds its socket, then blocks importing its app: never ready, so only the master's own
+    # record (bound_recorder.py, before the app loads) makes the file provably the run's, before the stop.
+    with Emperor(uwsgi_bin) as emperor:
+        vassal = deploy_broken(emperor, "hang")
+        path = vassal.socket_path
+        assert path is not None
+        deadline = time.monotonic() + 20
+        while (identity := socket_identity(path)) is None or identity not in _recorded_sockets(emperor.run_dir).get(
+            path, set()
+        ):  # polled: nothing tells the test when the master got there
+            assert time.monotonic() < deadline, f"{path} never recorded: {_recorded_sockets(emperor.run_dir)}"
+            time.sleep(0.01)
     assert not os.path.exists(path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from pytest_emperor.convention import DEFAULT_DOMAIN
+from pytest_emperor.engine import bound_recorder
 from pytest_emperor.engine.binary import find_uwsgi
 from pytest_emperor.engine.emperor_log import EmperorEvent, EmperorLogParser, EventKind
 from pytest_emperor.engine.processes import (
@@ -191,8 +193,14 @@ class Emperor:
             # as production: a vassal's own `logto` (even into a missing dir) stays; the include comes after the
             # vassal's file, so `if-not-opt` sees it (emperor-dev check's boot check uses this)
             logto = f"if-not-opt = logto\n{logto}endif =\n"
+        # Every master records the sockets it bound as soon as it has bound them (bound_recorder.py), so that
+        # even one that dies before it is ready leaves no file the run cannot prove its own.
+        python_dir = self.run_dir / "python"
+        python_dir.mkdir(mode=0o755)
+        shutil.copyfile(bound_recorder.__file__, python_dir / f"{bound_recorder.VASSAL_MODULE}.py")
+        recorder = f"pythonpath = {python_dir}\nshared-import = {bound_recorder.VASSAL_MODULE}\n"
         extra = "".join(f"{key} = {value}\n" for key, value in self.vassal_options)
-        include.write_text(f"[uwsgi]\n{logto}{extra}")
+        include.write_text(f"[uwsgi]\n{logto}{recorder}{extra}")
         if self.run_owner is not None:
             # an emperor told to drop privileges (`--uid`) must still reach its own run dir afterwards
             for path in (self.run_dir, self.vassal_dir, self.logs_dir):
@@ -539,6 +547,10 @@ class Emperor:
                 vassal.remove()
                 raise
         return vassal
+
+    def note_bound(self, pids: list[int]) -> None:
+        """Record the sockets ``pids`` (processes of this run) hold bound now (``RunDir.note_bound``)."""
+        self._run_or_fail().note_bound(pids)
 
     def unlink_dead_socket(self, path: str) -> bool:
         """Unlink the socket file a stopped vassal of this run left at ``path`` (see ``RunDir.unlink_dead_socket``)."""

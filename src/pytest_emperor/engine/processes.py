@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 
-MARKER_ENV = "PYTEST_EMPEROR_RUN"
+from pytest_emperor.engine.bound_recorder import MARKER_ENV as MARKER_ENV  # the one definition
 
 _PR_SET_PDEATHSIG = 1
 

@@ -11,8 +11,9 @@ on the machine kills that run's processes (found by their environment marker, se
 sockets, and removes its directory. Live runs hold their lock and are never touched.
 
 A socket file is unlinked only when it is provably this run's and provably dead. Ours: the run recorded the
-file's identity (device, inode, ctime) while a process of the run was serving it (at readiness, and again from
-``/proc/net/unix`` just before the run's processes are killed). Dead: no process of the run is left, and the
+file's identity (device, inode, ctime) while a process of the run was serving it: by each vassal's master right
+after binding (bound_recorder.py), at each readiness, and from ``/proc/net/unix`` just before the run's processes
+are killed. Dead: no process of the run is left, and the
 file at the path is still that one. Whether a connect succeeds proves neither: a master between ``bind()`` and
 ``listen()`` refuses connections on a socket that is very much alive, and a process in its exit teardown still
 accepts on one that is dead (docs/uwsgi-behaviour.md, "Recovery").
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from pytest_emperor.engine.bound_recorder import identity_line
 from pytest_emperor.engine.processes import kill_marked, processes_with_marker
 
 # Linux's sockaddr_un.sun_path is 108 bytes including the terminating NUL.
@@ -179,9 +181,11 @@ class RunDir:
             return remove_stale_socket(path, identity)
         return remove_stale_socket(path)
 
-    def note_bound(self) -> None:
-        """Record the identity of every recorded socket path a process of this run serves right now."""
-        _note_bound(self.path)
+    def note_bound(self, pids: list[int] | None = None) -> None:
+        """Record the identity of every recorded socket path a process of this run (or one of ``pids``) serves
+        right now: called before the run signals its processes, since a master stopped before its own record
+        (bound_recorder.py) would leave a file nobody could prove the run's."""
+        _note_bound(self.path, pids)
 
     def kill_and_unlink(self) -> tuple[list[int], list[str]]:
         """Kill every process of the run, then unlink the sockets that were provably its own; return both."""
@@ -216,16 +220,19 @@ def _recorded_sockets(run_path: Path) -> dict[str, set[SocketIdentity]]:
 def _record_bound(run_path: Path, paths: list[str] | set[str]) -> None:
     lines = []
     for path in paths:
-        identity = socket_identity(path)
-        if identity is not None and "\n" not in path and "\t" not in path:
-            lines.append(f"{path}\t{' '.join(map(str, identity))}\n")
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISSOCK(st.st_mode) and "\n" not in path and "\t" not in path:
+            lines.append(identity_line(path, st))
     if lines:
         with (run_path / "sockets").open("a") as f:
             f.writelines(lines)
 
 
-def _note_bound(run_path: Path) -> None:
-    bound = bound_unix_paths(processes_with_marker(str(run_path)))
+def _note_bound(run_path: Path, pids: list[int] | None = None) -> None:
+    bound = bound_unix_paths(processes_with_marker(str(run_path)) if pids is None else pids)
     _record_bound(run_path, bound & _recorded_sockets(run_path).keys())
 
 
