@@ -8,7 +8,8 @@ How the pieces fit:
   ``[emperor]`` lines into numbered events (emperor_log.py); waits block on those events, not on sleeps;
 * the stats socket (stats.py) is the source of truth for a vassal's state, and connecting to it wakes the
   emperor so it scans the vassal dir at once instead of at its next ``--emperor-freq`` tick;
-* every vassal logs to ``logs/<name>.log`` through a ``--vassals-include`` that only sets ``logto``.
+* every vassal gets, through a ``--vassals-include``: ``logto = logs/<name>.log``, the ``shared-import`` of
+  bound_recorder.py (its master records the sockets it bound), and the caller's ``vassal_options``.
 """
 
 from __future__ import annotations
