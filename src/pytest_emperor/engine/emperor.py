@@ -311,10 +311,14 @@ class Emperor:
             if proc.poll() is None:  # not reaped, so the pid is still the emperor's
                 proc.send_signal(signal.SIGWINCH)
 
+        # A master the emperor respawned just before the stop may have bound its socket since the run's last note
+        # and not yet recorded it itself (bound_recorder.py): the wake-up SIGINT would kill it mid-start.
+        self._run.note_bound(masters)
         hasten_stop(masters, grace=STOP_GRACE, timeout=SHUTDOWN_GRACE, each_tick=wake_emperor)
         # A wake-up that lands just before the emperor sleeps is lost: one a tick until it is gone.
         while not wait_exit(proc.pid, WAKE_TICK):
             if time.monotonic() > deadline:
+                self._run.note_bound()
                 kill_all(processes_with_marker(self._run.marker))
                 return
             wake_emperor()
