@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -158,12 +159,21 @@ def test_socket_held_by_a_process_in_exit_teardown_is_removed(short_dir: Path) -
     run = abandoned_run(short_dir)
     path = str(short_dir / "app.sock")
     run.record_socket(path)
-    worker = serving(path, mib=512, marker=run.marker)  # tearing down 512 MiB takes milliseconds
-    run.record_bound([path])
-    worker.kill()
-    deadline = time.monotonic() + 10
-    while not in_exit_teardown(worker.pid):
-        assert time.monotonic() < deadline and worker.poll() is None, "never saw the worker in its exit teardown"
+    # Tearing down 512 MiB takes milliseconds, and a loaded machine may not run this test inside them (it missed
+    # them once in a dozen stress runs). Catching a worker there is the set-up, not what is tested: a missed
+    # window means a fresh worker, not a retried assertion.
+    for _ in range(10):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # the previous attempt's socket: this test's own
+        worker = serving(path, mib=512, marker=run.marker)
+        run.record_bound([path])
+        worker.kill()
+        while worker.poll() is None and not in_exit_teardown(worker.pid):
+            pass  # polled: no event marks the teardown
+        if worker.poll() is None:
+            break  # caught in its exit teardown
+    else:
+        pytest.fail("never caught a worker in its exit teardown in 10 tries")
     try:
         recovered = recover_abandoned(short_dir)
         assert [r.path for r in recovered] == [run.path]
