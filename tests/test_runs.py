@@ -226,7 +226,6 @@ KILLED_RUN = """
 import os, signal, subprocess, sys, threading
 from pathlib import Path
 from pytest_emperor.engine.emperor import Emperor
-from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.processes import MARKER_ENV
 emperor = Emperor(runs_root=Path(sys.argv[1])).start()
 vassal = emperor.deploy(sys.argv[2])

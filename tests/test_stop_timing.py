@@ -4,10 +4,12 @@ own (vacuum done, not a curse), background removals are waited for where they ma
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,7 +18,18 @@ import pytest
 
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.emperor_log import EventKind
-from pytest_emperor.engine.processes import _children_by_scan, catches, children_of, processes_with_marker, wait_exit
+from pytest_emperor.engine.processes import (
+    MARKER_ENV,
+    _children_by_scan,
+    _state,
+    catches,
+    children_of,
+    hasten_stop,
+    kill_marked,
+    processes_with_marker,
+    wait_exit,
+)
+from pytest_emperor.engine.runs import bound_unix_paths
 
 MakeApp = Callable[..., Path]
 
@@ -92,6 +105,72 @@ def test_a_hung_master_is_removed_and_its_socket_with_it(live_emperor: Emperor, 
     vassal.remove()  # a master stuck in its import does not read the emperor's stop
     assert vassal.socket_path is not None and not os.path.exists(vassal.socket_path)
     assert [p for p in processes_with_marker(str(live_emperor.run_dir)) if p != live_emperor.pid] == []
+
+
+def test_a_starting_master_is_noted_frozen_before_the_kill(uwsgi_bin: Path) -> None:
+    # A master between its bind() and Python's start catches no SIGINT, so hasten_stop kills it (no vacuum):
+    # what it has bound must be noted while it cannot bind more. An exec-as-user hook holds it there (with
+    # chown-socket, uWSGI runs that hook after the bind, not before it).
+    work = Path(tempfile.mkdtemp(prefix="pe-", dir="/tmp"))
+    sock, started = work / "m.sock", work / "started"
+    user = pwd.getpwuid(os.getuid()).pw_name
+    master = subprocess.Popen(
+        [str(uwsgi_bin), "--master", "--socket", str(sock), "--chown-socket", user,
+         "--exec-as-user", f"touch {started} && exec sleep 60"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists():  # polled: the hook's file is the only sign
+            assert master.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not catches(master.pid, signal.SIGINT)
+        noted: list[tuple[bytes, set[str]]] = []
+        hasten_stop([master.pid], grace=5, timeout=10,
+                    note=lambda pids: noted.extend((_state(pid), bound_unix_paths([pid])) for pid in pids))  # fmt: skip
+        assert noted == [(b"T", {str(sock)})]
+        assert master.wait(5) == -signal.SIGKILL
+    finally:
+        master.kill()
+        master.wait()
+        shutil.rmtree(work)
+
+
+def test_a_frozen_master_gets_its_sigint_once_resumed() -> None:
+    # Python's own SIGINT handler: the signal sent while the process was stopped must still arrive.
+    code = "import sys; print(1, flush=True); sys.stdin.read()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"1\n"
+        states: list[bytes] = []
+        hasten_stop([proc.pid], grace=5, timeout=10, note=lambda pids: states.extend(_state(p) for p in pids))
+        assert states == [b"T"]
+        assert proc.wait(5) == -signal.SIGINT  # Python ends an uncaught KeyboardInterrupt so; not a SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_kill_marked_notes_each_round_frozen() -> None:
+    marker = tempfile.mkdtemp(prefix="pe-", dir="/tmp")
+    code = "import sys; print(1, flush=True); sys.stdin.read()"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              env=dict(os.environ, **{MARKER_ENV: marker})) for _ in range(2)]  # fmt: skip
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == b"1\n"
+        noted: list[tuple[int, bytes]] = []
+        killed = kill_marked(marker, note=lambda pids: noted.extend((p, _state(p)) for p in pids))
+        assert sorted(noted) == sorted((proc.pid, b"T") for proc in procs) and sorted(killed) == sorted(
+            proc.pid for proc in procs
+        )
+        assert [proc.wait(5) for proc in procs] == [-signal.SIGKILL] * 2
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        os.rmdir(marker)
 
 
 def test_children_of_agrees_with_a_scan_of_proc() -> None:

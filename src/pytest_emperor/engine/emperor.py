@@ -40,7 +40,6 @@ from pytest_emperor.engine.processes import (
     die_with_parent,
     hasten_stop,
     kill_all,
-    processes_with_marker,
     wait_exit,
 )
 from pytest_emperor.engine.runs import RunDir
@@ -165,10 +164,9 @@ class Emperor:
     def kill_everything(self) -> None:
         """SIGKILL every process of this run at once (emperor, vassals, router): the forced stop of a second
         Ctrl-C. ``stop()`` still has to be called to clean up."""
-        pids = processes_with_marker(self._run_or_fail().marker)
         if self._router is not None:  # nginx writes its process titles over its environment: it has no marker
-            pids += [self._router.process.pid, *children_of(self._router.process.pid)]
-        kill_all(pids)
+            kill_all([self._router.process.pid, *children_of(self._router.process.pid)])
+        self._run_or_fail().kill()
 
     @property
     def pid(self) -> int:
@@ -297,7 +295,6 @@ class Emperor:
         reaps its workers at its 1 s tick and the emperor polls for them with ``sleep(1)``. So the masters are
         woken (``hasten_stop``) and the emperor too: SIGWINCH, whose handler does nothing but end its sleep."""
         assert self._run is not None
-        masters = children_of(proc.pid)  # the vassal masters: the emperor forks nothing else
         since = self.last_seq
         proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + SHUTDOWN_GRACE
@@ -311,15 +308,17 @@ class Emperor:
             if proc.poll() is None:  # not reaped, so the pid is still the emperor's
                 proc.send_signal(signal.SIGWINCH)
 
-        # A master the emperor respawned just before the stop may have bound its socket since the run's last note
-        # and not yet recorded it itself (bound_recorder.py): the wake-up SIGINT would kill it mid-start.
-        self._run.note_bound(masters)
-        hasten_stop(masters, grace=STOP_GRACE, timeout=SHUTDOWN_GRACE, each_tick=wake_emperor)
+        # Listed once the shutdown has begun: from then on the emperor respawns nothing, so a master it respawned
+        # just before the stop (a crash loop) is among them. Such a master may have bound its socket and not yet
+        # recorded it (bound_recorder.py): hasten_stop notes what each serves before it signals it.
+        masters = children_of(proc.pid)  # the vassal masters: the emperor forks nothing else
+        hasten_stop(
+            masters, grace=STOP_GRACE, timeout=SHUTDOWN_GRACE, note=self._run.note_bound, each_tick=wake_emperor
+        )
         # A wake-up that lands just before the emperor sleeps is lost: one a tick until it is gone.
         while not wait_exit(proc.pid, WAKE_TICK):
             if time.monotonic() > deadline:
-                self._run.note_bound()
-                kill_all(processes_with_marker(self._run.marker))
+                self._run.kill()
                 return
             wake_emperor()
 
@@ -554,7 +553,8 @@ class Emperor:
         return vassal
 
     def note_bound(self, pids: list[int]) -> None:
-        """Record the sockets ``pids`` (processes of this run) hold bound now (``RunDir.note_bound``)."""
+        """Record the sockets ``pids`` (processes of this run) hold bound now (``RunDir.note_bound``); the
+        ``note`` of ``processes.hasten_stop``."""
         self._run_or_fail().note_bound(pids)
 
     def unlink_dead_socket(self, path: str) -> bool:

@@ -14,7 +14,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from pytest_emperor.engine.bound_recorder import MARKER_ENV as MARKER_ENV  # the one definition
 
@@ -41,8 +41,9 @@ def processes_with_marker(value: str) -> list[int]:
     return pids
 
 
-def kill_marked(value: str, timeout: float = 5.0) -> list[int]:
+def kill_marked(value: str, timeout: float = 5.0, note: Callable[[list[int]], None] | None = None) -> list[int]:
     """SIGKILL every process carrying the marker ``value`` until a scan finds none; return the pids killed.
+    ``note`` is called with each round's pids while they are frozen, right before their kill (see ``frozen``).
 
     One scan is not enough: a process of the run can fork between the scan and its kill (a master respawning a
     worker), and the child carries the marker too. Scanning again after each round ends once nothing is left
@@ -55,7 +56,16 @@ def kill_marked(value: str, timeout: float = 5.0) -> list[int]:
     deadline = time.monotonic() + timeout
     while pids := processes_with_marker(value):
         killed += [pid for pid in pids if pid not in killed]
-        if kill_all(pids, timeout=max(deadline - time.monotonic(), 0)):
+        held = [_Process(pid) for pid in pids] if note is not None else []
+        try:
+            with frozen(held):  # a no-op without a note
+                if note is not None:
+                    note(pids)
+                alive = kill_all(pids, timeout=max(deadline - time.monotonic(), 0))
+        finally:
+            for process in held:
+                process.close()
+        if alive:
             break  # unkillable (uninterruptible sleep): nothing more to do here, the caller sees them alive
     return killed
 
@@ -189,9 +199,9 @@ def catches(pid: int, sig: int) -> bool:
 WAKE_TICK = 0.02
 
 
-class _Master:
-    """A vassal master being stopped, held by a pidfd (where the kernel has them) so that a pid reused after it
-    was reaped is never signalled."""
+class _Process:
+    """A process about to be signalled (a vassal master being stopped), held by a pidfd (where the kernel has
+    them) so that a pid reused after it was reaped is never signalled."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -227,8 +237,38 @@ class _Master:
             self.fd = None
 
 
+# How long a SIGSTOP may take to stop a process (one in uninterruptible sleep stops only when it leaves it).
+FREEZE_LIMIT = 1.0
+
+
+@contextlib.contextmanager
+def frozen(held: list[_Process]) -> Iterator[None]:
+    """SIGSTOP each process, enter once the kernel has stopped it (or it is gone; ``FREEZE_LIMIT`` at most), and
+    SIGCONT them on the way out: a signal sent meanwhile is delivered then.
+
+    A stopped process binds nothing, so a snapshot of the sockets it holds stays true until it is resumed or
+    killed. That is what makes "record what it serves, then signal it" race-free: a uWSGI master still starting
+    dies of SIGINT or SIGKILL without vacuum, and one that bound its socket between the snapshot and the signal
+    would leave a file nobody could prove the run's (docs/uwsgi-behaviour.md, "Recovery").
+    """
+    for process in held:
+        process.signal(signal.SIGSTOP)
+    _poll_until(lambda: all(process.exited() or _state(process.pid) in (b"T", b"t", b"") for process in held),
+                FREEZE_LIMIT)  # fmt: skip
+    try:
+        yield
+    finally:
+        for process in held:
+            process.signal(signal.SIGCONT)
+
+
 def hasten_stop(
-    masters: Iterable[int], *, grace: float, timeout: float, each_tick: Callable[[], None] | None = None
+    masters: Iterable[int],
+    *,
+    grace: float,
+    timeout: float,
+    note: Callable[[list[int]], None] | None = None,
+    each_tick: Callable[[], None] | None = None,
 ) -> None:
     """Make uWSGI masters that were asked to stop exit now rather than at their next 1 s tick; return once they
     are gone (docs/uwsgi-behaviour.md, "Start, stop and removal timing").
@@ -241,32 +281,41 @@ def hasten_stop(
     A master still importing its app reads no stop, but its embedded Python catches SIGINT: the import gets a
     KeyboardInterrupt and the master goes on to its loop (or exits). One that does not catch SIGINT at all is
     not that far (Python not started, or re-exec'ing for a reload): SIGINT would kill it alone, so it is killed
-    with its children (the caller removes the socket file vacuum would have). Children still alive ``grace``
-    seconds in ignored their SIGINT (uWSGI's worker start-up race): killed, the master then exits normally.
-    Anything left after ``timeout`` is killed. ``each_tick`` runs once a tick (the emperor's wake-up).
+    with its children (the caller removes the socket file vacuum would have). Either may have bound its socket
+    without having recorded it yet, so ``note``, if given, is called with the masters ``frozen``, right before
+    their first signal. Children still alive ``grace`` seconds in ignored their SIGINT (uWSGI's worker start-up
+    race): killed, the master then exits normally. Anything left after ``timeout`` is killed. ``each_tick`` runs
+    once a tick (the emperor's wake-up).
     """
-    held = [_Master(pid) for pid in masters]
+    held = [_Process(pid) for pid in masters]
     start = time.monotonic()
     try:
+        first = [master for master in held if not master.exited()]
+        with frozen(first) if note is not None else contextlib.nullcontext():
+            if note is not None:
+                note([master.pid for master in first])
+            _signal_round(first, 0.0, grace, timeout)
         while True:
-            elapsed = time.monotonic() - start
-            live = [m for m in held if not m.exited()]
-            for master in live:
-                if elapsed > timeout or not catches(master.pid, signal.SIGINT):
-                    kill_all([*children_of(master.pid), master.pid])
-                    continue
-                if elapsed > grace:
-                    kill_all(children_of(master.pid))
-                master.signal(signal.SIGINT)
             if each_tick is not None:
                 each_tick()
-            live = [m for m in live if not m.exited()]
+            live = [m for m in held if not m.exited()]
             if not live:
                 return
             wait_exit(live[0].pid, WAKE_TICK)
+            _signal_round([m for m in live if not m.exited()], time.monotonic() - start, grace, timeout)
     finally:
         for master in held:
             master.close()
+
+
+def _signal_round(live: list[_Process], elapsed: float, grace: float, timeout: float) -> None:
+    for master in live:
+        if elapsed > timeout or not catches(master.pid, signal.SIGINT):
+            kill_all([*children_of(master.pid), master.pid])
+            continue
+        if elapsed > grace:
+            kill_all(children_of(master.pid))
+        master.signal(signal.SIGINT)
 
 
 def _prctl() -> Callable[..., int] | None:

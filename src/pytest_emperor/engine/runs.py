@@ -187,6 +187,11 @@ class RunDir:
         (bound_recorder.py) would leave a file nobody could prove the run's."""
         _note_bound(self.path, pids)
 
+    def kill(self) -> list[int]:
+        """SIGKILL every process of the run, each frozen and its sockets noted first (``note_bound``); return
+        the pids killed."""
+        return kill_marked(self.marker, note=self.note_bound)
+
     def kill_and_unlink(self) -> tuple[list[int], list[str]]:
         """Kill every process of the run, then unlink the sockets that were provably its own; return both."""
         return _kill_and_unlink(self.path)
@@ -238,8 +243,7 @@ def _note_bound(run_path: Path, pids: list[int] | None = None) -> None:
 
 def _kill_and_unlink(run_path: Path) -> tuple[list[int], list[str]]:
     marker = str(run_path)
-    _note_bound(run_path)  # before the kill, while they still serve them
-    killed = kill_marked(marker)
+    killed = kill_marked(marker, note=lambda pids: _note_bound(run_path, pids))  # noted while they still serve them
     removed: list[str] = []
     if processes_with_marker(marker):
         return killed, removed  # one would not die: its sockets may still be in use

@@ -456,8 +456,8 @@ class Vassal:
                 "to be stopped by the emperor", since=since,
             )  # fmt: skip
             if running.pid > 0:
-                self.emperor.note_bound([running.pid])  # a master still starting dies of the wake-up SIGINT
-                hasten_stop([running.pid], grace=STOP_GRACE, timeout=STOP_LIMIT)
+                # a master still starting dies of the wake-up SIGINT: what it has bound is noted first
+                hasten_stop([running.pid], grace=STOP_GRACE, timeout=STOP_LIMIT, note=self.emperor.note_bound)
             self.emperor.ring()  # the emperor reaps at its next pass; without a ring that is a second away
             self._wait_for(lambda e: e.kind is EventKind.REMOVED, timeout, "to be removed", since=since)
         for path in self.socket_paths:
