@@ -185,6 +185,44 @@ def test_failing_test_report_has_its_vassal_log_and_emperor_lines(
 
 
 @pytest.mark.usefixtures("uwsgi_bin")
+def test_a_vassal_of_a_module_scoped_fixture_has_per_test_logs_and_report(
+    pytester: pytest.Pytester, repo: Path, box: Sandbox
+) -> None:
+    # Deployed once per module with emperor.deploy(), not by this plugin's fixtures: each test still sees only its
+    # own lines, and a failing test that takes the vassal as an argument gets its log section.
+    write_tests(repo, test_module="""
+        import pytest
+
+        from pe_sync import publish
+
+        @pytest.fixture(scope="module")
+        def other(emperor):
+            vassal = emperor.deploy("other")
+            yield vassal
+            vassal.remove()
+
+        def test_earlier(other):
+            assert other.request("GET", "/log", params="logged-by-the-earlier-test").status_code == 200
+            assert "app-log: logged-by-the-earlier-test" in other.log_text()
+
+        def test_fails(other):
+            assert "logged-by-the-earlier-test" not in other.log_text()
+            assert "logged-by-the-earlier-test" in other.log_text(since="deploy")
+            assert other.request("GET", "/log", params="logged-by-the-failing-test").status_code == 200
+            publish("failing", name=other.name)
+            raise AssertionError("failing on purpose")
+        """
+    )
+    result = pytester.runpytest_subprocess("--emperor", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*AssertionError: failing on purpose*"])
+    log = report_sections(result.stdout.lines).get(f"vassal {box.records()['failing']['name']} log")
+    assert log is not None and "app-log: logged-by-the-failing-test" in log, log
+    assert "logged-by-the-earlier-test" not in log
+    assert_nothing_left(box)
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
 def test_failing_test_report_has_the_request_lines_uwsgi_logs_after_responding(
     pytester: pytest.Pytester, repo: Path, box: Sandbox
 ) -> None:

@@ -256,7 +256,8 @@ class _Session:
 
 _SESSION = pytest.StashKey[_Session]()
 _CALL_REPORT = pytest.StashKey[pytest.TestReport]()
-_USED = pytest.StashKey["list[tuple[Vassal, int, int]]"]()  # vassal, its log offset and event number at first use
+_USED = pytest.StashKey["list[Vassal]"]()  # the vassals a test had from this plugin's fixtures
+_TEST_START = pytest.StashKey[int]()  # the emperor's event number when the test's set-up began
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -297,12 +298,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"pytest-emperor: run dir kept at {path}")
 
 
-def _use(request: pytest.FixtureRequest, vassal: Vassal, *, deployed_now: bool) -> Vassal:
-    """Remember that the current test used ``vassal``, from which point of its log and of the emperor's (its
-    deploy, when the test deployed it): ``log_text()``/``error_lines()`` and the report start there."""
+def _use(request: pytest.FixtureRequest, vassal: Vassal) -> Vassal:
+    """Remember that the current test used ``vassal`` (its report gets the vassal's log) and mark where the
+    test's part of that log begins (``Vassal.begin_test``)."""
     used = request.node.stash.setdefault(_USED, [])
-    offset, seq = vassal.begin_test(deployed_now)
-    used.append((vassal, offset, seq))
+    vassal.begin_test(request.node.stash.get(_TEST_START, 0))
+    if vassal not in used:
+        used.append(vassal)
     return vassal
 
 
@@ -335,7 +337,7 @@ def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Cal
     ) -> Vassal:
         __tracebackhide__ = True  # failures read as the test's own, without the plugin's frames
         vassal = emperor.deploy(request.config.rootpath / path, name, wait=False)
-        deployed.append(_use(request, vassal, deployed_now=True))
+        deployed.append(_use(request, vassal))
         if wait:
             vassal.wait_ready(timeout)
         return vassal
@@ -356,8 +358,7 @@ def app_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Vassal:
     """
     session = request.config.stash[_SESSION]
     app = session.app_for(Path(request.path))
-    deployed_now = app.resolve() not in session.apps
-    return _use(request, session.app_vassal(app), deployed_now=deployed_now)
+    return _use(request, session.app_vassal(app))
 
 
 @pytest.fixture
@@ -372,7 +373,7 @@ def broken_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
         from pytest_emperor.testing.broken import deploy_broken
 
         vassal = deploy_broken(emperor, kind, name, need_app=need_app, timeout=timeout)
-        deployed.append(_use(request, vassal, deployed_now=True))
+        deployed.append(_use(request, vassal))
         return vassal
 
     yield deploy
@@ -420,20 +421,37 @@ def isolation(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Call
         raise errors[0]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Each test's logs begin with the test: every vassal the emperor runs is marked before the test's fixtures
+    are set up, so that ``log_text()`` of one deployed by a module-scoped fixture holds this test's lines only
+    (a vassal deployed during the set-up starts at its deploy)."""
+    session = item.config.stash.get(_SESSION, None)
+    emperor = session.emperor if session is not None else None
+    item.stash[_TEST_START] = emperor.last_seq if emperor is not None else 0
+    for vassal in list(emperor.vassals.values()) if emperor is not None else []:
+        vassal.begin_test(item.stash[_TEST_START])
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A failing test's report gets, for each vassal it used, that vassal's log lines from this test only and
-    the emperor's lines about it (curses, throttling, reloads)."""
+    """A failing test's report gets, for each vassal it used (from this plugin's fixtures, or as an argument
+    from a fixture of its own), that vassal's log lines from this test only and the emperor's lines about it
+    (curses, throttling, reloads)."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
     if report.when == "call":
         item.stash[_CALL_REPORT] = report
-    if not report.failed or not item.stash.get(_USED, []):
+    if not report.failed or _SESSION not in item.config.stash:
         return
     from pytest_emperor.engine.emperor_log import EventKind
+    from pytest_emperor.engine.vassal import Vassal
 
-    for vassal, offset, seq in item.stash[_USED]:
+    used = item.stash.get(_USED, [])
+    funcargs = getattr(item, "funcargs", {}).values()
+    for vassal in [*used, *(v for v in funcargs if isinstance(v, Vassal) and v not in used)]:
         vassal.sync_log()
+        offset, seq = vassal.test_start
         events = vassal.emperor.events(vassal.id, since=seq)
         emperor_lines = [e.line for e in events if e.kind is not EventKind.OUTPUT]
         lines = [e.line for e in events if e.kind is EventKind.OUTPUT] + vassal.log_text(since=offset).splitlines()

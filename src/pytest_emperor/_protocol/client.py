@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import http.cookiejar
 import numbers
 import socket
 import threading
@@ -325,8 +326,19 @@ def check_request_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
         bad = [(k, v) for k, v in headers.items() if not isinstance(k, text) or not isinstance(v, (*text, type(None)))]
         if bad:
             raise TypeError(f"headers= names and values must be str or bytes (None drops a default), not {bad[0]!r}")
-    if kwargs.get("data") is not None and kwargs.get("json") is not None:
+    data = kwargs.get("data")
+    if data is not None and not (
+        isinstance(data, (bytes, bytearray, memoryview, Iterable)) or hasattr(data, "read")
+    ):  # str, form mappings and pairs are iterables
+        raise TypeError(f"data= takes bytes, a str, a form mapping or pairs, a file or chunks, not {data!r}")
+    if data is not None and kwargs.get("json") is not None:
         raise TypeError("pass data= (a body: bytes, str, form mapping, file) or json= (an object), not both")
+    cookies = kwargs.get("cookies")
+    if cookies is not None and not isinstance(cookies, (Mapping, http.cookiejar.CookieJar)):
+        raise TypeError(f"cookies= takes a mapping of names to values or a CookieJar, not {cookies!r}")
+    auth = kwargs.get("auth")
+    if auth is not None and not callable(auth) and not (isinstance(auth, tuple) and len(auth) == 2):
+        raise TypeError(f"auth= takes a (user, password) pair or a requests auth object, not {auth!r}")
     files = kwargs.get("files")
     if files is not None and not isinstance(files, Mapping) and not _is_pairs(files):
         raise TypeError(f"files= takes a mapping or a list of (field, file) pairs, not {files!r}")

@@ -131,6 +131,8 @@ class Emperor:
         self._removals_lock = threading.Lock()
         self._bells: list[socket.socket] = []  # doorbell connections the emperor has not answered yet (see ring)
         self._bells_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._recent_stats: tuple[int, EmperorStats] | None = None  # (last_seq when read, the snapshot)
 
     # -- paths ------------------------------------------------------------------------------------------------
 
@@ -479,7 +481,20 @@ class Emperor:
 
     def stats(self) -> EmperorStats:
         """Read the emperor's stats (and wake it up: see ``stats.read_stats``)."""
-        return read_stats(str(self.stats_path))
+        seen = self.last_seq
+        stats = read_stats(str(self.stats_path))
+        self._recent_stats = (seen, stats)
+        return stats
+
+    def stats_after(self, seq: int) -> EmperorStats:
+        """A stats snapshot read after the event ``seq`` was seen: the latest one read if it is that recent, else
+        a new one. Each read costs the emperor a JSON dump of every vassal, so vassals that become ready together
+        (50 at once under ``emperor-dev up``) share one."""
+        with self._stats_lock:  # the others wait for this read rather than start their own
+            recent = self._recent_stats
+            if recent is not None and recent[0] >= seq:
+                return recent[1]
+            return self.stats()
 
     def ring(self) -> None:
         """Wake the emperor so that it scans its vassal dir now, without waiting for it.

@@ -340,17 +340,17 @@ class Vassal:
             )
         if self.socket is not None:
             self._probe(deadline)
-        self._settle(min(deadline, time.monotonic() + SETTLE_LIMIT))
+        self._settle(event.seq, min(deadline, time.monotonic() + SETTLE_LIMIT))
         return self
 
-    def _settle(self, deadline: float) -> None:
+    def _settle(self, ready_seq: int, deadline: float) -> None:
         # The emperor hears "accepting" from worker 1 only. A worker still starting has not installed its
         # signal handlers, and uWSGI 2.0 then ignores a reload or stop sent to it: the master waits up to its
         # 60 s worker mercy. So readiness also waits (briefly, bounded) until every worker sits blocked in the
         # kernel, twice in a row: what a worker waiting for requests does. No event exists for it: polled, first
         # every millisecond, then less often: 50 vassals of `emperor-dev up` settling at once at 1 kHz each took
         # 90 ms of the CPU their own start-up needed (benchmarks/loop.py).
-        master = self.pid  # read once: each stats read costs the emperor a JSON dump of every vassal
+        master = self.pid_in(self.emperor.stats_after(ready_seq))  # the master that became ready, or a successor
         if master is None:
             return
         quiet = 0
@@ -571,10 +571,11 @@ class Vassal:
 
     # -- logs -------------------------------------------------------------------------------------------------
 
-    def begin_test(self, deployed_now: bool) -> tuple[int, int]:
-        """Mark where the current test's part of the log begins (its deploy, when ``deployed_now``), so that
-        ``log_text()`` and ``error_lines()`` default to it; return that log offset and event number."""
-        if deployed_now:
+    def begin_test(self, test_start: int) -> None:
+        """Mark where the current test's part of the log begins, so that ``log_text()`` and ``error_lines()``
+        default to it: the vassal's deploy if that came after the emperor's event ``test_start`` (the test's
+        start), else now."""
+        if self._deploy_seq >= test_start:
             self._test_mark = (self._log_offset, self._deploy_seq)
         else:
             self.sync_log()  # the previous test's request lines belong before this test's mark
@@ -583,7 +584,11 @@ class Vassal:
             except FileNotFoundError:
                 offset = 0
             self._test_mark = (offset, self.emperor.last_seq)
-        return self._test_mark
+
+    @property
+    def test_start(self) -> tuple[int, int]:
+        """The log offset and emperor event number where the current test's part begins (see ``begin_test``)."""
+        return self._start("test")
 
     def _start(self, since: Since) -> tuple[int, int]:
         """The log offset and event number ``since`` designates."""
