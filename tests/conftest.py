@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +49,14 @@ master = true
 vacuum = true
 {extra}
 """
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short private dir under /tmp (socket paths must stay under 108 bytes; tmp_path is too long)."""
+    path = Path(tempfile.mkdtemp(prefix="pe-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -81,8 +81,11 @@ def test_config_errors_name_the_file(tmp_path: Path) -> None:
         default_apps(tmp_path)
 
 
-def test_pyproject_without_the_table_falls_back_to_discovery(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+@pytest.mark.parametrize(
+    "pyproject", ["[project]\nname = 'x'\n", "[tool.emperor-dev.check]\nfail-on = 'error'\n"]
+)  # without the table, or with check's table only
+def test_pyproject_without_apps_falls_back_to_discovery(tmp_path: Path, pyproject: str) -> None:
+    (tmp_path / "pyproject.toml").write_text(pyproject)
     with pytest.raises(ConfigError, match="no apps to run"):
         default_apps(tmp_path)
     write_app(tmp_path / "svc", tmp_path, "hello")

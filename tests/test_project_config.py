@@ -55,6 +55,5 @@ def test_errors_name_the_file_and_the_key(tmp_path: Path, file: str, text: str, 
     (tmp_path / file).write_text(text)
     with pytest.raises(ConfigFileError, match=message) as info:
         load_project(tmp_path)
-        load_check(tmp_path)
     assert isinstance(info.value, ConfigError)  # `up` reports it as bad usage, like any other config error
     assert str(tmp_path / file) in str(info.value)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -31,14 +28,6 @@ from pytest_emperor.engine.runs import (
 from pytest_emperor.testing.broken import deploy_broken
 
 
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short private dir under /tmp (socket paths must stay under 108 bytes; tmp_path is too long)."""
-    path = Path(tempfile.mkdtemp(prefix="pe-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def listening_socket(path: Path) -> socket.socket:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
@@ -56,7 +45,7 @@ def test_create_and_close(short_dir: Path) -> None:
     run = RunDir.create(short_dir)
     assert run.path.is_dir() and (short_dir / f"{run.tag}.lock").exists()
     run.record_socket("/tmp/a.sock")
-    assert run.recorded_sockets() == ["/tmp/a.sock"]
+    assert list(_recorded_sockets(run.path)) == ["/tmp/a.sock"]
     run.close()
     assert list(short_dir.iterdir()) == []
 

@@ -6,9 +6,7 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +16,7 @@ from conftest import HELLO
 
 import pytest_emperor._protocol
 from pytest_emperor._protocol.client import direct_session
+from pytest_emperor.engine.binary import uwsgi_version
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.emperor_log import EventKind
 from pytest_emperor.engine.processes import processes_with_marker
@@ -28,13 +27,6 @@ from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, Vassal
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
 
 MakeApp = Callable[..., Path]
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pe-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.usefixtures("example_venvs")
@@ -162,15 +154,18 @@ def test_live_socket_of_someone_else_is_an_error_and_untouched(live_emperor: Emp
     assert not any(live_emperor.vassal_dir.iterdir())
 
 
-@pytest.mark.parametrize("line", ["socket = /tmp/pe-%h-%n.sock", "uwsgi-socket = /tmp/pe-%h-%i-%n.sock"])
+@pytest.mark.parametrize(
+    "line", ["socket = /tmp/pe-%h-%n.sock", "uwsgi-socket = /tmp/pe-%h-%i-%n.sock", "socket = /tmp/pe-%V-%n.sock"]
+)
 def test_the_deploy_plan_predicts_the_socket_uwsgi_binds(live_emperor: Emperor, make_app: MakeApp, line: str) -> None:
-    # Every magic variable (%h the hostname, %i the inode of the vassal's link): the deploy waits on a probe
-    # through the predicted socket, and uWSGI's own bind must be that path.
+    # Every magic variable (%h the hostname, %i the inode of the vassal's link, %V the binary's version): the
+    # deploy waits on a probe through the predicted socket, and uWSGI's own bind must be that path.
     vassal = live_emperor.deploy(make_app("magic", extra_ini=line, socket=""))
     template = line.split(" = ")[1]
     expected = (
         template.replace("%h", socket.gethostname())
         .replace("%i", str(os.lstat(vassal.symlink).st_ino))
+        .replace("%V", uwsgi_version(live_emperor.uwsgi))
         .replace("%n", vassal.name)
     )
     assert vassal.socket is not None and vassal.socket.address == expected

@@ -365,7 +365,7 @@ def app_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Vassal:
 def broken_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., Vassal]]:
     """Factory: ``broken_vassal(kind, name=None, *, need_app=False, timeout=None)`` deploys a known-broken
     vassal next to the apps under test and returns it once it reached the state its kind leads to (the kinds,
-    ``BROKEN_KINDS``, and their states are tabled in the faults module). Removed after the test."""
+    ``BROKEN_KINDS``, and their states are tabled in ``pytest_emperor.testing.broken``). Removed after the test."""
     deployed: list[Vassal] = []
 
     def deploy(kind: str, name: str | None = None, *, need_app: bool = False, timeout: float | None = None) -> Vassal:

@@ -231,9 +231,12 @@ class DeployPlan:
             os.unlink(self.staged)
 
 
-def plan_deploy(ini: Path, link: Path, *, env: Mapping[str, str] | None = None) -> DeployPlan:
+def plan_deploy(
+    ini: Path, link: Path, *, env: Mapping[str, str] | None = None, version: str = "", binary_path: str = ""
+) -> DeployPlan:
     """Read ``ini`` as uWSGI will once it is opened as the symlink ``link`` from the vassal dir (which the
-    emperor enters by its realpath), and predict its sockets; ConfigError names the file and line of a problem."""
+    emperor enters by its realpath), with the running binary's ``version`` and ``binary_path`` for ``%V``/``%b``,
+    and predict its sockets; ConfigError names the file and line of a problem."""
     __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
     env = os.environ if env is None else env
     staged = link.with_name(link.name + ".plan")
@@ -241,7 +244,9 @@ def plan_deploy(ini: Path, link: Path, *, env: Mapping[str, str] | None = None) 
         os.unlink(staged)  # left by a deploy that failed before linking
     os.symlink(ini, staged)
     try:
-        config = read_ini(link.name, cwd=str(link.parent), env=env, staged=str(staged))
+        config = read_ini(
+            link.name, cwd=str(link.parent), env=env, staged=str(staged), version=version, binary_path=binary_path
+        )
         if not config.options:
             raise ConfigError(
                 f"{ini}:1: no option in a [{config.section}] section, so uWSGI would start with none of them; put "

@@ -133,6 +133,7 @@ class Emperor:
         self._bells_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._recent_stats: tuple[int, EmperorStats] | None = None  # (last_seq when read, the snapshot)
+        self.version = ""  # the binary's version, read from the stats once started
 
     # -- paths ------------------------------------------------------------------------------------------------
 
@@ -237,7 +238,7 @@ class Emperor:
             self.wait_event(
                 lambda e: e.kind is EventKind.STATS_READY, since=0, timeout=self.timeout, what="the stats socket"
             )
-            self.stats()
+            self.version = str(self.stats().raw.get("version", ""))  # %V of the vassals' inis
         except BaseException:
             self.stop()
             raise

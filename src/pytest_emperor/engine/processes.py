@@ -282,27 +282,28 @@ def hasten_stop(
     KeyboardInterrupt and the master goes on to its loop (or exits). One that does not catch SIGINT at all is
     not that far (Python not started, or re-exec'ing for a reload): SIGINT would kill it alone, so it is killed
     with its children (the caller removes the socket file vacuum would have). Either may have bound its socket
-    without having recorded it yet, so ``note``, if given, is called with the masters ``frozen``, right before
-    their first signal. Children still alive ``grace`` seconds in ignored their SIGINT (uWSGI's worker start-up
+    without having recorded it yet, so ``note``, if given, is called with the masters ``frozen`` before each
+    round of signals, and what to send each is decided while they are: a process listed while the emperor had
+    just forked it, not yet the vassal it execs, catches SIGINT (the emperor's handler), then binds as a master
+    that does not. Children still alive ``grace`` seconds in ignored their SIGINT (uWSGI's worker start-up
     race): killed, the master then exits normally. Anything left after ``timeout`` is killed. ``each_tick`` runs
     once a tick (the emperor's wake-up).
     """
     held = [_Process(pid) for pid in masters]
     start = time.monotonic()
     try:
-        first = [master for master in held if not master.exited()]
-        with frozen(first) if note is not None else contextlib.nullcontext():
-            if note is not None:
-                note([master.pid for master in first])
-            _signal_round(first, 0.0, grace, timeout)
         while True:
+            live = [m for m in held if not m.exited()]
+            with frozen(live) if note is not None else contextlib.nullcontext():
+                if note is not None:
+                    note([master.pid for master in live])
+                _signal_round(live, time.monotonic() - start, grace, timeout)
             if each_tick is not None:
                 each_tick()
-            live = [m for m in held if not m.exited()]
+            live = [m for m in live if not m.exited()]
             if not live:
                 return
             wait_exit(live[0].pid, WAKE_TICK)
-            _signal_round([m for m in live if not m.exited()], time.monotonic() - start, grace, timeout)
     finally:
         for master in held:
             master.close()

@@ -169,10 +169,6 @@ class RunDir:
         """Record the identity of the socket files at ``paths``, which a process of this run serves now."""
         _record_bound(self.path, paths)
 
-    def recorded_sockets(self) -> list[str]:
-        """The socket paths recorded so far."""
-        return list(_recorded_sockets(self.path))
-
     def unlink_dead_socket(self, path: str) -> bool:
         """Unlink ``path`` once the vassal that served it is gone: if the file there is one the run recorded
         while a process of it served it, else (never seen bound) only if nobody accepts connections on it."""

@@ -135,7 +135,7 @@ def prepare_deployment(emperor: Emperor, path: Path, name: str | None) -> Vassal
     if full in emperor.vassals:
         raise ConfigError(f"a vassal named {full!r} is already deployed; remove it first or choose another name")
     link = emperor.vassal_dir.resolve() / f"{full}.ini"
-    plan = plan_deploy(ini, link)
+    plan = plan_deploy(ini, link, version=emperor.version, binary_path=str(emperor.uwsgi))
     try:
         emperor.finish_removals(sockets=[s.address for s in plan.sockets if s.is_unix])
         for socket in plan.sockets:

@@ -3,7 +3,7 @@
 Production routes ``<app>.api.<domain>`` to ``/tmp/<app>.api.sock`` with a server block in a site file that its
 nginx.conf includes inside ``http {}``. :func:`load_site` parses that file with nginx-crossplane (nginx's own
 grammar, not regexes), finds the routing (the regex ``server_name`` with a named group ``app`` and the
-``uwsgi_pass`` beside it) as a :class:`~.router.RouteMap`, and :func:`render_site` rebuilds the server blocks with
+``uwsgi_pass`` beside it) as a :class:`~.routes.RouteMap`, and :func:`render_site` rebuilds the server blocks with
 only what cannot run in a test rewritten:
 
 - ``listen``: replaced by the run's loopback TCP and unix listeners (``default_server`` is kept where written);

@@ -2,7 +2,7 @@
 
 - :class:`RouteMap`: the pure mapping Host -> app -> vassal socket, from an nginx ``server_name`` regex with a
   named group ``app`` and a socket template using ``$app`` (the seed's ``unix:/tmp/$app.api.sock``). Used by the
-  router, ``emperor-dev request`` and ``emperor-dev check`` (W303).
+  router and ``emperor-dev request``.
 - :class:`Router`: what the tests and ``emperor-dev`` use of the router (addresses, per-app URL/Host, a
   ``requests`` session, ``stop()``); :meth:`NginxRouter.start` starts one. The router is a private real nginx
   (:mod:`pytest_emperor.routing.nginx`); there is no other.

@@ -1,6 +1,7 @@
 """The one route map: Host -> app -> vassal socket, from an nginx ``server_name`` regex with a named group
 ``app`` and a socket template using ``$app`` (the seed's ``unix:/tmp/$app.api.sock``). Pure: used by the nginx
-config, ``request``/``url`` and ``emperor-dev check`` (W303)."""
+config and ``request``/``url``. ``emperor-dev check`` knows only the default layout (its ``--socket-dir``), so its
+rules call ``convention.routed_socket``, which :meth:`RouteMap.for_domain` builds its template from."""
 
 from __future__ import annotations
 
@@ -9,13 +10,8 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, routed_socket
-
-if TYPE_CHECKING:
-
-    pass
 
 __all__ = ["RouteMap"]
 

@@ -86,7 +86,7 @@ def deploy_broken(
     """Deploy a broken vassal of ``kind`` and return it once it reached its kind's state (see the module doc)."""
     __tracebackhide__ = True  # a failure reads as the test's own line, not this helper's
     name = name or kind + ("-need-app" if need_app else "")
-    app = write_broken_app(emperor.run_dir / "faults" / name, kind, need_app=need_app)
+    app = write_broken_app(emperor.run_dir / "broken" / name, kind, need_app=need_app)
     vassal = emperor.deploy(app, name, wait=False)
     try:
         _reach_state(vassal, kind, need_app, emperor.timeout if timeout is None else timeout)
