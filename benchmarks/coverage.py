@@ -57,7 +57,7 @@ def main() -> None:
     try:
         with (
             Emperor() as bare,
-            Emperor(vassal_options=coverage.vassal_options(), flags=coverage.emperor_flags()) as covered,
+            Emperor(vassal_options=coverage.vassal_options(), extra_args=coverage.emperor_flags()) as covered,
         ):
             plain_vassal = bare.deploy(app, name="bench-plain")
             covered_vassal = covered.deploy(app, name="bench-cov")

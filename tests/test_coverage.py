@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,10 @@ def word(word):
 """
 
 FLASK_APP = """\
+import uwsgi
 from flask import Flask
 
+uwsgi.atexit = lambda: None  # an app's own hook replaces the one the bootstrap chained: Python's atexit still saves
 app = Flask(__name__)
 
 
@@ -104,6 +107,10 @@ def test_victim(deploy_app):
     assert app.request("GET", "/lost").content == b"lost"
     app.kill_worker(signal.SIGKILL)  # the only worker, which served /lost: its data dies with it
     assert app.request("GET", "/other").status_code == 404
+
+
+def test_helper(broken_vassal):
+    broken_vassal("worker-crash")  # its app lives in the run dir: never measured
 """
 
 
@@ -120,7 +127,7 @@ def write_repo(root: Path, sockets: Path) -> None:
             FLASK_APP,
             f"home = {EXAMPLES}/service2/venv-flask",
             "module = app:app",
-            "processes = 2\nlazy-apps = true",
+            "processes = 2\nlazy-apps = true\nskip-atexit-teardown = true",
         ),
         # skip-atexit would make its workers _exit without saving: measured all the same (testing/coverage.py).
         "victim": (VICTIM_APP, "", "wsgi-file = app.py", "processes = 1\nskip-atexit = true"),
@@ -155,12 +162,16 @@ def test_vassal_lines_in_the_report_exactly(
     monkeypatch.chdir(root)
     result = pytester.runpytest_subprocess(
         "--emperor", "-p", "xdist", "-n", "2", "-p", "no:cacheprovider",
-        "--cov=bottleapp", "--cov=flaskapp", "--cov=victim", "--cov-branch",
+        "--cov", "--cov-branch",
         "--cov-report=json:cov.json", "--cov-report=term-missing",
         timeout=RUN_TIMEOUT,
     )  # fmt: skip
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     report = json.loads((root / "cov.json").read_text())["files"]
+    data = CoverageData(basename=str(root / ".coverage"))
+    data.read()
+    assert [f for f in data.measured_files() if "/worker-crash/" in f] == [], "a broken_vassal helper was measured"
+    assert "No data was collected" not in result.stdout.str() + result.stderr.str()
     for app, source in (("bottleapp", BOTTLE_APP), ("flaskapp", FLASK_APP), ("victim", VICTIM_APP)):
         statements, missed = statements_and_missed(source)
         measured = report[f"{app}/app.py"]
@@ -257,3 +268,12 @@ def test_combine_into_takes_only_the_vassals_files(tmp_path: Path) -> None:
         cov.close()
     assert (tmp_path / ".coverage.stray").exists()
     assert not (tmp_path / ".coverage").exists()
+
+
+@pytest.mark.usefixtures("example_venvs", "uwsgi_bin")
+def test_the_coverage_benchmark_runs() -> None:
+    # A smoke run (its figures are the benchmark's business): a benchmark nothing runs breaks unseen.
+    script = EXAMPLES.parent / "benchmarks" / "coverage.py"
+    done = subprocess.run([sys.executable, str(script), "--requests", "5"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "requests: 5 per side" in done.stdout

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_emperor.engine.runs import runs_root
+
 if TYPE_CHECKING:
     import pytest
     from coverage.config import CoverageConfig
@@ -116,7 +118,9 @@ class VassalCoverage:
             if tomli_dir is not None:
                 (self.path_dir / "tomli").symlink_to(tomli_dir, target_is_directory=True)
             shutil.copyfile(Path(__file__).with_name("cov_bootstrap.py"), self.path_dir / f"{BOOTSTRAP_MODULE}.py")
-            omit = [*settings.omit, f"{self.dir}/*"]  # never the bootstrap itself (measured with no source)
+            # Never the bootstrap itself (measured with no source), nor the helper apps broken_vassal writes into
+            # the run dir: not the user's code, and gone once the run ends ("No source for code" in a report).
+            omit = [*settings.omit, f"{self.dir}/*", f"{runs_root()}/*"]
             bootstrap_settings = dict(
                 asdict(settings), omit=omit, data_file=str(self.data_dir / DATA_NAME), problems=str(self.problems)
             )
@@ -152,8 +156,11 @@ class VassalCoverage:
             # shared-import: in the master before the workers fork, with or without lazy-apps (docs/uwsgi-behaviour.md)
             ("shared-import", BOOTSTRAP_MODULE),
             ("env", f"{SETTINGS_ENV}={self.settings_path}"),
-            # Workers save their data in atexit handlers, which skip-atexit skips (they _exit): measuring wins.
+            # Workers save their data in atexit handlers, which skip-atexit skips (they _exit), and in Python's
+            # own at interpreter teardown, which skip-atexit-teardown skips (an app's uwsgi.atexit set after the
+            # bootstrap's replaces the bootstrap's chained one): measuring wins.
             ("skip-atexit", "false"),
+            ("skip-atexit-teardown", "false"),
         ]
 
     def emperor_flags(self) -> list[str]:
@@ -215,6 +222,8 @@ def from_pytest_cov(config: pytest.Config) -> tuple[VassalCoverage, Path] | None
     cov: Any = getattr(controller, "cov", None)
     if cov is None:
         return None
+    # The vassals run the measured code, so pytest's own process may run none of it: not a problem to warn of.
+    cov.config.disable_warnings = [*cov.config.disable_warnings, "no-data-collected"]
     # pytest-cov resolves its paths in the dir it started in (its ``topdir``), whatever a test chdir'ed to since.
     base = Path(controller.topdir)
     return VassalCoverage(CoverageSettings.from_config(cov.config, base)), base / cov.config.data_file
