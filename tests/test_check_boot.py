@@ -58,6 +58,20 @@ def test_cursed_points_at_the_option_uwsgi_names(app: Path, uwsgi_bin: Path) -> 
     assert rc == 1 and ("B001", 3) in codes_at(found)
 
 
+def test_a_missing_virtualenv_is_blamed_on_home_not_on_chdir(app: Path, tmp_path: Path, uwsgi_bin: Path) -> None:
+    # every start logs `chdir() to <dir>`: only uWSGI's error lines may name the option
+    edit(app, "need-app = true\n", f"need-app = true\nhome = {tmp_path}/no-such-venv\n")
+    rc, found, _ = check(str(app))
+    assert rc == 1 and ("B001", 11) in codes_at(found), found
+
+
+def test_a_missing_callable_under_need_app_names_module_and_callable(app: Path, uwsgi_bin: Path) -> None:
+    edit(app, "module = hello\n", "module = hello:nope\n")
+    rc, found, _ = check(str(app))
+    cursed = [f for f in found if f["code"] == "B001"]
+    assert rc == 1 and cursed and "`hello` has no callable `nope`" in str(cursed[0]["message"]), found
+
+
 def test_missing_logto_dir_is_cursed_not_overridden(app: Path, tmp_path: Path, uwsgi_bin: Path) -> None:
     edit(app, "need-app = true\n", f"need-app = true\nlogto = {tmp_path}/no-such-dir/app.log\n")
     rc, found, _ = check(str(app))

@@ -93,6 +93,8 @@ def test_vassal_uid_is_ignored_under_a_dropped_emperor(app_dir: Path, user: str)
     os.chmod(app_dir.parent, 0o755)
     assert ("W604", 11) in codes(app_dir, user, "uid = root\n")
     assert not {c for c in codes(app_dir, user, "chmod-socket = 666\n") if c[0] == "W604"}
+    # an unknown user is no curse under an emperor that dropped privileges: it ignores uid/gid
+    assert {c[0] for c in codes(app_dir, user, "uid = no-such-user-pe\n")} & {"W604", "E311"} == {"W604"}
 
 
 def test_boot_check_runs_under_the_emperor_args(app_dir: Path, user: str, uwsgi_bin: Path) -> None:

@@ -44,8 +44,9 @@ _OPTION_WORDS = (
     (re.compile(r"bind\(\)|socket\(\)|listen\(\)"), ("socket", "uwsgi-socket", "http-socket")),
     (re.compile(r"unable to open log|logto|\[core/logging\.c"), ("logto",)),
     (re.compile(r"failed to open python file"), ("wsgi-file", "file")),
-    (re.compile(r"callable not found|ImportError|ModuleNotFoundError"), ("module", "wsgi", "wsgi-file")),
+    # before the import errors: a missing virtualenv is `ModuleNotFoundError: No module named 'encodings'`
     (re.compile(r"virtualenv|encodings|PYTHONHOME|home ="), ("home", "virtualenv", "venv", "pyhome")),
+    (re.compile(r"callable not found|ImportError|ModuleNotFoundError"), ("module", "wsgi", "wsgi-file")),
 )
 
 
@@ -71,8 +72,9 @@ def _blame(app: AppConfig, lines: Sequence[str]) -> tuple[str, int]:
         if hits:
             best = max(hits, key=lambda o: len(o.value))
             return where(app, best.file), best.line
+    failed = [text for text in lines if _FAILED.search(text)]  # not `chdir() to /app`, a line of every start
     for pattern, keys in _OPTION_WORDS:
-        if any(pattern.search(text) for text in lines):
+        if any(pattern.search(text) for text in failed):
             for key in keys:
                 option = app.ini.last_option(key)
                 if option is not None:
@@ -221,7 +223,9 @@ def _wait_and_probe(
     except VassalCursed as exc:
         lines = [*exc.lines, *log.lines()]
         path, line = _blame(app, lines)
-        return [finding("B001", path, line, str(exc).splitlines()[0], lines)]
+        no_app = [text for text in lines if _CALLABLE.search(text)]  # under need-app: cursed, not served
+        message = _no_app_message(app, no_app[0]) if no_app else str(exc).splitlines()[0]
+        return [finding("B001", path, line, message, lines)]
     except VassalTimeout as exc:
         lines = [*exc.lines, *log.lines()]
         path, line = _blame(app, lines)

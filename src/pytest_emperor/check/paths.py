@@ -154,7 +154,7 @@ def _logto_and_ids(app: AppConfig, cwd: Path) -> list[Finding]:
             continue
         # core/uwsgi.c: uid/gid are only applied when uWSGI starts as root
         effect = (
-            "a root emperor (production's) curses the vassal; a non-root one ignores the option"
+            "a root emperor curses the vassal; a non-root one ignores the option"
             f" (this check runs as {'root: the boot check shows the curse' if root else 'non-root'})"
         )
         found.append(finding("E311", where(app, option.file), option.line, f"`{kind} = {value}`: {effect}"))
