@@ -49,6 +49,10 @@ def test_check_settings_are_found_upwards_in_either_file(tmp_path: Path) -> None
         ("emperor-dev.toml", "apps = 'one'\n", r"emperor-dev.toml: \"apps\" must be a list"),
         ("emperor-dev.toml", "nginx-site = 3\n", r"emperor-dev.toml: \"nginx-site\" must be a path"),
         ("pyproject.toml", "[tool.emperor-dev\n", r"pyproject.toml is not valid TOML"),
+        ("pyproject.toml", "[tool.emperor-dev.check]\ntimeout = 'abc'\n", r"\] \"timeout\" must be seconds"),
+        ("pyproject.toml", "[tool.emperor-dev.check]\nselect = 3\n", r"\"select\" must be a list of rule codes"),
+        ("emperor-dev.toml", "[check]\nstatic = 'no'\n", r"\[check\] \"static\" must be true or false"),
+        ("emperor-dev.toml", "[check]\npaths = 'app'\n", r"\"paths\" must be a list of paths"),
     ],
 )
 def test_errors_name_the_file_and_the_key(tmp_path: Path, file: str, text: str, message: str) -> None:

@@ -11,7 +11,7 @@ with only ``[tool.emperor-dev.check]`` configures no apps.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,38 @@ __all__ = ["CHECK_KEYS", "CONFIG_FILE", "PYPROJECT_TABLE", "CheckConfig", "Proje
 CONFIG_FILE = "emperor-dev.toml"
 PYPROJECT_TABLE = "emperor-dev"  # [tool.emperor-dev] in pyproject.toml
 
-#: ``emperor-dev check``'s keys: its long option names.
-CHECK_KEYS = frozenset(
-    {
-        "select", "ignore", "fail-on", "format", "socket-dir", "static", "probe", "expect-status", "timeout",
-        "paths", "emperor-args", "nginx-user",
-    }
-)  # fmt: skip
 _TOP_KEYS = frozenset({"apps", "nginx-site", "check"})
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_strs(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _is_str_or_strs(value: object) -> bool:
+    return _is_str(value) or _is_strs(value)
+
+
+#: What each of ``emperor-dev check``'s keys takes, and how an error says it.
+_CHECK_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "select": (_is_str_or_strs, 'a list of rule codes such as ["E", "W303"]'),
+    "ignore": (_is_str_or_strs, 'a list of rule codes such as ["I202"]'),
+    "fail-on": (_is_str, 'one of "error", "warning", "info"'),
+    "format": (_is_str, 'an output format such as "text" or "github"'),
+    "socket-dir": (_is_str, 'a directory such as "/tmp"'),
+    "static": (lambda v: isinstance(v, bool), "true or false"),
+    "probe": (_is_str, 'a path such as "/health"'),
+    "expect-status": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an HTTP status such as 200"),
+    "timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "seconds, such as 30"),
+    "paths": (_is_strs, 'a list of paths such as ["services/"]'),
+    "emperor-args": (_is_str_or_strs, 'production\'s emperor flags such as "--uid www-data --gid www-data"'),
+    "nginx-user": (_is_str, 'a user name such as "www-data"'),
+}
+#: ``emperor-dev check``'s keys: its long option names.
+CHECK_KEYS = frozenset(_CHECK_TYPES)
 
 
 @dataclass(frozen=True)
@@ -117,6 +141,10 @@ def _validated(table: object, source: Path, name: str) -> dict[str, Any]:
         unknown = sorted(set(check) - CHECK_KEYS)
         if unknown:
             raise ConfigFileError(f"{source}: unknown key(s) in [{check_name}]: {', '.join(unknown)}")
+        for key, value in check.items():
+            accepts, takes = _CHECK_TYPES[key]
+            if not accepts(value):
+                raise ConfigFileError(f'{source}: [{check_name}] "{key}" must be {takes}, not {value!r}')
     return table
 
 
