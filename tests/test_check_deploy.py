@@ -80,7 +80,7 @@ def test_logto_into_a_missing_dir(tmp_path: Path) -> None:
 def test_unknown_uid_says_root_or_not(tmp_path: Path) -> None:
     assert ("app.uwsgi.ini", "E311", 9) in check(tmp_path, GOOD + "uid = no-such-user-x\n")
     message = next(f.message for f in run_check([tmp_path / "svc"], CheckSettings(boot=False)).findings)
-    assert "a root emperor (production's) curses the vassal; a non-root one ignores" in message
+    assert "a root emperor curses the vassal; a non-root one ignores" in message
     assert check(tmp_path, GOOD + "uid = root\ngid = 0\n") == []
 
 
