@@ -404,3 +404,19 @@ def test_open_block_and_recursive_logic(tmp_path: Path) -> None:
 def test_missing_include_is_fatal_and_stops_reading(tmp_path: Path) -> None:
     f = _read(tmp_path, "[uwsgi]\ninclude = nope.ini\nafter = 1\n")
     assert [(p.code, p.line) for p in f.problems] == [("fatal", 2)] and f.get("after") is None
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        ("include = inc.ini:prod", "fatal"),  # no `:section` for include: "unable to load configuration", exit 1
+        ("include = app.conf", "fatal"),
+        ("inherit = base.cfg", "fatal"),
+        ("include = inc.yml", "not-followed"),  # another reader of uWSGI's: not read here
+        ("inherit = base.json", "not-followed"),
+    ],
+)
+def test_include_and_inherit_read_by_the_file_name_ending(tmp_path: Path, line: str, code: str) -> None:
+    f = _read(tmp_path, f"[uwsgi]\n{line}\nafter = 1\n")
+    assert [(p.code, p.line) for p in f.problems] == [(code, 2)], f.problems
+    assert (f.get("after") is None) == (code == "fatal" and line.startswith("include"))

@@ -101,6 +101,8 @@ _LOGIC = frozenset(
     }
 )  # fmt: skip
 _END_LOGIC = frozenset({"end", "endfor", "endif", "end-if", "end-for"})
+# The endings `include` loads with another reader (core/uwsgi.c uwsgi_opt_load_config, by build): not followed.
+_OTHER_FORMATS = (".yml", ".yaml", ".json", ".js", ".xml")
 # uWSGI has no include-loop guard (it recurses until the stack or the fd table runs out).
 _MAX_DEPTH = 32
 # option -> whether the placeholder it adds is already "configured" (then the passes skip it)
@@ -662,6 +664,24 @@ class _Loader:
             self.add(key, value, line_no, file)
         return got_section
 
+    def not_an_ini(self, key: str, value: str, line: int, file: str) -> bool:
+        """For ``include``/``inherit``, which pick their reader by the file name's ending (core/uwsgi.c
+        ``uwsgi_opt_load``, ``uwsgi_opt_load_config``): True, with the problem said, unless it is an .ini file.
+        Another format is not read here; no format at all is fatal for uWSGI."""
+        if value.endswith(".ini"):
+            return False
+        if value.endswith(_OTHER_FORMATS):
+            self.problem(line, NOT_FOLLOWED, f"'{key} = {value}' is not an .ini file: not read here", file)
+        else:
+            section = f"; `{key}` takes no `:section` (`ini = file:section` does)" if ":" in value else ""
+            self.fatal(
+                line,
+                file,
+                f"'{key} = {value}': uWSGI picks the reader by the file name's ending (.ini, .yml, .json ...) and has "
+                f"none for this one: 'unable to load configuration from {value}', it exits 1{section}",
+            )
+        return True
+
     # -- options ----------------------------------------------------------------------------------------------
 
     def add(self, key: str, value: str, line: int, file: str, late: bool = False) -> None:
@@ -681,9 +701,7 @@ class _Loader:
         option = IniOption(key, value, line, file, late)
         self.options.append(option)
         if key in ("include", "ini"):
-            if key == "include" and not value.endswith(".ini"):
-                self.problem(line, NOT_FOLLOWED, f"'{key} = {value}' is not an .ini file: not read here", file)
-            else:
+            if key == "ini" or not self.not_an_ini(key, value, line, file):
                 self.load(value, line, file)
         elif key == "inherit":
             self.inherits.append(option)
@@ -767,9 +785,7 @@ class _Loader:
                 message = f"'inherit = {option.value}' is expanded first: not followed"
                 self.problem(option.line, NOT_FOLLOWED, message, option.file)
                 continue
-            if not option.value.endswith(".ini"):
-                message = f"'inherit = {option.value}' is not an .ini file: not read here"
-                self.problem(option.line, NOT_FOLLOWED, message, option.file)
+            if self.not_an_ini("inherit", option.value, option.line, option.file):
                 continue
             before = len(self.options)
             self.load(option.value, option.line, option.file)
