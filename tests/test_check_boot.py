@@ -52,6 +52,13 @@ def test_good_boots_clean(app: Path, uwsgi_bin: Path) -> None:
     assert (rc, found, boot) == (0, [], "boot check: ran on 1 app")
 
 
+def test_an_app_dir_with_an_underscore_boots_as_up_names_it(tmp_path: Path, uwsgi_bin: Path) -> None:
+    app = tmp_path / "my_shop"  # `up` and deploy_app run it as my-shop: one DNS label
+    shutil.copytree(CASES / "good", app)
+    rc, found, boot = check(str(app))
+    assert (rc, found, boot) == (0, [], "boot check: ran on 1 app")
+
+
 def test_cursed_points_at_the_option_uwsgi_names(app: Path, uwsgi_bin: Path) -> None:
     edit(app, "dirname $(realpath %P))", "dirname $(realpath %P))/gone")
     rc, found, _ = check(str(app))

@@ -26,7 +26,7 @@ from pytest_emperor.check.rules import SOCKET_KEYS, AppConfig, Finding, finding,
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
 from pytest_emperor.engine.deploy_plan import SocketSpec
 from pytest_emperor.engine.emperor import Emperor
-from pytest_emperor.engine.vassal import Vassal
+from pytest_emperor.engine.vassal import Vassal, routable_name
 from pytest_emperor.errors import EmperorError, VassalCursed, VassalError, VassalTimeout
 
 __all__ = ["BootTarget", "boot_all"]
@@ -175,7 +175,9 @@ def boot_all(
             for target in targets:
                 log = _AppLog(target.app, emperor.vassal_dir.resolve())
                 try:
-                    deployed.append((target, emperor.deploy(target.ini, name=target.app.name, wait=False), log))
+                    # under the name `up` and deploy_app give the dir (my_shop -> my-shop): one DNS label
+                    name = routable_name(target.app.name)
+                    deployed.append((target, emperor.deploy(target.ini, name=name, wait=False), log))
                 except EmperorError as exc:  # refused before linking: socket path too long, name unroutable, in use
                     app = target.app
                     findings.append(finding("X001", app.path, section_line(app), str(exc).splitlines()[0]))

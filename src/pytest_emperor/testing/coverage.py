@@ -222,8 +222,8 @@ def from_pytest_cov(config: pytest.Config) -> tuple[VassalCoverage, Path] | None
     cov: Any = getattr(controller, "cov", None)
     if cov is None:
         return None
-    # The vassals run the measured code, so pytest's own process may run none of it: not a problem to warn of.
-    cov.config.disable_warnings = [*cov.config.disable_warnings, "no-data-collected"]
+    # The vassals run the measured code, so pytest's own process may import and run none of it: not a problem.
+    cov.config.disable_warnings = [*cov.config.disable_warnings, "no-data-collected", "module-not-imported"]
     # pytest-cov resolves its paths in the dir it started in (its ``topdir``), whatever a test chdir'ed to since.
     base = Path(controller.topdir)
     return VassalCoverage(CoverageSettings.from_config(cov.config, base)), base / cov.config.data_file
