@@ -77,6 +77,23 @@ def test_early_vassal_output_is_attributed_to_the_vassal_that_announced_itself()
     assert [e.seq for e in events] == [1, 2, 3, 4]
 
 
+def test_a_line_naming_another_announced_vassal_is_that_vassals() -> None:
+    # two vassals starting together: the first one's error comes after the second announced itself
+    parser = EmperorLogParser()
+    lines = [
+        "*** has_emperor mode detected (fd: 7) ***",
+        "[uWSGI] getting INI configuration from bad-module-1.ini",
+        "*** has_emperor mode detected (fd: 9) ***",
+        "[uWSGI] getting INI configuration from bad-socket-1.ini",
+        "realpath() of bad-module-1.ini failed: No such file or directory [core/utils.c line 3662]",
+        "bad-socket speaking of never-announced.ini",
+    ]
+    events = [e for e in map(parser.feed, lines) if e is not None]
+    assert [(e.vassal, e.line[:12]) for e in events] == [
+        ("bad-module-1.ini", "realpath() o"), ("bad-socket-1.ini", "bad-socket s")
+    ]
+
+
 def test_removal_without_curse_or_stop_is_a_death() -> None:
     parser = EmperorLogParser()
     lines = [

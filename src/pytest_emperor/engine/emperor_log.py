@@ -73,6 +73,7 @@ _PATTERNS: list[tuple[EventKind, re.Pattern[str]]] = [
 _ENDINGS = {EventKind.CURSED, EventKind.STOPPING}
 _ANNOUNCE = re.compile(r"^\[uWSGI\] getting INI configuration from (?P<file>\S+)$")
 _VASSAL_START = "*** has_emperor mode detected"
+_INI_NAME = re.compile(r"[\w.-]+\.ini\b")
 
 
 class EmperorLogParser:
@@ -82,6 +83,7 @@ class EmperorLogParser:
         self.seq = 0
         self._speaker: str | None = None
         self._last: dict[str, EventKind] = {}  # the last event kind per vassal
+        self._announced: set[str] = set()  # every vassal file that announced itself
 
     def _event(
         self, kind: EventKind, vassal: str | None, line: str, pid: int | None = None, died: bool = False
@@ -114,7 +116,11 @@ class EmperorLogParser:
             # A vassal reads its own file first; later files (our --vassals-include) are not its name.
             if self._speaker is None and "/" not in announce["file"]:
                 self._speaker = announce["file"]
+                self._announced.add(self._speaker)
             return None
         if self._speaker is not None:
-            return self._event(EventKind.OUTPUT, self._speaker, line)
+            # Vassals starting together interleave their early lines; one that names another vassal's file
+            # (`realpath() of a.ini failed`) is that vassal's, whoever announced itself last.
+            named = next((n for n in _INI_NAME.findall(line) if n in self._announced), self._speaker)
+            return self._event(EventKind.OUTPUT, named, line)
         return None
