@@ -148,6 +148,7 @@ def test_without_emperor_option_tests_are_skipped(
     result = pytester.runpytest_subprocess("-rs", timeout=RUN_TIMEOUT)
     result.assert_outcomes(skipped=3)
     result.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_app.py:*: *--emperor*"] * 3)
+    result.stdout.fnmatch_lines(["pytest-emperor: 3 skipped, each needs a uWSGI emperor: run pytest with --emperor"])
     assert not box.runs_root.exists(), "an emperor run was started without --emperor"
     assert_nothing_left(box)
 

@@ -292,10 +292,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """Say where a kept run dir is."""
+    """Say where a kept run dir is; without ``--emperor``, how many tests were skipped for want of it (else the
+    run reads as a quiet pass: the reason shows only with ``-rs``)."""
     session = config.stash.get(_SESSION, None)
     for path in session.kept if session is not None else []:
         terminalreporter.write_line(f"pytest-emperor: run dir kept at {path}")
+    if session is None:
+        skipped = [r for r in terminalreporter.stats.get("skipped", []) if SKIP_REASON in str(r.longrepr)]
+        if skipped:
+            terminalreporter.write_line(f"pytest-emperor: {len(skipped)} skipped, each {SKIP_REASON}")
 
 
 def _use(request: pytest.FixtureRequest, vassal: Vassal) -> Vassal:
@@ -342,6 +347,7 @@ def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Cal
             vassal.wait_ready(timeout)
         return vassal
 
+    deploy.__qualname__ = deploy.__name__ = "deploy_app"  # a TypeError names the fixture, not a local
     yield deploy
     for vassal in reversed(deployed):
         vassal.close_clients()
@@ -376,6 +382,7 @@ def broken_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
         deployed.append(_use(request, vassal))
         return vassal
 
+    deploy.__qualname__ = deploy.__name__ = "broken_vassal"  # a TypeError names the fixture, not a local
     yield deploy
     for vassal in reversed(deployed):
         vassal.close_clients()
@@ -407,6 +414,7 @@ def isolation(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Call
         guards.append(guard)
         return guard.__enter__()
 
+    watch.__qualname__ = watch.__name__ = "isolation"  # a TypeError names the fixture, not a local
     yield watch
     __tracebackhide__ = True
     call = request.node.stash.get(_CALL_REPORT, None)

@@ -17,6 +17,7 @@ The httpx equivalents are in :mod:`pytest_emperor._protocol.httpx_transport`.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import http.client
 import http.cookiejar
 import numbers
@@ -301,12 +302,17 @@ def check_request_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Check the keyword arguments of a request before any I/O: TypeError naming the argument and what it
     accepts. Returns them with ``headers`` given as pairs turned into a mapping (repeats joined by ", ", as
     RFC 9110 5.3 allows)."""
+    __tracebackhide__ = True  # a wrong argument reads as the caller's own line (pytest hides this frame)
     for old, new in _RENAMED.items():
         if old in kwargs:
             raise TypeError(f"{old}= is not a request argument (requests' style): use {new}")
     unknown = sorted(set(kwargs) - set(_REQUEST_PARAMS))
     if unknown:
-        raise TypeError(f"unexpected keyword argument {unknown[0]!r}; requests accepts {', '.join(_REQUEST_PARAMS)}")
+        close = difflib.get_close_matches(unknown[0], _REQUEST_PARAMS, n=1)
+        hint = f" (did you mean {close[0]}=?)" if close else ""
+        raise TypeError(
+            f"unexpected keyword argument {unknown[0]!r}{hint}; requests accepts {', '.join(_REQUEST_PARAMS)}"
+        )
     params = kwargs.get("params")
     if params is not None and not isinstance(params, (str, bytes, Mapping)) and not _is_pairs(params):
         raise TypeError(f"params= takes a mapping, a list of (name, value) pairs or a string, not {params!r}")
@@ -370,6 +376,7 @@ class EmperorSession(requests.Session):
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         """requests' ``Session.request``, with the checks and defaults above."""
+        __tracebackhide__ = True  # a wrong argument reads as the caller's own line (pytest hides this frame)
         if not isinstance(method, (str, bytes)):
             raise TypeError(f"method takes a string such as 'GET', not {method!r}")
         if not isinstance(url, (str, bytes)):

@@ -670,4 +670,5 @@ class Vassal:
     def request(self, method: str = "GET", path: str = "/", **kwargs: Any) -> requests.Response:
         """``vassal.session.request(method, path, **kwargs)``: one request straight to the vassal's socket, with
         requests' keywords (``params=``, ``headers=``, ``data=``, ``json=``, ``files=``, ``timeout=``...)."""
+        __tracebackhide__ = True  # a wrong argument reads as the caller's own line (pytest hides this frame)
         return self.session.request(method, path, **kwargs)
