@@ -21,7 +21,7 @@ from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.emperor_log import EventKind
 from pytest_emperor.engine.processes import processes_with_marker
 from pytest_emperor.engine.runs import socket_is_live
-from pytest_emperor.engine.vassal import LOG_SYNC_LIMIT, VassalState
+from pytest_emperor.engine.vassal import _REQUEST_LINE, LOG_SYNC_LIMIT, VassalState
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalTimeout
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
@@ -296,3 +296,19 @@ def test_httpx_without_httpx_says_how_to_get_it(
     monkeypatch.delattr(pytest_emperor._protocol, "httpx_transport", raising=False)  # else `from` finds it there
     with pytest.raises(ModuleNotFoundError, match=r"vassal\.httpx needs httpx.*pip install 'pytest-emperor\[httpx\]'"):
         vassal.httpx  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"[pid: 9|app: 0|req: 1/1] 127.0.0.1 () {36 vars in 466 bytes} [Mon Nov 30 22:53:30 2026] GET /x?y=1 => "
+        b"generated 2 bytes in 0 msecs (HTTP/1.1 200) 2 headers in 83 bytes (1 switches on core 0)",
+        # no app loaded (a failed import without need-app): uWSGI 2.0.31's own line
+        b"[pid: 25214|app: -1|req: -1/1] 127.0.0.1 () {36 vars in 466 bytes} [Mon Nov 30 22:53:30 2026] GET / => "
+        b"generated 21 bytes in 0 msecs (HTTP/1.1 500) 2 headers in 83 bytes (0 switches on core 0)",
+    ],
+)
+def test_request_log_lines_are_recognised(line: bytes) -> None:
+    # an unrecognised line makes log_text() wait LOG_SYNC_LIMIT for it, then stop waiting for that vassal
+    match = _REQUEST_LINE.search(line)
+    assert match is not None and match[1] == b"GET" and match[2] in (b"/x?y=1", b"/")

@@ -62,7 +62,8 @@ _ERROR_LINE = re.compile(
 # uWSGI's default request log line, "[pid: 123|app: 0|req: 5/17] 127.0.0.1 () {36 vars in 462 bytes} [Mon Nov 30
 # 18:52:48 2026] GET /env?x=1 => generated ...", anywhere in a line (log-date and log-encoder add prefixes): the
 # method and REQUEST_URI name the request (docs/uwsgi-behaviour.md, "Request log lines").
-_REQUEST_LINE = re.compile(rb"\[pid: \d+\|app: -?\d+\|req: \d+/\d+\] .*\] (\S+) (.*?) => generated \d+ bytes")
+# `app: -1|req: -1/N` when no app is loaded (uWSGI answers 500 to every request then, and logs it so).
+_REQUEST_LINE = re.compile(rb"\[pid: \d+\|app: -?\d+\|req: -?\d+/\d+\] .*\] (\S+) (.*?) => generated \d+ bytes")
 # How long sync_log() waits for request lines, and gives up for good if none ever came (logging disabled).
 LOG_SYNC_LIMIT = 2.0
 
