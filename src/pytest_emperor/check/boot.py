@@ -66,13 +66,13 @@ def _blame(app: AppConfig, lines: Sequence[str]) -> tuple[str, int]:
         if opened is not None:
             return where(app, opened.file), opened.line
     options = [o for o in app.resolution.options if not o.synthetic and o.line > 0]
-    for text in (t for t in lines if _FAILED.search(t)):
+    failed = [text for text in lines if _FAILED.search(text)]  # not `chdir() to /app`, a line of every start
+    for text in failed:
         # a quoted value is the surest sign: `open("/nope/app.log")`, `realpath() of x failed`
         hits = [o for o in options if len(o.value) >= 3 and o.value in text]
         if hits:
             best = max(hits, key=lambda o: len(o.value))
             return where(app, best.file), best.line
-    failed = [text for text in lines if _FAILED.search(text)]  # not `chdir() to /app`, a line of every start
     for pattern, keys in _OPTION_WORDS:
         if any(pattern.search(text) for text in failed):
             for key in keys:

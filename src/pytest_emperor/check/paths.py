@@ -68,8 +68,9 @@ def _defines(source: Path, name: str) -> bool | None:
     return False
 
 
-def check_paths(app: AppConfig, *, cwd: Path, python_version: str) -> list[Finding]:
-    """Findings E501-E505 for ``app`` deployed with working directory ``cwd`` (the vassal dir)."""
+def check_paths(app: AppConfig, *, cwd: Path, python_version: str, dropped: bool = False) -> list[Finding]:
+    """Findings E501-E505, E310 and E311 for ``app`` deployed with working directory ``cwd`` (the vassal dir), by
+    an emperor that ``dropped`` its privileges (``--emperor-args --uid``) or not."""
     r = app.resolution
     findings: list[Finding] = []
 
@@ -77,7 +78,7 @@ def check_paths(app: AppConfig, *, cwd: Path, python_version: str) -> list[Findi
         option = app.ini.last_option(key)
         return (where(app, option.file), option.line) if option else (app.path, 1)
 
-    findings.extend(_logto_and_ids(app, cwd))
+    findings.extend(_logto_and_ids(app, cwd, dropped))
     base = cwd
     chdir = r.last("chdir")
     if chdir:
@@ -135,8 +136,9 @@ def _known(kind: str, value: str) -> bool:
     return True
 
 
-def _logto_and_ids(app: AppConfig, cwd: Path) -> list[Finding]:
-    """E310 (``logto`` into a missing dir) and E311 (``uid``/``gid`` unknown here)."""
+def _logto_and_ids(app: AppConfig, cwd: Path, dropped: bool) -> list[Finding]:
+    """E310 (``logto`` into a missing dir) and E311 (``uid``/``gid`` unknown here; not under an emperor that
+    dropped its privileges: it ignores them, which W604 says)."""
     found: list[Finding] = []
     logto = app.ini.last_option("logto")
     target = app.resolution.last("logto")
@@ -147,7 +149,7 @@ def _logto_and_ids(app: AppConfig, cwd: Path) -> list[Finding]:
         if not directory.is_dir():
             found.append(finding("E310", where(app, logto.file), logto.line, f"`{directory}` for `logto = {target}`"))
     root = os.geteuid() == 0
-    for kind in ("uid", "gid"):
+    for kind in () if dropped else ("uid", "gid"):
         option = app.ini.last_option(kind)
         value = app.resolution.last(kind)
         if option is None or not value or _known(kind, value):

@@ -131,10 +131,8 @@ def _load(
             world_writable_dirs=_world_writable(sockets),
         )
         python = facts.python_version if facts else ""
-        found = check_paths(app, cwd=d.vassal_dir, python_version=python)
+        found = check_paths(app, cwd=d.vassal_dir, python_version=python, dropped=user is not None)
         if user is not None:
-            # an emperor that dropped privileges ignores uid/gid (W604 says so): an unknown user curses nothing
-            found = [f for f in found if f.code != "E311"]
             paths = {"": ini.resolve(), **resolved_paths(app, d.vassal_dir)}
             found += check_privileges(app, cwd=d.vassal_dir, user=user, nginx=nginx, paths=paths)
         return app, found
