@@ -295,7 +295,6 @@ def test_sockets_of_a_crash_looping_vassal_are_removed(uwsgi_bin: Path) -> None:
     assert not os.path.exists(path)
 
 
-
 def test_a_master_records_its_socket_as_soon_as_it_has_bound_it(uwsgi_bin: Path) -> None:
     # A hung vassal binds its socket, then blocks importing its app: never ready, so only the master's own
     # record (bound_recorder.py, before the app loads) makes the file provably the run's, before the stop.
