@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import html
 import os
 import pwd
 import shutil
@@ -37,6 +36,7 @@ from pytest_emperor._protocol.uwsgi import DOCUMENT_ROOT
 from pytest_emperor.engine.processes import die_with_parent
 from pytest_emperor.errors import NginxNotFound
 from pytest_emperor.routing.nginx_site import NginxSite, render_site
+from pytest_emperor.routing.route_table import RouteTable
 from pytest_emperor.routing.router import Router, RouterSettings, wait_for
 from pytest_emperor.routing.routes import RouteMap
 
@@ -112,15 +112,11 @@ def _html_page(status: str, explanation: str) -> str:
     )
 
 
-def _generated_server(route_map: RouteMap, listen_tcp: str, listen_unix: str, timeout: float) -> str:
-    """The seed's server block for ``route_map``, with 502/504 pages that name the app and socket."""
+def _generated_server(route_map: RouteMap, routes: RouteTable, listen_tcp: str, listen_unix: str, timeout: float) -> str:
+    """The seed's server block for ``route_map``, asking ``routes`` first, with 502/504 pages that name the app
+    and socket."""
     socket_text = "unix:" + route_map.socket_path_template.replace("$app", "$emperor_app")
     server_name = _quote(route_map.nginx_server_name)
-    # nginx strings have no escape for "$"; a geo value is taken literally, so ${emperor_dollar} is one.
-    shown_name = html.escape(route_map.nginx_server_name, quote=False).replace("$", "${emperor_dollar}")
-    no_app = _html_page(
-        "502 Bad Gateway", f"no app for Host '$emperor_host': it does not match server_name {shown_name}"
-    )
     no_answer = _html_page(
         "502 Bad Gateway",
         f"app '$emperor_app': no response from its socket {socket_text} (missing, refused, or closed without "
@@ -131,17 +127,11 @@ def _generated_server(route_map: RouteMap, listen_tcp: str, listen_unix: str, ti
         f"app '$emperor_app': no response from its socket {socket_text} within {timeout:g} s (uwsgi_read_timeout, "
         "--emperor-upstream-timeout)",
     )
+    guard = "".join(f"        {line}\n" if line else "\n" for line in routes.server_directives().splitlines())
     return f"""\
-    geo $emperor_dollar {{
-        default "$";
-    }}
     # Names in pages are shown only when HTML-safe: nginx before 1.25 accepts "<" in a Host.
     map $app $emperor_app {{
         "~^[A-Za-z0-9._-]+$" $app;
-        default "(name not shown)";
-    }}
-    map $host $emperor_host {{
-        "~^[A-Za-z0-9._:\\[\\]-]+$" $host;
         default "(name not shown)";
     }}
 
@@ -150,6 +140,7 @@ def _generated_server(route_map: RouteMap, listen_tcp: str, listen_unix: str, ti
         listen {listen_unix};
         server_name {server_name};
 
+{guard}
         location / {{
             include {uwsgi_params_path()};
             uwsgi_pass {_quote("unix:" + route_map.socket_path_template)};
@@ -160,9 +151,6 @@ def _generated_server(route_map: RouteMap, listen_tcp: str, listen_unix: str, ti
         location = /.pytest-emperor/502 {{
             internal;
             default_type text/html;
-            if ($app = "") {{
-                return 502 {no_app};
-            }}
             return 502 {no_answer};
         }}
         location = /.pytest-emperor/504 {{
@@ -178,6 +166,7 @@ def render_config(
     route_map: RouteMap,
     directory: Path,
     *,
+    routes: RouteTable,
     tcp: tuple[str, int],
     unix_path: str,
     settings: RouterSettings,
@@ -189,10 +178,11 @@ def render_config(
     listen_tcp = f"[{tcp[0]}]:{tcp[1]}" if ":" in tcp[0] else f"{tcp[0]}:{tcp[1]}"
     listen_unix = f"unix:{unix_path}"
     if site is None:
-        servers = _generated_server(route_map, listen_tcp, listen_unix, settings.upstream_timeout)
+        servers = _generated_server(route_map, routes, listen_tcp, listen_unix, settings.upstream_timeout)
     else:
         text = render_site(
-            site, listen_tcp=listen_tcp, listen_unix=listen_unix, uwsgi_params=uwsgi_params_path(), run_dir=directory
+            site, listen_tcp=listen_tcp, listen_unix=listen_unix, uwsgi_params=uwsgi_params_path(), run_dir=directory,
+            guard=routes.server_directives(),
         )
         servers = "    # From " + str(site.path) + ", listeners, logs and includes rewritten.\n" + "".join(
             f"    {line}\n" for line in text.splitlines()
@@ -244,8 +234,9 @@ class NginxRouter(Router):
         unix_path: str,
         directory: Path,
         process: subprocess.Popen[bytes],
+        routes: RouteTable,
     ) -> None:
-        super().__init__(route_map, tcp_address, unix_path)
+        super().__init__(route_map, tcp_address, unix_path, routes)
         self.directory = directory
         self.process = process
 
@@ -273,6 +264,7 @@ class NginxRouter(Router):
         binary = find_nginx(nginx)
         directory = run_dir / "nginx"
         (directory / "tmp").mkdir(parents=True, exist_ok=True)
+        routes = RouteTable.of_run(run_dir, route_map)
         unix_path = str(run_dir / "router.sock")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(unix_path)  # nginx refuses to bind over an existing file; the run dir is ours alone
@@ -289,7 +281,8 @@ class NginxRouter(Router):
             conf = directory / "nginx.conf"
             conf.write_text(
                 render_config(
-                    route_map, directory, tcp=tcp, unix_path=unix_path, settings=settings, user=user, site=site
+                    route_map, directory, routes=routes, tcp=tcp, unix_path=unix_path, settings=settings, user=user,
+                    site=site,
                 )
             )
             argv = [str(binary), "-p", f"{directory}/", "-c", str(conf), "-e", str(directory / "error.log")]
@@ -308,7 +301,7 @@ class NginxRouter(Router):
                 )
         finally:
             listener.close()  # nginx holds its own copy now
-        router = cls(route_map, tcp, unix_path, directory, process)
+        router = cls(route_map, tcp, unix_path, directory, process, routes)
         try:
             wait_for(unix_path, process, timeout, what=f"nginx ({binary}, config {conf})", log=directory / "error.log")
         except BaseException:

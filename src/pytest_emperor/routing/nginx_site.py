@@ -38,6 +38,7 @@ _APP_GROUP = re.compile(r"\(\?P?<app>")
 #: Directives of the main or events context: the file is a whole nginx.conf, not a site.
 _MAIN_ONLY = {"http", "events", "worker_processes", "pid", "user", "daemon", "master_process", "stream", "mail"}
 _TLS_LISTEN = {"ssl", "quic", "http3"}
+_GUARD_MARK = " pytest-emperor: the route table goes here"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class NginxSite:
     path: Path
     directives: list[Directive]
     route_map: RouteMap
+    #: The index in ``directives`` of the server block that routes (where the route table is applied).
+    route_server: int
 
 
 def load_site(path: str | os.PathLike[str], host_template: str = "") -> NginxSite:
@@ -76,23 +79,29 @@ def load_site(path: str | os.PathLike[str], host_template: str = "") -> NginxSit
         raise SiteError(f"{path}: no server block; give the file that holds the routing `server {{ ... }}` block")
     for server in servers:
         _refuse_tls(path, server)
-    return NginxSite(path, directives, _route_map(path, servers, host_template))
+    route_map, server = _route_map(path, servers, host_template)
+    return NginxSite(path, directives, route_map, directives.index(server))
 
 
-def render_site(site: NginxSite, *, listen_tcp: str, listen_unix: str, uwsgi_params: Path, run_dir: Path) -> str:
+def render_site(
+    site: NginxSite, *, listen_tcp: str, listen_unix: str, uwsgi_params: Path, run_dir: Path, guard: str = ""
+) -> str:
     """The site's directives as nginx text for the run's ``http {}``: listeners, logs, temp paths and includes
-    rewritten (module docstring), everything else as written. ``listen_tcp`` is ``127.0.0.1:PORT``."""
+    rewritten (module docstring), everything else as written, and ``guard`` (nginx text: the route table's
+    directives) first in the routing server block. ``listen_tcp`` is ``127.0.0.1:PORT``."""
     import crossplane
 
     rewritten: list[Directive] = []
     first_server = True
-    for directive in site.directives:
+    for index, directive in enumerate(site.directives):
         directive = copy.deepcopy(directive)
         if directive["directive"] == "server" and "block" in directive:
             directive["block"] = _rewrite_server(
                 directive["block"], listen_tcp, listen_unix, reuseport=first_server
             )
             first_server = False
+            if index == site.route_server and guard:
+                directive["block"].insert(0, {"directive": "#", "line": 0, "args": [], "comment": _GUARD_MARK})
         rewritten.append(directive)
     for directive in _walk(rewritten):
         name, args = directive["directive"], directive["args"]
@@ -109,7 +118,13 @@ def render_site(site: NginxSite, *, listen_tcp: str, listen_unix: str, uwsgi_par
         elif name.endswith("_temp_path") and args:
             directive["args"] = [str(run_dir / "tmp" / name[: -len("_temp_path")]), *args[1:]]
     text: str = crossplane.build(rewritten)
-    return text
+    # crossplane has no directive for raw text: the guard replaces a comment line placed for it.
+    lines = text.splitlines(keepends=True)
+    for number, line in enumerate(lines):
+        if line.strip() == "#" + _GUARD_MARK:
+            indent = line[: len(line) - len(line.lstrip())]
+            lines[number] = "".join(f"{indent}{guard_line}\n" for guard_line in guard.splitlines())
+    return "".join(lines)
 
 
 def _rewrite_server(block: list[Directive], tcp: str, unix: str, *, reuseport: bool) -> list[Directive]:
@@ -141,8 +156,9 @@ def _refuse_tls(path: Path, server: Directive) -> None:
         )
 
 
-def _route_map(path: Path, servers: Sequence[Directive], host_template: str) -> RouteMap:
-    """The first server with a regex ``server_name`` capturing ``app`` and a ``uwsgi_pass``: the routing."""
+def _route_map(path: Path, servers: Sequence[Directive], host_template: str) -> tuple[RouteMap, Directive]:
+    """The first server with a regex ``server_name`` capturing ``app`` and a ``uwsgi_pass``: the routing, and that
+    server."""
     for server in servers:
         names = [d for d in server["block"] if d["directive"] == "server_name"]
         regexes = [arg for d in names for arg in d["args"] if arg.startswith("~") and _APP_GROUP.search(arg)]
@@ -151,7 +167,7 @@ def _route_map(path: Path, servers: Sequence[Directive], host_template: str) -> 
             continue
         uwsgi_pass = passes[0]
         try:
-            return RouteMap(regexes[0], uwsgi_pass["args"][0], host_template)
+            return RouteMap(regexes[0], uwsgi_pass["args"][0], host_template), server
         except ValueError as exc:
             hint = " (give the Host with --emperor-host-template)" if "host template" in str(exc) else ""
             raise SiteError(f"{path}:{uwsgi_pass['line']}: cannot route by this server block: {exc}{hint}") from None

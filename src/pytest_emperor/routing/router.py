@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_emperor.convention import MAX_BODY_SIZE
 from pytest_emperor.errors import RouteMismatch, RouterError
+from pytest_emperor.routing.route_table import RouteTable
 from pytest_emperor.routing.routes import RouteMap
 
 if TYPE_CHECKING:
@@ -109,8 +110,10 @@ class Router:
     #: The router's main process (nginx's master), in its own process group.
     process: subprocess.Popen[bytes]
 
-    def __init__(self, route_map: RouteMap, tcp_address: tuple[str, int], unix_path: str) -> None:
+    def __init__(self, route_map: RouteMap, tcp_address: tuple[str, int], unix_path: str, routes: RouteTable) -> None:
         self.route_map = route_map
+        #: The apps this router routes (the others get a 404 page listing them), see route_table.py.
+        self.routes = routes
         self.tcp_address = tcp_address
         self.unix_path = unix_path
         #: Called with an app name before its URL or session is handed out; raises :class:`RouteMismatch` when

@@ -1,0 +1,163 @@
+"""Which apps the router routes, and what a Host that routes nowhere gets: the one place both are decided.
+
+nginx running as root would otherwise be a confused deputy: its ``uwsgi_pass unix:/tmp/$app.api.sock`` connects
+to whatever any local user put at that path for any Host (a socket of theirs, or a symlink to a root-only socket),
+and passes the request on, cookies included. So the router's server block first asks this table, one file test
+per request on a directory private to the run (docs/security.md):
+
+- ``ready/<app>`` exists: the app is deployed and the socket at its routed path was verified as the one its
+  vassal bound (engine/route_guard.py decides, at each of its "ready" events); the request goes to the socket;
+- ``down/<app>`` exists: deployed but not serving (starting, cursed, stopping, or bound elsewhere): a 502 page
+  says so, without connecting to the path, which may now hold anything;
+- neither: a 404 page naming the Host and listing the apps that are deployed (``no-such-app.html``, with the Host
+  and port put in by nginx's SSI, HTML-escaped).
+
+An update is a file created or removed and the page rewritten: no nginx reload, so a deploy pays ~0.1 ms for it
+and a request sees the change at once (benchmarks/route_table.py measures both).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import html
+import os
+import threading
+import weakref
+from pathlib import Path
+
+from pytest_emperor.routing.routes import RouteMap
+
+__all__ = ["NOT_ROUTED_STATUS", "RouteState", "RouteTable"]
+
+#: The private statuses the server block returns for a Host that routes nowhere (404) and for an app that is
+#: deployed but not serving (502); their ``error_page`` turns them into those statuses and pages. Private codes,
+#: so that a site's own 404s and 502s keep their own pages.
+NOT_ROUTED_STATUS = 471
+NOT_SERVING_STATUS = 472
+PAGE = "no-such-app.html"
+PAGE_URI = "/.pytest-emperor/not-routed"
+#: The entry of ``ready/`` that lets the page's own request through (no app name starts with a dot).
+PAGE_KEY = ".page"
+
+
+class RouteState(enum.Enum):
+    """An app's entry in the table."""
+
+    READY = "ready"  # its verified socket gets its requests
+    DOWN = "down"  # deployed, not serving: 502 without connecting
+
+
+_tables: weakref.WeakValueDictionary[Path, RouteTable] = weakref.WeakValueDictionary()
+_tables_lock = threading.Lock()
+
+
+class RouteTable:
+    """The apps a run's router routes, as files under ``directory`` that nginx tests per request."""
+
+    def __init__(self, directory: Path, route_map: RouteMap) -> None:
+        self.directory = directory
+        self.route_map = route_map
+        self._lock = threading.Lock()
+        for state in RouteState:
+            (directory / state.value).mkdir(mode=0o700, parents=True, exist_ok=True)
+        (directory / RouteState.READY.value / PAGE_KEY).touch()
+        if not (directory / PAGE).exists():
+            self._write_page()
+
+    @classmethod
+    def of_run(cls, run_dir: Path, route_map: RouteMap) -> RouteTable:
+        """The table of the run in ``run_dir`` (one object per run, shared by its emperor and its router)."""
+        directory = run_dir / "routes"
+        with _tables_lock:
+            table = _tables.get(directory)
+            if table is None:
+                table = _tables[directory] = cls(directory, route_map)
+            return table
+
+    def set(self, name: str, state: RouteState | None) -> None:
+        """Route ``name`` as ``state`` (None: not at all)."""
+        if not name or "/" in name or name.startswith(".") or "\0" in name:
+            raise ValueError(f"{name!r} is not an app name the router can route")
+        with self._lock:
+            if self.states().get(name) is state:
+                return
+            for other in RouteState:
+                if other is not state:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.directory / other.value / name)
+            if state is not None:
+                # O_EXCL|O_NOFOLLOW: the directory is the run's, but a file is never created through a link.
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(self.directory / state.value / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                     | os.O_NOFOLLOW, 0o600))  # fmt: skip
+            self._write_page()
+
+    def states(self) -> dict[str, RouteState]:
+        """Every app in the table and its state, by name."""
+        found: dict[str, RouteState] = {}
+        for state in RouteState:
+            with contextlib.suppress(FileNotFoundError):
+                found.update(
+                    (name, state) for name in os.listdir(self.directory / state.value) if not name.startswith(".")
+                )
+        return dict(sorted(found.items()))
+
+    def server_directives(self) -> str:
+        """The nginx directives, for the routing server block, that apply the table (before any location)."""
+        # The page is an internal redirect (error_page to a URI: nginx turns a POST into a GET only for those),
+        # which runs these directives again: the page's own URI is let through, to its internal location.
+        return f"""\
+# Route only the run's own apps (pytest-emperor's route table, docs/security.md).
+set $pytest_emperor_route $app;
+if ($uri = {PAGE_URI}) {{
+    set $pytest_emperor_route {PAGE_KEY};
+}}
+if (-f "{self.directory}/{RouteState.DOWN.value}/$pytest_emperor_route") {{
+    return {NOT_SERVING_STATUS};
+}}
+if (!-f "{self.directory}/{RouteState.READY.value}/$pytest_emperor_route") {{
+    return {NOT_ROUTED_STATUS};
+}}
+error_page {NOT_ROUTED_STATUS} =404 {PAGE_URI};
+error_page {NOT_SERVING_STATUS} =502 {PAGE_URI};
+location = {PAGE_URI} {{
+    internal;
+    default_type text/html;
+    ssi on;
+    alias "{self.directory}/{PAGE}";
+}}
+"""
+
+    def _write_page(self) -> None:
+        """Rewrite the page of a Host that routes nowhere (atomically: nginx may be serving it)."""
+        page = self.directory / PAGE
+        temporary = page.with_name(f".{PAGE}.{os.getpid()}.{threading.get_ident()}")
+        temporary.write_text(render_page(self.route_map, self.states()))
+        os.replace(temporary, page)
+
+
+def render_page(route_map: RouteMap, states: dict[str, RouteState]) -> str:
+    """The page for a request the router does not route, listing ``states``; nginx's SSI fills in the Host (as
+    HTML entities) and port, and says whether the Host's app is deployed but not serving."""
+    port = '<!--# echo var="server_port" -->'
+    rows = "".join(
+        f'<li><a href="http://{html.escape(route_map.host_for(name))}:{port}/">{html.escape(name)}</a>'
+        f"{'' if state is RouteState.READY else ' (not serving: starting, failed or stopping)'}</li>\r\n"
+        for name, state in states.items()
+    )
+    listing = f"<p>Apps deployed here:</p>\r\n<ul>\r\n{rows}</ul>" if rows else "<p>No app is deployed here.</p>"
+    return (
+        '<!--# if expr="$status = 502" --><!--# set var="title" value="502 Bad Gateway" -->'
+        '<!--# else --><!--# set var="title" value="404 Not Found" --><!--# endif -->'
+        '<html>\r\n<head><title><!--# echo var="title" --></title></head>\r\n<body>\r\n'
+        '<center><h1><!--# echo var="title" --></h1></center>\r\n'
+        '<!--# if expr="$status = 502" -->'
+        "<p>app '<!--# echo var=\"app\" -->' is deployed but not serving on its socket (starting, failed or "
+        "stopping: see `emperor-dev status` or its log); the router does not connect to its socket meanwhile.</p>"
+        "<!--# else -->"
+        '<p>no such app: Host \'<!--# echo var="host" -->\' routes to no app of this run.</p>'
+        "<!--# endif -->\r\n"
+        f"{listing}\r\n"
+        '<hr><center>nginx/<!--# echo var="nginx_version" --></center>\r\n</body>\r\n</html>\r\n'
+    )
