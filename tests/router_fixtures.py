@@ -23,6 +23,7 @@ import pytest
 from components import nginx_binary, uwsgi_binary
 
 from pytest_emperor.routing.nginx import NginxRouter
+from pytest_emperor.routing.route_table import RouteState
 from pytest_emperor.routing.router import Router
 from pytest_emperor.routing.routes import RouteMap
 
@@ -119,10 +120,13 @@ def echo_emperor() -> contextlib.AbstractContextManager[Any]:
 
 
 @contextlib.contextmanager
-def running_router(route_map: RouteMap, **options: Any) -> Iterator[Router]:
-    """A started router in a private dir; stopped, and its dir removed, even when the test fails."""
+def running_router(route_map: RouteMap, routed: Sequence[str] = (), **options: Any) -> Iterator[Router]:
+    """A started router in a private dir, routing the apps ``routed`` (vassals of another emperor: the router
+    routes only what its table holds); stopped, and its dir removed, even when the test fails."""
     with short_tmp_dir() as run_dir:
         router = NginxRouter.start(route_map, run_dir, nginx=options.pop("nginx", None) or nginx_binary(), **options)
+        for name in routed:
+            router.routes.set(name, RouteState.READY)
         try:
             yield router
         finally:

@@ -22,6 +22,7 @@ import http.client
 import http.cookiejar
 import numbers
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Union
@@ -40,6 +41,7 @@ from pytest_emperor.errors import EmperorError
 __all__ = [
     "Address",
     "EmperorSession",
+    "ListenerCheck",
     "SocketAdapter",
     "UpstreamError",
     "UwsgiAdapter",
@@ -52,6 +54,10 @@ __all__ = [
 
 #: A unix socket path, or a ``(host, port)`` TCP address.
 Address = Union[str, "tuple[str, int]"]
+
+#: Asked once a unix socket is connected, before anything is sent: the listening process's pid and uid (the
+#: kernel's SO_PEERCRED) -> why it must not get the request, or None.
+ListenerCheck = Callable[[int, int], "str | None"]
 
 #: How long a request waits for the vassal when the caller gives no ``timeout=`` (requests would wait forever,
 #: and a test hung on a dead vassal is worse than one that fails).
@@ -73,21 +79,32 @@ def format_address(address: Address) -> str:
     return f"{address[0]}:{address[1]}"
 
 
-def connect(address: Address, timeout: float | None) -> socket.socket:
-    """A connected stream socket; a failure is an :class:`UpstreamError` naming the address."""
+def connect(address: Address, timeout: float | None, check: ListenerCheck | None = None) -> socket.socket:
+    """A connected stream socket; a failure is an :class:`UpstreamError` naming the address. ``check`` refuses
+    the listener of a unix socket (UpstreamError) before the caller sends a byte."""
     try:
         if isinstance(address, str):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.settimeout(timeout)
                 sock.connect(address)
+                problem = check(*_listener(sock)) if check is not None else None
             except BaseException:
                 sock.close()
                 raise
+            if problem is not None:
+                sock.close()
+                raise UpstreamError(address, problem)
             return sock
         return socket.create_connection(address, timeout=timeout)
     except OSError as exc:
         raise UpstreamError(address, f"cannot connect: {exc.strerror or exc}") from exc
+
+
+def _listener(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process that listens on the unix socket ``sock`` is connected to, as of its listen()."""
+    pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid, uid
 
 
 # -- the uwsgi protocol --------------------------------------------------------------------------------------
@@ -118,11 +135,12 @@ def uwsgi_packet(method: str, url: str, headers: Iterable[tuple[str, str]], body
 
 
 def uwsgi_exchange(
-    address: Address, packet: bytes, method: str, *, connect_timeout: float | None, read_timeout: float | None
+    address: Address, packet: bytes, method: str, *, connect_timeout: float | None, read_timeout: float | None,
+    check: ListenerCheck | None = None,
 ) -> http.client.HTTPResponse:
     """Send a uwsgi ``packet`` and return the response with its head read; its body is read from the socket
     as the caller reads it (uWSGI ends it by closing the connection)."""
-    sock = connect(address, connect_timeout)
+    sock = connect(address, connect_timeout, check)
     try:
         sock.settimeout(read_timeout)
         sock.sendall(packet)
@@ -165,9 +183,10 @@ class UwsgiAdapter(HTTPAdapter):
     """Sends every request over the uwsgi protocol to ``address`` (a vassal's ``socket =``), one connection
     per request as nginx does without ``uwsgi`` keep-alive. Responses are built as requests builds any."""
 
-    def __init__(self, address: Address) -> None:
+    def __init__(self, address: Address, check: ListenerCheck | None = None) -> None:
         super().__init__()
         self.address = address
+        self.check = check
 
     def send(
         self,
@@ -186,7 +205,8 @@ class UwsgiAdapter(HTTPAdapter):
         except ValueError as exc:
             raise requests.exceptions.InvalidURL(str(exc), request=request) from exc
         raw = uwsgi_exchange(
-            self.address, packet, request.method, connect_timeout=connect_timeout, read_timeout=read_timeout
+            self.address, packet, request.method, connect_timeout=connect_timeout, read_timeout=read_timeout,
+            check=self.check,
         )
         response = urllib3.HTTPResponse(
             body=raw, headers=HTTPHeaderDict(raw.getheaders()), status=raw.status, version=raw.version,
@@ -203,14 +223,15 @@ class _AddressConnection(urllib3.connection.HTTPConnection):
     """An HTTP connection for ``host:port`` whose socket goes to a fixed ``address`` instead (so urllib3 sends
     the URL's Host, where requests-unixsocket's pool sends ``localhost``)."""
 
-    def __init__(self, *args: Any, address: Address, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, address: Address, check: ListenerCheck | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.address = address
+        self.check = check
 
     def _new_conn(self) -> socket.socket:
         timeout = self.timeout if isinstance(self.timeout, numbers.Real) else None
         try:
-            return connect(self.address, timeout)
+            return connect(self.address, timeout, self.check)
         except UpstreamError as exc:
             raise urllib3.exceptions.NewConnectionError(self, str(exc)) from exc
 
@@ -234,9 +255,13 @@ class SocketAdapter(HTTPAdapter):
     with the URL's host and port as Host; other URLs go to the network as with a plain requests adapter.
     ``reuse=False``: one connection per request, for a server that closes each one unannounced."""
 
-    def __init__(self, address: Address, routes: Callable[[str], bool] | None = None, *, reuse: bool = True) -> None:
+    def __init__(
+        self, address: Address, routes: Callable[[str], bool] | None = None, *, reuse: bool = True,
+        check: ListenerCheck | None = None,
+    ) -> None:
         super().__init__()
         self.address = address
+        self.check = check
         self._routes = routes
         self._reuse = reuse
         self._pools: dict[tuple[str, int], _AddressPool] = {}
@@ -252,7 +277,9 @@ class SocketAdapter(HTTPAdapter):
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = _AddressPool(key[0], key[1], maxsize=10, address=self.address)
+                pool = self._pools[key] = _AddressPool(
+                    key[0], key[1], maxsize=10, address=self.address, check=self.check
+                )
                 pool.reuse = self._reuse
             return pool
 
@@ -395,11 +422,15 @@ class EmperorSession(requests.Session):
         return response
 
 
-def direct_session(address: Address, protocol: str, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> EmperorSession:
+def direct_session(
+    address: Address, protocol: str, base_url: str, timeout: float = DEFAULT_TIMEOUT, check: ListenerCheck | None = None
+) -> EmperorSession:
     """A session sending every ``http://`` URL straight to a vassal's socket (``protocol`` ``"uwsgi"`` or
-    ``"http"``, as on its ``socket =`` / ``http-socket =`` line); the URL's host is the Host header."""
+    ``"http"``, as on its ``socket =`` / ``http-socket =`` line); the URL's host is the Host header. ``check``
+    vets the listener of each connection before the request is sent."""
     session = EmperorSession(base_url, timeout)
-    session.mount("http://", UwsgiAdapter(address) if protocol == "uwsgi" else SocketAdapter(address, reuse=False))
+    adapter = UwsgiAdapter(address, check) if protocol == "uwsgi" else SocketAdapter(address, reuse=False, check=check)
+    session.mount("http://", adapter)
     return session
 
 

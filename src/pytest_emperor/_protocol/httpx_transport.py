@@ -13,7 +13,7 @@ from collections.abc import Callable
 import httpx
 import requests
 
-from pytest_emperor._protocol.client import Address, UpstreamError, uwsgi_exchange, uwsgi_packet
+from pytest_emperor._protocol.client import Address, ListenerCheck, UpstreamError, uwsgi_exchange, uwsgi_packet
 
 __all__ = ["AddressTransport", "RoutingTransport", "UwsgiTransport", "direct_client", "routed_client"]
 
@@ -21,8 +21,9 @@ __all__ = ["AddressTransport", "RoutingTransport", "UwsgiTransport", "direct_cli
 class UwsgiTransport(httpx.BaseTransport):
     """Each request over the uwsgi protocol to ``address``, with the vars nginx's ``uwsgi_params`` sends."""
 
-    def __init__(self, address: Address) -> None:
+    def __init__(self, address: Address, check: ListenerCheck | None = None) -> None:
         self.address = address
+        self.check = check
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and read the whole response (uWSGI ends it by closing the connection)."""
@@ -35,7 +36,7 @@ class UwsgiTransport(httpx.BaseTransport):
         try:
             raw = uwsgi_exchange(
                 self.address, packet, request.method,
-                connect_timeout=timeouts.get("connect"), read_timeout=timeouts.get("read"),
+                connect_timeout=timeouts.get("connect"), read_timeout=timeouts.get("read"), check=self.check,
             )  # fmt: skip
             try:
                 body = raw.read()
@@ -97,9 +98,12 @@ class RoutingTransport(httpx.BaseTransport):
         self._network.close()
 
 
-def direct_client(address: Address, protocol: str, base_url: str, timeout: float) -> httpx.Client:
-    """An ``httpx.Client`` sending every request to a vassal's socket (``protocol`` ``"uwsgi"`` or ``"http"``)."""
-    transport = UwsgiTransport(address) if protocol == "uwsgi" else AddressTransport(address, reuse=False)
+def direct_client(
+    address: Address, protocol: str, base_url: str, timeout: float, check: ListenerCheck | None = None
+) -> httpx.Client:
+    """An ``httpx.Client`` sending every request to a vassal's socket (``protocol`` ``"uwsgi"`` or ``"http"``);
+    ``check`` vets the listener of a uwsgi socket (httpx opens an HTTP one itself, unchecked)."""
+    transport = UwsgiTransport(address, check) if protocol == "uwsgi" else AddressTransport(address, reuse=False)
     return httpx.Client(base_url=base_url, transport=transport, timeout=timeout)
 
 

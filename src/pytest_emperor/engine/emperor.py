@@ -42,6 +42,7 @@ from pytest_emperor.engine.processes import (
     kill_all,
     wait_exit,
 )
+from pytest_emperor.engine.route_guard import follow_event
 from pytest_emperor.engine.runs import RunDir
 from pytest_emperor.engine.stats import EmperorStats, read_stats
 from pytest_emperor.engine.vassal import STOP_GRACE, Vassal, prepare_deployment
@@ -420,6 +421,7 @@ class Emperor:
                 if event is not None:
                     if event.kind is EventKind.READY:
                         self._record_bound(event.vassal)
+                    follow_event(self, event)  # the router's route table (route_guard.py)
                     with self._cond:
                         self._events.append(event)
                         self._cond.notify_all()

@@ -23,22 +23,30 @@ _PR_SET_PDEATHSIG = 1
 
 def processes_with_marker(value: str) -> list[int]:
     """PIDs of live (non-zombie) processes whose environment holds ``MARKER_ENV=value``."""
-    needle = f"{MARKER_ENV}={value}".encode()
     me = os.getpid()
     pids = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
+        if not entry.isdigit() or int(entry) == me or not carries_marker(int(entry), value):
             continue
         try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read().split(b"\0")
             with open(f"/proc/{entry}/stat", "rb") as f:
                 state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:  # gone meanwhile, or not ours to read
+        except OSError:  # gone meanwhile
             continue
-        if needle in env and state != b"Z":
+        if state != b"Z":
             pids.append(int(entry))
     return pids
+
+
+def carries_marker(pid: int, value: str) -> bool:
+    """True if process ``pid``'s environment holds ``MARKER_ENV=value``; False if it does not, is gone, or is not
+    ours to read."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:
+        return False
+    return f"{MARKER_ENV}={value}".encode() in env
 
 
 def kill_marked(value: str, timeout: float = 5.0, note: Callable[[list[int]], None] | None = None) -> list[int]:

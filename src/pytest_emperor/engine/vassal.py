@@ -23,6 +23,7 @@ from pytest_emperor.convention import APP_INI as APP_INI  # re-exported: the nam
 from pytest_emperor.engine.deploy_plan import DeployPlan, plan_deploy
 from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.engine.processes import children_of, command_line, hasten_stop, is_sleeping, kill_all
+from pytest_emperor.engine.route_guard import vassal_listener_check
 from pytest_emperor.engine.runs import socket_is_live
 from pytest_emperor.engine.stats import BlacklistEntry, EmperorStats
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
@@ -225,7 +226,8 @@ class Vassal:
             if self.socket is None:
                 raise ConfigError(f"{self.ini} declares no socket, http-socket or uwsgi-socket to send requests to")
             self._session = direct_session(
-                self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self.emperor.timeout
+                self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self.emperor.timeout,
+                vassal_listener_check(self.emperor),
             )
             self._session.hooks["response"].append(self._count_answer)
         return self._session
@@ -271,7 +273,8 @@ class Vassal:
                 if self.socket is None:
                     raise ConfigError(f"{self.ini} declares no socket, http-socket or uwsgi-socket")
                 client = httpx_transport.direct_client(
-                    self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self.emperor.timeout
+                    self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self.emperor.timeout,
+                    vassal_listener_check(self.emperor),
                 )
             else:
                 client = httpx_transport.routed_client(

@@ -112,7 +112,9 @@ def _html_page(status: str, explanation: str) -> str:
     )
 
 
-def _generated_server(route_map: RouteMap, routes: RouteTable, listen_tcp: str, listen_unix: str, timeout: float) -> str:
+def _generated_server(
+    route_map: RouteMap, routes: RouteTable, listen_tcp: str, listen_unix: str, timeout: float
+) -> str:
     """The seed's server block for ``route_map``, asking ``routes`` first, with 502/504 pages that name the app
     and socket."""
     socket_text = "unix:" + route_map.socket_path_template.replace("$app", "$emperor_app")
@@ -275,6 +277,7 @@ class NginxRouter(Router):
             listener.bind((host, port))
             listener.listen(511)  # nginx's default backlog on Linux; it does not listen() inherited sockets
             tcp = (host, listener.getsockname()[1])
+            routes.serve_on(tcp[1])
             user = None
             if os.geteuid() == 0:  # else nginx ignores `user` (with a warning): workers run as we do
                 user = f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"

@@ -58,6 +58,7 @@ class RouteTable:
     def __init__(self, directory: Path, route_map: RouteMap) -> None:
         self.directory = directory
         self.route_map = route_map
+        self.port: int | None = None  # the router's TCP port, for the page's links (see serve_on)
         self._lock = threading.Lock()
         for state in RouteState:
             (directory / state.value).mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -74,6 +75,12 @@ class RouteTable:
             if table is None:
                 table = _tables[directory] = cls(directory, route_map)
             return table
+
+    def serve_on(self, port: int) -> None:
+        """The router listens on ``port``: the page's links name it."""
+        with self._lock:
+            self.port = port
+            self._write_page()
 
     def set(self, name: str, state: RouteState | None) -> None:
         """Route ``name`` as ``state`` (None: not at all)."""
@@ -133,16 +140,17 @@ location = {PAGE_URI} {{
         """Rewrite the page of a Host that routes nowhere (atomically: nginx may be serving it)."""
         page = self.directory / PAGE
         temporary = page.with_name(f".{PAGE}.{os.getpid()}.{threading.get_ident()}")
-        temporary.write_text(render_page(self.route_map, self.states()))
+        temporary.write_text(render_page(self.route_map, self.states(), self.port))
         os.replace(temporary, page)
 
 
-def render_page(route_map: RouteMap, states: dict[str, RouteState]) -> str:
-    """The page for a request the router does not route, listing ``states``; nginx's SSI fills in the Host (as
-    HTML entities) and port, and says whether the Host's app is deployed but not serving."""
-    port = '<!--# echo var="server_port" -->'
+def render_page(route_map: RouteMap, states: dict[str, RouteState], port: int | None) -> str:
+    """The page for a request the router does not route, listing ``states`` with links to the router's ``port``;
+    nginx's SSI fills in the Host (as HTML entities) and says whether the Host's app is deployed but not
+    serving."""
     rows = "".join(
-        f'<li><a href="http://{html.escape(route_map.host_for(name))}:{port}/">{html.escape(name)}</a>'
+        f'<li><a href="http://{html.escape(route_map.host_for(name))}{f":{port}" if port else ""}/">'
+        f"{html.escape(name)}</a>"
         f"{'' if state is RouteState.READY else ' (not serving: starting, failed or stopping)'}</li>\r\n"
         for name, state in states.items()
     )

@@ -1,0 +1,106 @@
+"""What the run sends requests to: only sockets its own vassals serve (docs/security.md).
+
+- :func:`follow_event` keeps the router's route table (routing/route_table.py) in step with the emperor's events:
+  an app is routed from its "ready" event on, and only if the file at its routed path is a socket (not a symlink,
+  never followed) that it binds; it is "down" (a 502 without a connect) while it starts, after a curse and while
+  it stops, and gone once removed. The emperor's reader calls it before any waiter sees the event, so a deploy
+  that returned is routed.
+- :func:`listener_check` is what the direct clients (``vassal.session``, ``vassal.request``, ``emperor-dev request
+  --direct``) ask once connected, before sending a byte: the process listening on the socket (the kernel's
+  ``SO_PEERCRED``: its pid and uid when it called ``listen()``) must be of the run's user and carry the run's
+  environment marker. Another user's listener at the path, or a symlink to someone else's socket, gets nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.processes import carries_marker, command_line
+from pytest_emperor.engine.runs import socket_identity
+from pytest_emperor.routing.route_table import RouteState, RouteTable
+
+if TYPE_CHECKING:
+    from pytest_emperor.engine.emperor import Emperor
+    from pytest_emperor.engine.vassal import Vassal
+
+__all__ = ["follow_event", "listener_check", "routed_socket_problem", "vassal_listener_check"]
+
+#: Checks the listener of a connected socket: (pid, uid) -> why it is refused, or None.
+ListenerCheck = Callable[[int, int], "str | None"]
+
+
+def follow_event(emperor: Emperor, event: EmperorEvent) -> None:
+    """Update the run's route table for one emperor event about a vassal."""
+    if event.vassal is None or not event.vassal.endswith(".ini"):
+        return
+    name = event.vassal[: -len(".ini")]
+    state: RouteState | None
+    if event.is_death or event.kind in (EventKind.SPAWNED, EventKind.STOPPING):
+        state = RouteState.DOWN
+    elif event.kind is EventKind.REMOVED:
+        state = None
+    elif event.kind is EventKind.READY:
+        vassal = next((v for v in list(emperor.vassals.values()) if v.id == event.vassal), None)
+        ok = vassal is not None and routed_socket_problem(emperor, vassal) is None
+        state = RouteState.READY if ok else RouteState.DOWN
+    else:
+        return
+    with contextlib.suppress(ValueError):  # a name the routing cannot carry: never routed
+        RouteTable.of_run(emperor.run_dir, emperor.route_map).set(name, state)
+
+
+def routed_socket_problem(emperor: Emperor, vassal: Vassal) -> str | None:
+    """Why the router must not send ``vassal``'s requests to the path its Host routes to, or None: the path is
+    one the vassal binds and holds a socket, not a symlink (checked when it reports ready, right after its master
+    bound it: in a sticky /tmp only that socket's owner can replace it)."""
+    try:
+        routed = emperor.route_map.socket_for(vassal.name)
+    except ValueError as exc:
+        return str(exc)
+    if os.path.normpath(routed) not in {os.path.normpath(path) for path in vassal.socket_paths}:
+        return f"vassal {vassal.name!r} does not bind {routed}, where its Host routes to"
+    if socket_identity(routed) is None:
+        what = f"a symlink to {os.readlink(routed)}" if os.path.islink(routed) else "not a socket"
+        return f"{routed} is {what}"
+    return None
+
+
+def listener_check(marker: str, uids: Iterable[int]) -> ListenerCheck:
+    """A check for the process listening on a connected socket: refused unless it runs as one of ``uids`` and
+    carries the run's environment marker ``marker`` (the run dir)."""
+    allowed = set(uids)
+
+    def check(pid: int, uid: int) -> str | None:
+        if uid not in allowed:
+            return (
+                f"the process listening on it (pid {pid}) belongs to {_user(uid)}, not to this run "
+                f"({', '.join(_user(u) for u in sorted(allowed))}): another user's socket, refusing to send it "
+                "the request"
+            )
+        if not carries_marker(pid, marker):
+            what = command_line(pid).replace(b"\0", b" ").decode(errors="replace").strip()
+            return (
+                f"the process listening on it (pid {pid}, {what!r}) is not one of this run's: refusing to "
+                "send it the request"
+            )
+        return None
+
+    return check
+
+
+def vassal_listener_check(emperor: Emperor) -> ListenerCheck:
+    """:func:`listener_check` for ``emperor``'s vassals: this user's (or the user the run was handed to)."""
+    uids = {os.geteuid(), *([emperor.run_owner[0]] if emperor.run_owner else [])}
+    return listener_check(str(emperor.run_dir), uids)
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
