@@ -138,7 +138,8 @@ CORPUS = [
         "keep-alive-after-502",
         _req("GET", "/1", "Host: missing-app.api.localhost") + _req("GET", "/2", HOST, CLOSE),
     ),
-    # Routing failures (502 on both; the built-in explains, see the module docstring).
+    # Routing failures: a routed app whose socket is gone (502 on both; the built-in explains, see the module
+    # docstring), and Hosts that route to no app of the run (404, the route table's page on both).
     Case("unknown-host", _req("GET", "/", "Host: www.example.com", CLOSE)),
     Case("missing-socket", _req("GET", "/", "Host: missing-app.api.localhost", CLOSE)),
     Case("head-missing-socket", _req("HEAD", "/", "Host: missing-app.api.localhost", CLOSE)),
@@ -238,10 +239,10 @@ EXPECTED: dict[str, str] = {
     "keep-alive-3": "200 200 200",
     "keep-alive-http10": "200 200",
     "keep-alive-after-502": "502 200",
-    "unknown-host": "502",
+    "unknown-host": "404",
     "missing-socket": "502",
     "head-missing-socket": "502",
-    "ipv6-host": "502",
+    "ipv6-host": "404",
     "bad-0": "400",
     "bad-1": "400",
     "bad-2": "400",
@@ -285,10 +286,15 @@ def echo() -> Iterator[Vassal]:
         yield emperor.deploy(Path(__file__).parent / "apps" / "echo")
 
 
+#: What the routers route: the echo vassal, and an app that is deployed but whose socket is gone (its 502).
+MISSING = "missing-app"
+
+
 @pytest.fixture(scope="module")
-def routers() -> Iterator[dict[str, Router]]:
+def routers(echo: Vassal) -> Iterator[dict[str, Router]]:
     site = load_site(SEED_SITE)
-    with running_router(ROUTES) as generated, running_router(site.route_map, site=site) as seed:
+    routed = [echo.name, MISSING]
+    with running_router(ROUTES, routed) as generated, running_router(site.route_map, routed, site=site) as seed:
         yield {"generated": generated, "site": seed}
 
 
@@ -347,6 +353,8 @@ def normalise(exchange: Exchange, domain: str) -> Exchange:
     if dict(headers).get("Content-Type") == "text/html":  # nginx's own page (the echo app never sends html)
         body = re.sub(rb"<p>.*?</p>\r\n", b"", body)
         body = re.sub(rb"<hr><center>nginx/[\d.]+</center>", b"<hr><center>nginx/VERSION</center>", body)
+        # The route table's page links each app at its Host and the router's port.
+        body = re.sub(rb':\d+/">', b':PORT/">', body.replace(domain.encode(), b"api.localhost"))
         headers = [(k, v) for k, v in headers if k != "Content-Length"]
     elif dict(headers).get("Content-Type") == "application/json":
         headers = [(k, v) for k, v in headers if k != "Content-Length"]  # the domains' lengths differ
@@ -441,7 +449,7 @@ VERSION_DIFFERENCES: dict[str, dict[str, tuple[str | None, str | None]]] = {
 
 
 @pytest.fixture(scope="module")
-def system_nginx() -> Iterator[Router]:
+def system_nginx(echo: Vassal) -> Iterator[Router]:
     """apt's nginx (CI installs nginx-light for this test alone) running the seed's site, as production does."""
     binary = shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/bin")
     if binary is None:
@@ -450,7 +458,7 @@ def system_nginx() -> Iterator[Router]:
     if not version.startswith("nginx version: nginx/1.22."):
         pytest.skip(f"VERSION_DIFFERENCES were measured against nginx 1.22 (Debian 12), not {version}")
     site = load_site(SEED_SITE)
-    with running_router(site.route_map, site=site, nginx=binary) as router:
+    with running_router(site.route_map, [echo.name, MISSING], site=site, nginx=binary) as router:
         yield router
 
 
