@@ -3,7 +3,7 @@
 - :func:`follow_event` keeps the router's route table (routing/route_table.py) in step with the emperor's events:
   an app is routed from its "ready" event on, and only if the file at its routed path is a socket (not a symlink,
   never followed) that it binds; it is "down" (a 502 without a connect) while it starts, after a curse and while
-  it stops, and gone once removed. The emperor's reader calls it before any waiter sees the event, so a deploy
+  it stops, and gone once removed for good (its link gone). The emperor's reader calls it before any waiter sees the event, so a deploy
   that returned is routed.
 - :func:`listener_check` is what the direct clients (``vassal.session``, ``vassal.request``, ``emperor-dev request
   --direct``) ask once connected, before sending a byte: the process listening on the socket (the kernel's
@@ -43,7 +43,8 @@ def follow_event(emperor: Emperor, event: EmperorEvent) -> None:
     if event.is_death or event.kind in (EventKind.SPAWNED, EventKind.STOPPING):
         state = RouteState.DOWN
     elif event.kind is EventKind.REMOVED:
-        state = None
+        # After a curse the emperor removes the instance and spawns it again while its link is there.
+        state = RouteState.DOWN if os.path.lexists(emperor.vassal_dir / event.vassal) else None
     elif event.kind is EventKind.READY:
         vassal = next((v for v in list(emperor.vassals.values()) if v.id == event.vassal), None)
         ok = vassal is not None and routed_socket_problem(emperor, vassal) is None
