@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 import threading
 import urllib.parse
@@ -22,6 +23,7 @@ from click.shell_completion import CompletionItem
 from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR
 from pytest_emperor.dev import control
 from pytest_emperor.dev.control import AppStatus, Message
+from pytest_emperor.dev.output import printable, printable_lines
 from pytest_emperor.dev.state import DEFAULT_STATE_DIR, FAILED_STATES, AlreadyRunning, Instance, NotRunning, StateDir
 from pytest_emperor.engine.processes import wait_exit
 from pytest_emperor.errors import ConfigError, EmperorError
@@ -63,14 +65,21 @@ def _table(apps: list[AppStatus]) -> None:
 
 
 def _die(message: str, code: int) -> NoReturn:
-    click.echo(f"emperor-dev: {message}", err=True)
+    click.echo(f"emperor-dev: {printable_lines(message)}", err=True)
     sys.exit(code)
 
 
 def _running(state_dir: Path) -> Instance:
+    state = StateDir(state_dir)
     try:
-        return StateDir(state_dir).running()
+        return state.running()
+    except PermissionError:  # up.json
+        _die(control.denied(str(state.state_file)), EXIT_FAILED)
     except NotRunning as exc:
+        # A control socket this user may not open does not accept their connection either: not "gone".
+        left = state.read()
+        if left is not None and os.path.exists(left.control) and not os.access(left.control, os.R_OK | os.W_OK):
+            _die(control.denied(left.control), EXIT_FAILED)
         _die(str(exc), EXIT_NOT_RUNNING)
 
 
@@ -80,6 +89,8 @@ def _call(state_dir: Path, request: Message, timeout: float | None = 120.0) -> t
         response = control.call(instance.control, request, timeout)
     except NotRunning as exc:
         _die(str(exc), EXIT_NOT_RUNNING)
+    except PermissionError as exc:
+        _die(str(exc), EXIT_FAILED)
     if not response.get("ok"):
         _die(str(response.get("error", "the request failed")), EXIT_FAILED)
     return instance, response
@@ -273,7 +284,7 @@ def rm(name: str, state_dir: Path) -> None:
       emperor-dev rm service1-beta
     """
     _call(state_dir, {"cmd": "rm", "name": name})
-    click.echo(f"removed {name}")
+    click.echo(f"removed {printable(name)}")
 
 
 @click.command(epilog=EXIT_CODES)
@@ -339,6 +350,7 @@ def request(
 
     from pytest_emperor._protocol.client import direct_session
     from pytest_emperor.engine.deploy_plan import SocketSpec
+    from pytest_emperor.engine.route_guard import listener_check
 
     instance = _running(state_dir)
     method = (method or ("POST" if data is not None else "GET")).upper()
@@ -354,8 +366,18 @@ def request(
             if app["socket"] is None:
                 _die(f"no app named {name!r} with a socket is running", EXIT_FAILED)
             spec = SocketSpec(app["socket"], app["protocol"], 0)
-            session = direct_session(spec.connect_address(), spec.protocol, f"http://{host}/")
+            # Only `up`'s own vassal gets the request: its listener must be this user's and of up's run.
+            check = listener_check(instance.run_dir, {os.geteuid()})
+            session = direct_session(spec.connect_address(), spec.protocol, f"http://{host}/", check=check)
         else:
+            if not app.get("routed"):
+                # Nothing is sent: the headers (a Cookie) must not reach whatever is at a path `up` does not serve.
+                why = f": {app['errors'][0]}" if app["errors"] else ""
+                _die(
+                    f"{name!r} is {app['state']}{why}\nthe router does not route it (only apps up runs and serves, "
+                    "on a socket verified as their own), so the request was not sent",
+                    EXIT_FAILED,
+                )
             # A router bound to every address is reached on loopback.
             router_host = "127.0.0.1" if instance.router_host in ("0.0.0.0", "", "::") else instance.router_host
             session = direct_session((router_host, instance.router_port), "http", f"http://{host}/")

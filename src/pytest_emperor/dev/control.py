@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import socket
 import socketserver
+import stat
 import struct
 import threading
 from collections.abc import Callable
@@ -59,6 +61,9 @@ class AppStatus:
     socket: str | None  # the main socket's address
     protocol: str | None  # "uwsgi" or "http"
     errors: list[str] = field(default_factory=list)  # why it is not ready, from its own log
+    #: The router sends its Host to its socket: deployed, ready, and that socket verified as its own (a Host that
+    #: is not routed gets the router's own 404/502 page, see routing/route_table.py).
+    routed: bool = False
 
     def to_dict(self) -> Message:
         """As JSON-ready data."""
@@ -139,10 +144,27 @@ class ControlServer:
             os.unlink(self.path)
 
 
+def denied(path: str) -> str:
+    """What to tell a user who may not open ``path`` (the control socket or the state file of an ``up``)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"permission denied on {path} ({exc.strerror})"
+    try:
+        owner = f"{pwd.getpwuid(st.st_uid).pw_name} (uid {st.st_uid})"
+    except KeyError:
+        owner = f"uid {st.st_uid}"
+    return (
+        f"permission denied on {path} (owner {owner}, mode {stat.filemode(st.st_mode)}): that `up` belongs to "
+        f"another user; run this command as {owner}, or start your own `up` with another --state-dir"
+    )
+
+
 def call(path: str, request: Message, timeout: float | None = 120.0) -> Message:
     """Send one request to the control socket at ``path`` and return the response; NotRunning if nobody listens.
 
     ``timeout`` bounds the whole exchange: ``add`` and ``reload`` answer once the app is ready (or failed).
+    PermissionError (saying whose it is) if this user may not open it.
     """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -150,6 +172,8 @@ def call(path: str, request: Message, timeout: float | None = 120.0) -> Message:
             sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NotRunning(f"no emperor-dev instance answers on {path} ({exc.strerror})") from None
+        except PermissionError:
+            raise PermissionError(denied(path)) from None
         sock.sendall(encode(request))
         with sock.makefile("rb") as reader:
             line = reader.readline(MAX_LINE)

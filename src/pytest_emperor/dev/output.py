@@ -22,9 +22,26 @@ _PALETTE = ("cyan", "yellow", "green", "magenta", "blue", "bright_cyan", "bright
 _STATE_STYLE = {"ready": "green", "starting": "yellow", "cursed": "red", "throttled": "red", "error": "bold red"}
 
 
+def printable(text: str) -> str:
+    """``text`` as it may reach a terminal: every character that is not printable (an escape sequence's ESC,
+    other control characters, bidi overrides) shown as a Python escape (``\\x1b``). App names come from
+    directory names and ``NAME=PATH`` arguments: any byte a file name can hold."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def printable_lines(text: str) -> str:
+    """:func:`printable` line by line: a message's own line breaks are kept."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def table_rows(apps: Iterable[AppStatus]) -> list[tuple[str, str, str, str]]:
-    """The table's cells, as text."""
-    return [(app.name, app.url, app.state, str(app.pid) if app.pid else "-") for app in apps]
+    """The table's cells, as text safe for a terminal."""
+    return [
+        (printable(app.name), printable(app.url), printable(app.state), str(app.pid) if app.pid else "-")
+        for app in apps
+    ]
 
 
 def plain_table(apps: Sequence[AppStatus]) -> str:
@@ -57,7 +74,7 @@ class Output:
             for name in names:
                 if name not in self._styles:
                     self._styles[name] = _PALETTE[len(self._styles) % len(_PALETTE)]
-                self._width = max(self._width, len(name))
+                self._width = max(self._width, len(printable(name)))
 
     def line(self, source: str, text: str) -> None:
         """One line from ``source`` (an app, or ``emperor``): ``name | text``."""
@@ -67,7 +84,10 @@ class Output:
         """Lines of the log stream, written at once: an app's own line under its name, an emperor event under
         ``emperor``. At thousands of requests a second a write and a flush per line cost ``up`` a quarter of a
         core (benchmarks/scale.py); a batch costs one of each."""
-        self._write([(EMPEROR, f"{line.app}: {line.text}") if line.event else (line.app, line.text) for line in lines])
+        self._write([
+            (EMPEROR, f"{printable(line.app)}: {line.text}") if line.event else (line.app, line.text)
+            for line in lines
+        ])
 
     def _write(self, lines: Sequence[tuple[str, str]]) -> None:
         if not lines:
@@ -75,13 +95,16 @@ class Output:
         self.add_names({source for source, _ in lines})
         with self._lock:
             if self._console is None:
-                self.stream.write("".join(f"{source.ljust(self._width)} | {text}\n" for source, text in lines))
+                self.stream.write(
+                    "".join(f"{printable(source).ljust(self._width)} | {text}\n" for source, text in lines)
+                )
                 self.stream.flush()
             else:
                 from rich.text import Text
 
                 styled = [
-                    Text(f"{source.ljust(self._width)} | ", style="bold" if source == EMPEROR else self._styles[source])
+                    Text(f"{printable(source).ljust(self._width)} | ",
+                         style="bold" if source == EMPEROR else self._styles[source])
                     + Text(text)
                     for source, text in lines
                 ]
@@ -89,6 +112,7 @@ class Output:
 
     def note(self, text: str, *, error: bool = False) -> None:
         """A message of emperor-dev's own."""
+        text = printable_lines(text)
         with self._lock:
             if self._console is None:
                 self.stream.write(text + "\n")
@@ -110,7 +134,7 @@ class Output:
 
                 table = Table(*COLUMNS, box=None, header_style="bold")
                 for app, cells in zip(apps, table_rows(apps)):
-                    table.add_row(Text(cells[0], style=self._styles.get(app.name, "")), cells[1],
+                    table.add_row(Text(cells[0], style=self._styles.get(app.name, "")), Text(cells[1]),
                                   Text(cells[2], style=_STATE_STYLE.get(app.state, "")), cells[3])
                 self._console.print(table)
         for app in apps:

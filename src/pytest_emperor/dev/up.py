@@ -32,6 +32,7 @@ from pytest_emperor.engine.stats import EmperorStats
 from pytest_emperor.engine.vassal import Vassal, VassalState
 from pytest_emperor.errors import ConfigError, EmperorError, RouterError, VassalError
 from pytest_emperor.routing.nginx_site import load_site
+from pytest_emperor.routing.route_table import RouteState
 from pytest_emperor.routing.router import Router
 from pytest_emperor.routing.routes import RouteMap
 
@@ -291,10 +292,14 @@ class DevServer:
             if spec.name in self.apps:
                 raise ConfigError(f"an app named {spec.name!r} is already running; `emperor-dev rm {spec.name}` first")
         vassal = self._deploy(spec)
+        if vassal is None:
+            # Refused before anything ran: nothing of it stays (no "error" row making `status` fail until `rm`).
+            with self._lock:
+                del self.apps[spec.name]
+                failure = self.failures.pop(spec.name)
+            raise ConfigError(failure)
         if self._watcher is not None:
             self._watcher.apps_changed()
-        if vassal is None:
-            raise ConfigError(self.failures[spec.name])
         vassal.wait_ready()
         return self.app_status(spec.name)
 
@@ -376,9 +381,10 @@ class DevServer:
         if misrouted is not None:
             errors.append(f"not routed: {misrouted}")
         socket = vassal.socket
+        routed = self.router.routes.states().get(name) is RouteState.READY
         return AppStatus(
             name, url, state.value, vassal.pid_in(stats), str(spec.ini),
-            socket.address if socket else None, socket.protocol if socket else None, errors,
+            socket.address if socket else None, socket.protocol if socket else None, errors, routed,
         )  # fmt: skip
 
     def status(self) -> list[AppStatus]:

@@ -3,8 +3,8 @@
 - :func:`follow_event` keeps the router's route table (routing/route_table.py) in step with the emperor's events:
   an app is routed from its "ready" event on, and only if the file at its routed path is a socket (not a symlink,
   never followed) that it binds; it is "down" (a 502 without a connect) while it starts, after a curse and while
-  it stops, and gone once removed for good (its link gone). The emperor's reader calls it before any waiter sees the event, so a deploy
-  that returned is routed.
+  it stops, and gone once removed for good (its link gone). The emperor's reader calls it before any waiter sees
+  the event, so a deploy that returned is routed.
 - :func:`listener_check` is what the direct clients (``vassal.session``, ``vassal.request``, ``emperor-dev request
   --direct``) ask once connected, before sending a byte: the process listening on the socket (the kernel's
   ``SO_PEERCRED``: its pid and uid when it called ``listen()``) must be of the run's user and carry the run's
