@@ -164,3 +164,22 @@ def test_plain_table_and_prefixed_lines_are_aligned_without_escape_codes(tmp_pat
     text = (tmp_path / "out").read_text()
     assert "\x1b" not in text
     assert text.splitlines()[-2:] == ["b        | chdir(): boom", "emperor  | b: cursed"]
+
+
+@pytest.mark.parametrize("color", [False, True])
+def test_app_names_reach_the_terminal_escaped_in_every_printed_place(color: bool) -> None:
+    import io
+
+    name = "x\x1b]0;owned\x07\x1b[2J\u202ey"  # a title change, a screen clear, a right-to-left override
+    shown = "x\\x1b]0;owned\\x07\\x1b[2J\\u202ey"
+    apps = [AppStatus(name, f"http://{name}.api.localhost:1/", "error", None, "/x", None, None, ["refused"])]
+    stream = io.StringIO()
+    output = Output(stream, color=color)
+    output.add_names([name])
+    output.table(apps)
+    output.line(name, "a line of its own")
+    output.log_lines([LogLine(name, "cursed", EventKind.CURSED)])
+    output.note(f"warning: {name} is muted\nsecond line")
+    text = stream.getvalue()
+    assert "\x1b]" not in text and "\x1b[2J" not in text and "\x07" not in text and "\u202e" not in text
+    assert text.count(shown) >= 5 and "second line" in text

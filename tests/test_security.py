@@ -6,21 +6,30 @@ The other side runs as a real unprivileged user, created for the test and remove
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
+from dev_helpers import Up, cli, copy_example, names_for_test, up_process, workspace
 
 from pytest_emperor.dev.control import ControlServer, Message, call
+from pytest_emperor.dev.state import Instance, StateDir
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.runs import RunDir, recover_abandoned, socket_identity
+
+__all__ = ["up_process", "workspace"]  # fixtures of dev_helpers.py
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None,
                                 reason="needs root and useradd to create the other local user")  # fmt: skip
@@ -144,3 +153,151 @@ def test_a_symlink_planted_at_a_predicted_socket_path_is_never_unlinked_or_follo
         assert [r.path for r in recovered] == [run.path] and recovered[0].sockets == []
         assert predicted.is_symlink() and target.exists()
 
+
+
+# -- the router and the clients reach only the run's own sockets ---------------------------------------------------
+
+# Runs as the other user: listens on the unix socket argv[1] (mode 0666, so anyone may connect), says so, then
+# prints every connection's bytes (repr) and answers each as a web app would, until stdin closes.
+LISTENER = """
+import os, socket, sys, threading
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o666)
+s.listen(16)
+print("listening", flush=True)
+def serve():
+    while True:
+        conn, _ = s.accept()
+        conn.settimeout(2)
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            data = b""
+        print(repr(data), flush=True)
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 6\\r\\nConnection: close\\r\\n\\r\\nstolen")
+        conn.close()
+threading.Thread(target=serve, daemon=True).start()
+sys.stdin.read()
+os.unlink(sys.argv[1])
+"""
+
+
+@contextlib.contextmanager
+def planted_listener(user: str, path: str) -> Iterator[Callable[[], list[str]]]:
+    """``user`` listens on ``path``; yields what it has heard so far (one repr'd chunk per connection that sent
+    something: a deploy's liveness probe connects and sends nothing)."""
+    process = subprocess.Popen(["/usr/bin/python3", "-c", LISTENER, path], user=user, cwd="/", text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert process.stdout is not None and process.stdin is not None
+    heard: list[str] = []
+    try:
+        assert process.stdout.readline() == "listening\n", process.stderr.read() if process.stderr else ""
+        threading.Thread(target=lambda: heard.extend(line.rstrip("\n") for line in process.stdout), daemon=True).start()
+        yield lambda: [chunk for chunk in heard if chunk != "b''"]
+    finally:
+        process.stdin.close()
+        process.wait(30)
+
+
+def test_a_socket_another_user_plants_where_a_vassal_served_gets_no_request(
+    other_user: str, uwsgi_bin: Path, make_app: Callable[..., Path]
+) -> None:
+    uid = pwd.getpwnam(other_user).pw_uid
+    with Emperor(uwsgi_bin, timeout=30, router_options={"upstream_timeout": 5}) as emperor:
+        vassal = emperor.deploy(make_app("victim"))
+        assert vassal.http.get("/").status_code == 200 and vassal.request("GET", "/").status_code == 200
+        vassal.stop()  # its socket file is gone: in the sticky /tmp anyone may bind that name now
+        assert vassal.socket_path is not None
+        with planted_listener(other_user, vassal.socket_path) as heard:
+            cookie = {"Cookie": "session=secret"}
+            refused = rf"belongs to uid {uid} \({other_user}\), not to this run .*refusing to send it the request"
+            with pytest.raises(requests.ConnectionError, match=refused):
+                vassal.request("GET", "/login", headers=cookie)
+            through_router = vassal.http.get("/login", headers=cookie)
+            assert through_router.status_code == 404 and "routes to no app of this run" in through_router.text
+            assert heard() == []
+
+
+def test_the_router_never_follows_a_planted_symlink_to_a_root_only_socket(
+    shared_dir: Path, other_user: str, uwsgi_bin: Path
+) -> None:
+    private = shared_dir / "root-only"
+    private.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX) as root_app, Emperor(uwsgi_bin, timeout=30) as emperor:
+        root_app.bind(str(private / "app.sock"))
+        os.chmod(private / "app.sock", 0o600)
+        root_app.listen(8)
+        root_app.setblocking(False)
+        name = f"evil-{secrets.token_hex(3)}"
+        link = Path(f"/tmp/{name}.api.sock")
+        link.symlink_to(private / "app.sock")  # as the other user would (fs.protected_symlinks=0 lets root follow)
+        os.lchown(link, pwd.getpwnam(other_user).pw_uid, -1)
+        try:
+            host, port = emperor.router.tcp_address
+            answer = requests.get(f"http://{host}:{port}/", headers={"Host": f"{name}.api.localhost"}, timeout=30)
+        finally:
+            link.unlink()
+        assert answer.status_code == 404 and f"Host '{name}.api.localhost' routes to no app" in answer.text
+        with pytest.raises(BlockingIOError):
+            root_app.accept()  # nothing connected to the root-only socket
+
+
+def test_up_never_sends_a_request_to_another_user_s_listener_on_an_app_s_socket(
+    other_user: str, workspace: Path, up_process: list[Up]
+) -> None:
+    good, victim = names_for_test()
+    copy_example(workspace, "service3", "service3")
+    with planted_listener(other_user, f"/tmp/{victim}.api.sock") as heard:
+        up = Up(workspace, f"{good}=service3", f"{victim}=service3")
+        up_process.append(up)
+        up.started()
+        assert re.search(rf"^{victim}\s+\S+\s+error\s", "\n".join(up.lines), re.M)  # its socket is in use
+
+        request = cli(workspace, "request", victim, "/login", "-H", "Cookie: session=secret", "-i")
+        assert request.returncode == 1 and request.stdout == ""
+        assert f"'{victim}' is error: " in request.stderr and "so the request was not sent" in request.stderr
+        status, body = up.get(victim, "/login")
+        assert status == 404 and f"Host '{victim}.api.localhost' routes to no app of this run" in body
+        assert f">{good}</a>" in body and f">{victim}</a>" not in body  # the apps it runs, not the refused one
+        assert up.get(good) == (200, "hello from service3 at /\n")
+        assert heard() == []
+
+        # A refused `add` leaves nothing behind: `status` is as before it.
+        assert cli(workspace, "rm", victim).returncode == 0
+        added = cli(workspace, "add", "service3", "--name", victim)
+        assert added.returncode == 1 and "which another live process is serving" in added.stderr
+        status_after = cli(workspace, "status")
+        assert status_after.returncode == 0, status_after.stderr
+        assert victim not in status_after.stdout and good in status_after.stdout
+        assert heard() == []
+    assert up.stop() == 0
+
+
+# Runs as root, then as the other user: `emperor-dev status` on a state dir whose `up` is root's.
+AS_OTHER = """
+import os, sys
+from pytest_emperor.dev import cli, control, output, state  # imported as root: /root is not theirs to read
+os.setegid(int(sys.argv[2]))
+os.seteuid(int(sys.argv[1]))
+cli.status(["--state-dir", sys.argv[3]])
+"""
+
+
+def test_permission_denied_on_up_s_control_socket_names_its_owner(shared_dir: Path, other_user: str) -> None:
+    state = StateDir(shared_dir / "state")
+    state.path.mkdir(mode=0o755)
+    control_path = state.control_path(shared_dir)
+    server = ControlServer(control_path, lambda request: {"ok": True, "apps": []}).start()
+    try:
+        state.publish(Instance(pid=os.getpid(), control=control_path, run_dir=str(shared_dir), domain="x",
+                               router="nginx", router_host="127.0.0.1", router_port=1, router_unix=""))  # fmt: skip
+        os.chmod(state.state_file, 0o644)
+        user = pwd.getpwnam(other_user)
+        done = subprocess.run([sys.executable, "-c", AS_OTHER, str(user.pw_uid), str(user.pw_gid), str(state.path)],
+                              capture_output=True, text=True, timeout=60, cwd="/")  # fmt: skip
+    finally:
+        server.stop()
+    assert done.returncode == 1, done.stderr
+    assert f"permission denied on {control_path} (owner root (uid 0)" in done.stderr
+    assert "is gone" not in done.stderr

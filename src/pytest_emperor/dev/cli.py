@@ -78,7 +78,9 @@ def _running(state_dir: Path) -> Instance:
     except NotRunning as exc:
         # A control socket this user may not open does not accept their connection either: not "gone".
         left = state.read()
-        if left is not None and os.path.exists(left.control) and not os.access(left.control, os.R_OK | os.W_OK):
+        if left is not None and os.path.exists(left.control) and not os.access(
+            left.control, os.R_OK | os.W_OK, effective_ids=True
+        ):
             _die(control.denied(left.control), EXIT_FAILED)
         _die(str(exc), EXIT_NOT_RUNNING)
 
