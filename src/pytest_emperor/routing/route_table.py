@@ -87,7 +87,8 @@ class RouteTable:
         if not name or "/" in name or name.startswith(".") or "\0" in name:
             raise ValueError(f"{name!r} is not an app name the router can route")
         with self._lock:
-            if self.states().get(name) is state:
+            before = self.states()
+            if before.get(name) is state:
                 return
             for other in RouteState:
                 if other is not state:
@@ -98,7 +99,8 @@ class RouteTable:
                 with contextlib.suppress(FileExistsError):
                     os.close(os.open(self.directory / state.value / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                                      | os.O_NOFOLLOW, 0o600))  # fmt: skip
-            self._write_page()
+            if (name in before) != (state is not None):  # the page lists names: a state change leaves it be
+                self._write_page()
 
     def states(self) -> dict[str, RouteState]:
         """Every app in the table and its state, by name."""
@@ -140,19 +142,18 @@ location = {PAGE_URI} {{
         """Rewrite the page of a Host that routes nowhere (atomically: nginx may be serving it)."""
         page = self.directory / PAGE
         temporary = page.with_name(f".{PAGE}.{os.getpid()}.{threading.get_ident()}")
-        temporary.write_text(render_page(self.route_map, self.states(), self.port))
+        temporary.write_text(render_page(self.route_map, list(self.states()), self.port))
         os.replace(temporary, page)
 
 
-def render_page(route_map: RouteMap, states: dict[str, RouteState], port: int | None) -> str:
-    """The page for a request the router does not route, listing ``states`` with links to the router's ``port``;
-    nginx's SSI fills in the Host (as HTML entities) and says whether the Host's app is deployed but not
-    serving."""
+def render_page(route_map: RouteMap, names: list[str], port: int | None) -> str:
+    """The page for a request the router does not route, listing the apps deployed (``names``) with links to
+    the router's ``port``; nginx's SSI fills in the Host (as HTML entities) and says whether the Host's app is
+    deployed but not serving."""
     rows = "".join(
         f'<li><a href="http://{html.escape(route_map.host_for(name))}{f":{port}" if port else ""}/">'
-        f"{html.escape(name)}</a>"
-        f"{'' if state is RouteState.READY else ' (not serving: starting, failed or stopping)'}</li>\r\n"
-        for name, state in states.items()
+        f"{html.escape(name)}</a></li>\r\n"
+        for name in names
     )
     listing = f"<p>Apps deployed here:</p>\r\n<ul>\r\n{rows}</ul>" if rows else "<p>No app is deployed here.</p>"
     return (
