@@ -4,6 +4,8 @@ own site file (:mod:`pytest_emperor.routing.nginx_site`).
 
 The generated config is the seed's server block (``server_name ~^(?<app>...)...; include uwsgi_params; uwsgi_pass
 unix:/tmp/$app.api.sock;``) plus 502/504 pages naming the app and socket, built with nginx's own ``error_page``.
+Before any location, the run's route table (route_table.py) decides which Hosts reach a socket at all; a site
+file's routing server block gets the same directives.
 Every path is private to the run dir (prefix, pid, temp dirs, logs); nginx listens on loopback TCP and a unix
 socket only. Its workers run as the user that owns the vassal sockets (as root, nginx's compiled-in ``nobody``
 workers get "permission denied" on a 0600 socket -> 502; docs/uwsgi-behaviour.md), and ``stop()`` is nginx's
