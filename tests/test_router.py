@@ -23,7 +23,7 @@ from pytest_emperor.engine.processes import wait_exit
 from pytest_emperor.engine.vassal import Vassal
 from pytest_emperor.errors import RouteMismatch, RouterError
 from pytest_emperor.routing.nginx import NginxNotFound, NginxRouter, find_nginx, uwsgi_params_path
-from pytest_emperor.routing.route_table import RouteState
+from pytest_emperor.routing.route_table import RouteState, RouteTable, render_page
 from pytest_emperor.routing.router import Router, RouterSettings, default_workers
 from pytest_emperor.routing.routes import RouteMap
 
@@ -512,3 +512,22 @@ def test_a_vassal_the_routing_cannot_reach_is_reported_before_any_request(live_e
 def test_tcp_address_is_the_one_listening(router: Router) -> None:
     # The port we bound and handed to nginx answers (here: a 400 for a request without Host).
     assert raw_exchange(router.tcp_address, b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400")
+
+
+def test_the_route_table_holds_names_and_states_and_lists_them_escaped(tmp_path: Path) -> None:
+    table = RouteTable(tmp_path / "routes", RouteMap.for_domain())
+    table.set("b", RouteState.DOWN)
+    table.set("a", RouteState.READY)
+    table.set("b", RouteState.READY)
+    table.set("c", RouteState.DOWN)
+    table.set("c", None)
+    assert table.states() == {"a": RouteState.READY, "b": RouteState.READY}
+    assert sorted(os.listdir(tmp_path / "routes" / "down")) == []
+    for bad in ("", "../x", ".page", "a/b"):
+        with pytest.raises(ValueError, match="not an app name the router can route"):
+            table.set(bad, RouteState.READY)
+    table.serve_on(8080)
+    page = (tmp_path / "routes" / "no-such-app.html").read_text()
+    assert '<a href="http://a.api.localhost:8080/">a</a>' in page and ">b</a>" in page and ">c</a>" not in page
+    site = RouteMap("~^(?<app>[^.]+)\\.x$", "/tmp/$app.sock", host_template="$app.x")
+    assert "&lt;" in render_page(site, ["<i>"], None) and "<i>" not in render_page(site, ["<i>"], None)

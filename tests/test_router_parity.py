@@ -427,6 +427,8 @@ def test_site_config_is_rewritten_only_where_a_test_cannot_run_it(routers: dict[
     assert f"listen {site.tcp_address[0]}:{site.tcp_address[1]} reuseport;" in server
     assert f"listen unix:{site.unix_path};" in server and "listen 80" not in server
     assert f"access_log {site.directory}/access.log;" in server  # type: ignore[attr-defined]
+    # The route table's directives, first in the routing server, before the site's own locations.
+    assert server.index(f'if (!-f "{site.routes.directory}/ready/$pytest_emperor_route")') < server.index("location")
     for path in re.findall(r"(?:pid|error_log|access_log|\w+_temp_path) (\S+?)[;\s]", conf):
         assert path.startswith(str(site.directory)), path  # type: ignore[attr-defined]
 
