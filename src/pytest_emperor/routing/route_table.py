@@ -22,6 +22,7 @@ import contextlib
 import enum
 import html
 import os
+import secrets
 import threading
 import weakref
 from pathlib import Path
@@ -139,11 +140,23 @@ location = {PAGE_URI} {{
 """
 
     def _write_page(self) -> None:
-        """Rewrite the page of a Host that routes nowhere (atomically: nginx may be serving it)."""
+        """Rewrite the page of a Host that routes nowhere, atomically (nginx may be serving it): the page is a
+        symlink swapped to a new file. Renaming a regular file over the old one made ext4 write the new one out
+        first (its ``auto_da_alloc``): 2-4 ms on the emperor's reader thread for each app deployed."""
         page = self.directory / PAGE
-        temporary = page.with_name(f".{PAGE}.{os.getpid()}.{threading.get_ident()}")
-        temporary.write_text(render_page(self.route_map, list(self.states()), self.port))
-        os.replace(temporary, page)
+        fresh = f"page-{secrets.token_hex(6)}.html"
+        with open(self.directory / fresh, "x") as f:
+            f.write(render_page(self.route_map, list(self.states()), self.port))
+        try:
+            old = os.readlink(page)
+        except OSError:  # the first page
+            old = None
+        link = self.directory / f".{fresh}.link"
+        os.symlink(fresh, link)
+        os.replace(link, page)
+        if old is not None and "/" not in old:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.directory / old)
 
 
 def render_page(route_map: RouteMap, names: list[str], port: int | None) -> str:
