@@ -12,8 +12,8 @@ per request on a directory private to the run (docs/security.md):
 - neither: a 404 page naming the Host and listing the apps that are deployed (``no-such-app.html``, with the Host
   and port put in by nginx's SSI, HTML-escaped).
 
-An update is a file created or removed and the page rewritten: no nginx reload, so a deploy pays ~0.1 ms for it
-and a request sees the change at once (benchmarks/route_table.py measures both).
+An update is a file created or removed (and, when an app comes or goes, the page rewritten): no nginx reload, so
+a deploy pays well under a millisecond for it and the next request sees the change (benchmarks/route_table.py).
 """
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ location = {PAGE_URI} {{
 
     def _write_page(self) -> None:
         """Rewrite the page of a Host that routes nowhere, atomically (nginx may be serving it): the page is a
-        symlink swapped to a new file. Renaming a regular file over the old one made ext4 write the new one out
-        first (its ``auto_da_alloc``): 2-4 ms on the emperor's reader thread for each app deployed."""
+        symlink swapped to a new file. Renaming a new regular file over the old one cost 2-4 ms on the emperor's
+        reader thread for each app deployed (ext4's ``auto_da_alloc``; docs/uwsgi-behaviour.md)."""
         page = self.directory / PAGE
         fresh = f"page-{secrets.token_hex(6)}.html"
         with open(self.directory / fresh, "x") as f:
