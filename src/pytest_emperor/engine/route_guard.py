@@ -51,7 +51,9 @@ def follow_event(emperor: Emperor, event: EmperorEvent) -> None:
         state = RouteState.READY if ok else RouteState.DOWN
     else:
         return
-    with contextlib.suppress(ValueError):  # a name the routing cannot carry: never routed
+    # A name the routing cannot carry (ValueError) is never routed. A table that cannot be written is a run that
+    # closed meanwhile (its router is gone with it): the reader thread, which every waiter depends on, reads on.
+    with contextlib.suppress(ValueError, OSError):
         RouteTable.of_run(emperor.run_dir, emperor.route_map).set(name, state)
 
 

@@ -61,8 +61,10 @@ class RouteTable:
         self.route_map = route_map
         self.port: int | None = None  # the router's TCP port, for the page's links (see serve_on)
         self._lock = threading.Lock()
+        # No parents: a table is never made for a run dir that is gone (an event read after the run closed).
+        directory.mkdir(mode=0o700, exist_ok=True)
         for state in RouteState:
-            (directory / state.value).mkdir(mode=0o700, parents=True, exist_ok=True)
+            (directory / state.value).mkdir(mode=0o700, exist_ok=True)
         (directory / RouteState.READY.value / PAGE_KEY).touch()
         if not (directory / PAGE).exists():
             self._write_page()
