@@ -342,6 +342,9 @@ def request(
 ) -> None:
     """Send one HTTP request to app NAME through the router (as a browser would) and print the body.
 
+    Nothing is sent (exit 1) to an app the router does not route (not deployed, not ready, or its socket not
+    verified as its own), nor with --direct to a socket whose listener is not one of up's processes.
+
     \b
     Examples:
       emperor-dev request service1 /health
