@@ -35,6 +35,7 @@ from pathlib import Path
 
 from pytest_emperor.engine.binary import find_uwsgi
 from pytest_emperor.routing.nginx import NginxRouter, find_nginx, uwsgi_params_path
+from pytest_emperor.routing.route_table import RouteState
 from pytest_emperor.routing.routes import RouteMap
 
 # Debian's stock nginx.conf (worker_processes auto, 768 connections, sendfile, keepalive 65) with the seed's
@@ -285,6 +286,7 @@ def main() -> None:
                                 args.connections))  # fmt: skip
             options = {"workers": args.workers} if args.workers else {}
             router = NginxRouter.start(route_map, run_dir / "default", **options)
+            router.routes.set("hello", RouteState.READY)  # a uwsgi of our own: the route table has no event of it
             try:
                 url = f"http://{router.tcp_address[0]}:{router.tcp_address[1]}/"
                 with reference_nginx(reference, run_dir / "reference", run_dir) as reference_port:
