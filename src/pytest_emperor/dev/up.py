@@ -295,8 +295,8 @@ class DevServer:
         if vassal is None:
             # Refused before anything ran: nothing of it stays (no "error" row making `status` fail until `rm`).
             with self._lock:
-                del self.apps[spec.name]
-                failure = self.failures.pop(spec.name)
+                self.apps.pop(spec.name, None)
+                failure = self.failures.pop(spec.name, f"{spec.name!r} could not be deployed")
             raise ConfigError(failure)
         if self._watcher is not None:
             self._watcher.apps_changed()
