@@ -14,7 +14,9 @@ Rounds alternate the clients so that machine noise hits all alike. Prints median
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import signal
 import socket
 import statistics
 import time
@@ -23,7 +25,9 @@ from pathlib import Path
 
 from pytest_emperor._protocol.client import uwsgi_packet
 from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.processes import die_with_parent
 from pytest_emperor.engine.vassal import Vassal
+from pytest_emperor.routing.nginx import NginxRouter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +53,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per client (default 300)")
     parser.add_argument("--app", type=Path, default=ROOT / "example_apps" / "service3")
     args = parser.parse_args()
-    with Emperor(timeout=30) as emperor:
+    with Emperor(timeout=30) as emperor, contextlib.ExitStack() as stack:
+        # the router a front door (the plugin, `up`) runs before the emperor
+        router = NginxRouter.start(
+            emperor.route_map, emperor.run_dir, env=emperor.process_env, preexec_fn=die_with_parent(signal.SIGTERM)
+        )
+        stack.callback(router.stop)
+        emperor.front = lambda: router
         vassal = emperor.deploy(args.app, name="bench-client")
         clients: dict[str, Callable[[], object]] = {
             "floor (codec + socket)": floor(vassal),

@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 
 from pytest_emperor.engine.emperor import Emperor
-from pytest_emperor.engine.vassal import prepare_deployment, resolve_ini
+from pytest_emperor.engine.naming import resolve_ini
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def raw_deploy(emperor: Emperor, app: Path, name: str) -> float:
     """Symlink the app's ini as ``name`` and poll stats until accepting; return seconds; then undeploy."""
-    vassal = prepare_deployment(emperor, app, name)  # off the clock: only to stop and clean it the same way
+    vassal = emperor._prepare(app, name)  # off the clock: only to stop and clean it the same way
     start = time.perf_counter()
     os.symlink(vassal.ini, vassal.symlink)
     while True:

@@ -67,8 +67,11 @@ def uwsgi_bin() -> Path:
 
 @pytest.fixture
 def live_emperor(uwsgi_bin: Path) -> Iterator[Emperor]:
-    """A real emperor of its own for one test, stopped (and checked gone) after it."""
-    with Emperor(uwsgi_bin, timeout=30) as emperor:
+    """A real emperor of its own for one test, with a router in front (started on first use), stopped (and
+    checked gone) after it."""
+    from router_fixtures import fronted
+
+    with Emperor(uwsgi_bin, timeout=30) as emperor, fronted(emperor):
         yield emperor
     assert not emperor.running
 

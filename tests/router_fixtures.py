@@ -15,13 +15,15 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Union
 
 import pytest
 from components import nginx_binary, uwsgi_binary
 
+from pytest_emperor._protocol.client import EmperorSession, routed_session
+from pytest_emperor.engine.processes import die_with_parent
 from pytest_emperor.routing.nginx import NginxRouter
 from pytest_emperor.routing.route_table import RouteState
 from pytest_emperor.routing.router import Router
@@ -110,6 +112,39 @@ def run_process(
         yield process
     finally:
         stop_process(process)
+
+
+def session_to(router: Router, app: str, *, transport: str = "unix") -> EmperorSession:
+    """A session whose relative URLs go through ``router`` (its unix listener, or its TCP port) to ``app``."""
+    address = router.unix_path if transport == "unix" else router.tcp_address
+    return routed_session(address, lambda host: True, f"http://{router.host_for(app)}/")
+
+
+@contextlib.contextmanager
+def fronted(emperor: Any, **options: Any) -> Iterator[Callable[[], Router]]:
+    """A router in front of a started ``emperor``, as a front door runs one (started on first use)."""
+    started: list[Router] = []
+
+    def front() -> Router:
+        if not started:
+            started.append(
+                NginxRouter.start(
+                    emperor.route_map,
+                    emperor.run_dir,
+                    nginx=options.pop("nginx", None) or nginx_binary(),
+                    env=emperor.process_env,
+                    preexec_fn=die_with_parent(signal.SIGTERM),
+                    **options,
+                )
+            )
+        return started[0]
+
+    emperor.front = front
+    try:
+        yield front
+    finally:
+        for router in started:
+            router.stop()
 
 
 def echo_emperor() -> contextlib.AbstractContextManager[Any]:

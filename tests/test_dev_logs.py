@@ -13,9 +13,9 @@ from pytest_emperor.dev.apps import (
 from pytest_emperor.dev.control import AppStatus
 from pytest_emperor.dev.logs import LogLine, LogTail, RetryMuter, describe
 from pytest_emperor.dev.output import Output, plain_table
-from pytest_emperor.dev.state import app_state
 from pytest_emperor.dev.watch import apps_to_restart
 from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.vassal import VassalState, decide_state
 
 # -- what restarts on a change ----------------------------------------------------------------------------------
 
@@ -138,7 +138,7 @@ def event(kind: EventKind, died: bool = False) -> EmperorEvent:
     ],
 )
 def test_app_state_is_one_truth_over_a_retry_episode(stats: str, kinds: list[EventKind], expected: str) -> None:
-    assert app_state(stats, [event(kind) for kind in kinds]) == expected
+    assert decide_state(VassalState(stats), [event(kind) for kind in kinds]) is VassalState(expected)
 
 
 def test_a_removal_without_a_curse_is_a_death_in_the_stream() -> None:

@@ -3,6 +3,8 @@ vassal, real nginx, real sockets."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import re
 import signal
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 from components import nginx_binary
-from router_fixtures import echo_emperor, raw_exchange, running_router, short_tmp_dir
+from router_fixtures import echo_emperor, raw_exchange, running_router, session_to, short_tmp_dir
 
 from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.engine.processes import wait_exit
@@ -177,16 +179,21 @@ def router(echo: Vassal) -> Iterator[Router]:
 
 
 def test_get_through_unix_and_tcp(router: Router, echo: Vassal) -> None:
-    session = router.session_for(echo.name)
-    response = session.get("/a/../x%20y", params={"q": "1"})
-    assert response.status_code == 200, response.text
-    environ = response.json()["environ"]
+    # http.client sends the path as given: requests would resolve the dot segments nginx should see
+    unix = http.client.HTTPConnection("localhost", timeout=15)
+    unix.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.sock.connect(router.unix_path)
+    unix.request("GET", "/a/../x%20y?q=1", headers={"Host": router.host_for(echo.name)})
+    response = unix.getresponse()
+    assert response.status == 200
+    environ = json.loads(response.read())["environ"]
+    unix.close()
     assert environ["PATH_INFO"] == "/x y"
     assert environ["REQUEST_URI"] == "/a/../x%20y?q=1"
     assert environ["HTTP_HOST"] == f"{echo.name}.api.localhost"
     assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"], environ["SERVER_PORT"]) == ("unix:", "", "")
     assert environ["SERVER_NAME"] == ROUTES.nginx_server_name
-    tcp = router.session_for(echo.name, transport="tcp").post("/p", data=b"body")
+    tcp = session_to(router, echo.name, transport="tcp").post("/p", data=b"body")
     env_tcp = tcp.json()["environ"]
     assert tcp.json()["body"] == "body"
     assert env_tcp["REMOTE_ADDR"] == "127.0.0.1" and env_tcp["SERVER_PORT"] == str(router.tcp_address[1])
@@ -239,7 +246,7 @@ def test_head_and_streaming_and_large_responses(router: Router, echo: Vassal) ->
         router.unix_path, b"HEAD /?size=100 HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host.encode()
     )
     assert b"Content-Length: 100\r\n" in head and head.endswith(b"\r\n\r\n")
-    session = router.session_for(echo.name)
+    session = session_to(router, echo.name)
     streamed = session.get("/", params={"chunks": "300", "chunk_size": "10000"}, stream=True)
     assert streamed.headers["Transfer-Encoding"] == "chunked"
     assert b"".join(streamed.iter_content(65536)) == b"".join(bytes([48 + i % 10]) * 10000 for i in range(300))
@@ -297,17 +304,13 @@ def test_chunked_request_body_arrives_with_content_length(router: Router, echo: 
         yield b"hello "
         yield b"world"
 
-    response = router.session_for(echo.name).post("/c", data=chunks())
+    response = session_to(router, echo.name).post("/c", data=chunks())
     assert response.json()["body"] == "hello world"
     assert response.json()["environ"]["CONTENT_LENGTH"] == "11"
 
 
 def test_502_names_the_app_and_socket(router: Router) -> None:
-    router.routes.set("gone", RouteState.READY)  # routed, but its socket is not there (any more)
-    try:
-        response = router.session_for("gone").get("/")
-    finally:
-        router.routes.set("gone", None)
+    response = session_to(router, "nosuchapp").get("/")
     assert response.status_code == 502
     assert "<p>app 'gone': no response from its socket unix:/tmp/gone.api.sock (missing" in response.text
     assert "connect() to unix:/tmp/gone.api.sock failed (2: No such file or directory)" in router.log_text()
@@ -340,7 +343,7 @@ def test_a_deployed_app_not_serving_gets_a_502_without_a_connect(router: Router)
 
 def test_504_after_the_upstream_read_timeout(router: Router, echo: Vassal) -> None:
     started = time.monotonic()
-    response = router.session_for(echo.name).get("/", params={"sleep": "6"})
+    response = session_to(router, echo.name).get("/", params={"sleep": "6"})
     elapsed = time.monotonic() - started
     assert response.status_code == 504
     socket = f"unix:/tmp/{echo.name}.api.sock"
@@ -430,8 +433,10 @@ def test_router_dies_with_its_parent() -> None:
         # A parent process that starts a router, reports its pid, and is then SIGKILLed (no cleanup runs).
         code = (
             "import sys; from pathlib import Path; from pytest_emperor.routing.routes import RouteMap; "
-            "from pytest_emperor.routing.nginx import NginxRouter; "
-            f"r = NginxRouter.start(RouteMap.for_domain(), Path({str(run_dir)!r}), workers=2); "
+            "from pytest_emperor.routing.nginx import NginxRouter; import signal; "
+            "from pytest_emperor.engine.processes import die_with_parent; "
+            f"r = NginxRouter.start(RouteMap.for_domain(), Path({str(run_dir)!r}), workers=2, "
+            "preexec_fn=die_with_parent(signal.SIGTERM)); "
             "print(r.process.pid, flush=True); sys.stdin.read()"
         )
         parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)

@@ -11,9 +11,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from components import nginx_binary
 from dev_helpers import Up, cli, copy_example, up_process, workspace  # noqa: F401 (fixtures this module's last test uses)
 from plugin_helpers import SYNC_PY, Sandbox, assert_nothing_left, write_app
+from router_fixtures import fronted
 
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.errors import ConfigError, RouteMismatch
@@ -152,17 +152,17 @@ def test_vassals_follow_the_site_server_name_through_real_nginx(tmp_path: Path) 
         }
         """)  # fmt: skip
     site = load_site(path)
-    with Emperor(route_map=site.route_map, router_options={"site": site, "nginx": nginx_binary()}) as emperor:
+    with Emperor(route_map=site.route_map) as emperor, fronted(emperor, site=site) as router:
         echo = emperor.deploy(ECHO)
         assert echo.host == f"{echo.name}.svc.internal"
-        assert echo.url == f"http://{echo.name}.svc.internal:{emperor.router.tcp_address[1]}/"
+        assert echo.url == f"http://{echo.name}.svc.internal:{router().tcp_address[1]}/"
         environ = echo.http.get("/a/b").json()["environ"]
         # What a browser opening echo.url sends: the host with the router's port (nginx's $http_host).
-        assert (environ["HTTP_HOST"], environ["PATH_INFO"]) == (f"{echo.host}:{emperor.router.tcp_address[1]}", "/a/b")
+        assert (environ["HTTP_HOST"], environ["PATH_INFO"]) == (f"{echo.host}:{router().tcp_address[1]}", "/a/b")
         assert environ["SERVER_NAME"] == r"~^(?<app>[^.]+)\.svc\.internal$"
         assert environ["REMOTE_ADDR"] == "127.0.0.1"  # through nginx's TCP listener, as production traffic comes
         assert echo.http.get("/ping").status_code == 204  # the site's own location, as written
-        assert (emperor.router.directory / "access.log").read_text().count("GET /a/b") == 1  # type: ignore[attr-defined]
+        assert (router().directory / "access.log").read_text().count("GET /a/b") == 1
 
 
 def test_a_site_routing_elsewhere_is_reported_before_any_request(tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_a_site_routing_elsewhere_is_reported_before_any_request(tmp_path: Path)
         }
         """)  # fmt: skip
     site = load_site(path)
-    with Emperor(route_map=site.route_map, router_options={"site": site, "nginx": nginx_binary()}) as emperor:
+    with Emperor(route_map=site.route_map) as emperor, fronted(emperor, site=site):
         echo = emperor.deploy(ECHO)
         expected = (
             rf"vassal '{echo.name}': the routing \(.*\) sends Host {echo.name}\.api\.mycompany\.com to "

@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
-from dev_helpers import Up, cli, copy_example, names_for_test, up_process, workspace
+from router_fixtures import fronted
 
 from pytest_emperor.dev.control import ControlServer, Message, call
 from pytest_emperor.dev.state import Instance, StateDir
@@ -89,11 +88,11 @@ def shared_dir() -> Iterator[Path]:
 
 def test_run_dir_and_its_sockets_are_private(shared_dir: Path, other_user: str, uwsgi_bin: Path) -> None:
     root = shared_dir / "runs"
-    with Emperor(uwsgi_bin, runs_root=root, timeout=30) as emperor:
+    with Emperor(uwsgi_bin, runs_root=root, timeout=30) as emperor, fronted(emperor) as front:
         for path in (root, emperor.run_dir, emperor.vassal_dir, emperor.logs_dir):
             assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
-        router = emperor.router.unix_path  # nginx's unix listener: the run dir's privacy covers it too
-        assert Path(router).parent == emperor.run_dir and emperor.router.tcp_address[0] == "127.0.0.1"
+        router = front().unix_path  # nginx's unix listener: the run dir's privacy covers it too
+        assert Path(router).parent == emperor.run_dir and front().tcp_address[0] == "127.0.0.1"
         verdicts = as_user(other_user, f"list:{root}", f"list:{emperor.run_dir}", f"connect:{emperor.stats_path}",
                            f"write:{emperor.vassal_dir}/planted.ini", f"connect:{router}")  # fmt: skip
     assert verdicts == ["list denied", "list denied", "connect denied", "write denied", "connect denied"]

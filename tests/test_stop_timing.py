@@ -18,6 +18,7 @@ import pytest
 
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.emperor_log import EventKind
+from pytest_emperor.engine.events import EventLog
 from pytest_emperor.engine.processes import (
     MARKER_ENV,
     _children_by_scan,
@@ -30,6 +31,7 @@ from pytest_emperor.engine.processes import (
     wait_exit,
 )
 from pytest_emperor.engine.runs import bound_unix_paths
+from pytest_emperor.engine.stats import StatsClient
 
 MakeApp = Callable[..., Path]
 
@@ -68,7 +70,7 @@ def test_background_removal_error_reaches_the_next_waiter(live_emperor: Emperor,
     assert wait_exit(live_emperor.pid, 10)
     vassal.remove(wait=False)
     with pytest.raises(ConnectionRefusedError):
-        live_emperor.finish_removals(vassal.name)
+        live_emperor.vassals.finish_removals(vassal.name)
     live_emperor.finish_removals()  # reported once
 
 
@@ -89,9 +91,11 @@ def test_emperor_stop_wakes_every_vassal_and_leaves_nothing(uwsgi_bin: Path, mak
 
 
 def test_rings_never_make_the_emperor_write_into_a_closed_connection(live_emperor: Emperor) -> None:
+    stats = StatsClient(str(live_emperor.stats_path), EventLog(live_emperor.log_path))
     for _ in range(50):
-        live_emperor.ring()
-    live_emperor.stats()  # answered after every ring before it
+        stats.ring()
+    stats.read()  # answered after every ring before it
+    stats.close()
     assert "Broken pipe" not in live_emperor.log_path.read_text()
 
 

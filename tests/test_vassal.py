@@ -245,7 +245,8 @@ def test_vassal_is_reached_through_the_router_with_its_host(live_emperor: Empero
     assert vassal.host == f"routed{live_emperor.name_suffix}.api.localhost"
     response = vassal.http.get("/through/the/router")
     assert (response.status_code, response.content) == (200, b"hello from /through/the/router")
-    host, port = live_emperor.router.tcp_address
+    assert live_emperor.front is not None
+    host, port = live_emperor.front().tcp_address
     assert vassal.url == f"http://{vassal.host}:{port}/"
     by_tcp = requests.get(f"http://{host}:{port}/x", headers={"Host": vassal.host}, timeout=10)
     assert by_tcp.content == b"hello from /x"

@@ -28,6 +28,7 @@ from pytest_emperor.errors import ConfigError, EmperorError, UwsgiNotFound
 if TYPE_CHECKING:
     from pytest_emperor.engine.emperor import Emperor
     from pytest_emperor.engine.vassal import Vassal
+    from pytest_emperor.routing.router import Router
     from pytest_emperor.routing.routes import RouteMap
     from pytest_emperor.testing.coverage import VassalCoverage
     from pytest_emperor.testing.isolation import Isolation, IsolationReport
@@ -168,11 +169,13 @@ class _Settings:
 
 @dataclass
 class _Session:
-    """The session's emperor (started on first use) and the app vassals deployed once for it."""
+    """The session's emperor (started on first use), the router in front of it (started on first use of a
+    vassal's ``url``, ``http`` or ``httpx``) and the app vassals deployed once for it."""
 
     settings: _Settings
     rootpath: Path
     emperor: Emperor | None = None
+    router: Router | None = None
     apps: dict[Path, Vassal] = field(default_factory=dict)
     failed: dict[Path, EmperorError] = field(default_factory=dict)
     kept: list[Path] = field(default_factory=list)
@@ -188,12 +191,28 @@ class _Session:
 
                 self.coverage = from_pytest_cov(self.cov_config)
             self.emperor = EmperorUnderTest(
-                self.settings.uwsgi, route_map=self.settings.route_map, router_options=self.settings.router_options,
+                self.settings.uwsgi, route_map=self.settings.route_map, front=self.get_router,
                 keep=self.settings.keep, timeout=self.settings.timeout,
                 vassal_options=self.coverage[0].vassal_options() if self.coverage else (),
                 extra_args=self.coverage[0].emperor_flags() if self.coverage else (),
             ).start()  # fmt: skip
         return self.emperor
+
+    def get_router(self) -> Router:
+        if self.router is None:
+            from pytest_emperor.engine.processes import die_with_parent
+            from pytest_emperor.routing.nginx import NginxRouter
+
+            emperor = self.get_emperor()
+            self.router = NginxRouter.start(
+                self.settings.route_map,
+                emperor.run_dir,
+                env=emperor.process_env,
+                preexec_fn=die_with_parent(signal.SIGTERM),
+                timeout=self.settings.timeout,
+                **self.settings.router_options,
+            )
+        return self.router
 
     def app_for(self, test_path: Path) -> Path:
         """The app a test means by ``app_vassal``. Configured apps (``--emperor-app``, ``emperor_apps``) win:
@@ -239,6 +258,9 @@ class _Session:
     def close(self) -> None:
         for vassal in self.apps.values():
             vassal.close_clients()
+        if self.router is not None:
+            router, self.router = self.router, None
+            router.stop()
         if self.emperor is not None:
             if self.emperor.keep:
                 self.kept.append(self.emperor.run_dir)
@@ -460,7 +482,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     for vassal in [*used, *(v for v in funcargs if isinstance(v, Vassal) and v not in used)]:
         vassal.sync_log()
         offset, seq = vassal.test_start
-        events = vassal.emperor.events(vassal.id, since=seq)
+        events = vassal.events(since=seq)
         emperor_lines = [e.line for e in events if e.kind is not EventKind.OUTPUT]
         lines = [e.line for e in events if e.kind is EventKind.OUTPUT] + vassal.log_text(since=offset).splitlines()
         if len(lines) > REPORT_LINES:

@@ -26,7 +26,8 @@ from pytest_emperor.check.rules import SOCKET_KEYS, AppConfig, Finding, finding,
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
 from pytest_emperor.engine.deploy_plan import SocketSpec
 from pytest_emperor.engine.emperor import Emperor
-from pytest_emperor.engine.vassal import Vassal, routable_name
+from pytest_emperor.engine.naming import routable_name
+from pytest_emperor.engine.vassal import Vassal
 from pytest_emperor.errors import EmperorError, VassalCursed, VassalError, VassalTimeout
 
 __all__ = ["BootTarget", "boot_all"]

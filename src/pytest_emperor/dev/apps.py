@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_emperor.engine.vassal import APP_INI, resolve_ini, routable_name
+from pytest_emperor.convention import APP_INI
+from pytest_emperor.engine.naming import resolve_ini, routable_name
 from pytest_emperor.errors import ConfigError
 from pytest_emperor.project_config import CONFIG_FILE, PYPROJECT_TABLE, load_project
 

@@ -15,14 +15,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
-from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.engine.runs import AF_UNIX_MAX, recover_abandoned, remove_stale_socket, socket_is_live
 from pytest_emperor.errors import EmperorError
 
@@ -34,30 +32,6 @@ CONTROL_SOCKET = "control.sock"
 
 # The states of an app that make ``emperor-dev status`` exit 1 (see cli.EXIT_CODES).
 FAILED_STATES = frozenset({"cursed", "throttled", "error"})
-
-
-def app_state(stats_state: str, events: Sequence[EmperorEvent]) -> str:
-    """The one state ``up``'s table, ``status`` and ``status --json`` show for an app.
-
-    ``stats_state`` is what the emperor's stats say now (a VassalState value); ``events`` are the emperor's events
-    about the app since it was deployed. Ready and stopped are the stats' word. Otherwise the app is in a retry
-    episode since its last ready (or reload), and the episode's worst verdict is its state: "throttled" once the
-    emperor throttled it, else "cursed" once it died. Between two retries the stats alternate between a running
-    (starting) vassal and a blacklisted one; reading them alone made the state flicker from one call to the next.
-    """
-    if stats_state in ("ready", "stopped"):
-        return stats_state
-    episode: list[EmperorEvent] = []
-    for event in events:
-        if event.kind in (EventKind.READY, EventKind.RELOADING):
-            episode = []
-        else:
-            episode.append(event)
-    if any(event.kind is EventKind.THROTTLED for event in episode):
-        return "throttled"
-    if any(event.is_death for event in episode):
-        return "cursed"
-    return stats_state
 
 
 class NotRunning(EmperorError):

@@ -23,14 +23,15 @@ from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
 from pytest_emperor.dev.logs import LogTail, follow
 from pytest_emperor.dev.output import EMPEROR, Output
-from pytest_emperor.dev.state import Instance, StateDir, app_state
+from pytest_emperor.dev.state import Instance, StateDir
 from pytest_emperor.dev.watch import AppWatcher
 from pytest_emperor.engine.emperor import Emperor
-from pytest_emperor.engine.processes import wait_exit
+from pytest_emperor.engine.processes import die_with_parent, wait_exit
 from pytest_emperor.engine.runs import remove_stale_socket
 from pytest_emperor.engine.stats import EmperorStats
 from pytest_emperor.engine.vassal import Vassal, VassalState
 from pytest_emperor.errors import ConfigError, EmperorError, RouterError, VassalError
+from pytest_emperor.routing.nginx import NginxRouter
 from pytest_emperor.routing.nginx_site import load_site
 from pytest_emperor.routing.route_table import RouteState
 from pytest_emperor.routing.router import Router
@@ -76,6 +77,7 @@ class DevServer:
         self._app_locks: dict[str, threading.Lock] = {}
         self._stack = contextlib.ExitStack()
         self._emperor: Emperor | None = None
+        self._router: Router | None = None
         self._watcher: AppWatcher | None = None
 
     @property
@@ -96,8 +98,10 @@ class DevServer:
 
     @property
     def router(self) -> Router:
-        """The running router (the emperor's)."""
-        return self.emperor.router
+        """The running router in front of the emperor."""
+        if self._router is None:
+            raise EmperorError("the router is not started")
+        return self._router
 
     # -- the command ------------------------------------------------------------------------------------------
 
@@ -155,6 +159,8 @@ class DevServer:
         self.forced = True
         if self._emperor is not None and self._emperor.running:
             self.output.note("forcing: killing every process of the run", error=True)
+            if self._router is not None:
+                self._router.kill()
             self._emperor.kill_everything()
 
     def _start(self) -> None:
@@ -172,20 +178,30 @@ class DevServer:
         route_map = site.route_map if site is not None else RouteMap.for_domain(options.domain, options.socket_dir)
         self._emperor = Emperor(
             options.uwsgi, name_suffix="", route_map=route_map,
-            router_options={"host": options.host, "port": options.port, "nginx": options.nginx, "site": site},
             timeout=options.timeout, vassal_options=vassal_options, extra_args=flags,
         )  # fmt: skip
         self._stack.callback(self._emperor.stop)  # registered first: stop() is a no-op on an emperor not started
         self._emperor.start()
         run_dir = self._emperor.run_dir
         try:
-            router = self._emperor.router  # started now (and stopped by the emperor's stop)
+            router = self._router = NginxRouter.start(
+                route_map,
+                run_dir,
+                host=options.host,
+                port=options.port,
+                nginx=options.nginx,
+                site=site,
+                env=self._emperor.process_env,
+                preexec_fn=die_with_parent(signal.SIGTERM),
+                timeout=options.timeout,
+            )
         except RouterError as exc:
             raise RouterError(
                 f"could not start the router (nginx) on {options.host}:{options.port} (is the port taken? "
                 f"--port 0 picks a free one): {exc}"
             ) from exc
-        router.check_route = None  # a mismatched app is warned about on deploy (_deploy); the others keep serving
+        self._stack.callback(router.stop)  # before the emperor's stop
+        self._emperor.front = lambda: router
         control_path = self.state.control_path(run_dir)
         remove_stale_socket(control_path)  # ours: we hold the state dir's lock
         control = ControlServer(control_path, self.handle).start()
@@ -327,7 +343,7 @@ class DevServer:
             # Only a ready app is reloaded in place. One the emperor is retrying may be mid-retry (running, not
             # cursed yet) with its old broken files: reloading that attempt fails with a curse just before the
             # fixed app comes back, so it is deployed afresh like a cursed one.
-            if vassal is not None and _state(vassal) is VassalState.READY:
+            if vassal is not None and vassal.state is VassalState.READY:
                 vassal.reload()
             else:
                 if vassal is not None:
@@ -372,7 +388,7 @@ class DevServer:
                 return AppStatus(name, url, VassalState.STARTING.value, None, str(spec.ini), None, None)
             return AppStatus(name, url, "error", None, str(spec.ini), None, None, failure.splitlines())
         stats = self.emperor.stats() if stats is None else stats
-        state = _state(vassal, stats)
+        state = vassal.state_in(stats)
         errors: list[str] = []
         if state in (VassalState.CURSED, VassalState.THROTTLED):
             # Each retry logs the same lines again: show each once, the latest last.
@@ -417,8 +433,3 @@ class DevServer:
             return {"ok": False, "error": str(exc)}
         return {"ok": False, "error": f"bad request: unknown command {cmd!r}"}
 
-
-def _state(vassal: Vassal, stats: EmperorStats | None = None) -> VassalState:
-    """The vassal's state as every view of ``up`` shows it (see state.app_state)."""
-    state = vassal.state if stats is None else vassal.state_in(stats)
-    return VassalState(app_state(state.value, vassal.events()))

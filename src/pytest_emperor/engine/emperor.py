@@ -1,13 +1,16 @@
-"""One real ``uwsgi --emperor`` on a private run dir: start it, watch it, deploy vassals into it, stop it cleanly.
+"""One real ``uwsgi --emperor`` on a private run dir, coordinating its event log, stats, run dir and vassals.
 
 How the pieces fit:
 
 * the emperor runs in its own session (so a Ctrl-C on the terminal reaches pytest, which then stops it in
   order) with an environment marker (processes.py) and a parent-death signal;
-* its stdout is a pipe read by one thread, which copies every line to ``emperor.log`` and turns the
-  ``[emperor]`` lines into numbered events (emperor_log.py); waits block on those events, not on sleeps;
-* the stats socket (stats.py) is the source of truth for a vassal's state, and connecting to it wakes the
-  emperor so it scans the vassal dir at once instead of at its next ``--emperor-freq`` tick;
+* its stdout is a pipe read by one thread into the event log (events.py): ``emperor.log`` and numbered events;
+  waits block on those events, not on sleeps;
+* the stats client (stats.py) reads the source of truth for a vassal's state, and rings the emperor's doorbell
+  so it scans the vassal dir at once instead of at its next ``--emperor-freq`` tick;
+* the registry (registry.py) holds the deployed vassals and their background removals; each vassal is lent
+  what it needs of these (vassal.Lent), never the emperor itself;
+* the router is the front door's (the plugin's, ``emperor-dev up``'s): it is handed in as ``front``;
 * every vassal gets, through a ``--vassals-include``: ``logto = logs/<name>.log``, the ``shared-import`` of
   bound_recorder.py (its master records the sockets it bound), and the caller's ``vassal_options``.
 """
@@ -16,39 +19,41 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_emperor.convention import DEFAULT_DOMAIN
 from pytest_emperor.engine import bound_recorder
 from pytest_emperor.engine.binary import find_uwsgi
-from pytest_emperor.engine.emperor_log import EmperorEvent, EmperorLogParser, EventKind
+from pytest_emperor.engine.deploy_plan import plan_deploy
+from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.events import EventLog
+from pytest_emperor.engine.naming import resolve_ini, vassal_name
 from pytest_emperor.engine.processes import (
     MARKER_ENV,
     WAKE_TICK,
     children_of,
     die_with_parent,
     hasten_stop,
-    kill_all,
     wait_exit,
 )
-from pytest_emperor.engine.route_guard import follow_event
-from pytest_emperor.engine.runs import RunDir
-from pytest_emperor.engine.stats import EmperorStats, read_stats
-from pytest_emperor.engine.vassal import STOP_GRACE, Vassal, prepare_deployment
-from pytest_emperor.errors import EmperorError, RouteMismatch, VassalTimeout
-from pytest_emperor.routing.router import Router
+from pytest_emperor.engine.registry import Registry
+from pytest_emperor.engine.runs import RunDir, socket_is_live
+from pytest_emperor.engine.stats import EmperorStats, StatsClient
+from pytest_emperor.engine.vassal import STOP_GRACE, Front, Lent, Vassal
+from pytest_emperor.errors import ConfigError, EmperorError, SocketInUse, VassalTimeout
 from pytest_emperor.routing.routes import RouteMap
+
+if TYPE_CHECKING:
+    from pytest_emperor.routing.router import Router
 
 # Emperor options chosen for tests (docs/uwsgi-behaviour.md, "The engine"):
 #  --emperor-freq 1: the shortest scan period; deploys do not wait for it anyway (the stats doorbell).
@@ -67,14 +72,8 @@ EMPEROR_FLAGS = (
 # something is wedged and every process of the run is killed.
 SHUTDOWN_GRACE = 5.0
 
-
-@dataclass
-class _Removal:
-    """A vassal being removed in the background (``Vassal.remove(wait=False)``)."""
-
-    vassal: Vassal
-    thread: threading.Thread = field(init=False)
-    error: BaseException | None = None
+# How long the emperor, a vassal or the router may take to start or stop, unless a caller says otherwise.
+DEFAULT_TIMEOUT = 30.0
 
 
 class Emperor:
@@ -84,12 +83,13 @@ class Emperor:
     ``/tmp/%n.api.sock``: by default ``-<run tag>``, unique per run, so that concurrent runs and xdist workers
     never bind the same path. Pass ``""`` to deploy under the apps' own names, as production does.
 
-    ``route_map`` (default: ``<app>.<domain>`` -> ``/tmp/<app>.api.sock``) is the nginx routing; the router (a
-    private nginx, see :meth:`~.routing.nginx.NginxRouter.start` for ``router_options``) is started on first use of
-    ``emperor.router``. ``keep_app_logto`` leaves a vassal's own ``logto`` in force (the run's per-vassal log is
-    then only for vassals without one); ``extra_args`` are more emperor flags (production's ``--uid``/``--gid``), and
-    ``run_owner`` (uid, gid) hands the run dir to the user such flags drop to. ``vassal_options`` (``(key, value)``
-    pairs) are given to every vassal on top of its own ini file (coverage: testing/coverage.py).
+    ``route_map`` (default: ``<app>.<domain>`` -> ``/tmp/<app>.api.sock``) is the nginx routing; ``front`` gives
+    the router a front door runs before the emperor, called on first use of ``vassal.url``, ``http`` or ``httpx``
+    (``NginxRouter.start(emperor.route_map, emperor.run_dir, env=emperor.process_env, ...)``).
+    ``keep_app_logto`` leaves a vassal's own ``logto`` in force (the run's per-vassal log is then only for vassals
+    without one); ``extra_args`` are more emperor flags (production's ``--uid``/``--gid``), and ``run_owner`` (uid,
+    gid) hands the run dir to the user such flags drop to. ``vassal_options`` (``(key, value)`` pairs) are given to
+    every vassal on top of its own ini file (coverage: testing/coverage.py).
     """
 
     def __init__(
@@ -99,10 +99,11 @@ class Emperor:
         name_suffix: str | None = None,
         domain: str = DEFAULT_DOMAIN,
         route_map: RouteMap | None = None,
+        front: Callable[[], Router] | None = None,
         router_options: dict[str, Any] | None = None,
         runs_root: Path | None = None,
         keep: bool = False,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         keep_app_logto: bool = False,
         extra_args: Sequence[str] = (),
         run_owner: tuple[int, int] | None = None,
@@ -115,25 +116,28 @@ class Emperor:
         self.vassal_options = list(vassal_options)
         self.name_suffix = name_suffix
         self.route_map = route_map or RouteMap.for_domain(domain)
-        self.router_options = router_options or {}
-        self._router: Router | None = None
+        #: The router in front of the vassals, started by the front door on first call (see ``vassal.url``).
+        self.front = front
+        if router_options is not None:
+            warnings.warn(
+                "Emperor(router_options=...) is deprecated: the router is the front door's; pass front=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        self._router_options = router_options or {}
+        self._router: Router | None = None  # only the deprecated Emperor.router's
         self.keep = keep
         self.timeout = timeout
-        self.vassals: dict[str, Vassal] = {}
+        #: The deployed vassals by name (a read-only mapping).
+        self.vassals = Registry()
         self._runs_root = runs_root
         self._run: RunDir | None = None
         self._run_path: Path | None = None  # still known after stop(), for a kept run dir
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
-        self._events: list[EmperorEvent] = []
-        self._eof = False
-        self._cond = threading.Condition()
-        self._removals: dict[str, _Removal] = {}
-        self._removals_lock = threading.Lock()
-        self._bells: list[socket.socket] = []  # doorbell connections the emperor has not answered yet (see ring)
-        self._bells_lock = threading.Lock()
-        self._stats_lock = threading.Lock()
-        self._recent_stats: tuple[int, EmperorStats] | None = None  # (last_seq when read, the snapshot)
+        self._log: EventLog | None = None
+        self._stats: StatsClient | None = None
+        self._lent: Lent | None = None
         self.version = ""  # the binary's version, read from the stats once started
 
     # -- paths ------------------------------------------------------------------------------------------------
@@ -165,11 +169,17 @@ class Emperor:
         """The emperor's stats socket."""
         return self.run_dir / "stats.sock"
 
+    @property
+    def process_env(self) -> dict[str, str]:
+        """The environment marker of this run's processes: a process started with it (the front door's router)
+        is found and killed with the run's own (processes.py)."""
+        return {MARKER_ENV: self._run_or_fail().marker}
+
     def kill_everything(self) -> None:
-        """SIGKILL every process of this run at once (emperor, vassals, router): the forced stop of a second
-        Ctrl-C. ``stop()`` still has to be called to clean up."""
+        """SIGKILL every process of this run at once (emperor, vassals): the forced stop of a second Ctrl-C.
+        ``stop()`` still has to be called to clean up."""
         if self._router is not None:  # nginx writes its process titles over its environment: it has no marker
-            kill_all([self._router.process.pid, *children_of(self._router.process.pid)])
+            self._router.kill()
         self._run_or_fail().kill()
 
     @property
@@ -233,7 +243,24 @@ class Emperor:
             self._run = None
             raise
         (self.run_dir / "emperor.pid").write_text(f"{self._proc.pid}\n")
-        self._reader = threading.Thread(target=self._read_output, name="emperor-log", daemon=True)
+        log = self._log = EventLog(self.log_path)
+        self._stats = StatsClient(str(self.stats_path), log)
+        self._lent = Lent(
+            events=log,
+            stats=self._stats,
+            route_map=self.route_map,
+            logs_dir=self.logs_dir,
+            timeout=self.timeout,
+            note_bound=self._run.note_bound,
+            unlink_dead_socket=self._run.unlink_dead_socket,
+            clear_blacklist=self._clear_blacklist,
+            release=self._release,
+            front=self._front,
+            owner=self,
+        )
+        self._reader = threading.Thread(
+            target=log.follow, args=(self._proc.stdout, self._record_bound), name="emperor-log", daemon=True
+        )
         self._reader.start()
         try:
             self.wait_event(
@@ -269,7 +296,7 @@ class Emperor:
         assert self._run is not None
         try:
             try:
-                self.finish_removals()
+                self.vassals.finish_removals()
             finally:
                 if self._proc is not None:
                     if self._proc.poll() is None:
@@ -281,8 +308,8 @@ class Emperor:
                 self._run.kill_and_unlink()
                 if self._reader is not None:
                     self._reader.join(timeout=5)
-                with self._bells_lock:
-                    self._close_bells(answered_only=False)
+                if self._stats is not None:
+                    self._stats.close()
                 # The read end of the emperor's output pipe (one fd per run otherwise), once the reader is done
                 # with it: closing a buffered file another thread is blocked reading waits for that read, i.e.
                 # forever if something still holds the write end.
@@ -326,121 +353,73 @@ class Emperor:
                 return
             wake_emperor()
 
-    def forget(self, vassal: Vassal) -> None:
-        """Drop a removed ``vassal`` from :attr:`vassals` (the emperor alone writes its registry)."""
-        if self.vassals.get(vassal.name) is vassal:
-            del self.vassals[vassal.name]
+    def _release(self, vassal: Vassal, stopped: bool, timeout: float | None) -> None:
+        """A vassal removed for good: forget it (``stopped``) or stop it in the background."""
+        if stopped:
+            self.vassals.forget(vassal)
+        else:
+            self.vassals.remove_in_background(vassal, timeout)
 
-    # -- background removals ----------------------------------------------------------------------------------
+    def finish_removals(self) -> None:
+        """Wait for every ``vassal.remove(wait=False)`` still finishing; raise the first error one of them met."""
+        self.vassals.finish_removals()
 
-    def remove_in_background(self, vassal: Vassal, timeout: float | None = None) -> None:
-        """Forget ``vassal`` now and stop it in a thread (``Vassal.remove(wait=False)``); ``finish_removals``
-        waits for it."""
-        removal = _Removal(vassal)
-
-        def run() -> None:
-            try:
-                vassal.stop(timeout)
-            except BaseException as exc:  # raised to whoever waits for the removal
-                removal.error = exc
-
-        removal.thread = threading.Thread(target=run, name=f"remove-{vassal.name}", daemon=True)
-        with self._removals_lock:
-            self.vassals.pop(vassal.name, None)
-            self._removals[vassal.name] = removal
-        removal.thread.start()
-
-    def finish_removals(self, name: str | None = None, sockets: Iterable[str] = ()) -> None:
-        """Wait for the background removals of the vassal ``name`` and of those binding one of ``sockets`` (all of
-        them if neither is given); raise the first error one of them met."""
-        wanted = set(sockets)
-        with self._removals_lock:
-            chosen = [
-                (key, removal)
-                for key, removal in self._removals.items()
-                if (name is None and not wanted) or key == name or wanted & set(removal.vassal.socket_paths)
-            ]
-        errors = []
-        for key, removal in chosen:
-            removal.thread.join()
-            with self._removals_lock:
-                if self._removals.get(key) is removal:
-                    del self._removals[key]
-            if removal.error is not None:
-                errors.append(removal.error)
-        if errors:
-            raise errors[0]
+    def _front(self) -> Front:
+        return self.front() if self.front is not None else self.router
 
     @property
     def router(self) -> Router:
-        """The router in front of the vassals (started on first use): ``tcp_address``, ``unix_path``,
-        ``url_for(name)``, ``session_for(name)``."""
+        """Deprecated: the router a bare Emperor started for itself on first use; a front door now runs it (pass
+        ``front=``)."""
+        warnings.warn(
+            "Emperor.router is deprecated: the router is the front door's (pytest --emperor and emperor-dev up run "
+            "one); a bare Emperor takes it as front=",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if self.front is not None:
+            return self.front()
         if self._router is None:
             from pytest_emperor.routing.nginx import NginxRouter  # nginx's machinery: once it starts
 
             self._router = NginxRouter.start(
-                self.route_map, self.run_dir,
-                env={MARKER_ENV: self._run_or_fail().marker}, timeout=self.timeout, **self.router_options,
-            )  # fmt: skip
-            self._router.check_route = self._check_route
+                self.route_map,
+                self.run_dir,
+                env=self.process_env,
+                preexec_fn=die_with_parent(signal.SIGTERM),
+                timeout=self.timeout,
+                **self._router_options,
+            )
         return self._router
-
-    def _check_route(self, name: str) -> None:
-        """RouteMismatch before any request when the routing cannot reach vassal ``name`` (others: unchecked)."""
-        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
-        vassal = self.vassals.get(name)
-        if vassal is not None:
-            problem = self.route_map.mismatch(name, vassal.socket_paths)
-            if problem is not None:
-                raise RouteMismatch(f"{problem}: every request through the router would get a 502")
 
     @property
     def running(self) -> bool:
         """True while the emperor process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def _record_bound(self, vassal_id: str | None) -> None:
+    def _record_bound(self, event: EmperorEvent) -> None:
         """A vassal of this run reports ready: the files at its socket paths are the ones its master bound, so
         the run may unlink them once it is gone (``RunDir.record_bound``). Recorded at every ready, before the
         event is seen by any waiter: a master killed later (a crash loop, ``kill_master``) leaves a file that
         vacuum never removes, and each respawned master binds a new one."""
         run = self._run
-        for vassal in list(self.vassals.values()):  # a copy: deploys add to it from other threads
-            if vassal.id == vassal_id and run is not None:
+        if event.kind is not EventKind.READY or run is None:
+            return
+        for vassal in self.vassals.values():
+            if vassal.id == event.vassal:
                 with contextlib.suppress(FileNotFoundError):  # the run was closed meanwhile
                     run.record_bound(vassal.socket_paths)
-
-    def _read_output(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        parser = EmperorLogParser()
-        with self.log_path.open("ab") as log:
-            for raw in self._proc.stdout:
-                log.write(raw)
-                log.flush()
-                event = parser.feed(raw.decode("utf-8", "replace").rstrip("\r\n"))
-                if event is not None:
-                    if event.kind is EventKind.READY:
-                        self._record_bound(event.vassal)
-                    follow_event(self, event)  # the router's route table (route_guard.py)
-                    with self._cond:
-                        self._events.append(event)
-                        self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
 
     # -- events and stats -------------------------------------------------------------------------------------
 
     @property
     def last_seq(self) -> int:
         """The number of the latest event; pass it as ``since`` to wait only for what happens next."""
-        with self._cond:
-            return len(self._events)
+        return self._started()[0].last_seq
 
     def events(self, vassal: str | None = None, since: int = 0) -> list[EmperorEvent]:
         """Events after ``since``, optionally only those about the vassal id ``vassal`` (``name.ini``)."""
-        with self._cond:
-            return [e for e in self._events[since:] if vassal is None or e.vassal == vassal]
+        return self._started()[0].events(vassal, since)
 
     def wait_event(
         self,
@@ -451,89 +430,19 @@ class Emperor:
         what: str,
         context: Callable[[], Sequence[str]] | None = None,
     ) -> EmperorEvent:
-        """Block until an event after ``since`` satisfies ``match``; return it.
-
-        On timeout (or if the emperor's output ends) raise VassalTimeout saying what was awaited, the events
-        seen meanwhile and, from ``context``, the relevant log lines.
-        """
-        deadline = time.monotonic() + timeout
-        checked = since
-        with self._cond:
-            while True:
-                for event in self._events[checked:]:
-                    if match(event):
-                        return event
-                checked = len(self._events)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._eof:
-                    break
-                self._cond.wait(remaining)
-            seen = [e.line for e in self._events[since:] if e.kind is not EventKind.OUTPUT][-10:]
-        why = "the emperor exited" if self._eof else f"timed out after {timeout:g}s"
-        message = f"{why} waiting for {what}; emperor events meanwhile: " + (
-            "\n  " + "\n  ".join(seen) if seen else "none"
-        )
-        raise VassalTimeout(message, context() if context else self.log_tail())
+        """Block until an event after ``since`` satisfies ``match``; return it (VassalTimeout saying what was
+        awaited and what was seen, with ``context``'s lines, if it does not come in time)."""
+        return self._started()[0].wait(match, since=since, timeout=timeout, what=what, context=context)
 
     def log_tail(self, lines: int = 20) -> list[str]:
         """The last lines of the emperor's log."""
-        try:
-            return self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        except FileNotFoundError:
-            return []
+        return EventLog(self.log_path).tail(lines) if self._log is None else self._log.tail(lines)
 
     def stats(self) -> EmperorStats:
         """Read the emperor's stats (and wake it up: see ``stats.read_stats``)."""
-        seen = self.last_seq
-        stats = read_stats(str(self.stats_path))
-        self._recent_stats = (seen, stats)
-        return stats
+        return self._started()[1].read()
 
-    def stats_after(self, seq: int) -> EmperorStats:
-        """A stats snapshot read after the event ``seq`` was seen: the latest one read if it is that recent, else
-        a new one. Each read costs the emperor a JSON dump of every vassal, so vassals that become ready together
-        (50 at once under ``emperor-dev up``) share one."""
-        with self._stats_lock:  # the others wait for this read rather than start their own
-            recent = self._recent_stats
-            if recent is not None and recent[0] >= seq:
-                return recent[1]
-            return self.stats()
-
-    def ring(self) -> None:
-        """Wake the emperor so that it scans its vassal dir now, without waiting for it.
-
-        A connection to the stats socket wakes it (see ``stats.read_stats``) and, unlike a signal, is never lost:
-        it waits in the listen queue until the emperor gets to it. Reading the answer would wait for the emperor,
-        which is slow while dozens of vassals start; so the connection is left open for the emperor to write its
-        answer into the socket buffer, and closed once answered: closed earlier, the emperor's write would fail
-        and log an error.
-        """
-        bell = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            bell.connect(str(self.stats_path))
-        except OSError:
-            bell.close()
-            raise
-        with self._bells_lock:
-            self._bells.append(bell)
-            self._close_bells(answered_only=True)
-
-    def _close_bells(self, answered_only: bool) -> None:
-        answered: set[int] = set()
-        if answered_only and self._bells:
-            poller = select.poll()  # not select(): a busy process may hold fds past FD_SETSIZE
-            for bell in self._bells:
-                poller.register(bell, select.POLLIN)
-            answered = {fd for fd, _ in poller.poll(0)}
-        keep = []
-        for bell in self._bells:
-            if answered_only and bell.fileno() not in answered:
-                keep.append(bell)
-            else:
-                bell.close()
-        self._bells = keep
-
-    def clear_blacklist(self) -> None:
+    def _clear_blacklist(self) -> None:
         """Forget every blacklisted vassal (SIGURG), so a name that was cursed can be deployed again at once."""
         since = self.last_seq
         os.kill(self.pid, signal.SIGURG)
@@ -542,6 +451,11 @@ class Emperor:
             lambda e: e.kind is EventKind.BLACKLIST_CLEARED, since=since, timeout=self.timeout,
             what="the emperor to clear its blacklist",
         )  # fmt: skip
+
+    def _started(self) -> tuple[EventLog, StatsClient, Lent]:
+        if self._log is None or self._stats is None or self._lent is None:
+            raise EmperorError("the emperor was never started")
+        return self._log, self._stats, self._lent
 
     # -- deploying --------------------------------------------------------------------------------------------
 
@@ -554,11 +468,11 @@ class Emperor:
         probe request answered); raise VassalCursed with its error lines if the emperor curses it first, after
         removing it again.
         """
-        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
-        vassal = prepare_deployment(self, Path(path), name)
+        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        vassal = self._prepare(Path(path), name)
         for socket_path in vassal.socket_paths:
             self._run_or_fail().record_socket(socket_path)
-        self.vassals[vassal.name] = vassal
+        self.vassals.add(vassal)
         vassal.link()
         if wait:
             try:
@@ -570,14 +484,29 @@ class Emperor:
                 raise
         return vassal
 
-    def note_bound(self, pids: list[int]) -> None:
-        """Record the sockets ``pids`` (processes of this run) hold bound now (``RunDir.note_bound``); the
-        ``note`` of ``processes.hasten_stop``."""
-        self._run_or_fail().note_bound(pids)
-
-    def unlink_dead_socket(self, path: str) -> bool:
-        """Unlink the socket file a stopped vassal of this run left at ``path`` (see ``RunDir.unlink_dead_socket``)."""
-        return self._run_or_fail().unlink_dead_socket(path)
+    def _prepare(self, path: Path, name: str | None) -> Vassal:
+        """Validate an app for deployment and build its (not yet linked) Vassal."""
+        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        ini = resolve_ini(path)
+        full = vassal_name(ini, name, self.name_suffix or "", self.route_map)
+        self.vassals.finish_removals(full)
+        if full in self.vassals:
+            raise ConfigError(f"a vassal named {full!r} is already deployed; remove it first or choose another name")
+        link = self.vassal_dir.resolve() / f"{full}.ini"
+        plan = plan_deploy(ini, link, version=self.version, binary_path=str(self.uwsgi))
+        try:
+            self.vassals.finish_removals(sockets=[s.address for s in plan.sockets if s.is_unix])
+            for socket in plan.sockets:
+                if socket.is_unix and socket_is_live(socket.address):
+                    raise SocketInUse(
+                        f"{ini}:{socket.line}: vassal {full!r} would bind {socket.address}, which another live "
+                        "process is serving; uWSGI would unlink it and steal it, so nothing was deployed. Stop that "
+                        "process or deploy under another name"
+                    )
+        except BaseException:
+            plan.discard()
+            raise
+        return Vassal(self._started()[2], full, plan)
 
     def _run_or_fail(self) -> RunDir:
         if self._run is None:

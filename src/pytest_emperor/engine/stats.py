@@ -1,4 +1,5 @@
-"""The emperor's stats socket (``--emperor-stats``): one JSON document per connection, then close.
+"""The emperor's stats socket (``--emperor-stats``): one JSON document per connection, then close; and the client
+that reads it (:class:`StatsClient`), which also rings the emperor's doorbell.
 
 The schema is uWSGI 2.0's ``emperor_send_stats`` (docs/uwsgi-behaviour.md, "The engine"). Only the fields this project
 reads are modelled; the raw document stays available as ``EmperorStats.raw``.
@@ -7,9 +8,14 @@ reads are modelled; the raw document stays available as ``EmperorStats.raw``.
 from __future__ import annotations
 
 import json
+import select
 import socket
+import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_emperor.engine.events import EventLog
 
 
 @dataclass(frozen=True)
@@ -86,3 +92,71 @@ def read_stats(path: str, timeout: float = 5.0) -> EmperorStats:
                 break
             chunks.append(chunk)
     return parse_stats(b"".join(chunks))
+
+
+class StatsClient:
+    """Reads one emperor's stats, shares recent snapshots between callers, and rings its doorbell."""
+
+    def __init__(self, path: str, events: EventLog) -> None:
+        self.path = path
+        self._events = events
+        self._lock = threading.Lock()
+        self._recent: tuple[int, EmperorStats] | None = None  # (last_seq when read, the snapshot)
+        self._bells: list[socket.socket] = []  # doorbell connections the emperor has not answered yet (see ring)
+        self._bells_lock = threading.Lock()
+
+    def read(self) -> EmperorStats:
+        """Read the emperor's stats (and wake it up: see ``read_stats``)."""
+        seen = self._events.last_seq
+        stats = read_stats(self.path)
+        self._recent = (seen, stats)
+        return stats
+
+    def after(self, seq: int) -> EmperorStats:
+        """A snapshot read after the event ``seq`` was seen: the latest one read if it is that recent, else a new
+        one. Each read costs the emperor a JSON dump of every vassal, so vassals that become ready together (50 at
+        once under ``emperor-dev up``) share one."""
+        with self._lock:  # the others wait for this read rather than start their own
+            recent = self._recent
+            if recent is not None and recent[0] >= seq:
+                return recent[1]
+            return self.read()
+
+    def ring(self) -> None:
+        """Wake the emperor so that it scans its vassal dir now, without waiting for it.
+
+        A connection to the stats socket wakes it (see ``read_stats``) and, unlike a signal, is never lost: it
+        waits in the listen queue until the emperor gets to it. Reading the answer would wait for the emperor,
+        which is slow while dozens of vassals start; so the connection is left open for the emperor to write its
+        answer into the socket buffer, and closed once answered: closed earlier, the emperor's write would fail
+        and log an error.
+        """
+        bell = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            bell.connect(self.path)
+        except OSError:
+            bell.close()
+            raise
+        with self._bells_lock:
+            self._bells.append(bell)
+            self._close_bells(answered_only=True)
+
+    def close(self) -> None:
+        """Close every doorbell connection, answered or not (the emperor is gone)."""
+        with self._bells_lock:
+            self._close_bells(answered_only=False)
+
+    def _close_bells(self, answered_only: bool) -> None:
+        answered: set[int] = set()
+        if answered_only and self._bells:
+            poller = select.poll()  # not select(): a busy process may hold fds past FD_SETSIZE
+            for bell in self._bells:
+                poller.register(bell, select.POLLIN)
+            answered = {fd for fd, _ in poller.poll(0)}
+        keep = []
+        for bell in self._bells:
+            if answered_only and bell.fileno() not in answered:
+                keep.append(bell)
+            else:
+                bell.close()
+        self._bells = keep

@@ -1,9 +1,9 @@
-"""A vassal: one app deployed into an emperor by a symlink, with its state, its log and a client for its socket.
+"""A vassal: a handle over one deployed app's deploy plan, its log and its clients, with its state.
 
-Before the symlink is made, the app's ini is read the way uWSGI will read it through that symlink (inifile.py:
-``%n`` is the vassal's name, ``%p`` the link's path), which predicts the socket the vassal will bind. That is
-what lets a deploy fail early and clearly (socket path too long, a live socket of someone else's) and lets tests
-talk to the vassal without asking it.
+The deploy plan (deploy_plan.py) read the app's ini the way uWSGI will read it through the vassal's symlink,
+predicting the sockets it binds: that lets tests talk to the vassal without asking it. What a vassal needs of its
+emperor (its event log, its stats, its run dir, the router in front) it is lent at deploy (:class:`Lent`); it never
+sees the emperor itself.
 """
 
 from __future__ import annotations
@@ -13,27 +13,27 @@ import os
 import re
 import signal
 import time
+import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 from urllib.parse import urlsplit
 
-from pytest_emperor.convention import APP_INI as APP_INI  # re-exported: the name callers know it by
-from pytest_emperor.engine.deploy_plan import DeployPlan, plan_deploy
+from pytest_emperor.engine.deploy_plan import DeployPlan
 from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
+from pytest_emperor.engine.events import EventLog
 from pytest_emperor.engine.processes import children_of, command_line, hasten_stop, is_sleeping, kill_all
-from pytest_emperor.engine.route_guard import vassal_listener_check
-from pytest_emperor.engine.runs import socket_is_live
-from pytest_emperor.engine.stats import BlacklistEntry, EmperorStats
-from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalError, VassalTimeout
+from pytest_emperor.engine.stats import BlacklistEntry, EmperorStats, StatsClient
+from pytest_emperor.errors import ConfigError, RouteMismatch, VassalCursed, VassalError, VassalTimeout
+from pytest_emperor.routing.routes import RouteMap
 
 if TYPE_CHECKING:
     import requests
     from httpx import Client as HttpxClient  # the property named httpx would shadow the module in annotations
 
     from pytest_emperor._protocol.client import EmperorSession
-    from pytest_emperor.engine.emperor import Emperor
 
 #: Where log_text()/error_lines() start: "test" (the current test's first use of the vassal, else its deploy),
 #: "deploy", or a byte offset into its log file.
@@ -48,11 +48,6 @@ STOP_LIMIT = 3.0
 SETTLE_LIMIT = 2.0
 # How long reload() waits for the vassal to come back before it kills workers stuck in a graceful reload.
 RELOAD_GRACE = 5.0
-
-# A vassal name becomes the first DNS label of its host (<name>.api.<domain>) and nginx matches it with
-# ``(?<app>[^.]+)`` against the lower-cased Host, so it must be one lower-case label (RFC 1035 section 2.3.1,
-# with leading digits allowed as RFC 1123 does), at most 63 bytes.
-_ROUTABLE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 # Lines of a vassal's output worth showing when it fails; uWSGI's own boilerplate warnings are not.
 _ERROR_LINE = re.compile(
@@ -99,72 +94,76 @@ class VassalState(enum.Enum):
     STOPPED = "stopped"  # removed
 
 
-def routable_name(raw: str) -> str:
-    """Turn a directory name into a vassal name that can be routed (``My_App`` -> ``my-app``)."""
-    return re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-") or "app"
+def decide_state(seen: VassalState, events: Sequence[EmperorEvent]) -> VassalState:
+    """The one state of a vassal, that every view shows (its ``state``, ``up``'s table, ``status --json``).
+
+    ``seen`` is what the emperor's stats say now; ``events`` are the emperor's events about the vassal since it
+    was deployed. Ready and stopped are the stats' word. Otherwise the vassal is in a retry episode since its last
+    ready (or reload), and the episode's worst verdict is its state: throttled once the emperor throttled it, else
+    cursed once it died. Between two retries the stats alternate between a running (starting) vassal and a
+    blacklisted one: read alone, they made the state flicker from one call to the next.
+    """
+    if seen in (VassalState.READY, VassalState.STOPPED):
+        return seen
+    episode: list[EmperorEvent] = []
+    for event in events:
+        if event.kind in (EventKind.READY, EventKind.RELOADING):
+            episode = []
+        else:
+            episode.append(event)
+    if any(event.kind is EventKind.THROTTLED for event in episode):
+        return VassalState.THROTTLED
+    if any(event.is_death for event in episode):
+        return VassalState.CURSED
+    return seen
 
 
-def resolve_ini(path: Path) -> Path:
-    """The ini file for an app dir or ini path; clear errors for a missing app or a dangling symlink."""
-    if path.is_dir():
-        ini = path / APP_INI
-        if not ini.is_symlink() and not ini.exists():
-            raise ConfigError(f"{path} has no {APP_INI}: an app dir keeps its uWSGI config in {ini}")
-        path = ini
-    if path.is_symlink() and not path.exists():
-        raise ConfigError(f"{path} is a dangling symlink (-> {os.readlink(path)}); point it at an existing file")
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist: give an app dir holding {APP_INI}, or an .ini file")
-    if path.suffix != ".ini":
-        raise ConfigError(f"{path}: only .ini vassal configs are supported (the emperor picks the parser by suffix)")
-    return path.absolute()
+class Front(Protocol):
+    """What a vassal needs of the router a front door runs before its emperor (``routing.router.Router`` is one)."""
+
+    @property
+    def tcp_address(self) -> tuple[str, int]:
+        """The router's loopback TCP address."""
+
+    def url_for(self, app: str, path: str = "/") -> str:
+        """The URL a browser opens for ``app``."""
 
 
-def prepare_deployment(emperor: Emperor, path: Path, name: str | None) -> Vassal:
-    """Validate an app for deployment into ``emperor`` and build its (not yet linked) Vassal."""
-    __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
-    ini = resolve_ini(path)
-    base = name if name is not None else routable_name(ini.parent.name)
-    full = base + (emperor.name_suffix or "")
-    host = emperor.route_map.host_for(full)
-    if not _ROUTABLE_NAME.fullmatch(full) or emperor.route_map.match(host) != full:
-        raise ConfigError(
-            f"vassal name {full!r} cannot be routed: in {host!r} it must be one lower-case DNS label "
-            f"(a-z, 0-9, '-', at most 63 characters, no dots) that {emperor.route_map.nginx_server_name} captures "
-            "as app; choose another name"
-        )
-    emperor.finish_removals(full)
-    if full in emperor.vassals:
-        raise ConfigError(f"a vassal named {full!r} is already deployed; remove it first or choose another name")
-    link = emperor.vassal_dir.resolve() / f"{full}.ini"
-    plan = plan_deploy(ini, link, version=emperor.version, binary_path=str(emperor.uwsgi))
-    try:
-        emperor.finish_removals(sockets=[s.address for s in plan.sockets if s.is_unix])
-        for socket in plan.sockets:
-            if socket.is_unix and socket_is_live(socket.address):
-                raise SocketInUse(
-                    f"{ini}:{socket.line}: vassal {full!r} would bind {socket.address}, which another live process "
-                    "is serving; uWSGI would unlink it and steal it, so nothing was deployed. Stop that process or "
-                    "deploy under another name"
-                )
-    except BaseException:
-        plan.discard()
-        raise
-    return Vassal(emperor, full, plan)
+@dataclass(frozen=True)
+class Lent:
+    """What an emperor lends each of its vassals: its collaborators, and the few acts only it may do."""
+
+    events: EventLog
+    stats: StatsClient
+    route_map: RouteMap
+    logs_dir: Path
+    timeout: float
+    #: records the sockets the given pids hold bound now (``RunDir.note_bound``)
+    note_bound: Callable[[list[int]], None]
+    #: unlinks a socket file a stopped vassal of the run left (``RunDir.unlink_dead_socket``)
+    unlink_dead_socket: Callable[[str], bool]
+    #: forgets every blacklisted vassal
+    clear_blacklist: Callable[[], None]
+    #: the vassal is removed for good: forget it (``wait``) or stop it in the background
+    release: Callable[[Vassal, bool, float | None], None]
+    #: the router in front, started by the front door on first call
+    front: Callable[[], Front]
+    #: the emperor, only for the deprecated ``Vassal.emperor``
+    owner: object
 
 
 class Vassal:
     """One deployed app. Read ``state``/``pid``; ``request()`` it; ``wait_ready``/``reload``/``remove`` it."""
 
-    def __init__(self, emperor: Emperor, name: str, plan: DeployPlan) -> None:
-        self.emperor = emperor
+    def __init__(self, lent: Lent, name: str, plan: DeployPlan) -> None:
+        self._lent = lent
         self.name = name
         self.plan = plan
         self.ini = plan.ini
         self.symlink = plan.link
         self.sockets = sockets = plan.sockets
         self.socket = sockets[0] if sockets else None  # the main socket: the first one the ini declares
-        self.log_path = emperor.logs_dir / f"{name}.log"
+        self.log_path = lent.logs_dir / f"{name}.log"
         self._since = 0  # event number at deploy (or at the last reload): waits look after it
         # (method, REQUEST_URI) of each request the clients handed out got answered by the vassal, whose log line
         # sync_log() has not seen yet
@@ -208,12 +207,29 @@ class Vassal:
     @property
     def host(self) -> str:
         """The Host the router maps to this vassal (``<name>.api.localhost`` by default)."""
-        return self.emperor.route_map.host_for(self.name)
+        return self._lent.route_map.host_for(self.name)
 
     @property
     def url(self) -> str:
         """The vassal's URL through the router, for a browser or curl (starts the router if needed)."""
-        return self.emperor.router.url_for(self.name)
+        return self._front().url_for(self.name)
+
+    def _front(self) -> Front:
+        """The router in front, once it is known to reach this vassal: RouteMismatch before any request when
+        every request through it would get a 502."""
+        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        problem = self._lent.route_map.mismatch(self.name, self.socket_paths)
+        if problem is not None:
+            raise RouteMismatch(f"{problem}: every request through the router would get a 502")
+        return self._lent.front()
+
+    @property
+    def emperor(self) -> object:
+        """Deprecated: the emperor that deployed this vassal (a vassal holds what it needs of it)."""
+        warnings.warn(
+            "Vassal.emperor is deprecated: keep the Emperor you deployed the vassal with", DeprecationWarning, 2
+        )
+        return self._lent.owner
 
     @property
     def session(self) -> requests.Session:
@@ -226,8 +242,7 @@ class Vassal:
             if self.socket is None:
                 raise ConfigError(f"{self.ini} declares no socket, http-socket or uwsgi-socket to send requests to")
             self._session = direct_session(
-                self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self.emperor.timeout,
-                vassal_listener_check(self.emperor),
+                self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self._lent.timeout
             )
             self._session.hooks["response"].append(self._count_answer)
         return self._session
@@ -242,7 +257,7 @@ class Vassal:
         if self._http is None:
             from pytest_emperor._protocol.client import routed_session
 
-            self._http = routed_session(self.emperor.router.tcp_address, self._routed, self.url, self.emperor.timeout)
+            self._http = routed_session(self._front().tcp_address, self._routed, self.url, self._lent.timeout)
             self._http.hooks["response"].append(self._count_answer)
         return self._http
 
@@ -273,12 +288,11 @@ class Vassal:
                 if self.socket is None:
                     raise ConfigError(f"{self.ini} declares no socket, http-socket or uwsgi-socket")
                 client = httpx_transport.direct_client(
-                    self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self.emperor.timeout,
-                    vassal_listener_check(self.emperor),
+                    self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self._lent.timeout
                 )
             else:
                 client = httpx_transport.routed_client(
-                    self.emperor.router.tcp_address, self._routed, self.url, self.emperor.timeout
+                    self._front().tcp_address, self._routed, self.url, self._lent.timeout
                 )
             client.event_hooks["response"].append(self._count_answer)
             self._httpx[direct] = client
@@ -286,7 +300,7 @@ class Vassal:
 
     def _routed(self, host: str) -> bool:
         # The router serves every host its server_name matches (the run's domain), not only this vassal's.
-        return self.emperor.route_map.match(host) is not None
+        return self._lent.route_map.match(host) is not None
 
     def _count_answer(self, response: Any, *args: Any, **kwargs: Any) -> None:
         # sync_log() waits for the log line of each response the vassal itself gave (not the router's 502/504).
@@ -315,9 +329,9 @@ class Vassal:
         silently until its throttle expires, so the blacklist is cleared first. Only a name this emperor has run
         can be on it, so only such a name costs a stats read.
         """
-        if self.emperor.events(self.id) and self.id in self.emperor.stats().blacklist:
-            self.emperor.clear_blacklist()
-        self._deploy_seq = self._since = self.emperor.last_seq
+        if self._lent.events.events(self.id) and self.id in self._lent.stats.read().blacklist:
+            self._lent.clear_blacklist()
+        self._deploy_seq = self._since = self._lent.events.last_seq
         try:
             self._log_offset = self.log_path.stat().st_size
         except FileNotFoundError:
@@ -325,15 +339,15 @@ class Vassal:
         if not self.plan.commit():  # the planned link was used by an earlier link(): this one is new
             os.symlink(self.ini, self.symlink)
         self._stopped = False
-        self.emperor.ring()
+        self._lent.stats.ring()
 
     def wait_ready(self, timeout: float | None = None) -> Vassal:
         """Wait until the emperor reports the vassal accepting and a probe request gets an answer.
 
         Fails fast with VassalCursed (and the vassal's error lines) if the vassal dies meanwhile.
         """
-        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
-        timeout = self.emperor.timeout if timeout is None else timeout
+        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        timeout = self._lent.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         event = self._wait_for(lambda e: e.kind is EventKind.READY or e.is_death, timeout, "to be ready")
         if event.is_death:
@@ -354,7 +368,7 @@ class Vassal:
         # kernel, twice in a row: what a worker waiting for requests does. No event exists for it: polled, first
         # every millisecond, then less often: 50 vassals of `emperor-dev up` settling at once at 1 kHz each took
         # 90 ms of the CPU their own start-up needed (benchmarks/loop.py).
-        master = self.pid_in(self.emperor.stats_after(ready_seq))  # the master that became ready, or a successor
+        master = self.pid_in(self._lent.stats.after(ready_seq))  # the master that became ready, or a successor
         if master is None:
             return
         quiet = 0
@@ -366,7 +380,7 @@ class Vassal:
             pause = min(pause * 2, 0.016)
 
     def _probe(self, deadline: float) -> None:
-        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
+        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
         assert self.socket is not None
         # Once worker 1 accepts, the listen socket is bound; the probe proves the predicted address is the one
         # the vassal serves, and its first answered request makes the vassal loyal to the emperor.
@@ -382,24 +396,24 @@ class Vassal:
 
     def wait_cursed(self, timeout: float | None = None) -> EmperorEvent:
         """Wait until the vassal dies (the emperor curses it, or reaps it unasked); return that event."""
-        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
-        timeout = self.emperor.timeout if timeout is None else timeout
+        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        timeout = self._lent.timeout if timeout is None else timeout
         return self._wait_for(lambda e: e.is_death, timeout, "to be cursed")
 
     def wait_event(self, kinds: set[EventKind], timeout: float | None = None) -> EmperorEvent:
         """Wait for the next emperor event of one of ``kinds`` about this vassal."""
-        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
-        timeout = self.emperor.timeout if timeout is None else timeout
+        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        timeout = self._lent.timeout if timeout is None else timeout
         names = "/".join(sorted(k.value for k in kinds))
         return self._wait_for(lambda e: e.kind in kinds, timeout, f"to be {names}")
 
     def _wait_for(
         self, match: Callable[[EmperorEvent], bool], timeout: float, what: str, since: int | None = None
     ) -> EmperorEvent:
-        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
+        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
         # Waits consume the emperor's events like a cursor: after wait_cursed(), wait_ready() waits for the
         # comeback, not for the start-up that preceded the curse.
-        event = self.emperor.wait_event(
+        event = self._lent.events.wait(
             lambda e: e.vassal == self.id and match(e),
             since=self._since if since is None else since,
             timeout=timeout,
@@ -416,14 +430,14 @@ class Vassal:
         The emperor reloads when the link's mtime is *strictly greater*, in whole seconds, than the one it saw
         last; rather than wait for the clock, the link's mtime is set one second past it.
         """
-        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
-        seen = self.emperor.stats().vassals.get(self.id)
+        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        seen = self._lent.stats.read().vassals.get(self.id)
         last = seen.last_mod if seen is not None else int(os.lstat(self.symlink).st_mtime)
         mtime = max(last + 1, int(time.time()))
-        self._since = self.emperor.last_seq
+        self._since = self._lent.events.last_seq
         os.utime(self.symlink, (mtime, mtime), follow_symlinks=False)
-        self.emperor.stats()
-        timeout = self.emperor.timeout if timeout is None else timeout
+        self._lent.stats.read()
+        timeout = self._lent.timeout if timeout is None else timeout
         self.wait_event({EventKind.RELOADING}, timeout)
         old_workers = self.workers
         try:
@@ -447,13 +461,13 @@ class Vassal:
         importing its app does not read the emperor's stop at all; the wake-up SIGINT interrupts its import
         (Python's own handler) and it stops, and one not gone after ``STOP_LIMIT`` is killed.
         """
-        __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
-        timeout = self.emperor.timeout if timeout is None else timeout
-        since = self.emperor.last_seq
-        running = self.emperor.stats().vassals.get(self.id)
+        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        timeout = self._lent.timeout if timeout is None else timeout
+        since = self._lent.events.last_seq
+        running = self._lent.stats.read().vassals.get(self.id)
         self.symlink.unlink(missing_ok=True)
         if running is not None:
-            self.emperor.ring()  # the emperor scans now, misses the link and sends the stop
+            self._lent.stats.ring()  # the emperor scans now, misses the link and sends the stop
             # Woken before the emperor has marked it as stopping, the master would die as an unasked death.
             self._wait_for(
                 lambda e: e.kind in (EventKind.STOPPING, EventKind.REMOVED, EventKind.CURSED), timeout,
@@ -461,13 +475,13 @@ class Vassal:
             )  # fmt: skip
             if running.pid > 0:
                 # a master still starting dies of the wake-up SIGINT: what it has bound is noted first
-                hasten_stop([running.pid], grace=STOP_GRACE, timeout=STOP_LIMIT, note=self.emperor.note_bound)
-            self.emperor.ring()  # the emperor reaps at its next pass; without a ring that is a second away
+                hasten_stop([running.pid], grace=STOP_GRACE, timeout=STOP_LIMIT, note=self._lent.note_bound)
+            self._lent.stats.ring()  # the emperor reaps at its next pass; without a ring that is a second away
             self._wait_for(lambda e: e.kind is EventKind.REMOVED, timeout, "to be removed", since=since)
         for path in self.socket_paths:
             # the master is gone; a worker still in its exit teardown may accept a connect for a moment, so the
             # file's recorded identity, not a connect, says it is ours and dead (docs/uwsgi-behaviour.md, Recovery)
-            self.emperor.unlink_dead_socket(path)
+            self._lent.unlink_dead_socket(path)
         self._stopped = True
 
     def start(self, timeout: float | None = None) -> Vassal:
@@ -481,21 +495,16 @@ class Vassal:
         With ``wait=False`` return at once and let the stop finish in the background: a later deploy of the same
         name or socket waits for it (and raises its error, if any), and so does ``emperor.stop()``.
         """
-        if self._stopped:
-            self.emperor.forget(self)
-            return
-        if wait:
+        if wait and not self._stopped:
             self.stop(timeout)
-            self.emperor.forget(self)
-        else:
-            self.emperor.remove_in_background(self, timeout)
+        self._lent.release(self, wait or self._stopped, timeout)
 
     # -- state ------------------------------------------------------------------------------------------------
 
     @property
     def state(self) -> VassalState:
         """The vassal's state now, from the emperor's stats and what it logged since the deploy."""
-        return self.state_in(self.emperor.stats())
+        return self.state_in(self._lent.stats.read())
 
     def state_in(self, stats: EmperorStats) -> VassalState:
         """The vassal's state in a stats snapshot (and what it logged since the deploy): a table of many vassals
@@ -504,18 +513,19 @@ class Vassal:
             return VassalState.STOPPED
         running = stats.vassals.get(self.id)
         if running is not None:
-            if running.cursed:
-                return VassalState.CURSED
-            return VassalState.READY if running.accepting else VassalState.STARTING
-        if self.id in stats.blacklist:
-            throttled = any(e.kind is EventKind.THROTTLED for e in self.events())
-            return VassalState.THROTTLED if throttled else VassalState.CURSED
-        return VassalState.STARTING if self.symlink.is_symlink() else VassalState.STOPPED
+            seen = VassalState.CURSED if running.cursed else VassalState.READY if running.accepting else (
+                VassalState.STARTING
+            )
+        elif self.id in stats.blacklist:
+            seen = VassalState.CURSED
+        else:
+            seen = VassalState.STARTING if self.symlink.is_symlink() else VassalState.STOPPED
+        return decide_state(seen, self.events())
 
     @property
     def pid(self) -> int | None:
         """The vassal master's pid, while the emperor runs it."""
-        return self.pid_in(self.emperor.stats())
+        return self.pid_in(self._lent.stats.read())
 
     def pid_in(self, stats: EmperorStats) -> int | None:
         """The vassal master's pid in a stats snapshot."""
@@ -525,12 +535,12 @@ class Vassal:
     @property
     def blacklist(self) -> BlacklistEntry | None:
         """The emperor's blacklist entry (attempts, throttle) while the vassal waits out a throttle."""
-        return self.emperor.stats().blacklist.get(self.id)
+        return self._lent.stats.read().blacklist.get(self.id)
 
     @property
     def respawns(self) -> int:
         """How many times the emperor respawned (reloaded) the running vassal, per its stats."""
-        running = self.emperor.stats().vassals.get(self.id)
+        running = self._lent.stats.read().vassals.get(self.id)
         return running.respawns if running is not None else 0
 
     @property
@@ -544,9 +554,9 @@ class Vassal:
         """How many times the emperor cursed this vassal since it was deployed."""
         return sum(1 for e in self.events() if e.is_death)
 
-    def events(self) -> list[EmperorEvent]:
-        """The emperor's events about this vassal since it was deployed."""
-        return self.emperor.events(self.id, since=self._deploy_seq)
+    def events(self, since: int | None = None) -> list[EmperorEvent]:
+        """The emperor's events about this vassal after the event ``since`` (default: its deploy)."""
+        return self._lent.events.events(self.id, since=self._deploy_seq if since is None else since)
 
     # -- what an operator or a crash does to a vassal ----------------------------------------------------------
 
@@ -587,7 +597,7 @@ class Vassal:
                 offset = self.log_path.stat().st_size
             except FileNotFoundError:
                 offset = 0
-            self._test_mark = (offset, self.emperor.last_seq)
+            self._test_mark = (offset, self._lent.events.last_seq)
 
     @property
     def test_start(self) -> tuple[int, int]:
@@ -658,7 +668,7 @@ class Vassal:
         """Everything the vassal printed from the current test on (or ``since="deploy"``): its early output (in
         the emperor's log) then its log."""
         _, seq = self._start(since)
-        events = self.emperor.events(self.id, since=seq)
+        events = self.events(since=seq)
         early = [e.line for e in events if e.kind is EventKind.OUTPUT]
         return early + self.log_text(since).splitlines()
 
@@ -674,5 +684,5 @@ class Vassal:
     def request(self, method: str = "GET", path: str = "/", **kwargs: Any) -> requests.Response:
         """``vassal.session.request(method, path, **kwargs)``: one request straight to the vassal's socket, with
         requests' keywords (``params=``, ``headers=``, ``data=``, ``json=``, ``files=``, ``timeout=``...)."""
-        __tracebackhide__ = True  # a wrong argument reads as the caller's own line (pytest hides this frame)
+        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
         return self.session.request(method, path, **kwargs)

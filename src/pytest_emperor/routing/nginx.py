@@ -25,17 +25,15 @@ import grp
 import os
 import pwd
 import shutil
-import signal
 import socket
 import stat
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pytest_emperor._protocol.uwsgi import DOCUMENT_ROOT
-from pytest_emperor.engine.processes import die_with_parent
 from pytest_emperor.errors import NginxNotFound
 from pytest_emperor.routing.nginx_site import NginxSite, render_site
 from pytest_emperor.routing.route_table import RouteTable
@@ -229,20 +227,7 @@ http {{
 
 
 class NginxRouter(Router):
-    """A private nginx in front of the vassal sockets."""
-
-    def __init__(
-        self,
-        route_map: RouteMap,
-        tcp_address: tuple[str, int],
-        unix_path: str,
-        directory: Path,
-        process: subprocess.Popen[bytes],
-        routes: RouteTable,
-    ) -> None:
-        super().__init__(route_map, tcp_address, unix_path, routes)
-        self.directory = directory
-        self.process = process
+    """A private nginx in front of the vassal sockets: :meth:`start` writes its config and runs it."""
 
     @classmethod
     def start(
@@ -255,6 +240,7 @@ class NginxRouter(Router):
         host: str = "127.0.0.1",
         port: int = 0,
         env: Mapping[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
         timeout: float = 30.0,
         **options: Any,
     ) -> NginxRouter:
@@ -301,8 +287,8 @@ class NginxRouter(Router):
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    # The master gets SIGTERM (fast shutdown) if the process that started it dies.
-                    preexec_fn=die_with_parent(signal.SIGTERM),
+                    # the caller's parent-death hook: the engine's die_with_parent(SIGTERM) (a fast shutdown)
+                    preexec_fn=preexec_fn,
                 )
         finally:
             listener.close()  # nginx holds its own copy now
@@ -313,15 +299,3 @@ class NginxRouter(Router):
             router.stop()
             raise
         return router
-
-    def log_text(self) -> str:
-        """nginx's error log (start-up messages, upstream errors such as connect() failures)."""
-        try:
-            return (self.directory / "error.log").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def stop(self) -> None:
-        """Graceful stop (SIGQUIT: workers finish their requests), then SIGTERM, then SIGKILL of the group."""
-        self._end_process(((signal.SIGQUIT, 10.0), (signal.SIGTERM, 5.0)))
-

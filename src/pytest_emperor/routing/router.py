@@ -1,11 +1,8 @@
-"""Wildcard routing like nginx's ``server_name ~^(?<app>[^.]+)\\.api\\.example\\.com$;`` + ``uwsgi_pass``.
+"""The router a front door runs before the emperor: a private real nginx (:mod:`pytest_emperor.routing.nginx`
+starts it), routing like nginx's ``server_name ~^(?<app>[^.]+)\\.api\\.example\\.com$;`` + ``uwsgi_pass``.
 
-- :class:`RouteMap`: the pure mapping Host -> app -> vassal socket, from an nginx ``server_name`` regex with a
-  named group ``app`` and a socket template using ``$app`` (the seed's ``unix:/tmp/$app.api.sock``). Used by the
-  router and ``emperor-dev request``.
-- :class:`Router`: what the tests and ``emperor-dev`` use of the router (addresses, per-app URL/Host, a
-  ``requests`` session, ``stop()``); :meth:`NginxRouter.start` starts one. The router is a private real nginx
-  (:mod:`pytest_emperor.routing.nginx`); there is no other.
+:class:`Router` is what the tests and ``emperor-dev`` hold of it: addresses, per-app URL and Host, its log,
+``stop()``. The Host -> app -> socket mapping itself is routes.py's :class:`RouteMap`.
 """
 
 from __future__ import annotations
@@ -16,11 +13,10 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pytest_emperor.convention import MAX_BODY_SIZE
 from pytest_emperor.errors import RouteMismatch, RouterError
@@ -28,7 +24,7 @@ from pytest_emperor.routing.route_table import RouteTable
 from pytest_emperor.routing.routes import RouteMap
 
 if TYPE_CHECKING:
-    import requests
+    pass
 
 
 __all__ = [
@@ -105,24 +101,37 @@ def _tail(log: Path, lines: int = 20) -> str:
 
 
 class Router:
-    """What the emperor, the tests and ``emperor-dev`` use of the router; :class:`~.nginx.NginxRouter` runs it."""
+    """A running router (a private nginx, started by :meth:`~.nginx.NginxRouter.start`): its addresses, per-app
+    URL and Host, its log, ``stop()``."""
 
-    #: The router's main process (nginx's master), in its own process group.
-    process: subprocess.Popen[bytes]
-
-    def __init__(self, route_map: RouteMap, tcp_address: tuple[str, int], unix_path: str, routes: RouteTable) -> None:
+    def __init__(
+        self,
+        route_map: RouteMap,
+        tcp_address: tuple[str, int],
+        unix_path: str,
+        directory: Path,
+        process: subprocess.Popen[bytes],
+    ) -> None:
         self.route_map = route_map
         #: The apps this router routes (the others get a 404 page listing them), see route_table.py.
         self.routes = routes
         self.tcp_address = tcp_address
         self.unix_path = unix_path
-        #: Called with an app name before its URL or session is handed out; raises :class:`RouteMismatch` when
-        #: the routing cannot reach that app (the emperor sets it: it knows which sockets its vassals bind).
-        self.check_route: Callable[[str], None] | None = None
+        self.directory = directory
+        #: The router's main process (nginx's master), in its own process group.
+        self.process = process
 
     def stop(self) -> None:
-        """Stop the router and remove what it created. Safe to call twice."""
-        raise NotImplementedError
+        """Graceful stop (SIGQUIT: workers finish their requests), then SIGTERM, then SIGKILL of the group. Safe
+        to call twice."""
+        self._end_process(((signal.SIGQUIT, 10.0), (signal.SIGTERM, 5.0)))
+
+    def log_text(self) -> str:
+        """nginx's error log (start-up messages, upstream errors such as connect() failures)."""
+        try:
+            return (self.directory / "error.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def _end_process(self, steps: Sequence[tuple[int | None, float]]) -> None:
         """Escalate through ``steps`` (a signal, or None to only wait; then a grace period) until the main
@@ -145,9 +154,10 @@ class Router:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.unix_path)
 
-    def log_text(self) -> str:
-        """nginx's error log (start-up messages, upstream errors such as connect() failures)."""
-        raise NotImplementedError
+    def kill(self) -> None:
+        """SIGKILL the router's processes at once (a forced stop); ``stop()`` still cleans up."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def __enter__(self) -> Router:
         return self
@@ -161,40 +171,8 @@ class Router:
 
     def url_for(self, app: str, path: str = "/") -> str:
         """``http://svc.api.localhost:PORT/``: what a browser or curl opens (``*.localhost`` is loopback)."""
-        if self.check_route is not None:
-            self.check_route(app)
         return f"http://{self.host_for(app)}:{self.tcp_address[1]}{path}"
-
-    def session_for(self, app: str, *, transport: str = "unix") -> requests.Session:
-        """A ``requests.Session`` whose relative URLs (``s.get("/path")``) go through this router to ``app``.
-
-        ``transport="unix"`` (the default, no port needed) uses requests-unixsocket; ``"tcp"`` the TCP port.
-        """
-        if self.check_route is not None:
-            self.check_route(app)
-        if transport == "unix":
-            base = "http+unix://" + urllib.parse.quote(self.unix_path, safe="")
-        elif transport == "tcp":
-            base = f"http://{self.tcp_address[0]}:{self.tcp_address[1]}"
-        else:
-            raise ValueError(f"transport must be 'unix' or 'tcp', not {transport!r}")
-        return _routed_session(base, self.host_for(app))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} tcp={self.tcp_address} unix={self.unix_path}>"
 
-
-def _routed_session(base: str, host: str) -> requests.Session:
-    """A Session that prefixes relative URLs with ``base`` and sends ``Host: host`` by default."""
-    import requests_unixsocket  # imported here: only sessions need requests
-
-    class RoutedSession(requests_unixsocket.Session):  # type: ignore[misc]
-        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
-            response: requests.Response = super().request(
-                method, base + url if url.startswith("/") else url, *args, **kwargs
-            )
-            return response
-
-    session: requests.Session = RoutedSession()
-    session.headers["Host"] = host
-    return session
