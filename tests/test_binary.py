@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_emperor.engine.binary import find_uwsgi, uwsgi_version
+from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.errors import UwsgiNotFound
 
 
@@ -55,3 +56,8 @@ def test_binary_that_does_not_run(tmp_path: Path) -> None:
     fake.chmod(0o755)
     with pytest.raises(UwsgiNotFound, match="does not run"):
         uwsgi_version(fake)
+
+
+def test_the_emperor_reports_the_version_the_binary_does(live_emperor: Emperor, uwsgi_bin: Path) -> None:
+    # %V of a vassal's ini comes from the emperor's stats; emperor-dev check asks the binary: the same string.
+    assert live_emperor.version == uwsgi_version(uwsgi_bin)

@@ -15,6 +15,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 from router_fixtures import ECHO_APP, free_tcp_port, run_process, short_tmp_dir, uwsgi_binary
+from uwsgi_decode import decode_request
 
 from pytest_emperor._protocol.client import (
     Address,
@@ -26,7 +27,6 @@ from pytest_emperor._protocol.client import (
     routed_session,
     uwsgi_packet,
 )
-from pytest_emperor._protocol.uwsgi import decode_request
 
 HOST = "svc.api.localhost"
 

@@ -55,7 +55,7 @@ def test_app_status_round_trips() -> None:
 
 def make_instance(state: StateDir, run_dir: Path, pid: int = 1) -> Instance:
     return Instance(pid=pid, control=str(state.path / "control.sock"), run_dir=str(run_dir), domain="api.localhost",
-                    router="nginx", router_host="127.0.0.1", router_port=1, router_unix="/nowhere")  # fmt: skip
+                    router_host="127.0.0.1", router_port=1, router_unix="/nowhere")  # fmt: skip
 
 
 def test_state_dir_lock_refuses_a_second_holder_and_is_released(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ from pytest_emperor.dev.state import Instance, StateDir
 state = StateDir(Path(sys.argv[1]))
 state.acquire()
 state.publish(Instance(pid=os.getpid(), control=sys.argv[1] + "/control.sock", run_dir=sys.argv[2],
-                       domain="api.localhost", router="nginx", router_host="127.0.0.1", router_port=1,
+                       domain="api.localhost", router_host="127.0.0.1", router_port=1,
                        router_unix="/nowhere"))
 os.kill(os.getpid(), signal.SIGKILL)
 """

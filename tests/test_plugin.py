@@ -20,7 +20,7 @@ import pytest
 from plugin_helpers import SYNC_PY, Run, Sandbox, assert_nothing_left, report_sections, write_app
 
 from pytest_emperor.engine.emperor import Emperor
-from pytest_emperor.engine.vassal import routable_name
+from pytest_emperor.engine.naming import routable_name
 
 # Generous for a loaded 2-core machine: a run here takes 3-15 s.
 RUN_TIMEOUT = 90

@@ -313,3 +313,16 @@ def test_request_log_lines_are_recognised(line: bytes) -> None:
     # an unrecognised line makes log_text() wait LOG_SYNC_LIMIT for it, then stop waiting for that vassal
     match = _REQUEST_LINE.search(line)
     assert match is not None and match[1] == b"GET" and match[2] in (b"/x?y=1", b"/")
+
+
+def test_a_bare_emperor_s_own_router_is_deprecated(uwsgi_bin: Path, make_app: MakeApp) -> None:
+    # The router is the front door's now; a bare Emperor that starts its own keeps working for one release.
+    with pytest.warns(DeprecationWarning, match=r"Emperor\(router_options=\.\.\.\) is deprecated"):
+        emperor = Emperor(uwsgi_bin, router_options={"workers": 1}, timeout=30)
+    with emperor:
+        vassal = emperor.deploy(make_app())
+        with pytest.warns(DeprecationWarning, match="Emperor.router is deprecated"):
+            assert vassal.http.get("/x").content == b"hello from /x"
+        with pytest.warns(DeprecationWarning, match="Vassal.emperor is deprecated"):
+            assert vassal.emperor is emperor
+    assert not emperor.running

@@ -1,7 +1,9 @@
 """pytest-emperor: test WSGI apps under a real uWSGI emperor with nginx-style wildcard routing.
 
 The public names are imported on first use (PEP 562), not with the package: pytest imports the package for its
-plugin in every run, including the many that never ask for ``--emperor`` (see plugin.py).
+plugin in every run, including the many that never ask for ``--emperor`` (see plugin.py). They are what a user
+holds and catches: the emperor and its vassals, what their methods return (events, stats, socket specs, the
+isolation report, the router), and every error they raise.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pytest_emperor._protocol.client import SocketAdapter, UpstreamError, UwsgiAdapter, direct_session
     from pytest_emperor.engine.binary import find_uwsgi
+    from pytest_emperor.engine.deploy_plan import DeployPlan, SocketSpec
     from pytest_emperor.engine.emperor import Emperor
-    from pytest_emperor.engine.emperor_log import EventKind
+    from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
+    from pytest_emperor.engine.stats import BlacklistEntry, EmperorStats, VassalStats
     from pytest_emperor.engine.vassal import Vassal, VassalState
     from pytest_emperor.errors import (
         ConfigError,
         ConfigFileError,
-        ControlProtocolError,
         EmperorError,
-        InputError,
         IsolationError,
         NginxNotFound,
         RouteMismatch,
@@ -29,14 +31,14 @@ if TYPE_CHECKING:
         SiteError,
         SocketInUse,
         UwsgiNotFound,
-        UwsgiProtocolError,
         VassalCursed,
         VassalError,
         VassalTimeout,
     )
+    from pytest_emperor.routing.router import Router
     from pytest_emperor.routing.routes import RouteMap
     from pytest_emperor.testing.broken import BROKEN_KINDS
-    from pytest_emperor.testing.isolation import IsolationReport
+    from pytest_emperor.testing.isolation import Attempt, IsolationReport, VassalReport
 
 __version__ = "0.2.0"
 
@@ -44,30 +46,36 @@ from pytest_emperor.convention import APP_INI as APP_INI  # the file an app dir 
 
 __all__ = [
     "BROKEN_KINDS",
+    "Attempt",
+    "BlacklistEntry",
     "ConfigError",
     "ConfigFileError",
-    "ControlProtocolError",
+    "DeployPlan",
     "Emperor",
     "EmperorError",
+    "EmperorEvent",
+    "EmperorStats",
     "EventKind",
-    "InputError",
     "IsolationError",
     "IsolationReport",
     "NginxNotFound",
     "RouteMap",
     "RouteMismatch",
+    "Router",
     "RouterError",
     "SiteError",
     "SocketAdapter",
     "SocketInUse",
+    "SocketSpec",
     "UpstreamError",
     "UwsgiAdapter",
     "UwsgiNotFound",
-    "UwsgiProtocolError",
     "Vassal",
     "VassalCursed",
     "VassalError",
+    "VassalReport",
     "VassalState",
+    "VassalStats",
     "VassalTimeout",
     "__version__",
     "direct_session",
@@ -76,49 +84,65 @@ __all__ = [
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "SocketAdapter": "_protocol.client",
-    "UwsgiAdapter": "_protocol.client",
-    "direct_session": "_protocol.client",
+    "Attempt": "testing.isolation",
     "BROKEN_KINDS": "testing.broken",
+    "BlacklistEntry": "engine.stats",
     "ConfigError": "errors",
     "ConfigFileError": "errors",
-    "ControlProtocolError": "errors",
+    "DeployPlan": "engine.deploy_plan",
     "Emperor": "engine.emperor",
     "EmperorError": "errors",
+    "EmperorEvent": "engine.emperor_log",
+    "EmperorStats": "engine.stats",
     "EventKind": "engine.emperor_log",
-    "InputError": "errors",
     "IsolationError": "errors",
     "IsolationReport": "testing.isolation",
     "NginxNotFound": "errors",
     "RouteMap": "routing.routes",
     "RouteMismatch": "errors",
+    "Router": "routing.router",
     "RouterError": "errors",
     "SiteError": "errors",
+    "SocketAdapter": "_protocol.client",
     "SocketInUse": "errors",
+    "SocketSpec": "engine.deploy_plan",
     "UpstreamError": "_protocol.client",
+    "UwsgiAdapter": "_protocol.client",
     "UwsgiNotFound": "errors",
-    "UwsgiProtocolError": "errors",
     "Vassal": "engine.vassal",
     "VassalCursed": "errors",
     "VassalError": "errors",
+    "VassalReport": "testing.isolation",
     "VassalState": "engine.vassal",
+    "VassalStats": "engine.stats",
     "VassalTimeout": "errors",
+    "direct_session": "_protocol.client",
     "find_uwsgi": "engine.binary",
+}
+
+# Names kept one release with a DeprecationWarning on access: name -> (module, attribute, why; the CHANGELOG).
+_DEPRECATED = {
+    "Response": ("requests", "Response", "requests return requests.Response (status_code, not status)"),
+    "UwsgiProtocolError": (
+        "pytest_emperor.errors",
+        "_uwsgi_protocol_error",
+        "nothing raises it any more (responses are read by http.client, which raises its own errors)",
+    ),
+    "InputError": ("pytest_emperor.errors", "InputError", "it is emperor-dev check's (exit code 2), not the API's"),
+    "ControlProtocolError": (
+        "pytest_emperor.errors",
+        "ControlProtocolError",
+        "it is emperor-dev's control socket's, not the API's",
+    ),
 }
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Response":
-        # pytest_emperor.Response (with .status) was replaced by requests.Response (.status_code): kept one
-        # release as a deprecated alias so that imports and isinstance checks keep working (README: "Upgrading").
-        import requests
-
-        warnings.warn(
-            "pytest_emperor.Response is deprecated: requests return requests.Response (status_code, not status)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return requests.Response
+    if name in _DEPRECATED:
+        source, attribute, why = _DEPRECATED[name]
+        warnings.warn(f"pytest_emperor.{name} is deprecated: {why}", DeprecationWarning, stacklevel=2)
+        value = getattr(importlib.import_module(source), attribute)
+        return value() if attribute.startswith("_") else value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'pytest_emperor' has no attribute {name!r}")

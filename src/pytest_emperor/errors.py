@@ -9,7 +9,10 @@ with the client, so that this module imports nothing heavy.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 
 class EmperorError(Exception):
@@ -66,10 +69,6 @@ class SiteError(RouterError):
     """The site file cannot be run: names the file, the line and the fix."""
 
 
-class UwsgiProtocolError(EmperorError, ValueError):
-    """Malformed uwsgi request bytes or a malformed HTTP response head from the app."""
-
-
 class ControlProtocolError(EmperorError, ValueError):
     """A line on ``emperor-dev``'s control socket that is not one JSON object."""
 
@@ -81,3 +80,25 @@ class ConfigFileError(ConfigError, ValueError):
 
 class InputError(EmperorError):
     """A path that is neither an app dir, a dir of app dirs, nor a readable ini file (``check`` exit code 2)."""
+
+
+@functools.cache
+def _uwsgi_protocol_error() -> type[EmperorError]:
+    """The deprecated UwsgiProtocolError, made on first access only: nothing raises it any more."""
+
+    class UwsgiProtocolError(EmperorError, ValueError):
+        """Deprecated: malformed uwsgi request bytes or a malformed HTTP response head from the app."""
+
+    UwsgiProtocolError.__module__ = __name__
+    return UwsgiProtocolError
+
+
+def __getattr__(name: str) -> Any:
+    if name == "UwsgiProtocolError":
+        warnings.warn(
+            "pytest_emperor.errors.UwsgiProtocolError is deprecated: nothing raises it any more",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _uwsgi_protocol_error()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

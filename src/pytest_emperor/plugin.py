@@ -302,7 +302,7 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, _interrupt)
 
 
-def _interrupt(signum: int, frame: Optional[FrameType]) -> None:  # noqa: UP045 (a runtime annotation on 3.9)
+def _interrupt(signum: int, _frame: Optional[FrameType]) -> None:  # noqa: UP045 (a runtime annotation on 3.9)
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_emperor.engine.binary import uwsgi_version
+
 __all__ = ["BinaryFacts", "binary_facts", "parse_help"]
 
 # `    -s|--socket      bind to ...` / `    --strict    enable strict mode ...` (core/uwsgi.c uwsgi_help)
@@ -47,8 +49,9 @@ def _cache_file(binary: Path, st: os.stat_result) -> Path:
     return base / f"uwsgi-binary-{key}.json"
 
 
+# the mtime and size are only the cache key: a rebuilt binary is asked again
 @functools.lru_cache(maxsize=8)
-def _facts(binary: str, mtime_ns: int, size: int) -> BinaryFacts:
+def _facts(binary: str, _mtime_ns: int, _size: int) -> BinaryFacts:
     path = Path(binary)
     cache = _cache_file(path, os.stat(path))
     try:
@@ -62,7 +65,7 @@ def _facts(binary: str, mtime_ns: int, size: int) -> BinaryFacts:
     if "python-version" in options:
         out = run([binary, "--python-version"]).stdout.strip().splitlines()
         python = out[-1].strip() if out else ""
-    facts = BinaryFacts(options, python, run([binary, "--version"]).stdout.strip())
+    facts = BinaryFacts(options, python, uwsgi_version(path))
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")

@@ -31,7 +31,6 @@ from pytest_emperor.errors import ConfigError, EmperorError
 # What only some commands need is imported in them: requests, rich, watchfiles and the emperor machinery would
 # otherwise cost every `emperor-dev down` or `status` a few hundred milliseconds (benchmarks/loop.py).
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
@@ -98,7 +97,7 @@ def _call(state_dir: Path, request: Message, timeout: float | None = 120.0) -> t
     return instance, response
 
 
-def _complete_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+def _complete_names(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Shell completion of app names, from the running instance (nothing if none runs)."""
     try:
         instance = StateDir(Path(ctx.params.get("state_dir") or DEFAULT_STATE_DIR)).running()
@@ -204,7 +203,7 @@ def status(as_json: bool, state_dir: Path) -> None:
     instance, response = _call(state_dir, {"cmd": "status"})
     apps = [AppStatus.from_dict(app) for app in response["apps"]]
     if as_json:
-        router = {"kind": instance.router, "host": instance.router_host, "port": instance.router_port,
+        router = {"kind": "nginx", "host": instance.router_host, "port": instance.router_port,
                   "unix": instance.router_unix}  # fmt: skip
         document = {"pid": instance.pid, "state_dir": str(StateDir(state_dir).path), "router": router,
                     "apps": [app.to_dict() for app in apps]}  # fmt: skip

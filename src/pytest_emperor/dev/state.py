@@ -50,7 +50,6 @@ class Instance:
     control: str  # the control socket's path
     run_dir: str  # the emperor's run dir: logs/, emperor.log
     domain: str
-    router: str  # "nginx", the only router (the built-in one was removed)
     router_host: str
     router_port: int
     router_unix: str

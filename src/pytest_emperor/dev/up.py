@@ -145,7 +145,7 @@ class DevServer:
             return EXIT_FORCED
         return 1 if self.emperor_died else 0
 
-    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:  # noqa: UP045 (a runtime annotation on 3.9)
+    def _on_signal(self, signum: int, _frame: Optional[FrameType]) -> None:  # noqa: UP045 (a runtime annotation on 3.9)
         if self.stopping.is_set():
             self._force()
             return
@@ -209,7 +209,7 @@ class DevServer:
         self.state.publish(
             Instance(
                 pid=os.getpid(), control=control_path, run_dir=str(run_dir), domain=options.domain,
-                router="nginx", router_host=router.tcp_address[0],
+                router_host=router.tcp_address[0],
                 router_port=router.tcp_address[1], router_unix=router.unix_path,
             )
         )  # fmt: skip

@@ -138,7 +138,9 @@ class Emperor:
         self._log: EventLog | None = None
         self._stats: StatsClient | None = None
         self._lent: Lent | None = None
-        self.version = ""  # the binary's version, read from the stats once started
+        # the binary's version (%V of the vassals' inis): its stats say it for free, where `uwsgi --version`
+        # (binary.uwsgi_version, what emperor-dev check asks without an emperor) costs a process start
+        self.version = ""
 
     # -- paths ------------------------------------------------------------------------------------------------
 
@@ -276,7 +278,7 @@ class Emperor:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None
     ) -> None:
         self.stop()
 

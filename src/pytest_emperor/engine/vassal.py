@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Union
 from urllib.parse import urlsplit
 
-from pytest_emperor.engine.deploy_plan import DeployPlan
+from pytest_emperor.engine.deploy_plan import DeployPlan, SocketSpec
 from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.engine.events import EventLog
 from pytest_emperor.engine.processes import children_of, command_line, hasten_stop, is_sleeping, kill_all
@@ -154,6 +154,14 @@ class Lent:
 
 class Vassal:
     """One deployed app. Read ``state``/``pid``; ``request()`` it; ``wait_ready``/``reload``/``remove`` it."""
+
+    name: str  #: its name in the emperor (the app's, plus the emperor's suffix)
+    plan: DeployPlan  #: the ini as uWSGI reads it through the link, and what it binds
+    ini: Path  #: the app's own ini file
+    symlink: Path  #: the link in the vassal dir
+    sockets: list[SocketSpec]  #: every socket it binds, in the ini's order
+    socket: SocketSpec | None  #: the main socket: the first one the ini declares
+    log_path: Path  #: its own log
 
     def __init__(self, lent: Lent, name: str, plan: DeployPlan) -> None:
         self._lent = lent

@@ -176,7 +176,7 @@ class Isolation:
             self._attempt(vassal, report)
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None
     ) -> None:
         __tracebackhide__ = True  # the failure reads as the user's own `with` block failing
         self._stop.set()
