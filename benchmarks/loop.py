@@ -46,7 +46,7 @@ from pytest_emperor.engine.runs import remove_stale_socket
 from pytest_emperor.engine.vassal import STOP_GRACE
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "example_apps" / "service3"  # hello world, 2 processes, vacuum, the seed's ini style
+APP = ROOT / "example_apps" / "service3"  # hello world, 2 processes, vacuum, the production ini style
 BIN = Path(sys.executable).parent
 
 ONE_TEST = f"""\

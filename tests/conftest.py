@@ -34,8 +34,8 @@ def application(environ, start_response):
     return [b"hello from " + environ["PATH_INFO"].encode()]
 '''
 
-# The seed's production style; `{extra}` adds or overrides lines.
-# make_app's ini: the seed's production style (tests/seed.py) with `module = app` instead of its venv and
+# The production style; `{extra}` adds or overrides lines.
+# make_app's ini: the production style (tests/seed.py) with `module = app` instead of its venv and
 # wsgi-file, and the socket and extra options of each test.
 MAKE_APP_INI = """\
 [uwsgi]

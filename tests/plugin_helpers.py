@@ -1,4 +1,4 @@
-"""Helpers of test_plugin.py: a generated app repo in the seed's style, a private sandbox per test, and the
+"""Helpers of test_plugin.py: a generated app repo in the production style, a private sandbox per test, and the
 checks that a run left nothing behind.
 
 Every subprocess run gets its own short ``TMPDIR`` (the plugin puts its run dirs under
@@ -23,7 +23,7 @@ from typing import Any
 
 from pytest_emperor.engine.processes import MARKER_ENV, kill_all
 
-# The seed's production style (see the issue): the file sits at the app's root, is deployed by symlink, finds
+# The production style: the file sits at the app's root, is deployed by symlink, finds
 # its root through the link, and %n (the vassal name) decides the socket.
 APP_INI = """\
 [uwsgi]

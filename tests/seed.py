@@ -1,4 +1,4 @@
-"""The seed deployment's app.uwsgi.ini, verbatim with its wsgi-file filled in: shared test data."""
+"""The production deployment's app.uwsgi.ini, verbatim with its wsgi-file filled in: shared test data."""
 
 SEED_INI = """\
 [uwsgi]

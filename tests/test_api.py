@@ -1,5 +1,5 @@
-"""A requests user's first tests, written as the issue's new user wrote them, run with ``pytest --emperor`` in a
-generated app repo against the real uWSGI: each of the issue's failures is one of these tests, and they pass
+"""A requests user's first tests, written as a new user wrote them, run with ``pytest --emperor`` in a
+generated app repo against the real uWSGI: each failure that user met is one of these tests, and they pass
 unchanged. Also: the same against an ``http-socket`` vassal, httpx, and per-test logs."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pytest_emperor._protocol.client import localhost_names
 
 RUN_TIMEOUT = 120
 
-# The seed's production style, with the echo app (answers its WSGI environ and body as JSON).
+# The production style, with the echo app (answers its WSGI environ and body as JSON).
 INI = """\
 [uwsgi]
 app_root = @(exec://dirname $(realpath %P))

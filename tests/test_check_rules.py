@@ -166,7 +166,7 @@ def test_repeated_option_says_which_wins() -> None:
 
 def test_seed_real_findings_and_no_false_alarms() -> None:
     found = {f.code: f for f in check_app(app(SEED, name="service1"))}
-    # the seed's real problems
+    # the production ini's real problems
     assert {"W101", "W402", "W506"} <= set(found)
     assert found["W101"].line == 9
     # its valid idioms are no alarms: @(exec://...), %(app_root) (only the strict note), %n, and 666 on the

@@ -101,7 +101,7 @@ def test_uwsgi_vars_are_nginx_uwsgi_params(uwsgi_sock: str) -> None:
 @pytest.mark.parametrize(
     ("target", "path_info", "query", "request_uri"),
     [
-        ("/echo?x=1", "/echo", "x=1", "/echo?x=1"),  # the 404: the query is not part of PATH_INFO
+        ("/echo?x=1", "/echo", "x=1", "/echo?x=1"),  # a 404 users met: the query is not part of PATH_INFO
         ("/p%20q?a=%20", "/p q", "a=%20", "/p%20q?a=%20"),  # $document_uri is decoded, $query_string is not
         ("/a%2Fb", "/a/b", "", "/a%2Fb"),
         ("/x//y/./z", "/x/y/z", "", "/x//y/z"),  # requests (like curl) resolves dot segments; nginx merges //

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 from plugin_helpers import write_app
 
+from pytest_emperor.check.runner import find_inis
 from pytest_emperor.dev.apps import (
     default_apps,
-    discover_apps,
     resolve_apps,
     split_app_arg,
 )
+from pytest_emperor.engine.naming import app_inis
 from pytest_emperor.errors import ConfigError
 from pytest_emperor.project_config import load_project
 
@@ -63,7 +64,7 @@ def test_default_apps_prefers_emperor_dev_toml_then_pyproject_then_discovery(tmp
     write_app(tmp_path / "two", tmp_path, "hello")
     write_app(tmp_path / ".hidden", tmp_path, "hello")
     (tmp_path / "notanapp").mkdir()
-    assert discover_apps(tmp_path) == ["one", "two"]
+    assert app_inis(tmp_path) == [tmp_path / "one" / "app.uwsgi.ini", tmp_path / "two" / "app.uwsgi.ini"]
     assert [s.name for s in default_apps(tmp_path)] == ["one", "two"]
     (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev]\napps = ["two", "b=one"]\n')
     assert [s.name for s in default_apps(tmp_path)] == ["two", "b"]
@@ -98,3 +99,15 @@ def test_an_app_dir_runs_its_own_app(tmp_path: Path) -> None:
     write_app(app, tmp_path, "hello")
     [spec] = default_apps(app)
     assert spec.name == "shop" and spec.ini == app / "app.uwsgi.ini"
+
+
+def test_up_and_check_find_the_same_apps(tmp_path: Path) -> None:
+    # An app dir whose code has an app of its own below it: the dir is the app, for `up` as for `check`.
+    for directory in (tmp_path, tmp_path / "vendored", tmp_path / ".hidden"):
+        directory.mkdir(exist_ok=True)
+        (directory / "app.uwsgi.ini").write_text("[uwsgi]\nmodule = app\n")
+    assert find_inis(tmp_path) == app_inis(tmp_path) == [tmp_path / "app.uwsgi.ini"]
+    assert [spec.ini for spec in default_apps(tmp_path)] == [tmp_path / "app.uwsgi.ini"]
+    (tmp_path / "app.uwsgi.ini").unlink()
+    assert find_inis(tmp_path) == app_inis(tmp_path) == [tmp_path / "vendored" / "app.uwsgi.ini"]
+    assert [spec.name for spec in default_apps(tmp_path)] == ["vendored"]

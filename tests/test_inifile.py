@@ -21,7 +21,7 @@ from pytest_emperor.engine.inifile import (
 )
 
 VASSALS = "/srv/emperor/vassals"
-# The seed deployment: vassals/service1-beta.ini -> /srv/sites/service1/app.uwsgi.ini, opened in the vassal dir.
+# The production deployment: vassals/service1-beta.ini -> /srv/sites/service1/app.uwsgi.ini, opened in the vassal dir.
 SEED_MAGIC = MagicVars.for_config(
     "service1-beta.ini",
     cwd=VASSALS,
@@ -34,7 +34,7 @@ SEED = SEED_INI
 
 
 def fake_exec(spec: str) -> str:
-    """A stand-in for /bin/sh that knows the one command of the seed (the real one is in the uwsgi test)."""
+    """A stand-in for /bin/sh that knows the one command of the production ini (the real one is in the uwsgi test)."""
     assert spec == f"exec://dirname $(realpath {VASSALS}/service1-beta.ini)"
     return "/srv/sites/service1"
 

@@ -24,7 +24,7 @@ from pytest_emperor.engine.deploy_plan import at_resolver, deployed, strip_one_e
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/ck", "EMPTY_V": "", "SPACED": "a b"}
 
 HANDWRITTEN = [
-    # the seed, with its idioms and its inline comment
+    # the production ini, with its idioms and its inline comment
     SEED_INI,
     # the strict-safe spelling
     "[uwsgi]\nchdir = @(exec://dirname $(realpath %P))\nhome = %(chdir)/venv\nsocket = /tmp/%n.api.sock\n",

@@ -125,3 +125,30 @@ def test_the_cycle_finder_sees_a_type_only_cycle() -> None:
 def test_no_module_left_at_the_top_but_the_shared_ones() -> None:
     top = sorted(p.stem for p in PACKAGE.glob("*.py"))
     assert top == ["__init__", "cli", "convention", "errors", "plugin", "project_config"]
+
+
+def test_the_default_wait_is_set_in_one_place() -> None:
+    # A `timeout` parameter or field that defaults to the user-facing wait (30 s) names convention.DEFAULT_TIMEOUT;
+    # internal bounds (a stats read, a kill) keep numbers of their own.
+    literal = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                arguments = node.args
+                positional = [*arguments.posonlyargs, *arguments.args]
+                pairs = [*zip(positional[len(positional) - len(arguments.defaults) :], arguments.defaults)]
+                pairs += [(a, d) for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults) if d is not None]
+                literal += [
+                    f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}({arg.arg}=...)"
+                    for arg, default in pairs
+                    if arg.arg == "timeout" and isinstance(default, ast.Constant) and default.value == 30
+                ]
+            elif (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and node.target.id == "timeout"
+                and isinstance(node.value, ast.Constant)
+                and node.value.value == 30
+            ):
+                literal.append(f"{path.relative_to(PACKAGE)}:{node.lineno} timeout = {node.value.value}")
+    assert literal == []

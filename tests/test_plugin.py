@@ -1,6 +1,6 @@
 """The pytest plugin as users run it: ``pytest --emperor`` in a generated app repo, with the real uWSGI.
 
-Each test writes a small repo in the seed's style into ``pytester.path`` (``app.uwsgi.ini`` at its root, a
+Each test writes a small repo in the production style into ``pytester.path`` (``app.uwsgi.ini`` at its root, a
 WSGI ``hello.py``, a ``pytest.ini``, test files using the fixtures) and runs pytest on it in a subprocess, in
 a private sandbox (plugin_helpers.py), then checks what the run reported and that it left nothing behind.
 """

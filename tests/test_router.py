@@ -45,7 +45,7 @@ def test_for_domain_is_the_seed_layout() -> None:
 @pytest.mark.parametrize(
     "server_name",
     [
-        r"~^(?<app>[^.]+)\.api\.mycompany\.com$",  # the seed's nginx spelling
+        r"~^(?<app>[^.]+)\.api\.mycompany\.com$",  # production's nginx spelling
         r"^(?P<app>[^.]+)\.api\.mycompany\.com$",  # Python's
         r"~^(?P<app>[^.]+)\.api\.mycompany\.com$",  # PCRE accepts (?P< too
     ],

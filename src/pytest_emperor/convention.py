@@ -1,6 +1,7 @@
 """The deployment convention, set in one place: an app dir holds ``app.uwsgi.ini``; nginx routes
 ``<app>.<domain>`` to the unix socket ``<socket dir>/<app>.api.sock``, which the app's ini binds with
-``socket = /tmp/%n.api.sock``; requests bodies up to 1 MiB pass (nginx's ``client_max_body_size`` default).
+``socket = /tmp/%n.api.sock``; requests bodies up to 1 MiB pass (nginx's ``client_max_body_size`` default);
+waits last 30 s unless told otherwise.
 
 The plugin's option help, ``emperor-dev up``'s and ``check``'s defaults, :meth:`RouteMap.for_domain` and the
 check rules all read these names; this module imports nothing, so the plugin can at load time.
@@ -22,6 +23,9 @@ SOCKET_SUFFIX = ".api.sock"
 DEFAULT_SOCKET_TEMPLATE = f"{DEFAULT_SOCKET_DIR}/$app{SOCKET_SUFFIX}"
 #: ``client_max_body_size``: nginx's default, 1 MiB; a larger body gets a 413.
 MAX_BODY_SIZE = 1024 * 1024
+#: How long a wait lasts unless a caller says otherwise, in seconds: for the emperor, a vassal or the router to
+#: start, stop or answer (``--emperor-timeout``, ``emperor-dev up/check --timeout``).
+DEFAULT_TIMEOUT = 30.0
 
 
 def routed_socket(name: str, socket_dir: str | os.PathLike[str] = DEFAULT_SOCKET_DIR) -> str:

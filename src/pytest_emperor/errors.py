@@ -5,6 +5,9 @@ caller of the standard library would already catch a built-in class (``ValueErro
 ``AssertionError`` for a failed assertion), the error is that class too.
 :class:`~pytest_emperor._protocol.client.UpstreamError` is also a ``requests.ConnectionError`` and lives
 with the client, so that this module imports nothing heavy.
+
+The functions that raise them on a user's behalf set ``__tracebackhide__``: pytest then shows the error at the
+user's own line, not deep in this package (docs/architecture.md, "Errors in the user's frame").
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from pytest_emperor.convention import APP_INI, DEFAULT_DOMAIN, DEFAULT_SOCKET_TEMPLATE, MAX_BODY_SIZE
+from pytest_emperor.convention import APP_INI, DEFAULT_DOMAIN, DEFAULT_SOCKET_TEMPLATE, DEFAULT_TIMEOUT, MAX_BODY_SIZE
 from pytest_emperor.errors import ConfigError, EmperorError, UwsgiNotFound
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--emperor-upstream-timeout", type=float, metavar="SECONDS", help="uwsgi_read_timeout (60)")
     parser.addini("emperor_apps", "app dirs or ini files to deploy for app_vassal", type="paths")
     parser.addini("emperor_uwsgi", "uwsgi binary to run")
-    parser.addini("emperor_timeout", "default wait for a vassal, in seconds", default="30")
+    parser.addini("emperor_timeout", "default wait for a vassal, in seconds", default=f"{DEFAULT_TIMEOUT:g}")
     parser.addini("emperor_keep", "keep the run dir for debugging", type="bool", default=False)
     parser.addini("emperor_domain", "vassal hosts are <name>.<domain>", default=DEFAULT_DOMAIN)
     parser.addini("emperor_nginx", "nginx binary for the router", default="")
@@ -362,7 +362,7 @@ def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Cal
     def deploy(
         path: str | os.PathLike[str], name: str | None = None, *, wait: bool = True, timeout: float | None = None
     ) -> Vassal:
-        __tracebackhide__ = True  # failures read as the test's own, without the plugin's frames
+        __tracebackhide__ = True
         vassal = emperor.deploy(request.config.rootpath / path, name, wait=False)
         deployed.append(_use(request, vassal))
         if wait:
@@ -397,7 +397,7 @@ def broken_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
     deployed: list[Vassal] = []
 
     def deploy(kind: str, name: str | None = None, *, need_app: bool = False, timeout: float | None = None) -> Vassal:
-        __tracebackhide__ = True  # failures read as the test's own, without the plugin's frames
+        __tracebackhide__ = True
         from pytest_emperor.testing.broken import deploy_broken
 
         vassal = deploy_broken(emperor, kind, name, need_app=need_app, timeout=timeout)
@@ -429,7 +429,7 @@ def isolation(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Call
     guards: list[Isolation] = []
 
     def watch(*healthy: Vassal, p99_budget: float = 0.5, via: str = "direct") -> IsolationReport:
-        __tracebackhide__ = True  # failures read as the test's own, without the plugin's frames
+        __tracebackhide__ = True
         from pytest_emperor.testing.isolation import isolation as guard_isolation
 
         guard = guard_isolation(emperor, *healthy, p99_budget=p99_budget, via=via)

@@ -36,6 +36,7 @@ from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.util import Timeout
 
 from pytest_emperor._protocol.uwsgi import document_uri, encode_request, wsgi_vars
+from pytest_emperor.convention import DEFAULT_TIMEOUT
 from pytest_emperor.errors import EmperorError
 
 __all__ = [
@@ -55,13 +56,8 @@ __all__ = [
 #: A unix socket path, or a ``(host, port)`` TCP address.
 Address = Union[str, "tuple[str, int]"]
 
-#: Asked once a unix socket is connected, before anything is sent: the listening process's pid and uid (the
-#: kernel's SO_PEERCRED) -> why it must not get the request, or None.
-ListenerCheck = Callable[[int, int], "str | None"]
-
-#: How long a request waits for the vassal when the caller gives no ``timeout=`` (requests would wait forever,
-#: and a test hung on a dead vassal is worse than one that fails).
-DEFAULT_TIMEOUT = 30.0
+# A request waits DEFAULT_TIMEOUT for the vassal when the caller gives no ``timeout=``: requests would wait
+# forever, and a test hung on a dead vassal is worse than one that fails.
 
 
 class UpstreamError(EmperorError, requests.ConnectionError):
@@ -329,7 +325,7 @@ def check_request_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Check the keyword arguments of a request before any I/O: TypeError naming the argument and what it
     accepts. Returns them with ``headers`` given as pairs turned into a mapping (repeats joined by ", ", as
     RFC 9110 5.3 allows)."""
-    __tracebackhide__ = True  # a wrong argument reads as the caller's own line (pytest hides this frame)
+    __tracebackhide__ = True
     for old, new in _RENAMED.items():
         if old in kwargs:
             raise TypeError(f"{old}= is not a request argument (requests' style): use {new}")
@@ -403,7 +399,7 @@ class EmperorSession(requests.Session):
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         """requests' ``Session.request``, with the checks and defaults above."""
-        __tracebackhide__ = True  # a wrong argument reads as the caller's own line (pytest hides this frame)
+        __tracebackhide__ = True
         if not isinstance(method, (str, bytes)):
             raise TypeError(f"method takes a string such as 'GET', not {method!r}")
         if not isinstance(url, (str, bytes)):

@@ -23,7 +23,7 @@ import requests
 from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.check.privileges import User
 from pytest_emperor.check.rules import SOCKET_KEYS, AppConfig, Finding, finding, section_line, where
-from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
+from pytest_emperor.convention import DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT, routed_socket
 from pytest_emperor.engine.deploy_plan import SocketSpec
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.naming import routable_name
@@ -146,7 +146,7 @@ def boot_all(
     socket_dir: str = DEFAULT_SOCKET_DIR,
     probe: str = "/",
     expect_status: int | None = None,
-    timeout: float = 30.0,
+    timeout: float = DEFAULT_TIMEOUT,
     emperor_args: Sequence[str] = (),
     as_user: User | None = None,
 ) -> list[Finding]:

@@ -15,7 +15,7 @@ from pytest_emperor.check.privileges import parse_emperor_args
 from pytest_emperor.check.report import FORMATS, render
 from pytest_emperor.check.rules import RULES, Severity
 from pytest_emperor.check.runner import APP_INI, CheckSettings, InputError, run_check
-from pytest_emperor.convention import DEFAULT_SOCKET_DIR
+from pytest_emperor.convention import DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT
 from pytest_emperor.engine.binary import find_uwsgi
 from pytest_emperor.errors import ConfigFileError, UwsgiNotFound
 from pytest_emperor.project_config import load_check
@@ -124,7 +124,7 @@ def check(
         boot=not static_only,
         probe=str(_pick(probe, config, "probe", "/")),
         expect_status=_pick(expect_status, config, "expect-status", None),
-        timeout=float(_pick(timeout, config, "timeout", 30.0)),
+        timeout=float(_pick(timeout, config, "timeout", DEFAULT_TIMEOUT)),
         select=_codes(_pick(select, config, "select", ())),
         ignore=_codes(_pick(ignore, config, "ignore", ())),
         uwsgi=binary,

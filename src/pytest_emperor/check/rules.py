@@ -516,7 +516,7 @@ def _deployment(app: AppConfig) -> Iterable[Finding]:
         mode_option = next((app.ini.last_option(k) for k in ("chmod-socket", "chmod") if app.ini.lines_of(k)), None)
         mode = app.resolution.last(mode_option.key) if mode_option else None
         # The routed socket is exempt: the router looks in the socket dir (/tmp by convention), and nginx's worker
-        # runs as another user, so it needs 666 there (the seed's own reason for `chmod-socket = 666`).
+        # runs as another user, so it needs 666 there (the production deployment's own reason for `chmod-socket = 666`).
         if sock.value == expected or mode_option is None or mode is None:
             continue
         if directory in app.world_writable_dirs:

@@ -22,8 +22,9 @@ from pytest_emperor.check.rules import (
     filter_codes,
     finding,
 )
-from pytest_emperor.convention import APP_INI, DEFAULT_SOCKET_DIR
+from pytest_emperor.convention import APP_INI, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT
 from pytest_emperor.engine.deploy_plan import deployed
+from pytest_emperor.engine.naming import app_inis
 from pytest_emperor.errors import InputError
 
 __all__ = ["APP_INI", "CheckResult", "CheckSettings", "InputError", "find_inis", "run_check"]
@@ -38,7 +39,7 @@ class CheckSettings:
     boot: bool = True
     probe: str = "/"
     expect_status: int | None = None
-    timeout: float = 30.0
+    timeout: float = DEFAULT_TIMEOUT
     select: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     uwsgi: Path | None = None
@@ -65,9 +66,7 @@ def find_inis(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        if (path / APP_INI).is_file():
-            return [path / APP_INI]
-        found = sorted(p for p in path.glob(f"*/{APP_INI}") if p.is_file())
+        found = app_inis(path)
         if found:
             return found
         raise InputError(f"{path}: no {APP_INI} in it or in its sub-directories")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_emperor.convention import APP_INI
-from pytest_emperor.engine.naming import resolve_ini, routable_name
+from pytest_emperor.engine.naming import app_inis, default_name, resolve_ini
 from pytest_emperor.errors import ConfigError
 from pytest_emperor.project_config import CONFIG_FILE, PYPROJECT_TABLE, load_project
 
@@ -46,7 +46,7 @@ def resolve_app(arg: str, base: Path) -> AppSpec:
     """Resolve one APP argument, relative paths against ``base``; ConfigError says what is wrong."""
     name, path = split_app_arg(arg)
     ini = resolve_ini(base / path)
-    return AppSpec(name if name is not None else routable_name(ini.parent.name), ini)
+    return AppSpec(name if name is not None else default_name(ini), ini)
 
 
 def resolve_apps(args: Iterable[str], base: Path) -> list[AppSpec]:
@@ -65,22 +65,14 @@ def resolve_apps(args: Iterable[str], base: Path) -> list[AppSpec]:
     return specs
 
 
-def discover_apps(directory: Path) -> list[str]:
-    """Every subdirectory of ``directory`` holding an ``app.uwsgi.ini``, sorted (hidden ones skipped)."""
-    return sorted(
-        child.name for child in directory.iterdir()
-        if not child.name.startswith(".") and (child / APP_INI).is_file()
-    )  # fmt: skip
-
-
 def default_apps(directory: Path) -> list[AppSpec]:
-    """The apps ``up`` runs without arguments: configured ones, else discovered ones (the subdirectories holding
-    an ``app.uwsgi.ini``, else the app ``directory`` itself is, as ``emperor-dev check`` reads it); ConfigError
-    if none."""
+    """The apps ``up`` runs without arguments: configured ones, else the ones ``directory`` holds (itself when it
+    is an app dir, else its app subdirectories: ``naming.app_inis``, as ``emperor-dev check`` reads it);
+    ConfigError if none."""
     configured = load_project(directory)
     if configured.apps is not None and configured.apps_source is not None:
         return resolve_apps(configured.apps, configured.apps_source.parent)
-    found = discover_apps(directory) or (["."] if (directory / APP_INI).is_file() else [])
+    found = [str(ini.parent.relative_to(directory)) for ini in app_inis(directory)]
     if not found:
         raise ConfigError(
             f"no apps to run: give APP arguments, list them as apps = [...] in {directory / CONFIG_FILE} (or "

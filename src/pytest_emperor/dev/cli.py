@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from click.shell_completion import CompletionItem
 
-from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR
+from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT
 from pytest_emperor.dev import control
 from pytest_emperor.dev.control import AppStatus, Message
 from pytest_emperor.dev.output import printable, printable_lines
@@ -126,7 +126,7 @@ name_argument = click.argument("name", shell_complete=_complete_names)
 @click.option("--socket-dir", default=DEFAULT_SOCKET_DIR, show_default=True,
               help="Where the apps' ini files bind <name>.api.sock (`socket = /tmp/%n.api.sock`).")  # fmt: skip
 @click.option("--reload", is_flag=True, help="Reload an app when one of its Python files changes.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
               help="Seconds to wait for each app to be ready.")  # fmt: skip
 @click.option("--uwsgi", type=click.Path(dir_okay=False), help="The uwsgi binary (default: beside this Python).")
 @click.option("--cov", multiple=True, is_flag=False, flag_value="", metavar="[SOURCE]",

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Optional
 
-from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR
+from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT
 from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
 from pytest_emperor.dev.logs import LogTail, follow
@@ -52,9 +52,9 @@ class UpOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     domain: str = DEFAULT_DOMAIN
-    socket_dir: str = DEFAULT_SOCKET_DIR  # where the apps' ini files bind <name>.api.sock (the seed's /tmp/%n.api.sock)
+    socket_dir: str = DEFAULT_SOCKET_DIR  # where the apps' inis bind <name>.api.sock (production: /tmp/%n.api.sock)
     reload: bool = False
-    timeout: float = 30.0
+    timeout: float = DEFAULT_TIMEOUT
     uwsgi: str | None = None
     cov: tuple[str, ...] | None = None  # measure coverage in the apps (sources; empty: coverage.py's default)
 

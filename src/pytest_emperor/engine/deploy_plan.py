@@ -237,7 +237,7 @@ def plan_deploy(
     """Read ``ini`` as uWSGI will once it is opened as the symlink ``link`` from the vassal dir (which the
     emperor enters by its realpath), with the running binary's ``version`` and ``binary_path`` for ``%V``/``%b``,
     and predict its sockets; ConfigError names the file and line of a problem."""
-    __tracebackhide__ = True  # a failure reads as the caller's own line (pytest hides this frame)
+    __tracebackhide__ = True
     env = os.environ if env is None else env
     staged = link.with_name(link.name + ".plan")
     with contextlib.suppress(FileNotFoundError):
@@ -263,7 +263,7 @@ def _at_resolver_before_link(link: Path, target: Path) -> Callable[[str], str]:
     """Evaluate ``@(...)`` the way the vassal will, before its symlink exists under its name.
 
     Linking first would let the emperor start the vassal before the checks that must precede it (a live socket
-    of someone else's would be stolen). But the seed idiom ``@(exec://dirname $(realpath %P))`` needs the link:
+    of someone else's would be stolen). But the production idiom ``@(exec://dirname $(realpath %P))`` needs the link:
     so a command naming the link's path runs against a stand-in link to the same target in a private directory.
     """
     resolve = at_resolver(str(link.parent))

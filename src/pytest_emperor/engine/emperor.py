@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pytest_emperor.convention import DEFAULT_DOMAIN
+from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_TIMEOUT
 from pytest_emperor.engine import bound_recorder
 from pytest_emperor.engine.binary import find_uwsgi
 from pytest_emperor.engine.deploy_plan import plan_deploy
@@ -71,9 +71,6 @@ EMPEROR_FLAGS = (
 # A clean emperor shutdown takes tens of milliseconds once its vassals are woken (see _stop_emperor); past this,
 # something is wedged and every process of the run is killed.
 SHUTDOWN_GRACE = 5.0
-
-# How long the emperor, a vassal or the router may take to start or stop, unless a caller says otherwise.
-DEFAULT_TIMEOUT = 30.0
 
 
 class Emperor:
@@ -470,7 +467,7 @@ class Emperor:
         probe request answered); raise VassalCursed with its error lines if the emperor curses it first, after
         removing it again.
         """
-        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        __tracebackhide__ = True
         vassal = self._prepare(Path(path), name)
         for socket_path in vassal.socket_paths:
             self._run_or_fail().record_socket(socket_path)
@@ -488,7 +485,7 @@ class Emperor:
 
     def _prepare(self, path: Path, name: str | None) -> Vassal:
         """Validate an app for deployment and build its (not yet linked) Vassal."""
-        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        __tracebackhide__ = True
         ini = resolve_ini(path)
         full = vassal_name(ini, name, self.name_suffix or "", self.route_map)
         self.vassals.finish_removals(full)

@@ -1,4 +1,5 @@
-"""The one rule for a vassal's name: from the app dir's name by default, one DNS label the routing captures."""
+"""Which apps a directory holds, and the one rule for a vassal's name: from the app dir's name by default, one
+DNS label the routing captures. The engine, ``emperor-dev up`` and ``emperor-dev check`` all read them here."""
 
 from __future__ import annotations
 
@@ -21,6 +22,23 @@ def routable_name(raw: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-") or "app"
 
 
+def default_name(ini: Path) -> str:
+    """The name the app of ``ini`` deploys under unless given one: its dir's, made routable."""
+    return routable_name(ini.parent.name)
+
+
+def app_inis(directory: Path) -> list[Path]:
+    """The apps ``directory`` holds: itself when it is an app dir (it holds ``app.uwsgi.ini``), else its app
+    subdirectories, sorted (hidden ones skipped); [] if none."""
+    if (directory / APP_INI).is_file():
+        return [directory / APP_INI]
+    return sorted(
+        child / APP_INI
+        for child in directory.iterdir()
+        if not child.name.startswith(".") and (child / APP_INI).is_file()
+    )
+
+
 def resolve_ini(path: Path) -> Path:
     """The ini file for an app dir or ini path; clear errors for a missing app or a dangling symlink."""
     if path.is_dir():
@@ -40,8 +58,8 @@ def resolve_ini(path: Path) -> Path:
 def vassal_name(ini: Path, name: str | None, suffix: str, route_map: RouteMap) -> str:
     """The name ``ini`` deploys under: ``name`` (default: its dir's, made routable) plus ``suffix``; ConfigError
     when ``route_map`` could not route it."""
-    __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
-    full = (name if name is not None else routable_name(ini.parent.name)) + suffix
+    __tracebackhide__ = True
+    full = (name if name is not None else default_name(ini)) + suffix
     host = route_map.host_for(full)
     if not _ROUTABLE_NAME.fullmatch(full) or route_map.match(host) != full:
         raise ConfigError(

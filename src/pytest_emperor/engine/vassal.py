@@ -225,7 +225,7 @@ class Vassal:
     def _front(self) -> Front:
         """The router in front, once it is known to reach this vassal: RouteMismatch before any request when
         every request through it would get a 502."""
-        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        __tracebackhide__ = True
         problem = self._lent.route_map.mismatch(self.name, self.socket_paths)
         if problem is not None:
             raise RouteMismatch(f"{problem}: every request through the router would get a 502")
@@ -354,7 +354,7 @@ class Vassal:
 
         Fails fast with VassalCursed (and the vassal's error lines) if the vassal dies meanwhile.
         """
-        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        __tracebackhide__ = True
         timeout = self._lent.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         event = self._wait_for(lambda e: e.kind is EventKind.READY or e.is_death, timeout, "to be ready")
@@ -388,7 +388,7 @@ class Vassal:
             pause = min(pause * 2, 0.016)
 
     def _probe(self, deadline: float) -> None:
-        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        __tracebackhide__ = True
         assert self.socket is not None
         # Once worker 1 accepts, the listen socket is bound; the probe proves the predicted address is the one
         # the vassal serves, and its first answered request makes the vassal loyal to the emperor.
@@ -404,13 +404,13 @@ class Vassal:
 
     def wait_cursed(self, timeout: float | None = None) -> EmperorEvent:
         """Wait until the vassal dies (the emperor curses it, or reaps it unasked); return that event."""
-        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        __tracebackhide__ = True
         timeout = self._lent.timeout if timeout is None else timeout
         return self._wait_for(lambda e: e.is_death, timeout, "to be cursed")
 
     def wait_event(self, kinds: set[EventKind], timeout: float | None = None) -> EmperorEvent:
         """Wait for the next emperor event of one of ``kinds`` about this vassal."""
-        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        __tracebackhide__ = True
         timeout = self._lent.timeout if timeout is None else timeout
         names = "/".join(sorted(k.value for k in kinds))
         return self._wait_for(lambda e: e.kind in kinds, timeout, f"to be {names}")
@@ -418,7 +418,7 @@ class Vassal:
     def _wait_for(
         self, match: Callable[[EmperorEvent], bool], timeout: float, what: str, since: int | None = None
     ) -> EmperorEvent:
-        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        __tracebackhide__ = True
         # Waits consume the emperor's events like a cursor: after wait_cursed(), wait_ready() waits for the
         # comeback, not for the start-up that preceded the curse.
         event = self._lent.events.wait(
@@ -438,7 +438,7 @@ class Vassal:
         The emperor reloads when the link's mtime is *strictly greater*, in whole seconds, than the one it saw
         last; rather than wait for the clock, the link's mtime is set one second past it.
         """
-        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        __tracebackhide__ = True
         seen = self._lent.stats.read().vassals.get(self.id)
         last = seen.last_mod if seen is not None else int(os.lstat(self.symlink).st_mtime)
         mtime = max(last + 1, int(time.time()))
@@ -469,7 +469,7 @@ class Vassal:
         importing its app does not read the emperor's stop at all; the wake-up SIGINT interrupts its import
         (Python's own handler) and it stops, and one not gone after ``STOP_LIMIT`` is killed.
         """
-        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        __tracebackhide__ = True
         timeout = self._lent.timeout if timeout is None else timeout
         since = self._lent.events.last_seq
         running = self._lent.stats.read().vassals.get(self.id)
@@ -692,5 +692,5 @@ class Vassal:
     def request(self, method: str = "GET", path: str = "/", **kwargs: Any) -> requests.Response:
         """``vassal.session.request(method, path, **kwargs)``: one request straight to the vassal's socket, with
         requests' keywords (``params=``, ``headers=``, ``data=``, ``json=``, ``files=``, ``timeout=``...)."""
-        __tracebackhide__ = True  # see docs/architecture.md, "Errors in the user's frame"
+        __tracebackhide__ = True
         return self.session.request(method, path, **kwargs)

@@ -2,7 +2,7 @@
 or running a team's
 own site file (:mod:`pytest_emperor.routing.nginx_site`).
 
-The generated config is the seed's server block (``server_name ~^(?<app>...)...; include uwsgi_params; uwsgi_pass
+The generated config is production's server block (``server_name ~^(?<app>...)...; include uwsgi_params; uwsgi_pass
 unix:/tmp/$app.api.sock;``) plus 502/504 pages naming the app and socket, built with nginx's own ``error_page``.
 Before any location, the run's route table (route_table.py) decides which Hosts reach a socket at all; a site
 file's routing server block gets the same directives.
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_emperor._protocol.uwsgi import DOCUMENT_ROOT
+from pytest_emperor.convention import DEFAULT_TIMEOUT
 from pytest_emperor.errors import NginxNotFound
 from pytest_emperor.routing.nginx_site import NginxSite, render_site
 from pytest_emperor.routing.route_table import RouteTable
@@ -112,11 +113,8 @@ def _html_page(status: str, explanation: str) -> str:
     )
 
 
-def _generated_server(
-    route_map: RouteMap, routes: RouteTable, listen_tcp: str, listen_unix: str, timeout: float
-) -> str:
-    """The seed's server block for ``route_map``, asking ``routes`` first, with 502/504 pages that name the app
-    and socket."""
+def _generated_server(route_map: RouteMap, listen_tcp: str, listen_unix: str, timeout: float) -> str:
+    """The production site's server block for ``route_map``, with 502/504 pages that name the app and socket."""
     socket_text = "unix:" + route_map.socket_path_template.replace("$app", "$emperor_app")
     server_name = _quote(route_map.nginx_server_name)
     no_answer = _html_page(
@@ -241,7 +239,7 @@ class NginxRouter(Router):
         port: int = 0,
         env: Mapping[str, str] | None = None,
         preexec_fn: Callable[[], None] | None = None,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         **options: Any,
     ) -> NginxRouter:
         """Write and start the config; return once nginx accepts on its unix socket.

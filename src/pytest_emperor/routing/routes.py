@@ -1,5 +1,5 @@
 """The one route map: Host -> app -> vassal socket, from an nginx ``server_name`` regex with a named group
-``app`` and a socket template using ``$app`` (the seed's ``unix:/tmp/$app.api.sock``). Pure: used by the nginx
+``app`` and a socket template using ``$app`` (production's ``unix:/tmp/$app.api.sock``). Pure: used by the nginx
 config and ``request``/``url``. ``emperor-dev check`` knows only the default layout (its ``--socket-dir``), so its
 rules call ``convention.routed_socket``, which :meth:`RouteMap.for_domain` builds its template from."""
 
@@ -51,7 +51,7 @@ class RouteMap:
     def for_domain(
         cls, domain: str = DEFAULT_DOMAIN, socket_dir: str | os.PathLike[str] = DEFAULT_SOCKET_DIR
     ) -> RouteMap:
-        """``<app>.<domain>`` -> ``<socket_dir>/<app>.api.sock``, the seed's layout (the vassal ini binds
+        """``<app>.<domain>`` -> ``<socket_dir>/<app>.api.sock``, the production layout (the vassal ini binds
         ``/tmp/%n.api.sock``)."""
         domain = domain.strip(".").lower()
         return cls(

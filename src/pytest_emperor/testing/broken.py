@@ -84,7 +84,7 @@ def deploy_broken(
     emperor: Emperor, kind: str, name: str | None = None, *, need_app: bool = False, timeout: float | None = None
 ) -> Vassal:
     """Deploy a broken vassal of ``kind`` and return it once it reached its kind's state (see the module doc)."""
-    __tracebackhide__ = True  # a failure reads as the test's own line, not this helper's
+    __tracebackhide__ = True
     name = name or kind + ("-need-app" if need_app else "")
     app = write_broken_app(emperor.run_dir / "broken" / name, kind, need_app=need_app)
     vassal = emperor.deploy(app, name, wait=False)

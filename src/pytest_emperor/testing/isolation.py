@@ -178,7 +178,7 @@ class Isolation:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None
     ) -> None:
-        __tracebackhide__ = True  # the failure reads as the user's own `with` block failing
+        __tracebackhide__ = True
         self._stop.set()
         for thread in self._threads:
             thread.join()
