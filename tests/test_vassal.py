@@ -21,7 +21,8 @@ from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.emperor_log import EventKind
 from pytest_emperor.engine.processes import processes_with_marker
 from pytest_emperor.engine.runs import socket_is_live
-from pytest_emperor.engine.vassal import _REQUEST_LINE, LOG_SYNC_LIMIT, VassalState
+from pytest_emperor.engine.vassal import VassalState
+from pytest_emperor.engine.vassal_log import _REQUEST_LINE, LOG_SYNC_LIMIT
 from pytest_emperor.errors import ConfigError, SocketInUse, VassalCursed, VassalTimeout
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"

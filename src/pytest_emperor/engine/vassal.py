@@ -3,22 +3,20 @@
 The deploy plan (deploy_plan.py) read the app's ini the way uWSGI will read it through the vassal's symlink,
 predicting the sockets it binds: that lets tests talk to the vassal without asking it. What a vassal needs of its
 emperor (its event log, its stats, its run dir, the router in front) it is lent at deploy (:class:`Lent`); it never
-sees the emperor itself.
+sees the emperor itself. Its output is read by vassal_log.py.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-import re
 import signal
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from pytest_emperor.engine.deploy_plan import DeployPlan, SocketSpec
@@ -26,6 +24,7 @@ from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.engine.events import EventLog
 from pytest_emperor.engine.processes import children_of, command_line, hasten_stop, is_sleeping, kill_all
 from pytest_emperor.engine.stats import BlacklistEntry, EmperorStats, StatsClient
+from pytest_emperor.engine.vassal_log import Since, VassalLog, request_logging_off
 from pytest_emperor.errors import ConfigError, RouteMismatch, VassalCursed, VassalError, VassalTimeout
 from pytest_emperor.routing.routes import RouteMap
 
@@ -34,10 +33,6 @@ if TYPE_CHECKING:
     from httpx import Client as HttpxClient  # the property named httpx would shadow the module in annotations
 
     from pytest_emperor._protocol.client import EmperorSession
-
-#: Where log_text()/error_lines() start: "test" (the current test's first use of the vassal, else its deploy),
-#: "deploy", or a byte offset into its log file.
-Since = Union[str, int]
 
 # How long a stopping vassal's workers get to exit on their SIGINT before they are taken to be ignoring it (the
 # worker start-up race, see stop()): they exit within milliseconds otherwise, even mid-request.
@@ -49,39 +44,10 @@ SETTLE_LIMIT = 2.0
 # How long reload() waits for the vassal to come back before it kills workers stuck in a graceful reload.
 RELOAD_GRACE = 5.0
 
-# Lines of a vassal's output worth showing when it fails; uWSGI's own boilerplate warnings are not.
-_ERROR_LINE = re.compile(
-    r"error|no such file|unable|fail|traceback|exception|\[strict-mode\]|game over|not found|cannot|invalid"
-    r"|denied|permission|refused|no app loaded|unknown|exit|killed|segmentation|damn|died",
-    re.IGNORECASE,
-)
-# uWSGI's default request log line, "[pid: 123|app: 0|req: 5/17] 127.0.0.1 () {36 vars in 462 bytes} [Mon Nov 30
-# 18:52:48 2026] GET /env?x=1 => generated ...", anywhere in a line (log-date and log-encoder add prefixes): the
-# method and REQUEST_URI name the request (docs/uwsgi-behaviour.md, "Request log lines").
-# `app: -1|req: -1/N` when no app is loaded (uWSGI answers 500 to every request then, and logs it so).
-_REQUEST_LINE = re.compile(rb"\[pid: \d+\|app: -?\d+\|req: -?\d+/\d+\] .*\] (\S+) (.*?) => generated \d+ bytes")
-# How long sync_log() waits for request lines, and gives up for good if none ever came (logging disabled).
-LOG_SYNC_LIMIT = 2.0
-
-_NOISE_LINE = re.compile(
-    r"no internal routing support|running uWSGI as root|use the --uid flag|^subprocess \d+ exited with code 0$"
-)
-
-
 def _workers_of(master: int) -> list[int]:
     """The worker processes of a vassal master: its children running the same command line."""
     own = command_line(master)
     return [pid for pid in children_of(master) if command_line(pid) == own]
-
-
-def _request_logging_off(plan: DeployPlan) -> bool:
-    """True when the vassal's request lines will not reach its log in uWSGI's default format: logging disabled
-    (a false value is ``false``, ``off``, ``no`` or ``0``, as ``uwsgi_opt_true`` reads it), lines sent to a
-    ``req-logger``, or a format of the app's own."""
-    disabled = plan.config.get("disable-logging")
-    if disabled is not None and disabled.strip().lower() not in ("false", "off", "no", "0"):
-        return True
-    return any(plan.config.get(key) is not None for key in ("req-logger", "log-format", "logformat"))
 
 
 class VassalState(enum.Enum):
@@ -172,19 +138,11 @@ class Vassal:
         self.sockets = sockets = plan.sockets
         self.socket = sockets[0] if sockets else None  # the main socket: the first one the ini declares
         self.log_path = lent.logs_dir / f"{name}.log"
+        self._log = VassalLog(self.log_path, self.id, lent.events, request_logging=not request_logging_off(plan))
         self._since = 0  # event number at deploy (or at the last reload): waits look after it
-        # (method, REQUEST_URI) of each request the clients handed out got answered by the vassal, whose log line
-        # sync_log() has not seen yet
-        self._unlogged: Counter[tuple[str, str]] = Counter()
-        self._log_scanned = 0  # how far the log was scanned for request lines
-        self._request_lines_seen = False
-        self._request_logging = not _request_logging_off(plan)
         self._http: EmperorSession | None = None
         self._session: EmperorSession | None = None
         self._httpx: dict[bool, HttpxClient] = {}
-        self._deploy_seq = 0
-        self._log_offset = 0
-        self._test_mark: tuple[int, int] | None = None  # log offset and event number where the current test began
         self._stopped = True  # until link()
 
     def __repr__(self) -> str:
@@ -318,7 +276,7 @@ class Vassal:
             return
         request = response.request
         uri = request.path_url if hasattr(request, "path_url") else request.url.raw_path.decode("ascii")
-        self._unlogged[(request.method, uri)] += 1
+        self._log.answered(request.method, uri)
 
     def close_clients(self) -> None:
         """Close the sessions and clients handed out (their pooled connections)."""
@@ -339,11 +297,8 @@ class Vassal:
         """
         if self._lent.events.events(self.id) and self.id in self._lent.stats.read().blacklist:
             self._lent.clear_blacklist()
-        self._deploy_seq = self._since = self._lent.events.last_seq
-        try:
-            self._log_offset = self.log_path.stat().st_size
-        except FileNotFoundError:
-            self._log_offset = 0
+        self._since = self._lent.events.last_seq
+        self._log.mark_deploy()
         if not self.plan.commit():  # the planned link was used by an earlier link(): this one is new
             os.symlink(self.ini, self.symlink)
         self._stopped = False
@@ -564,7 +519,7 @@ class Vassal:
 
     def events(self, since: int | None = None) -> list[EmperorEvent]:
         """The emperor's events about this vassal after the event ``since`` (default: its deploy)."""
-        return self._lent.events.events(self.id, since=self._deploy_seq if since is None else since)
+        return self._lent.events.events(self.id, since=self._log.deploy_seq if since is None else since)
 
     # -- what an operator or a crash does to a vassal ----------------------------------------------------------
 
@@ -597,95 +552,32 @@ class Vassal:
         """Mark where the current test's part of the log begins, so that ``log_text()`` and ``error_lines()``
         default to it: the vassal's deploy if that came after the emperor's event ``test_start`` (the test's
         start), else now."""
-        if self._deploy_seq >= test_start:
-            self._test_mark = (self._log_offset, self._deploy_seq)
-        else:
-            self.sync_log()  # the previous test's request lines belong before this test's mark
-            try:
-                offset = self.log_path.stat().st_size
-            except FileNotFoundError:
-                offset = 0
-            self._test_mark = (offset, self._lent.events.last_seq)
+        self._log.begin_test(test_start)
 
     @property
     def test_start(self) -> tuple[int, int]:
         """The log offset and emperor event number where the current test's part begins (see ``begin_test``)."""
-        return self._start("test")
-
-    def _start(self, since: Since) -> tuple[int, int]:
-        """The log offset and event number ``since`` designates."""
-        if since == "test" and self._test_mark is not None and self._test_mark[1] >= self._deploy_seq:
-            return self._test_mark
-        if since in ("test", "deploy"):
-            return self._log_offset, self._deploy_seq
-        if isinstance(since, int) and not isinstance(since, bool) and since >= 0:
-            return since, self._deploy_seq
-        raise TypeError(f'since= takes "test", "deploy" or a byte offset into {self.log_path}, not {since!r}')
+        return self._log.test_start
 
     def log_text(self, since: Since = "test") -> str:
         """The vassal's own log from the current test on (``since="deploy"``: since its deploy; or from a byte
         offset), with the lines of the requests already answered."""
-        offset, _ = self._start(since)
-        self.sync_log()
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(offset)
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return self._log.text(since)
 
     def sync_log(self) -> None:
-        """Wait until the vassal's log holds the line of every request it answered to ``session``/``http``.
-
-        uWSGI writes a request's log line only after it has closed the connection (core/utils.c
-        ``uwsgi_close_request``, then ``log_request``), so right after a response its line may not be there yet:
-        a test's log section would miss its last request and the next test's would get it. Each answered request
-        is awaited by its own line (method and URI), not by a count: requests from other clients (curl, plain
-        ``requests``) log lines too. Polled (no event exists), bounded by ``LOG_SYNC_LIMIT``; a vassal that never
-        logged any request line in that time is not waited for again (``disable-logging``, a custom format).
-        """
-        if not self._request_logging or not self._unlogged:
-            return
-        deadline = time.monotonic() + LOG_SYNC_LIMIT
-        while True:
-            try:
-                with self.log_path.open("rb") as f:
-                    if os.fstat(f.fileno()).st_size < self._log_scanned:
-                        self._log_scanned = 0  # a new log file: a redeploy after the emperor removed the old one
-                    f.seek(self._log_scanned)
-                    chunk = f.read()
-            except FileNotFoundError:
-                chunk = b""
-            complete = chunk[: chunk.rfind(b"\n") + 1]
-            self._log_scanned += len(complete)
-            for match in _REQUEST_LINE.finditer(complete):
-                self._request_lines_seen = True
-                key = (match[1].decode("latin-1"), match[2].decode("latin-1"))
-                if self._unlogged[key] > 0:
-                    self._unlogged[key] -= 1
-            self._unlogged += Counter()  # drops the keys counted down to zero
-            if not self._unlogged:
-                return
-            if time.monotonic() > deadline:
-                self._request_logging = self._request_lines_seen
-                self._unlogged.clear()  # not logged (a killed worker, log-4xx only): not awaited again
-                return
-            time.sleep(0.002)
+        """Wait until the vassal's log holds the line of every request it answered to ``session``/``http``
+        (``VassalLog.sync``)."""
+        self._log.sync()
 
     def output_lines(self, since: Since = "test") -> list[str]:
         """Everything the vassal printed from the current test on (or ``since="deploy"``): its early output (in
         the emperor's log) then its log."""
-        _, seq = self._start(since)
-        events = self.events(since=seq)
-        early = [e.line for e in events if e.kind is EventKind.OUTPUT]
-        return early + self.log_text(since).splitlines()
+        return self._log.output_lines(since)
 
     def error_lines(self, limit: int = 30, since: Since = "test") -> list[str]:
         """The lines of the vassal's output that explain a failure (the last ``limit`` lines if none match), from
         the current test on (or ``since="deploy"``)."""
-        lines = [line for line in self.output_lines(since) if not _NOISE_LINE.search(line)]
-        errors = [line for line in lines if _ERROR_LINE.search(line) or line.startswith((" ", "\t"))]
-        return (errors or lines)[-limit:]
+        return self._log.error_lines(limit, since)
 
     # -- talking to it ----------------------------------------------------------------------------------------
 
