@@ -1,6 +1,7 @@
-"""The README is tested: every ```python block of README.md runs, unchanged, as a user would run it: as test
-modules of an app repo holding the README's own production-style ``app.uwsgi.ini`` (with example_apps/service1's
-bottle app and virtualenv), under ``pytest --emperor`` against the real uWSGI."""
+"""The README is tested: every ```python block of README.md (and of docs/*.md) runs, unchanged, as a user would
+run it: as test modules of an app repo holding the README's own production-style ``app.uwsgi.ini`` (with
+example_apps/service1's bottle app and virtualenv), under ``pytest --emperor`` against the real uWSGI. And it
+starts with the user: the two set-up commands, then install, ``addopts = --emperor`` and a first test."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from plugin_helpers import Sandbox, assert_nothing_left
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 SERVICE1 = ROOT / "example_apps" / "service1"
 RUN_TIMEOUT = 240
 
@@ -19,8 +21,8 @@ _FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
 def blocks(language: str) -> list[str]:
-    """The README's fenced blocks in ``language``, in order."""
-    return [body for lang, body in _FENCE.findall(README.read_text()) if lang == language]
+    """The fenced blocks in ``language`` of the README, then of docs/*.md, in order."""
+    return [body for page in (README, *DOCS) for lang, body in _FENCE.findall(page.read_text()) if lang == language]
 
 
 def app_ini() -> str:
@@ -37,6 +39,20 @@ def test_the_readme_has_python_examples() -> None:
     assert all(re.search(r"^def test_", block, re.MULTILINE) for block in blocks("python"))
 
 
+
+
+def test_the_readme_starts_with_the_user() -> None:
+    text = README.read_text()
+    lines = text.splitlines()
+    assert len(lines) <= 250, "reference material belongs in docs/"
+    first = _FENCE.search(text)
+    assert first is not None
+    commands = [line.split("#")[0].strip() for line in first.group(2).splitlines()]
+    assert commands == ["make run", "make test"], "the README opens with the two set-up commands of a new machine"
+    first_test = next(number for number, line in enumerate(lines, 1) if line.startswith("def test_"))
+    assert first_test <= 60, f"a user's first test starts at line {first_test}"
+    before = text[: text.index("def test_")]
+    assert "pip install pytest-emperor" in before and "addopts = --emperor" in before
 
 
 @pytest.mark.usefixtures("uwsgi_bin", "example_venvs")

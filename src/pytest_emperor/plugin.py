@@ -413,7 +413,7 @@ def broken_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
 
 @pytest.fixture
 def cursed_vassal(broken_vassal: Callable[..., Vassal]) -> Callable[..., Vassal]:
-    """Deprecated name of :func:`broken_vassal` (kept one release; README: "Upgrading")."""
+    """Deprecated name of :func:`broken_vassal` (kept one release; CHANGELOG.md)."""
     import warnings
 
     warnings.warn("the cursed_vassal fixture is now broken_vassal", DeprecationWarning, stacklevel=2)
