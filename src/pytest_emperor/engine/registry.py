@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,13 @@ class Registry(Mapping[str, "Vassal"]):
 
     def __len__(self) -> int:
         return len(self._vassals)
+
+    # Snapshots: the reader thread walks the vassals while deploys and removals change them in others.
+    def values(self) -> ValuesView[Vassal]:
+        return dict(self._vassals).values()
+
+    def items(self) -> ItemsView[str, Vassal]:
+        return dict(self._vassals).items()
 
     def add(self, vassal: Vassal) -> None:
         """Register a vassal being deployed."""
