@@ -8,7 +8,7 @@ config. The reference is a system nginx (``/usr/sbin/nginx``, apt's 1.22 here) r
 block in a Debian-style nginx.conf written by hand below; without a system nginx, the router's own binary runs
 that hand-written config. Prints requests/s, p50/p99 latency and the router's CPU time per request for each, the
 default/reference ratios (targets: >= 0.8x the req/s, p99 <= 1.5x), and the router's start time as a pytest
-session sees it (``emperor.router`` on first use; target <= 50 ms). Uses wrk (``apt-get install wrk``) when it is
+session sees it (on first use of ``vassal.http``; target <= 50 ms). Uses wrk (``apt-get install wrk``) when it is
 on PATH, else a Python load generator (which is itself the bottleneck: only ratios measured with the same
 generator are meaningful).
 """

@@ -137,7 +137,7 @@ def event(kind: EventKind, died: bool = False) -> EmperorEvent:
         ("stopped", [EventKind.THROTTLED], "stopped"),
     ],
 )
-def test_app_state_is_one_truth_over_a_retry_episode(stats: str, kinds: list[EventKind], expected: str) -> None:
+def test_one_vassal_state_over_a_retry_episode(stats: str, kinds: list[EventKind], expected: str) -> None:
     assert decide_state(VassalState(stats), [event(kind) for kind in kinds]) is VassalState(expected)
 
 
