@@ -48,7 +48,8 @@ from pytest_emperor.engine.processes import (
 from pytest_emperor.engine.registry import Registry
 from pytest_emperor.engine.runs import RunDir, socket_is_live
 from pytest_emperor.engine.stats import EmperorStats, StatsClient
-from pytest_emperor.engine.vassal import STOP_GRACE, Front, Lent, Vassal
+from pytest_emperor.engine.vassal import STOP_GRACE, Lent, Vassal
+from pytest_emperor.engine.vassal_clients import Front
 from pytest_emperor.errors import ConfigError, EmperorError, SocketInUse, VassalTimeout
 from pytest_emperor.routing.routes import RouteMap
 

@@ -3,7 +3,7 @@
 The deploy plan (deploy_plan.py) read the app's ini the way uWSGI will read it through the vassal's symlink,
 predicting the sockets it binds: that lets tests talk to the vassal without asking it. What a vassal needs of its
 emperor (its event log, its stats, its run dir, the router in front) it is lent at deploy (:class:`Lent`); it never
-sees the emperor itself. Its output is read by vassal_log.py.
+sees the emperor itself. Its output is read by vassal_log.py, and its clients are vassal_clients.py's.
 """
 
 from __future__ import annotations
@@ -16,23 +16,22 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 from pytest_emperor.engine.deploy_plan import DeployPlan, SocketSpec
 from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
 from pytest_emperor.engine.events import EventLog
 from pytest_emperor.engine.processes import children_of, command_line, hasten_stop, is_sleeping, kill_all
 from pytest_emperor.engine.stats import BlacklistEntry, EmperorStats, StatsClient
+from pytest_emperor.engine.vassal_clients import Front, VassalClients
 from pytest_emperor.engine.vassal_log import Since, VassalLog, request_logging_off
-from pytest_emperor.errors import ConfigError, RouteMismatch, VassalCursed, VassalError, VassalTimeout
+from pytest_emperor.errors import ConfigError, VassalCursed, VassalError, VassalTimeout
 from pytest_emperor.routing.routes import RouteMap
 
 if TYPE_CHECKING:
     import requests
     from httpx import Client as HttpxClient  # the property named httpx would shadow the module in annotations
 
-    from pytest_emperor._protocol.client import EmperorSession
 
 # How long a stopping vassal's workers get to exit on their SIGINT before they are taken to be ignoring it (the
 # worker start-up race, see stop()): they exit within milliseconds otherwise, even mid-request.
@@ -84,17 +83,6 @@ def decide_state(seen: VassalState, events: Sequence[EmperorEvent]) -> VassalSta
     return seen
 
 
-class Front(Protocol):
-    """What a vassal needs of the router a front door runs before its emperor (``routing.router.Router`` is one)."""
-
-    @property
-    def tcp_address(self) -> tuple[str, int]:
-        """The router's loopback TCP address."""
-
-    def url_for(self, app: str, path: str = "/") -> str:
-        """The URL a browser opens for ``app``."""
-
-
 @dataclass(frozen=True)
 class Lent:
     """What an emperor lends each of its vassals: its collaborators, and the few acts only it may do."""
@@ -139,10 +127,10 @@ class Vassal:
         self.socket = sockets[0] if sockets else None  # the main socket: the first one the ini declares
         self.log_path = lent.logs_dir / f"{name}.log"
         self._log = VassalLog(self.log_path, self.id, lent.events, request_logging=not request_logging_off(plan))
+        self._clients = VassalClients(
+            name, plan, lent.route_map, lent.timeout, front=lent.front, answered=self._log.answered
+        )
         self._since = 0  # event number at deploy (or at the last reload): waits look after it
-        self._http: EmperorSession | None = None
-        self._session: EmperorSession | None = None
-        self._httpx: dict[bool, HttpxClient] = {}
         self._stopped = True  # until link()
 
     def __repr__(self) -> str:
@@ -178,16 +166,7 @@ class Vassal:
     @property
     def url(self) -> str:
         """The vassal's URL through the router, for a browser or curl (starts the router if needed)."""
-        return self._front().url_for(self.name)
-
-    def _front(self) -> Front:
-        """The router in front, once it is known to reach this vassal: RouteMismatch before any request when
-        every request through it would get a 502."""
-        __tracebackhide__ = True
-        problem = self._lent.route_map.mismatch(self.name, self.socket_paths)
-        if problem is not None:
-            raise RouteMismatch(f"{problem}: every request through the router would get a 502")
-        return self._lent.front()
+        return self._clients.url
 
     @property
     def emperor(self) -> object:
@@ -202,89 +181,28 @@ class Vassal:
         """A ``requests.Session`` straight to the vassal's socket (uwsgi protocol for ``socket =``, HTTP for
         ``http-socket =``), sending what nginx would: relative URLs (``session.get("/x")``) get this vassal's
         Host; an absolute URL's host becomes the Host header, and it goes to this socket all the same."""
-        if self._session is None:
-            from pytest_emperor._protocol.client import direct_session  # requests: 0.1 s that `up` need not wait
-
-            if self.socket is None:
-                raise ConfigError(f"{self.ini} declares no socket, http-socket or uwsgi-socket to send requests to")
-            self._session = direct_session(
-                self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self._lent.timeout
-            )
-            self._session.hooks["response"].append(self._count_answer)
-        return self._session
+        return self._clients.session
 
     @property
     def http(self) -> requests.Session:
         """A ``requests.Session`` through the router, as production traffic arrives (starts the router if
         needed): relative URLs are taken from ``url``, and any ``http://`` URL of the run's domain
-        (``vassal.url + "x"``, another vassal's ``url``) goes to the router's loopback port with its Host. TCP,
-        not the router's unix listener: the app then sees what production traffic gives it (REMOTE_ADDR an IP,
-        SERVER_PORT a port), and what a browser opening ``url`` gives it."""
-        if self._http is None:
-            from pytest_emperor._protocol.client import routed_session
-
-            self._http = routed_session(self._front().tcp_address, self._routed, self.url, self._lent.timeout)
-            self._http.hooks["response"].append(self._count_answer)
-        return self._http
+        (``vassal.url + "x"``, another vassal's ``url``) goes to the router's loopback port with its Host."""
+        return self._clients.http
 
     @property
     def httpx(self) -> HttpxClient:
         """An ``httpx.Client`` through the router, like ``http`` (needs httpx installed)."""
-        return self._httpx_client(direct=False)
+        return self._clients.httpx(direct=False)
 
     @property
     def httpx_direct(self) -> HttpxClient:
         """An ``httpx.Client`` straight to the vassal's socket, like ``session`` (needs httpx installed)."""
-        return self._httpx_client(direct=True)
-
-    def _httpx_client(self, *, direct: bool) -> HttpxClient:
-        if direct not in self._httpx:
-            try:
-                from pytest_emperor._protocol import httpx_transport  # httpx is optional
-            except ModuleNotFoundError as exc:
-                if exc.name != "httpx":
-                    raise
-                raise ModuleNotFoundError(
-                    f"vassal.{'httpx_direct' if direct else 'httpx'} needs httpx, which is not installed: "
-                    "pip install 'pytest-emperor[httpx]' (or use vassal.session / vassal.http, requests Sessions)",
-                    name="httpx",
-                ) from None
-
-            if direct:
-                if self.socket is None:
-                    raise ConfigError(f"{self.ini} declares no socket, http-socket or uwsgi-socket")
-                client = httpx_transport.direct_client(
-                    self.socket.connect_address(), self.socket.protocol, f"http://{self.host}/", self._lent.timeout
-                )
-            else:
-                client = httpx_transport.routed_client(
-                    self._front().tcp_address, self._routed, self.url, self._lent.timeout
-                )
-            client.event_hooks["response"].append(self._count_answer)
-            self._httpx[direct] = client
-        return self._httpx[direct]
-
-    def _routed(self, host: str) -> bool:
-        # The router serves every host its server_name matches (the run's domain), not only this vassal's.
-        return self._lent.route_map.match(host) is not None
-
-    def _count_answer(self, response: Any, *args: Any, **kwargs: Any) -> None:
-        # sync_log() waits for the log line of each response the vassal itself gave (not the router's 502/504).
-        # A requests.Response or an httpx.Response: both have .request.method; the URI is what was sent as
-        # REQUEST_URI, which nginx passes on unchanged ($request_uri) and the uwsgi adapters send as is.
-        if urlsplit(str(response.url)).hostname != self.host or response.status_code in (502, 504):
-            return
-        request = response.request
-        uri = request.path_url if hasattr(request, "path_url") else request.url.raw_path.decode("ascii")
-        self._log.answered(request.method, uri)
+        return self._clients.httpx(direct=True)
 
     def close_clients(self) -> None:
         """Close the sessions and clients handed out (their pooled connections)."""
-        for client in (self._session, self._http, *self._httpx.values()):
-            if client is not None:
-                client.close()
-        self._session = self._http = None
-        self._httpx.clear()
+        self._clients.close()
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
