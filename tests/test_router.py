@@ -310,7 +310,11 @@ def test_chunked_request_body_arrives_with_content_length(router: Router, echo: 
 
 
 def test_502_names_the_app_and_socket(router: Router) -> None:
-    response = session_to(router, "nosuchapp").get("/")
+    router.routes.set("gone", RouteState.READY)  # routed, but its socket is not there (any more)
+    try:
+        response = session_to(router, "gone").get("/")
+    finally:
+        router.routes.set("gone", None)
     assert response.status_code == 502
     assert "<p>app 'gone': no response from its socket unix:/tmp/gone.api.sock (missing" in response.text
     assert "connect() to unix:/tmp/gone.api.sock failed (2: No such file or directory)" in router.log_text()
@@ -333,7 +337,7 @@ def test_a_host_the_table_does_not_route_gets_a_404_listing_the_apps(router: Rou
 def test_a_deployed_app_not_serving_gets_a_502_without_a_connect(router: Router) -> None:
     router.routes.set("starting", RouteState.DOWN)
     try:
-        response = router.session_for("starting").get("/")
+        response = session_to(router, "starting").get("/")
     finally:
         router.routes.set("starting", None)
     assert response.status_code == 502

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
+from dev_helpers import Up, cli, copy_example, names_for_test, up_process, workspace
 from router_fixtures import fronted
 
 from pytest_emperor.dev.control import ControlServer, Message, call
@@ -203,7 +205,7 @@ def test_a_socket_another_user_plants_where_a_vassal_served_gets_no_request(
     other_user: str, uwsgi_bin: Path, make_app: Callable[..., Path]
 ) -> None:
     uid = pwd.getpwnam(other_user).pw_uid
-    with Emperor(uwsgi_bin, timeout=30, router_options={"upstream_timeout": 5}) as emperor:
+    with Emperor(uwsgi_bin, timeout=30) as emperor, fronted(emperor, upstream_timeout=5):
         vassal = emperor.deploy(make_app("victim"))
         assert vassal.http.get("/").status_code == 200 and vassal.request("GET", "/").status_code == 200
         vassal.stop()  # its socket file is gone: in the sticky /tmp anyone may bind that name now
@@ -223,7 +225,9 @@ def test_the_router_never_follows_a_planted_symlink_to_a_root_only_socket(
 ) -> None:
     private = shared_dir / "root-only"
     private.mkdir(mode=0o700)
-    with socket.socket(socket.AF_UNIX) as root_app, Emperor(uwsgi_bin, timeout=30) as emperor:
+    with socket.socket(socket.AF_UNIX) as root_app, Emperor(uwsgi_bin, timeout=30) as emperor, fronted(
+        emperor
+    ) as router:
         root_app.bind(str(private / "app.sock"))
         os.chmod(private / "app.sock", 0o600)
         root_app.listen(8)
@@ -233,7 +237,7 @@ def test_the_router_never_follows_a_planted_symlink_to_a_root_only_socket(
         link.symlink_to(private / "app.sock")  # as the other user would (fs.protected_symlinks=0 lets root follow)
         os.lchown(link, pwd.getpwnam(other_user).pw_uid, -1)
         try:
-            host, port = emperor.router.tcp_address
+            host, port = router().tcp_address
             answer = requests.get(f"http://{host}:{port}/", headers={"Host": f"{name}.api.localhost"}, timeout=30)
         finally:
             link.unlink()
@@ -290,7 +294,7 @@ def test_permission_denied_on_up_s_control_socket_names_its_owner(shared_dir: Pa
     server = ControlServer(control_path, lambda request: {"ok": True, "apps": []}).start()
     try:
         state.publish(Instance(pid=os.getpid(), control=control_path, run_dir=str(shared_dir), domain="x",
-                               router="nginx", router_host="127.0.0.1", router_port=1, router_unix=""))  # fmt: skip
+                               router_host="127.0.0.1", router_port=1, router_unix=""))  # fmt: skip
         os.chmod(state.state_file, 0o644)
         user = pwd.getpwnam(other_user)
         done = subprocess.run([sys.executable, "-c", AS_OTHER, str(user.pw_uid), str(user.pw_gid), str(state.path)],

@@ -56,6 +56,10 @@ __all__ = [
 #: A unix socket path, or a ``(host, port)`` TCP address.
 Address = Union[str, "tuple[str, int]"]
 
+#: Asked once a unix socket is connected, before anything is sent: the listening process's pid and uid (the
+#: kernel's SO_PEERCRED) -> why it must not get the request, or None.
+ListenerCheck = Callable[[int, int], "str | None"]
+
 # A request waits DEFAULT_TIMEOUT for the vassal when the caller gives no ``timeout=``: requests would wait
 # forever, and a test hung on a dead vassal is worse than one that fails.
 

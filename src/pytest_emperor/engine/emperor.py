@@ -46,6 +46,7 @@ from pytest_emperor.engine.processes import (
     wait_exit,
 )
 from pytest_emperor.engine.registry import Registry
+from pytest_emperor.engine.route_guard import follow_event, listener_check
 from pytest_emperor.engine.runs import RunDir, socket_is_live
 from pytest_emperor.engine.stats import EmperorStats, StatsClient
 from pytest_emperor.engine.vassal import STOP_GRACE, Lent, Vassal
@@ -256,10 +257,15 @@ class Emperor:
             clear_blacklist=self._clear_blacklist,
             release=self._release,
             front=self._front,
+            # what the vassals' direct clients ask of a socket's listener: this user's (or the run owner's), of
+            # this run (route_guard.py)
+            listener_check=listener_check(
+                str(self.run_dir), {os.geteuid(), *([self.run_owner[0]] if self.run_owner else [])}
+            ),
             owner=self,
         )
         self._reader = threading.Thread(
-            target=log.follow, args=(self._proc.stdout, self._record_bound), name="emperor-log", daemon=True
+            target=log.follow, args=(self._proc.stdout, self._before_waiters), name="emperor-log", daemon=True
         )
         self._reader.start()
         try:
@@ -397,18 +403,26 @@ class Emperor:
         """True while the emperor process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def _record_bound(self, event: EmperorEvent) -> None:
+    def _before_waiters(self, event: EmperorEvent) -> None:
+        """What the run does with an event before any waiter sees it: record the sockets a ready vassal bound,
+        and keep the router's route table in step (route_guard.py), so that a deploy that returned is routed."""
+        run = self._run
+        if run is None:
+            return
+        vassals = self.vassals.values()
+        if event.kind is EventKind.READY:
+            self._record_bound(run, [v for v in vassals if v.id == event.vassal])
+        follow_event(event, run_dir=run.path, vassal_dir=self.vassal_dir, route_map=self.route_map, vassals=vassals)
+
+    @staticmethod
+    def _record_bound(run: RunDir, ready: list[Vassal]) -> None:
         """A vassal of this run reports ready: the files at its socket paths are the ones its master bound, so
         the run may unlink them once it is gone (``RunDir.record_bound``). Recorded at every ready, before the
         event is seen by any waiter: a master killed later (a crash loop, ``kill_master``) leaves a file that
         vacuum never removes, and each respawned master binds a new one."""
-        run = self._run
-        if event.kind is not EventKind.READY or run is None:
-            return
-        for vassal in self.vassals.values():
-            if vassal.id == event.vassal:
-                with contextlib.suppress(FileNotFoundError):  # the run was closed meanwhile
-                    run.record_bound(vassal.socket_paths)
+        for vassal in ready:
+            with contextlib.suppress(FileNotFoundError):  # the run was closed meanwhile
+                run.record_bound(vassal.socket_paths)
 
     # -- events and stats -------------------------------------------------------------------------------------
 

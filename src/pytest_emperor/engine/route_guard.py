@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
@@ -25,17 +26,19 @@ from pytest_emperor.engine.runs import socket_identity
 from pytest_emperor.routing.route_table import RouteState, RouteTable
 
 if TYPE_CHECKING:
-    from pytest_emperor.engine.emperor import Emperor
+    from pytest_emperor._protocol.client import ListenerCheck
     from pytest_emperor.engine.vassal import Vassal
+    from pytest_emperor.routing.routes import RouteMap
 
-__all__ = ["follow_event", "listener_check", "routed_socket_problem", "vassal_listener_check"]
-
-#: Checks the listener of a connected socket: (pid, uid) -> why it is refused, or None.
-ListenerCheck = Callable[[int, int], "str | None"]
+__all__ = ["follow_event", "listener_check", "routed_socket_problem"]
 
 
-def follow_event(emperor: Emperor, event: EmperorEvent) -> None:
-    """Update the run's route table for one emperor event about a vassal."""
+
+def follow_event(
+    event: EmperorEvent, *, run_dir: Path, vassal_dir: Path, route_map: RouteMap, vassals: Iterable[Vassal]
+) -> None:
+    """Update the route table of the run in ``run_dir`` for one emperor event about a vassal (one of
+    ``vassals``, deployed into ``vassal_dir``)."""
     if event.vassal is None or not event.vassal.endswith(".ini"):
         return
     name = event.vassal[: -len(".ini")]
@@ -44,25 +47,25 @@ def follow_event(emperor: Emperor, event: EmperorEvent) -> None:
         state = RouteState.DOWN
     elif event.kind is EventKind.REMOVED:
         # After a curse the emperor removes the instance and spawns it again while its link is there.
-        state = RouteState.DOWN if os.path.lexists(emperor.vassal_dir / event.vassal) else None
+        state = RouteState.DOWN if os.path.lexists(vassal_dir / event.vassal) else None
     elif event.kind is EventKind.READY:
-        vassal = next((v for v in list(emperor.vassals.values()) if v.id == event.vassal), None)
-        ok = vassal is not None and routed_socket_problem(emperor, vassal) is None
+        vassal = next((v for v in vassals if v.id == event.vassal), None)
+        ok = vassal is not None and routed_socket_problem(route_map, vassal) is None
         state = RouteState.READY if ok else RouteState.DOWN
     else:
         return
     # A name the routing cannot carry (ValueError) is never routed. A table that cannot be written is a run that
     # closed meanwhile (its router is gone with it): the reader thread, which every waiter depends on, reads on.
     with contextlib.suppress(ValueError, OSError):
-        RouteTable.of_run(emperor.run_dir, emperor.route_map).set(name, state)
+        RouteTable.of_run(run_dir, route_map).set(name, state)
 
 
-def routed_socket_problem(emperor: Emperor, vassal: Vassal) -> str | None:
+def routed_socket_problem(route_map: RouteMap, vassal: Vassal) -> str | None:
     """Why the router must not send ``vassal``'s requests to the path its Host routes to, or None: the path is
     one the vassal binds and holds a socket, not a symlink (checked when it reports ready, right after its master
     bound it: in a sticky /tmp only that socket's owner can replace it)."""
     try:
-        routed = emperor.route_map.socket_for(vassal.name)
+        routed = route_map.socket_for(vassal.name)
     except ValueError as exc:
         return str(exc)
     if os.path.normpath(routed) not in {os.path.normpath(path) for path in vassal.socket_paths}:
@@ -94,12 +97,6 @@ def listener_check(marker: str, uids: Iterable[int]) -> ListenerCheck:
         return None
 
     return check
-
-
-def vassal_listener_check(emperor: Emperor) -> ListenerCheck:
-    """:func:`listener_check` for ``emperor``'s vassals: this user's (or the user the run was handed to)."""
-    uids = {os.geteuid(), *([emperor.run_owner[0]] if emperor.run_owner else [])}
-    return listener_check(str(emperor.run_dir), uids)
 
 
 def _user(uid: int) -> str:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import requests
     from httpx import Client as HttpxClient  # the property named httpx would shadow the module in annotations
 
+    from pytest_emperor._protocol.client import ListenerCheck
+
 
 # How long a stopping vassal's workers get to exit on their SIGINT before they are taken to be ignoring it (the
 # worker start-up race, see stop()): they exit within milliseconds otherwise, even mid-request.
@@ -102,6 +104,8 @@ class Lent:
     release: Callable[[Vassal, bool, float | None], None]
     #: the router in front, started by the front door on first call
     front: Callable[[], Front]
+    #: what the direct clients ask of a socket's listener before they send a byte
+    listener_check: ListenerCheck
     #: the emperor, only for the deprecated ``Vassal.emperor``
     owner: object
 
@@ -128,7 +132,8 @@ class Vassal:
         self.log_path = lent.logs_dir / f"{name}.log"
         self._log = VassalLog(self.log_path, self.id, lent.events, request_logging=not request_logging_off(plan))
         self._clients = VassalClients(
-            name, plan, lent.route_map, lent.timeout, front=lent.front, answered=self._log.answered
+            name, plan, lent.route_map, lent.timeout, front=lent.front, check=lent.listener_check,
+            answered=self._log.answered,
         )
         self._since = 0  # event number at deploy (or at the last reload): waits look after it
         self._stopped = True  # until link()

@@ -40,6 +40,7 @@ class VassalClients:
         timeout: float,
         *,
         front: Callable[[], Front],
+        check: Callable[[int, int], str | None],
         answered: Callable[[str, str], None],
     ) -> None:
         self._name = name
@@ -50,6 +51,7 @@ class VassalClients:
         self._host = route_map.host_for(name)
         self._timeout = timeout
         self._front_door = front
+        self._check = check  # the listener of the vassal's socket must be the run's (engine/route_guard.py)
         self._answered = answered
         self._http: EmperorSession | None = None
         self._session: EmperorSession | None = None
@@ -80,7 +82,8 @@ class VassalClients:
             if self._socket is None:
                 raise ConfigError(f"{self._ini} declares no socket, http-socket or uwsgi-socket to send requests to")
             self._session = direct_session(
-                self._socket.connect_address(), self._socket.protocol, f"http://{self._host}/", self._timeout
+                self._socket.connect_address(), self._socket.protocol, f"http://{self._host}/", self._timeout,
+                self._check,
             )
             self._session.hooks["response"].append(self._count_answer)
         return self._session
@@ -117,7 +120,8 @@ class VassalClients:
                 if self._socket is None:
                     raise ConfigError(f"{self._ini} declares no socket, http-socket or uwsgi-socket")
                 client = httpx_transport.direct_client(
-                    self._socket.connect_address(), self._socket.protocol, f"http://{self._host}/", self._timeout
+                    self._socket.connect_address(), self._socket.protocol, f"http://{self._host}/", self._timeout,
+                    self._check,
                 )
             else:
                 client = httpx_transport.routed_client(

@@ -113,8 +113,11 @@ def _html_page(status: str, explanation: str) -> str:
     )
 
 
-def _generated_server(route_map: RouteMap, listen_tcp: str, listen_unix: str, timeout: float) -> str:
-    """The production site's server block for ``route_map``, with 502/504 pages that name the app and socket."""
+def _generated_server(
+    route_map: RouteMap, routes: RouteTable, listen_tcp: str, listen_unix: str, timeout: float
+) -> str:
+    """The production site's server block for ``route_map``, asking ``routes`` first, with 502/504 pages that name
+    the app and socket."""
     socket_text = "unix:" + route_map.socket_path_template.replace("$app", "$emperor_app")
     server_name = _quote(route_map.nginx_server_name)
     no_answer = _html_page(

@@ -16,16 +16,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pytest_emperor.convention import MAX_BODY_SIZE
 from pytest_emperor.errors import RouteMismatch, RouterError
 from pytest_emperor.routing.route_table import RouteTable
 from pytest_emperor.routing.routes import RouteMap
-
-if TYPE_CHECKING:
-    pass
-
 
 __all__ = [
     "RouteMismatch",
@@ -111,6 +106,7 @@ class Router:
         unix_path: str,
         directory: Path,
         process: subprocess.Popen[bytes],
+        routes: RouteTable,
     ) -> None:
         self.route_map = route_map
         #: The apps this router routes (the others get a 404 page listing them), see route_table.py.
