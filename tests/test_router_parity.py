@@ -451,7 +451,7 @@ VERSION_DIFFERENCES: dict[str, dict[str, tuple[str | None, str | None]]] = {
 
 
 @pytest.fixture(scope="module")
-def system_nginx() -> Iterator[Router]:
+def system_nginx(echo: Vassal) -> Iterator[Router]:
     """apt's nginx (CI installs nginx-light for this test alone) running the production site, as production does."""
     binary = shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/bin")
     if binary is None:
