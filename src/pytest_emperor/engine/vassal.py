@@ -174,7 +174,7 @@ class Vassal:
         return self._clients.url
 
     @property
-    def emperor(self) -> object:
+    def emperor(self) -> Any:  # an Emperor: typed loosely, vassal.py never imports emperor.py
         """Deprecated: the emperor that deployed this vassal (a vassal holds what it needs of it)."""
         warnings.warn(
             "Vassal.emperor is deprecated: keep the Emperor you deployed the vassal with", DeprecationWarning, 2
