@@ -4,17 +4,12 @@ unchanged. Also: the same against an ``http-socket`` vassal, httpx, and per-test
 
 from __future__ import annotations
 
-import socket
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
-import requests
 from plugin_helpers import Sandbox, assert_nothing_left
 from router_fixtures import ECHO_APP
-
-from pytest_emperor._protocol.client import localhost_names
 
 RUN_TIMEOUT = 120
 
@@ -168,33 +163,3 @@ def test_a_requests_users_first_tests_pass(
     result = pytester.runpytest_subprocess("--emperor", "-p", "no:cacheprovider", timeout=RUN_TIMEOUT)
     result.assert_outcomes(passed=FIRST_TESTS.count("\ndef test_"))
     assert_nothing_left(box)
-
-
-def test_localhost_names_resolve_to_loopback_only_inside_the_block() -> None:
-    name = "app-x.api.localhost"
-    try:
-        socket.getaddrinfo(name, 80)
-        resolves_already = True  # nss-myhostname or an /etc/hosts entry: the block must not change anything
-    except socket.gaierror:
-        resolves_already = False
-    with localhost_names():
-        addresses = {info[4][0] for info in socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)}
-        assert addresses <= {"127.0.0.1", "::1"} and addresses
-        with pytest.raises(socket.gaierror):
-            socket.getaddrinfo("app.api.localhost.invalid", 80)  # only .localhost names
-        with socket.create_server(("127.0.0.1", 0)) as listener:  # answers one request with a 204
-
-            def answer() -> None:
-                conn, _ = listener.accept()
-                with conn:
-                    conn.recv(65536)
-                    conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-
-            thread = threading.Thread(target=answer)
-            thread.start()
-            port = listener.getsockname()[1]
-            assert requests.get(f"http://{name}:{port}/", timeout=10).status_code == 204
-            thread.join(10)
-    if not resolves_already:
-        with pytest.raises(socket.gaierror):
-            socket.getaddrinfo(name, 80)

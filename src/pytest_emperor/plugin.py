@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pytest_emperor.engine.emperor import Emperor
     from pytest_emperor.engine.vassal import Vassal
     from pytest_emperor.routing.router import Router
+    from pytest_emperor.routing.resolve import LoopbackNames
     from pytest_emperor.routing.routes import RouteMap
     from pytest_emperor.testing.coverage import VassalCoverage
     from pytest_emperor.testing.isolation import Isolation, IsolationReport
@@ -280,6 +281,7 @@ _SESSION = pytest.StashKey[_Session]()
 _CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 _USED = pytest.StashKey["list[Vassal]"]()  # the vassals a test had from this plugin's fixtures
 _TEST_START = pytest.StashKey[int]()  # the emperor's event number when the test's set-up began
+_NAMES = pytest.StashKey["LoopbackNames"]()  # the run's names, answered without DNS (routing/resolve.py)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -300,6 +302,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from exc
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
+    from pytest_emperor.routing.resolve import install
+
+    config.stash[_NAMES] = install(settings.route_map)  # plain requests.get(vassal.url) never waits on DNS
 
 
 def _interrupt(signum: int, _frame: Optional[FrameType]) -> None:  # noqa: UP045 (a runtime annotation on 3.9)
@@ -311,6 +316,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION, None)
     if session is not None:
         session.close()
+    if _NAMES in config.stash:
+        config.stash[_NAMES].uninstall()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -343,11 +350,8 @@ def emperor(pytestconfig: pytest.Config) -> Iterator[Emperor]:
     """
     if not pytestconfig.getoption("emperor"):
         pytest.skip(SKIP_REASON)
-    from pytest_emperor._protocol.client import localhost_names
-
     session = pytestconfig.stash[_SESSION]
-    with localhost_names():  # so that plain requests.get(vassal.url) works, as curl's does
-        yield session.get_emperor()
+    yield session.get_emperor()
     session.close()
 
 

@@ -16,7 +16,6 @@ The httpx equivalents are in :mod:`pytest_emperor._protocol.httpx_transport`.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import http.client
 import http.cookiejar
@@ -24,7 +23,7 @@ import numbers
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
 from urllib.parse import urljoin, urlsplit
 
@@ -48,7 +47,6 @@ __all__ = [
     "UwsgiAdapter",
     "check_request_arguments",
     "format_address",
-    "localhost_names",
     "uwsgi_exchange",
     "uwsgi_packet",
 ]
@@ -442,35 +440,3 @@ def routed_session(
     session = EmperorSession(base_url, timeout)
     session.mount("http://", SocketAdapter(address, routes))
     return session
-
-
-# -- plain requests.get(vassal.url) ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def localhost_names() -> Iterator[None]:
-    """Make names under ``.localhost`` resolve to loopback in this process while the block runs.
-
-    RFC 6761 6.3 says resolvers should answer every ``*.localhost`` name with loopback, and curl and browsers
-    do; glibc's resolver does not (without nss-myhostname), so ``requests.get("http://app.api.localhost:PORT/")``
-    fails with a NameResolutionError. Only a lookup that failed is retried, as ``localhost``: a system that
-    resolves these names itself is not changed. Every client that connects through ``socket.getaddrinfo``
-    (requests/urllib3, httpx, http.client) sees it.
-    """
-    original = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return original(host, *args, **kwargs)
-        except socket.gaierror:
-            name = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
-            if not name.rstrip(".").lower().endswith(".localhost"):
-                raise
-            return original("localhost", *args, **kwargs)
-
-    socket.getaddrinfo = getaddrinfo
-    try:
-        yield
-    finally:
-        if socket.getaddrinfo is getaddrinfo:  # unless someone patched it after us: theirs stays
-            socket.getaddrinfo = original
