@@ -281,7 +281,7 @@ _SESSION = pytest.StashKey[_Session]()
 _CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 _USED = pytest.StashKey["list[Vassal]"]()  # the vassals a test had from this plugin's fixtures
 _TEST_START = pytest.StashKey[int]()  # the emperor's event number when the test's set-up began
-_NAMES = pytest.StashKey["LoopbackNames"]()  # the run's names, answered without DNS (routing/resolve.py)
+_NAMES: pytest.StashKey[LoopbackNames] = pytest.StashKey()  # the run's names, answered without DNS (routing/resolve.py)
 
 
 def pytest_configure(config: pytest.Config) -> None:
