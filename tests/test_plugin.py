@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import stat
 import sys
@@ -505,4 +506,60 @@ def test_a_cursed_deploy_reads_as_the_tests_own_failure(pytester: pytest.Pyteste
     # pytest shows only the test's own frame: none of the plugin's.
     failure = result.stdout.str().split("FAILURES")[1].split("-- vassal broken-")[0]
     assert "pytest_emperor/" not in failure and ">       deploy_app('broken')" in failure, failure
+    assert_nothing_left(box)
+
+
+# -- the run's names resolve without DNS (routing/resolve.py) ------------------------------------------------------
+
+# Plain requests, as a team's own tests make them: no fixture session, the URL's name resolved by the process.
+PLAIN_REQUESTS = """
+import requests
+
+
+def test_plain_requests(app_vassal):
+    assert app_vassal.host.endswith({domain!r})
+    for _ in range(20):
+        assert requests.get(app_vassal.url, timeout=10).content == b"repo app at /\\n"
+"""
+# The seed's production site block, routing to this sandbox's sockets.
+SITE = """\
+server {{
+    listen 80;
+    server_name ~^(?<app>[^.]+)\\.api\\.mycompany\\.com$;
+    location / {{
+        include uwsgi_params;
+        uwsgi_pass unix:{sockets}/$app.api.sock;
+    }}
+}}
+"""
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+@pytest.mark.parametrize("domain", [".api.localhost", ".api.mycompany.com"])
+def test_plain_requests_to_the_runs_names_ask_no_dns(
+    pytester: pytest.Pytester, repo: Path, box: Sandbox, domain: str
+) -> None:
+    """20 plain ``requests.get(vassal.url)`` under ``pytest --emperor``, traced by strace (every process of the
+    run): not one datagram or connection to port 53, for the default domain and a site file's production one."""
+    strace = shutil.which("strace")
+    assert strace is not None, "strace is needed to count DNS queries (apt-get install strace; .ci/run does)"
+    write_tests(repo, test_plain=PLAIN_REQUESTS.format(domain=domain))
+    if domain == ".api.localhost":
+        routing = ["--emperor-server-name", r"~^(?<app>[^.]+)\.api\.localhost$",
+                   "--emperor-socket-template", f"{box.sockets}/$app.api.sock"]  # fmt: skip
+    else:
+        (repo / "api.conf").write_text(SITE.format(sockets=box.sockets))
+        routing = ["--emperor-nginx-site", "api.conf"]
+    trace = box.root / "strace.txt"
+    result = pytester.run(
+        strace, "-f", "-qq", "-o", str(trace), "-e", "trace=connect,sendto,sendmsg,sendmmsg",
+        sys.executable, "-m", "pytest", "--emperor", "-p", "no:cacheprovider", *routing, "test_plain.py",
+        timeout=RUN_TIMEOUT,
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    calls = trace.read_text().splitlines()
+    # The trace saw the requests' own connections to the router (on loopback TCP): it can see a DNS query too.
+    assert sum('sin_addr=inet_addr("127.0.0.1")' in call for call in calls if "connect(" in call) >= 20
+    dns = [call for call in calls if "htons(53)" in call]
+    assert not dns, f"{len(dns)} DNS queries during the run, the first: {dns[0]}"
     assert_nothing_left(box)
