@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,25 @@ def test_up_without_apps_is_a_usage_error(workspace: Path) -> None:
     assert done.returncode == 2
     assert "no apps to run" in done.stderr
     assert not (workspace / "state").exists()
+
+
+def test_up_by_a_site_file_says_how_curl_opens_its_production_urls(workspace: Path, up_process: list[Up]) -> None:
+    curl = shutil.which("curl")
+    assert curl is not None, "curl opens the printed URL as a user would (apt-get install curl; .ci/run does)"
+    good, _ = names_for_test()
+    copy_example(workspace, "service3", "service3")
+    up = Up(workspace, "--nginx-site", str(Path(__file__).parent / "sites" / "seed.conf"), f"{good}=service3")
+    up_process.append(up)
+    up.started()
+    row = re.search(rf"^{good}\s+(http://{good}\.api\.mycompany\.com:\d+/)\s+ready", "\n".join(up.lines), re.M)
+    assert row is not None, up.lines
+    hint = next((line for line in up.lines if "curl --resolve" in line), None)
+    assert hint is not None and "--host-resolver-rules='MAP *.api.mycompany.com 127.0.0.1'" in hint, up.lines
+    resolve = re.search(r"curl --resolve '([^']+)' URL", hint)
+    assert resolve is not None, hint
+    # curl as the user runs it: its own resolver, which asks DNS for any name --resolve does not give.
+    opened = subprocess.run([curl, "-sS", "--resolve", resolve.group(1), row.group(1) + "hello"],
+                            capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert (opened.returncode, opened.stdout) == (0, "hello from service3 at /hello\n"), opened.stderr
+    assert up.stop(signal.SIGINT) == 0
+    assert_nothing_left(up, [good])

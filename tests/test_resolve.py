@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_emperor.routing.nginx_site import load_site
-from pytest_emperor.routing.resolve import LoopbackNames, RoutedNames, addresses_for, curl_resolve, install
+from pytest_emperor.routing.resolve import LoopbackNames, RoutedNames, addresses_for, install, open_hint
 from pytest_emperor.routing.routes import RouteMap
 
 SEED = Path(__file__).parent / "sites" / "seed.conf"
@@ -77,8 +77,15 @@ def test_addresses_follow_where_the_router_listens() -> None:
     assert addresses_for("0.0.0.0") == ("127.0.0.1",)
     assert addresses_for("::1") == addresses_for("[::1]") == ("::1",)
     assert addresses_for("::") == ("::1", "127.0.0.1")
-    assert curl_resolve("shop.api.mycompany.com", 8080) == "shop.api.mycompany.com:8080:127.0.0.1"
-    assert curl_resolve("shop.api.mycompany.com", 8080, "::1") == "shop.api.mycompany.com:8080:[::1]"
+
+
+def test_the_open_hint_is_given_for_production_names_only() -> None:
+    assert open_hint(RouteMap.for_domain(), 8080) is None  # curl and browsers resolve *.localhost themselves
+    site = load_site(SEED).route_map
+    assert "curl --resolve '*:8080:127.0.0.1' URL" in (open_hint(site, 8080) or "")
+    assert "--host-resolver-rules='MAP *.api.mycompany.com [::1]'" in (open_hint(site, 8080, "::") or "")
+    regex_only = RouteMap(r"~^(?<app>[a-z]+)-(?<env>dev|qa)\.svc$", "/tmp/$app-$env.sock", "$app-dev.svc")
+    assert "MAP * 127.0.0.1" in (open_hint(regex_only, 80) or "")
 
 
 def libc(host: str, *args: object) -> list[tuple[object, ...]]:

@@ -33,6 +33,7 @@ from pytest_emperor.engine.vassal import Vassal, VassalState
 from pytest_emperor.errors import ConfigError, EmperorError, RouterError, VassalError
 from pytest_emperor.routing.nginx import NginxRouter
 from pytest_emperor.routing.nginx_site import load_site
+from pytest_emperor.routing.resolve import open_hint
 from pytest_emperor.routing.route_table import RouteState
 from pytest_emperor.routing.router import Router
 from pytest_emperor.routing.routes import RouteMap
@@ -123,6 +124,9 @@ class DevServer:
             self._serving = True
             table = self.status()
             self.output.table(table)
+            hint = open_hint(self.router.route_map, self.router.tcp_address[1], self.options.host)
+            if hint is not None:
+                self.output.note(hint)
             retried = [app.name for app in table if app.state in ("cursed", "throttled")]
             for name in retried:
                 self.output.note(f"{name} is muted while the emperor retries it (all of it: emperor-dev logs {name})")

@@ -11,7 +11,7 @@ goes to the system resolver untouched.
 
 Only this process is changed: each pytest-xdist worker installs its own (the plugin runs in every worker), while a
 subprocess (another Python, ``curl``) resolves on its own (curl answers ``*.localhost`` itself; for other names
-:func:`curl_resolve` gives the ``--resolve`` form).
+:func:`open_hint` says how ``emperor-dev up`` users open these names).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from pytest_emperor.routing.routes import RouteMap
 
-__all__ = ["LoopbackNames", "RoutedNames", "addresses_for", "curl_resolve", "install"]
+__all__ = ["LoopbackNames", "RoutedNames", "addresses_for", "install", "open_hint"]
 
 #: Where the router listens unless told otherwise (``NginxRouter.start``'s ``host``).
 ROUTER_HOST = "127.0.0.1"
@@ -98,10 +98,22 @@ def addresses_for(listen_host: str) -> tuple[str, ...]:
     return (listen_host.strip("[]"),)
 
 
-def curl_resolve(host: str, port: int, listen_host: str = ROUTER_HOST) -> str:
-    """curl's ``--resolve`` argument that sends ``host:port`` to the router without asking DNS."""
+def open_hint(route_map: RouteMap, port: int, listen_host: str = ROUTER_HOST) -> str | None:
+    """How to open the router's URLs with curl and a browser on this machine, or None when its names are
+    ``*.localhost`` (which both answer with loopback themselves). Production's names are kept, not aliased: the app
+    must see the Host production sends (its ``ALLOWED_HOSTS``, the site's ``server_name``), so the client is told
+    where the name is instead."""
+    if route_map.host_for("app").endswith("." + _LOCALHOST):
+        return None
     address = addresses_for(listen_host)[0]
-    return f"{host}:{port}:{f'[{address}]' if ':' in address else address}"
+    address = f"[{address}]" if ":" in address else address
+    domains = RoutedNames.of(route_map).domains
+    names = f"*.{domains[0]}" if domains else "*"
+    return (
+        f"these names are production's, which DNS does not send to this machine: open a URL with "
+        f"`curl --resolve '*:{port}:{address}' URL` (curl 7.64+), or in Chromium started with "
+        f"--host-resolver-rules='MAP {names} {address}'"
+    )
 
 
 class LoopbackNames:
