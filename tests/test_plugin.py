@@ -513,10 +513,12 @@ def test_a_cursed_deploy_reads_as_the_tests_own_failure(pytester: pytest.Pyteste
 
 # Plain requests, as a team's own tests make them: no fixture session, the URL's name resolved by the process.
 PLAIN_REQUESTS = """
+import pytest
 import requests
 
 
-def test_plain_requests(app_vassal):
+@pytest.mark.parametrize("run", range(2))
+def test_plain_requests(app_vassal, run):
     assert app_vassal.host.endswith({domain!r})
     for _ in range(20):
         assert requests.get(app_vassal.url, timeout=10).content == b"repo app at /\\n"
@@ -535,12 +537,15 @@ server {{
 
 
 @pytest.mark.usefixtures("uwsgi_bin")
-@pytest.mark.parametrize("domain", [".api.localhost", ".api.mycompany.com"])
+@pytest.mark.parametrize(
+    ("domain", "workers"), [(".api.localhost", []), (".api.mycompany.com", []), (".api.mycompany.com", ["-n", "2"])]
+)
 def test_plain_requests_to_the_runs_names_ask_no_dns(
-    pytester: pytest.Pytester, repo: Path, box: Sandbox, domain: str
+    pytester: pytest.Pytester, repo: Path, box: Sandbox, domain: str, workers: list[str]
 ) -> None:
-    """20 plain ``requests.get(vassal.url)`` under ``pytest --emperor``, traced by strace (every process of the
-    run): not one datagram or connection to port 53, for the default domain and a site file's production one."""
+    """2 x 20 plain ``requests.get(vassal.url)`` under ``pytest --emperor``, traced by strace (every process of
+    the run, each xdist worker too): not one datagram or connection to port 53, for the default domain and a site
+    file's production one."""
     strace = shutil.which("strace")
     assert strace is not None, "strace is needed to count DNS queries (apt-get install strace; .ci/run does)"
     write_tests(repo, test_plain=PLAIN_REQUESTS.format(domain=domain))
@@ -553,13 +558,13 @@ def test_plain_requests_to_the_runs_names_ask_no_dns(
     trace = box.root / "strace.txt"
     result = pytester.run(
         strace, "-f", "-qq", "-o", str(trace), "-e", "trace=connect,sendto,sendmsg,sendmmsg",
-        sys.executable, "-m", "pytest", "--emperor", "-p", "no:cacheprovider", *routing, "test_plain.py",
-        timeout=RUN_TIMEOUT,
+        sys.executable, "-m", "pytest", "--emperor", "-p", "no:cacheprovider", *routing, *workers,
+        "test_plain.py", timeout=RUN_TIMEOUT,
     )  # fmt: skip
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
     calls = trace.read_text().splitlines()
     # The trace saw the requests' own connections to the router (on loopback TCP): it can see a DNS query too.
-    assert sum('sin_addr=inet_addr("127.0.0.1")' in call for call in calls if "connect(" in call) >= 20
+    assert sum('sin_addr=inet_addr("127.0.0.1")' in call for call in calls if "connect(" in call) >= 40
     dns = [call for call in calls if "htons(53)" in call]
     assert not dns, f"{len(dns)} DNS queries during the run, the first: {dns[0]}"
     assert_nothing_left(box)
