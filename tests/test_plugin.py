@@ -536,6 +536,12 @@ server {{
 """
 
 
+def sandbox_routing(box: Sandbox) -> list[str]:
+    """The default routing, to the sandbox's sockets (where the repo's apps bind)."""
+    return ["--emperor-server-name", r"~^(?<app>[^.]+)\.api\.localhost$",
+            "--emperor-socket-template", f"{box.sockets}/$app.api.sock"]  # fmt: skip
+
+
 @pytest.mark.usefixtures("uwsgi_bin")
 @pytest.mark.parametrize(
     ("domain", "workers"), [(".api.localhost", []), (".api.mycompany.com", []), (".api.mycompany.com", ["-n", "2"])]
@@ -550,8 +556,7 @@ def test_plain_requests_to_the_runs_names_ask_no_dns(
     assert strace is not None, "strace is needed to count DNS queries (apt-get install strace; .ci/run does)"
     write_tests(repo, test_plain=PLAIN_REQUESTS.format(domain=domain))
     if domain == ".api.localhost":
-        routing = ["--emperor-server-name", r"~^(?<app>[^.]+)\.api\.localhost$",
-                   "--emperor-socket-template", f"{box.sockets}/$app.api.sock"]  # fmt: skip
+        routing = sandbox_routing(box)
     else:
         (repo / "api.conf").write_text(SITE.format(sockets=box.sockets))
         routing = ["--emperor-nginx-site", "api.conf"]
@@ -567,4 +572,46 @@ def test_plain_requests_to_the_runs_names_ask_no_dns(
     assert sum('sin_addr=inet_addr("127.0.0.1")' in call for call in calls if "connect(" in call) >= 40
     dns = [call for call in calls if "htons(53)" in call]
     assert not dns, f"{len(dns)} DNS queries during the run, the first: {dns[0]}"
+    assert_nothing_left(box)
+
+
+# -- the router's lines in a failing test's report ------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("uwsgi_bin")
+def test_failing_test_report_has_the_routers_lines_for_its_requests_only(
+    pytester: pytest.Pytester, repo: Path, box: Sandbox
+) -> None:
+    write_tests(repo, test_router="""
+        import requests
+
+        def test_earlier_through_the_router(app_vassal):
+            assert requests.get(app_vassal.url + "earlier", timeout=10).status_code == 200
+
+        def test_fails_through_the_router(app_vassal):
+            # One keep-alive connection: nginx logs the first request before it reads the second, and logs the
+            # second's error before answering it, so both lines are there when the test fails.
+            with requests.Session() as session:
+                assert session.get(app_vassal.url + "first", timeout=10).status_code == 200
+                assert session.post(app_vassal.url + "big", data=b"x" * 100, timeout=10).status_code == 413
+            raise AssertionError("failing on purpose")
+
+        def test_fails_without_the_router(app_vassal):
+            assert app_vassal.request("GET", "/direct").status_code == 200
+            raise AssertionError("failing on purpose")
+        """
+    )  # fmt: skip
+    routing = [*sandbox_routing(box), "--emperor-max-body-size", "10"]
+    result = pytester.runpytest_subprocess("--emperor", *routing, timeout=RUN_TIMEOUT)
+    result.assert_outcomes(passed=1, failed=2)
+    parts = re.split(r"^_+ (test_\w+) _+$", result.stdout.str(), flags=re.M)
+    reports = {name: report_sections(text.splitlines()) for name, text in zip(parts[1::2], parts[2::2])}
+    through = reports["test_fails_through_the_router"]
+    router = through.get("router")
+    assert router is not None, f"no router section; sections: {list(through)}"
+    assert re.search(r'^access\.log:\n.*"GET /first HTTP/1\.1" 200 ', router, re.M), router
+    assert re.search(r"^error\.log:\n.*\[error\] .*client intended to send too large body: 100 bytes", router, re.M)
+    assert "/earlier" not in router, "the section has lines of an earlier test"
+    without = reports["test_fails_without_the_router"]
+    assert "router" not in without and without, without
     assert_nothing_left(box)

