@@ -35,6 +35,29 @@ def test_the_seed_site_answers_its_domain_and_localhost_names_only() -> None:
         assert not SITE_NAMES.answers(name), name
 
 
+def test_a_site_files_other_server_blocks_add_their_names(tmp_path: Path) -> None:
+    site = tmp_path / "api.conf"
+    site.write_text(SEED.read_text() + """
+server {
+    listen 80;
+    server_name status.mycompany.com .internal.mycompany.com *.cdn.mycompany.com _ "" www.mycompany.* ~^x$;
+    return 204;
+}
+server {
+    server_name admin.localhost;
+    return 204;
+}
+""")
+    names = RoutedNames.of(load_site(site).route_map, load_site(site))
+    assert names.hosts == {"status.mycompany.com"}
+    assert names.domains == ("api.mycompany.com", "internal.mycompany.com", "*.cdn.mycompany.com")
+    for name in ("status.mycompany.com", "internal.mycompany.com", "a.internal.mycompany.com", "a.cdn.mycompany.com",
+                 "admin.localhost", "shop.api.mycompany.com"):  # fmt: skip
+        assert names.answers(name), name
+    for name in ("cdn.mycompany.com", "a.status.mycompany.com", "www.mycompany.com", "x", "mycompany.com"):
+        assert not names.answers(name), name
+
+
 def test_a_domain_under_localhost_adds_nothing_and_a_regex_without_a_literal_domain_still_answers() -> None:
     assert DEFAULT_NAMES.domains == ()
     assert DEFAULT_NAMES.answers("svc-ab12.api.localhost")
@@ -109,7 +132,7 @@ def test_an_answer_is_what_libc_gives_for_the_address_with_the_callers_arguments
 
 
 def test_family_errors_canonical_names_and_keywords_follow_getaddrinfo() -> None:
-    with install(None, "::"):  # a dual-stack router: IPv6 loopback first, then IPv4's
+    with install(None, listen_host="::"):  # a dual-stack router: IPv6 loopback first, then IPv4's
         both = socket.getaddrinfo("a.localhost", 80, type=socket.SOCK_STREAM)
         assert [info[4][0] for info in both] == ["::1", "127.0.0.1"]
         assert socket.getaddrinfo(host="a.localhost", port=80, family=socket.AF_INET) == libc("127.0.0.1", 80, 2)

@@ -305,7 +305,8 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, _interrupt)
     from pytest_emperor.routing.resolve import install
 
-    config.stash[_NAMES] = install(settings.route_map)  # plain requests.get(vassal.url) never waits on DNS
+    # Plain requests.get(vassal.url) never waits on DNS.
+    config.stash[_NAMES] = install(settings.route_map, settings.router_options["site"])
 
 
 def _interrupt(signum: int, _frame: Optional[FrameType]) -> None:  # noqa: UP045 (a runtime annotation on 3.9)

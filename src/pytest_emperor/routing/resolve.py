@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_emperor.routing.nginx_site import NginxSite
 from pytest_emperor.routing.routes import RouteMap
 
-__all__ = ["LoopbackNames", "RoutedNames", "addresses_for", "install", "open_hint"]
+__all__ = ["LoopbackNames", "RoutedNames", "addresses_for", "install", "open_hint", "site_names"]
 
 #: Where the router listens unless told otherwise (``NginxRouter.start``'s ``host``).
 ROUTER_HOST = "127.0.0.1"
@@ -53,7 +54,30 @@ def _normalise(host: object) -> str | None:
 
 
 def _under(name: str, domain: str) -> bool:
+    """``name`` is ``domain`` or below it; a ``*.domain`` (nginx's wildcard name) only below it."""
+    if domain.startswith("*."):
+        return name.endswith(domain[1:])
     return name == domain or name.endswith("." + domain)
+
+
+def site_names(site: NginxSite) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The names a site file's server blocks serve besides its routing regex: exact ``server_name`` values, and
+    nginx's wildcard forms (``*.x``: below x; ``.x``: x and below). Other regexes, ``_``, ``""`` and
+    ``www.x.*`` name nothing this process can list."""
+    exact: set[str] = set()
+    domains: list[str] = []
+    for server in (d for d in site.directives if d["directive"] == "server" and "block" in d):
+        for directive in (d for d in server["block"] if d["directive"] == "server_name"):
+            for arg in (str(a).lower().rstrip(".") for a in directive["args"]):
+                if arg.startswith("~") or arg in ("", "_") or "$" in arg or arg.endswith("*"):
+                    continue
+                if arg.startswith("."):
+                    domains.append(arg[1:])
+                elif arg.startswith("*."):
+                    domains.append(arg)
+                else:
+                    exact.add(arg)
+    return frozenset(exact), tuple(domains)
 
 
 @dataclass(frozen=True)
@@ -61,29 +85,32 @@ class RoutedNames:
     """Which names a run answers itself: every ``*.localhost`` name (RFC 6761 6.3; ``localhost`` itself is left to
     /etc/hosts, which answers it without DNS and may give more than the router's address), every name
     under the route map's domain (the literal text after ``$app.`` in its host template: ``api.localhost``,
-    ``api.mycompany.com``) and every name its ``server_name`` regex matches (what the router routes)."""
+    ``api.mycompany.com``), every name its ``server_name`` regex matches (what the router routes) and, with a site
+    file, the names its other server blocks serve (:func:`site_names`)."""
 
     domains: tuple[str, ...]
     route_map: RouteMap | None = None
+    hosts: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, route_map: RouteMap | None) -> RoutedNames:
-        """The names of a run routed by ``route_map`` (None: the ``*.localhost`` names only); a domain under
-        ``localhost`` adds nothing to them."""
+    def of(cls, route_map: RouteMap | None, site: NginxSite | None = None) -> RoutedNames:
+        """The names of a run routed by ``route_map`` and ``site`` (None, None: the ``*.localhost`` names only); a
+        domain under ``localhost`` adds nothing to them."""
         domains = []
         template = route_map.host_template.lower() if route_map is not None else ""
         if template.startswith("$app.") and "$" not in template[5:]:
-            domain = template[5:].rstrip(".")
-            if domain and not _under(domain, _LOCALHOST):
-                domains.append(domain)
-        return cls(tuple(domains), route_map)
+            domains.append(template[5:].rstrip("."))
+        hosts, site_domains = site_names(site) if site is not None else (frozenset(), ())
+        domains += site_domains
+        kept = tuple(d for d in domains if d.strip("*.") and not _under(d.lstrip("*."), _LOCALHOST))
+        return cls(kept, route_map, frozenset(h for h in hosts if not _under(h, _LOCALHOST)))
 
     def answers(self, host: object) -> bool:
         """Whether ``host`` (as given to getaddrinfo) is one of the run's names."""
         name = _normalise(host)
         if name is None:
             return False
-        if name.endswith("." + _LOCALHOST) or any(_under(name, domain) for domain in self.domains):
+        if name.endswith("." + _LOCALHOST) or name in self.hosts or any(_under(name, d) for d in self.domains):
             return True
         return self.route_map is not None and self.route_map.match(name) is not None
 
@@ -171,7 +198,9 @@ class LoopbackNames:
         self.uninstall()
 
 
-def install(route_map: RouteMap | None, listen_host: str = ROUTER_HOST) -> LoopbackNames:
-    """Answer the names of a run routed by ``route_map`` with the loopback address of a router on ``listen_host``
-    in this process, until :meth:`LoopbackNames.uninstall`."""
-    return LoopbackNames(RoutedNames.of(route_map), addresses_for(listen_host)).install()
+def install(
+    route_map: RouteMap | None, site: NginxSite | None = None, *, listen_host: str = ROUTER_HOST
+) -> LoopbackNames:
+    """Answer the names of a run routed by ``route_map`` (and ``site``, when the router runs a site file) with the
+    address of a router on ``listen_host`` in this process, until :meth:`LoopbackNames.uninstall`."""
+    return LoopbackNames(RoutedNames.of(route_map, site), addresses_for(listen_host)).install()
