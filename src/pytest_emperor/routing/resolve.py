@@ -137,8 +137,8 @@ def open_hint(route_map: RouteMap, port: int, listen_host: str = ROUTER_HOST) ->
     domains = RoutedNames.of(route_map).domains
     names = f"*.{domains[0]}" if domains else "*"
     return (
-        f"these names are production's, which DNS does not send to this machine: open a URL with "
-        f"`curl --resolve '*:{port}:{address}' URL` (curl 7.64+), or in Chromium started with "
+        f"these names are not *.localhost, so this machine's resolver asks DNS for them: open a URL with "
+        f"`curl --resolve '*:{port}:{address}' URL`, or in Chromium started with "
         f"--host-resolver-rules='MAP {names} {address}'"
     )
 
