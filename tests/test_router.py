@@ -24,7 +24,14 @@ from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.engine.processes import wait_exit
 from pytest_emperor.engine.vassal import Vassal
 from pytest_emperor.errors import RouteMismatch, RouterError
-from pytest_emperor.routing.nginx import NginxNotFound, NginxRouter, find_nginx, uwsgi_params_path
+from pytest_emperor.routing.nginx import (
+    NginxNotFound,
+    NginxRouter,
+    find_nginx,
+    log_lines_since,
+    log_marks,
+    uwsgi_params_path,
+)
 from pytest_emperor.routing.route_table import RouteState, RouteTable, render_page
 from pytest_emperor.routing.router import Router, RouterSettings, default_workers
 from pytest_emperor.routing.routes import RouteMap
@@ -540,3 +547,32 @@ def test_the_route_table_holds_names_and_states_and_lists_them_escaped(tmp_path:
     assert '<a href="http://a.api.localhost:8080/">a</a>' in page and ">b</a>" in page and ">c</a>" not in page
     site = RouteMap("~^(?<app>[^.]+)\\.x$", "/tmp/$app.sock", host_template="$app.x")
     assert "&lt;" in render_page(site, ["<i>"], None) and "<i>" not in render_page(site, ["<i>"], None)
+
+
+# -- the router's lines for a failing test's report (plugin.py) ---------------------------------------------------
+
+
+def test_log_lines_since_a_mark_keep_requests_and_problems_not_start_up_notices(tmp_path: Path) -> None:
+    assert log_marks(tmp_path) == (0, 0)  # before the router starts: everything it will log is after the mark
+    assert log_lines_since(tmp_path, (0, 0)) == []
+    logs = tmp_path / "nginx"
+    logs.mkdir()
+    (logs / "access.log").write_text('127.0.0.1 - - [x] "GET /before HTTP/1.1" 200 2\n')
+    (logs / "error.log").write_text("2026/12/06 02:00:00 [error] 7#7: *1 before\n")
+    marks = log_marks(tmp_path)
+    with (logs / "access.log").open("a") as log:
+        log.write('127.0.0.1 - - [x] "GET /after HTTP/1.1" 502 150\n')
+    with (logs / "error.log").open("a") as log:
+        log.write("2026/12/06 02:00:01 [notice] 7#7: start worker process 8\n")
+        log.write("2026/12/06 02:00:01 [info] 8#8: *2 client 127.0.0.1 closed keepalive connection\n")
+        log.write("2026/12/06 02:00:01 [error] 8#8: *2 connect() to unix:/tmp/a.sock failed (2: No such file)\n")
+    assert log_lines_since(tmp_path, marks) == [
+        "access.log:",
+        '127.0.0.1 - - [x] "GET /after HTTP/1.1" 502 150',
+        "error.log:",
+        "2026/12/06 02:00:01 [error] 8#8: *2 connect() to unix:/tmp/a.sock failed (2: No such file)",
+    ]
+    quiet = log_marks(tmp_path)
+    with (logs / "error.log").open("a") as log:  # notices only: nothing worth a report
+        log.write("2026/12/06 02:00:02 [notice] 7#7: signal 3 (SIGQUIT) received\n")
+    assert log_lines_since(tmp_path, quiet) == []
