@@ -28,8 +28,8 @@ from pytest_emperor.errors import ConfigError, EmperorError, UwsgiNotFound
 if TYPE_CHECKING:
     from pytest_emperor.engine.emperor import Emperor
     from pytest_emperor.engine.vassal import Vassal
-    from pytest_emperor.routing.router import Router
     from pytest_emperor.routing.resolve import LoopbackNames
+    from pytest_emperor.routing.router import Router
     from pytest_emperor.routing.routes import RouteMap
     from pytest_emperor.testing.coverage import VassalCoverage
     from pytest_emperor.testing.isolation import Isolation, IsolationReport
