@@ -34,6 +34,11 @@ class SocketInUse(EmperorError):
     """A vassal would bind a unix socket that another live process is serving; it is never unlinked."""
 
 
+class UnsafePath(EmperorError, PermissionError):
+    """A directory or file the run would trust (runs root, state dir, lock, record) that another local user could
+    have planted or could replace: a symlink, not the caller's, or writable by others. Nothing is done through it."""
+
+
 class VassalError(EmperorError):
     """A vassal did not reach the state a caller waited for; ``lines`` holds its own log lines."""
 

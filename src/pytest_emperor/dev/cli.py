@@ -26,7 +26,7 @@ from pytest_emperor.dev.control import AppStatus, Message
 from pytest_emperor.dev.output import printable, printable_lines
 from pytest_emperor.dev.state import DEFAULT_STATE_DIR, FAILED_STATES, AlreadyRunning, Instance, NotRunning, StateDir
 from pytest_emperor.engine.processes import wait_exit
-from pytest_emperor.errors import ConfigError, EmperorError
+from pytest_emperor.errors import ConfigError, EmperorError, UnsafePath
 
 # What only some commands need is imported in them: requests, rich, watchfiles and the emperor machinery would
 # otherwise cost every `emperor-dev down` or `status` a few hundred milliseconds (benchmarks/loop.py).
@@ -82,6 +82,8 @@ def _running(state_dir: Path) -> Instance:
         ):
             _die(control.denied(left.control), EXIT_FAILED)
         _die(str(exc), EXIT_NOT_RUNNING)
+    except UnsafePath as exc:  # a state dir another user could have planted: nothing in it is followed
+        _die(str(exc), EXIT_FAILED)
 
 
 def _call(state_dir: Path, request: Message, timeout: float | None = 120.0) -> tuple[Instance, Message]:

@@ -8,6 +8,11 @@ Layout::
 
 flocks die with their owner, so a lock that can be taken with an ``up.json`` beside it was left by an ``up`` that
 was killed: the next ``up`` recovers it (kills what is left of that run, removes its sockets and run dir).
+
+The dir is trusted only as the runs root is (runs.check_private_dir): ours, written by nobody else, in a parent
+nobody else can replace it in; ``up.json`` is read without following a symlink, written through a fresh file
+(O_EXCL, O_NOFOLLOW), and what it says is never a path to remove: recovery removes only what lies under this
+user's runs root, and only the control socket at this dir's own path.
 """
 
 from __future__ import annotations
@@ -15,19 +20,30 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
-from pytest_emperor.engine.runs import AF_UNIX_MAX, recover_abandoned, remove_stale_socket, socket_is_live
-from pytest_emperor.errors import EmperorError
+from pytest_emperor.engine.runs import (
+    AF_UNIX_MAX,
+    check_private_dir,
+    create_private,
+    open_owned,
+    recover_abandoned,
+    remove_stale_socket,
+    runs_root,
+    socket_is_live,
+)
+from pytest_emperor.errors import EmperorError, UnsafePath
 
 DEFAULT_STATE_DIR = ".emperor"
 STATE_FILE = "up.json"
 LOCK_FILE = "up.lock"
 CONTROL_SOCKET = "control.sock"
+_STATE_LIMIT = 1 << 16  # up.json is a few hundred bytes: more is not one
 
 
 # The states of an app that make ``emperor-dev status`` exit 1 (see cli.EXIT_CODES).
@@ -83,9 +99,14 @@ class StateDir:
         return self.path / STATE_FILE
 
     def read(self) -> Instance | None:
-        """The instance recorded in ``up.json`` (live or left by a killed ``up``), None if there is none."""
+        """The instance recorded in ``up.json`` (live or left by a killed ``up``), None if there is none;
+        UnsafePath if the state dir or the file is one another user could have planted."""
+        if not os.path.lexists(self.path):
+            return None
+        check_private_dir(self.path, "state dir")
         try:
-            return Instance.from_json(self.state_file.read_text())
+            with open_owned(self.state_file) as f:
+                return Instance.from_json(f.read(_STATE_LIMIT).decode("utf-8", "replace"))
         except (FileNotFoundError, ValueError):
             return None
 
@@ -104,7 +125,19 @@ class StateDir:
     def acquire(self) -> list[str]:
         """Lock the state dir for this process's ``up``; AlreadyRunning if another holds it. Recover what a killed
         ``up`` left and return what was recovered, one line per item."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_private_dir(self.path, "state dir")
+        lock = Path(self._lock.lock_file)
+        try:
+            st = os.lstat(lock)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                raise UnsafePath(
+                    f"{lock} is not a lock file of yours ({stat.filemode(st.st_mode)}, owner uid {st.st_uid}): "
+                    "another user may have planted it; remove it if no `emperor-dev up` runs there"
+                )
         try:
             self._lock.acquire()
         except Timeout:
@@ -120,14 +153,16 @@ class StateDir:
         left = self.read()
         if left is None:
             return []
-        # Its run's lock died with it, so the engine's own recovery (runs.py) treats the run as abandoned.
+        # Its run's lock died with it, so the engine's own recovery (runs.py) treats the run as abandoned. Only
+        # this user's runs root is recovered, never a directory up.json names: the file is a report, not an order.
         done = [f"recovered the state of a killed `up` (pid {left.pid})"]
-        for run in recover_abandoned(Path(left.run_dir).parent):
+        for run in recover_abandoned(runs_root()):
             if run.killed:
                 done.append(f"killed leftover processes {run.killed} of {run.path}")
             done += [f"removed stale socket {path}" for path in run.sockets]
-        if remove_stale_socket(left.control):
-            done.append(f"removed stale socket {left.control}")
+        own_control = str(self.path / CONTROL_SOCKET)  # one in the run dir went with it
+        if left.control == own_control and remove_stale_socket(own_control):
+            done.append(f"removed stale socket {own_control}")
         self.state_file.unlink(missing_ok=True)
         return done
 
@@ -140,7 +175,7 @@ class StateDir:
     def publish(self, instance: Instance) -> None:
         """Write ``up.json`` atomically (readers never see half of it)."""
         tmp = self.state_file.with_name(STATE_FILE + ".tmp")
-        tmp.write_text(instance.to_json())
+        create_private(tmp, instance.to_json().encode())  # never through a file planted at that name
         os.replace(tmp, self.state_file)
 
     def release(self) -> None:

@@ -47,7 +47,7 @@ from pytest_emperor.engine.processes import (
 )
 from pytest_emperor.engine.registry import Registry
 from pytest_emperor.engine.route_guard import follow_event, listener_check
-from pytest_emperor.engine.runs import RunDir, socket_is_live
+from pytest_emperor.engine.runs import UWSGI_DIR, RunDir, socket_is_live
 from pytest_emperor.engine.stats import EmperorStats, StatsClient
 from pytest_emperor.engine.vassal import STOP_GRACE, Lent, Vassal
 from pytest_emperor.engine.vassal_clients import Front
@@ -168,7 +168,7 @@ class Emperor:
     @property
     def stats_path(self) -> Path:
         """The emperor's stats socket."""
-        return self.run_dir / "stats.sock"
+        return self.run_dir / UWSGI_DIR / "stats.sock"  # bound by the emperor, after any privilege drop
 
     @property
     def process_env(self) -> dict[str, str]:
@@ -215,10 +215,8 @@ class Emperor:
         recorder = f"pythonpath = {python_dir}\nshared-import = {bound_recorder.VASSAL_MODULE}\n"
         extra = "".join(f"{key} = {value}\n" for key, value in self.vassal_options)
         include.write_text(f"[uwsgi]\n{logto}{recorder}{extra}")
-        if self.run_owner is not None:
-            # an emperor told to drop privileges (`--uid`) must still reach its own run dir afterwards
-            for path in (self.run_dir, self.vassal_dir, self.logs_dir):
-                os.chown(path, *self.run_owner)
+        if self.run_owner is not None:  # an emperor told to drop privileges (`--uid`): what it needs of the run
+            self._run.hand_over(self.run_owner)
         cmd = [
             str(self.uwsgi),
             "--emperor", str(self.vassal_dir),

@@ -4,7 +4,8 @@ Layout, under ``<tmp>/pytest-emperor-<uid>/`` (short on purpose: unix socket pat
 and pytest's own tmp paths are far longer)::
 
     <tag>.lock      held (flock) for the whole life of the run
-    <tag>/          the run dir: vassals/, logs/, stats.sock, emperor.log, sockets (one path a line)
+    <tag>/          the run dir: vassals/, logs/, emperor.log, sockets (one path a line), and uwsgi/: what the
+                    uWSGI processes write (the stats socket, ``bound``: the sockets each master says it bound)
 
 A lock that can be taken belongs to a run whose process is gone (flocks die with their owner), so the next run
 on the machine kills that run's processes (found by their environment marker, see processes.py), unlinks its
@@ -17,11 +18,17 @@ are killed. Dead: no process of the run is left, and the
 file at the path is still that one. Whether a connect succeeds proves neither: a master between ``bind()`` and
 ``listen()`` refuses connections on a socket that is very much alive, and a process in its exit teardown still
 accepts on one that is dead (docs/uwsgi-behaviour.md, "Recovery").
+
+An emperor that drops privileges (``--uid``) gets the run handed over (``hand_over``) only as far as it needs:
+``logs/`` and ``uwsgi/`` become its user's, the rest stays the caller's. What that user writes is a claim, never
+an instruction: a socket it says it bound is unlinked only if it is a path the run predicted and the file there
+is that user's; a log is read only if it is a regular file of that user's (docs/run-dir.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -30,14 +37,20 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from filelock import FileLock, Timeout
 
-from pytest_emperor.engine.bound_recorder import identity_line
+from pytest_emperor.engine.bound_recorder import CLAIMS_DIR, CLAIMS_FILE, identity_line
 from pytest_emperor.engine.processes import kill_marked, processes_with_marker
+from pytest_emperor.errors import UnsafePath
 
 # Linux's sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 AF_UNIX_MAX = 107
+#: The run dir's subdirectory the uWSGI processes write to: the emperor's stats socket, the masters' ``bound``.
+UWSGI_DIR = CLAIMS_DIR
+# A claims file larger than this is not read whole: nothing a run's vassals bind comes near it.
+_CLAIMS_LIMIT = 1 << 20
 
 
 def runs_root() -> Path:
@@ -115,16 +128,61 @@ def bound_unix_paths(pids: list[int]) -> set[str]:
     return found
 
 
-def _check_private_dir(path: Path) -> None:
-    """Refuse a runs root that another local user could have planted in a shared /tmp: a symlink (lstat, never
-    followed), or a directory that is not ours or that others may write to."""
+def check_private_dir(path: Path, what: str = "directory") -> None:
+    """Refuse (UnsafePath) a directory the caller would trust that another local user could have planted or could
+    replace: a symlink (lstat, never followed), one that is not the caller's or that others may write to, or one
+    in a parent others may write to without the sticky bit (they could rename it away and put theirs there)."""
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
-        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a private directory of yours"
-        raise PermissionError(
-            f"{path} is {what} (owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)}): another user may have "
-            "planted it; remove it if it is yours, or set TMPDIR to a directory of your own"
+        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a private directory of yours"
+        raise UnsafePath(
+            f"the {what} {path} is {kind} (owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)}): another user "
+            "may have planted it; remove it if it is yours, or use a directory of your own"
         )
+    parent = os.stat(path.parent)
+    sticky = parent.st_mode & stat.S_ISVTX
+    if parent.st_uid not in (0, os.getuid()) or (parent.st_mode & 0o022 and not sticky):
+        raise UnsafePath(
+            f"the {what} {path} is in {path.parent} (owner uid {parent.st_uid}, mode "
+            f"{stat.filemode(parent.st_mode)}), where another user could replace it: use a directory of your own"
+        )
+
+
+def open_owned(path: Path) -> BinaryIO:
+    """The regular file ``path`` opened for reading without following a symlink, and only if it belongs to the
+    caller or to the owner of its directory (the user a run's ``logs/`` and ``uwsgi/`` were handed to, who
+    cannot chown them back): UnsafePath for anything else there (a symlink, a FIFO, another user's file, hard
+    links included), FileNotFoundError if nothing is. For every file of a run or state dir that a less trusted
+    process could have put there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(f"{path} is a symlink: not followed (another user may have planted it)") from None
+        raise
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid not in (os.getuid(), os.lstat(path.parent).st_uid):
+        f.close()
+        raise UnsafePath(
+            f"{path} is not a regular file of the run's (owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)}):"
+            " not read"
+        )
+    return f
+
+
+def create_private(path: Path, data: bytes = b"", *, owner: tuple[int, int] | None = None) -> None:
+    """Create the file ``path`` anew (O_EXCL, O_NOFOLLOW: never through what is there, which is removed first;
+    unlink does not follow a symlink) holding ``data``, mode 0600, handed to ``owner`` if given."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -140,7 +198,6 @@ class RunDir:
         """Recover abandoned runs under ``root``, then lock and create a fresh run dir there."""
         root = root or runs_root()
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _check_private_dir(root)
         recover_abandoned(root)
         while True:
             tag = secrets.token_hex(3)
@@ -152,7 +209,20 @@ class RunDir:
             except FileExistsError:  # a 24-bit tag collided with a live or kept run: draw again
                 lock.release()
                 continue
+            (path / UWSGI_DIR).mkdir(mode=0o700)
+            create_private(path / UWSGI_DIR / CLAIMS_FILE)
             return cls(path, tag, lock)
+
+    def hand_over(self, owner: tuple[int, int]) -> None:
+        """Give an emperor that drops privileges to ``owner`` (uid, gid) what it needs, and nothing more: the
+        run dir stays the caller's (searchable, not listable), ``vassals/`` readable by ``owner``'s group,
+        ``logs/`` (each vassal's ``logto``) and ``uwsgi/`` (its stats socket, the masters' claims) its own."""
+        os.chmod(self.path, 0o711)
+        os.chown(self.path / "vassals", -1, owner[1])
+        os.chmod(self.path / "vassals", 0o750)
+        for name in ("logs", UWSGI_DIR):
+            os.chown(self.path / name, *owner)
+        os.chown(self.path / UWSGI_DIR / CLAIMS_FILE, *owner)
 
     @property
     def marker(self) -> str:
@@ -172,9 +242,11 @@ class RunDir:
     def unlink_dead_socket(self, path: str) -> bool:
         """Unlink ``path`` once the vassal that served it is gone: if the file there is one the run recorded
         while a process of it served it, else (never seen bound) only if nobody accepts connections on it."""
-        identity = socket_identity(path)
-        if identity is not None and identity in _recorded_sockets(self.path).get(path, set()):
+        identity = _unlinkable(self.path, path, _recorded_sockets(self.path).get(path, set()))
+        if identity is not None:
             return remove_stale_socket(path, identity)
+        if _vassal_uid(self.path) is not None and socket_identity(path) is not None:
+            return False  # a dead socket of the vassals' user's is theirs to remove, another's never ours
         return remove_stale_socket(path)
 
     def note_bound(self, pids: list[int] | None = None) -> None:
@@ -202,30 +274,65 @@ class RunDir:
         self._lock.release()
 
 
-def _recorded_sockets(run_path: Path) -> dict[str, set[SocketIdentity]]:
-    """Each recorded path with the identities recorded for it (none for a path never seen bound)."""
-    recorded: dict[str, set[SocketIdentity]] = {}
+def _vassal_uid(run_path: Path) -> int | None:
+    """The user the run's vassals run as when it is not the caller (the owner of ``uwsgi/``, which only the
+    caller could have chowned), else None."""
     try:
-        lines = (run_path / "sockets").read_text().splitlines()
-    except FileNotFoundError:
-        return recorded
-    for line in lines:
+        uid = os.lstat(run_path / UWSGI_DIR).st_uid
+    except OSError:
+        return None
+    return None if uid == os.getuid() else uid
+
+
+def _parse_identities(text: str, into: dict[str, set[SocketIdentity]], *, only: set[str] | None = None) -> None:
+    for line in text.splitlines():
         path, _, ident = line.partition("\t")
-        known = recorded.setdefault(path, set())
+        if only is not None and path not in only:
+            continue
+        known = into.setdefault(path, set())
         with contextlib.suppress(ValueError):
             dev, ino, ctime = (int(part) for part in ident.split())
             known.add((dev, ino, ctime))
+
+
+def _recorded_sockets(run_path: Path) -> dict[str, set[SocketIdentity]]:
+    """Each recorded path with the identities recorded for it (none for a path never seen bound): the caller's
+    own records (``sockets``), and the masters' claims (``uwsgi/bound``) for the paths the caller predicted.
+    A claim names an identity; whether the file there may be unlinked is decided by ``_unlinkable``."""
+    recorded: dict[str, set[SocketIdentity]] = {}
+    try:
+        _parse_identities((run_path / "sockets").read_text(), recorded)
+    except FileNotFoundError:
+        return recorded
+    with contextlib.suppress(OSError), open_owned(run_path / UWSGI_DIR / CLAIMS_FILE) as claims:
+        _parse_identities(claims.read(_CLAIMS_LIMIT).decode("utf-8", "replace"), recorded, only=set(recorded))
     return recorded
 
 
+def _unlinkable(run_path: Path, path: str, known: set[SocketIdentity]) -> SocketIdentity | None:
+    """The identity of the socket file at ``path`` if the run may unlink it: one it recorded, and, when its
+    vassals run as another user, a file of that user's (a root-owned socket is never theirs to have bound)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    identity = (st.st_dev, st.st_ino, st.st_ctime_ns)
+    if not stat.S_ISSOCK(st.st_mode) or identity not in known:
+        return None
+    vassal_uid = _vassal_uid(run_path)
+    return identity if vassal_uid is None or st.st_uid == vassal_uid else None
+
+
 def _record_bound(run_path: Path, paths: list[str] | set[str]) -> None:
+    vassal_uid = _vassal_uid(run_path)
     lines = []
     for path in paths:
         try:
             st = os.lstat(path)
         except OSError:
             continue
-        if stat.S_ISSOCK(st.st_mode) and "\n" not in path and "\t" not in path:
+        theirs = vassal_uid is None or st.st_uid == vassal_uid
+        if stat.S_ISSOCK(st.st_mode) and theirs and "\n" not in path and "\t" not in path:
             lines.append(identity_line(path, st))
     if lines:
         with (run_path / "sockets").open("a") as f:
@@ -244,8 +351,8 @@ def _kill_and_unlink(run_path: Path) -> tuple[list[int], list[str]]:
     if processes_with_marker(marker):
         return killed, removed  # one would not die: its sockets may still be in use
     for path, known in _recorded_sockets(run_path).items():
-        identity = socket_identity(path)
-        if identity in known and remove_stale_socket(path, identity):
+        identity = _unlinkable(run_path, path, known)
+        if identity is not None and remove_stale_socket(path, identity):
             removed.append(path)
     return killed, removed
 
@@ -260,7 +367,12 @@ class Recovered:
 
 
 def recover_abandoned(root: Path) -> list[Recovered]:
-    """Clean up every run under ``root`` whose owner died without cleaning up (see the module docstring)."""
+    """Clean up every run under ``root`` whose owner died without cleaning up (see the module docstring).
+    ``root`` must be a private directory of the caller's (UnsafePath otherwise): only what lies under it is
+    ever removed."""
+    if not os.path.lexists(root):
+        return []
+    check_private_dir(root, "runs root")
     recovered = []
     for lock_path in sorted(root.glob("*.lock")):
         lock = FileLock(str(lock_path), timeout=0)

@@ -13,6 +13,8 @@ from typing import Union
 from pytest_emperor.engine.deploy_plan import DeployPlan
 from pytest_emperor.engine.emperor_log import EventKind
 from pytest_emperor.engine.events import EventLog
+from pytest_emperor.engine.runs import open_owned
+from pytest_emperor.errors import UnsafePath
 
 #: Where log_text()/error_lines() start: "test" (the current test's first use of the vassal, else its deploy),
 #: "deploy", or a byte offset into its log file.
@@ -112,11 +114,13 @@ class VassalLog:
         offset, _ = self.start(since)
         self.sync()
         try:
-            with self.path.open("rb") as f:
+            with open_owned(self.path) as f:  # a symlink or another's file is never read (docs/run-dir.md)
                 f.seek(offset)
                 return f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""
+        except UnsafePath as exc:
+            return f"(not read: {exc})\n"
 
     def sync(self) -> None:
         """Wait until the log holds the line of every request the vassal answered to its clients (``answered``).
@@ -133,12 +137,12 @@ class VassalLog:
         deadline = time.monotonic() + LOG_SYNC_LIMIT
         while True:
             try:
-                with self.path.open("rb") as f:
+                with open_owned(self.path) as f:
                     if os.fstat(f.fileno()).st_size < self._log_scanned:
                         self._log_scanned = 0  # a new log file: a redeploy after the emperor removed the old one
                     f.seek(self._log_scanned)
                     chunk = f.read()
-            except FileNotFoundError:
+            except (FileNotFoundError, UnsafePath):
                 chunk = b""
             complete = chunk[: chunk.rfind(b"\n") + 1]
             self._log_scanned += len(complete)

@@ -1,0 +1,34 @@
+"""What a test that drops privileges needs of this machine: the uwsgi binary's embedded Python must start as the
+unprivileged user. It does not where that interpreter lives in a directory only root can read (pyenv under
+/root, a 0700 tox dir): the vassal then dies before it can load an app, and no privilege test can hold."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+PROBE = 'import encodings, json, sys; print("python ok", sys.version_info[:2], flush=True)\n'
+
+
+def python_unusable_as(user: str, uwsgi: Path) -> str | None:
+    """Why ``uwsgi``'s embedded Python cannot start as ``user`` (its stdlib or the binary unreadable to it), or
+    None if it can: run for real as that user (``uwsgi --pyrun``), not guessed from file modes."""
+    with tempfile.TemporaryDirectory(prefix="pe-probe-", dir="/tmp") as work:
+        Path(work).chmod(0o755)
+        script = Path(work) / "probe.py"
+        script.write_text(PROBE)
+        script.chmod(0o644)
+        try:
+            done = subprocess.run([str(uwsgi), "--pyrun", str(script)], user=user, cwd=work, capture_output=True,
+                                  text=True, timeout=60)  # fmt: skip
+        except OSError as exc:
+            return f"{uwsgi} cannot be run by the unprivileged user {user}: {exc}"
+    output = done.stdout + done.stderr  # uWSGI logs to stderr, the script prints to stdout
+    if "python ok" in output:
+        return None
+    last = output.strip().splitlines()[-2:]
+    return (
+        f"the Python that {uwsgi} embeds does not start as the unprivileged user {user} (its standard library or "
+        f"binary is not readable by other users on this machine): {' | '.join(last)}"
+    )
