@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -111,3 +112,52 @@ def test_boot_check_runs_under_the_emperor_args(app_dir: Path, user: str, uwsgi_
     os.chmod(app_dir.parent, 0o700)
     found = {(f.code, f.line) for f in run_check([app_dir], settings).findings}
     assert {("E601", 1), ("B001", 1)} <= found
+
+
+# The app, run as the emperor's user: claims a live socket of root's as one it bound, in every record of the run
+# it can reach (appended, or the file replaced through its directory), swaps its log for a symlink to a root-only
+# file, then fails its import, so that the report shows its log lines.
+HOSTILE = """
+import glob, os
+run = os.environ["PYTEST_EMPEROR_RUN"]
+st = os.lstat(CLAIMED)
+line = f"{CLAIMED}\\t{st.st_dev} {st.st_ino} {st.st_ctime_ns}\\n"
+for record in (os.path.join(run, "sockets"), os.path.join(run, "uwsgi", "bound")):
+    try:
+        with open(record, "a") as f:
+            f.write(line)
+    except OSError:
+        try:
+            with open(record) as f:
+                old = f.read()
+            with open(record + ".new", "w") as f:
+                f.write(old + line)
+            os.replace(record + ".new", record)
+        except OSError:
+            pass
+for log in glob.glob(os.path.join(run, "logs", "*.log")):
+    os.replace(log, log + ".old")
+    os.symlink(SECRET, log)
+raise RuntimeError("hostile app: planted")
+"""
+
+
+def test_boot_check_vassals_cannot_make_root_unlink_or_read(app_dir: Path, user: str, uwsgi_bin: Path) -> None:
+    why = python_unusable_as(user, uwsgi_bin)
+    if why:
+        pytest.skip(why)
+    os.chmod(app_dir.parent, 0o755)
+    secret = app_dir.parent / "secret"
+    secret.write_text("root's secret line\n")
+    secret.chmod(0o600)
+    claimed = app_dir.parent / "root-only.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(claimed))
+        os.chmod(claimed, 0o600)
+        server.listen()
+        (app_dir / "hello.py").write_text(f"CLAIMED = {str(claimed)!r}\nSECRET = {str(secret)!r}\n" + HOSTILE)
+        settings = CheckSettings(uwsgi=uwsgi_bin, timeout=60, emperor_args=("--uid", user, "--gid", user))
+        result = run_check([app_dir], settings)
+        assert claimed.exists()
+    report = repr(result.findings)
+    assert "B001" in {f.code for f in result.findings} and "root's secret line" not in report, report

@@ -27,8 +27,9 @@ from pytest_emperor.convention import DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT, route
 from pytest_emperor.engine.deploy_plan import SocketSpec
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.naming import routable_name
+from pytest_emperor.engine.runs import open_owned
 from pytest_emperor.engine.vassal import Vassal
-from pytest_emperor.errors import EmperorError, VassalCursed, VassalError, VassalTimeout
+from pytest_emperor.errors import EmperorError, UnsafePath, VassalCursed, VassalError, VassalTimeout
 
 __all__ = ["BootTarget", "boot_all"]
 
@@ -174,7 +175,7 @@ def boot_all(
             )
             deployed: list[tuple[BootTarget, Vassal, _AppLog]] = []
             for target in targets:
-                log = _AppLog(target.app, emperor.vassal_dir.resolve())
+                log = _AppLog(target.app, emperor.vassal_dir.resolve(), as_user.uid if as_user else None)
                 try:
                     # under the name `up` and deploy_app give the dir (my_shop -> my-shop): one DNS label
                     name = routable_name(target.app.name)
@@ -190,11 +191,14 @@ def boot_all(
 
 
 class _AppLog:
-    """The app's own ``logto`` file (kept in force, as in production): what the vassal appends to it."""
+    """The app's own ``logto`` file (kept in force, as in production): what the vassal appends to it. Read only
+    if it is a regular file of ours, its directory's owner's or the vassals' user's (``owner``): a vassal that
+    dropped privileges may have swapped it for a symlink to a file it cannot read."""
 
-    def __init__(self, app: AppConfig, vassal_dir: Path) -> None:
+    def __init__(self, app: AppConfig, vassal_dir: Path, owner: int | None = None) -> None:
         target = app.resolution.last("logto")
         self.path = vassal_dir / target if target and ("/" in target or ":" not in target) else None
+        self.owner = owner
         self.offset = self._size()
 
     def _size(self) -> int:
@@ -207,9 +211,11 @@ class _AppLog:
         if self.path is None:
             return []
         try:
-            with self.path.open("rb") as f:
+            with open_owned(self.path, self.owner) as f:
                 f.seek(self.offset)
                 return f.read().decode("utf-8", "replace").splitlines()[-200:]
+        except UnsafePath as exc:
+            return [f"(not read: {exc})"]
         except OSError:
             return []
 

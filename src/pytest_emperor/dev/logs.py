@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_emperor.engine.emperor_log import EmperorEvent, EmperorLogParser, EventKind
+from pytest_emperor.engine.runs import open_owned
+from pytest_emperor.errors import UnsafePath
 
 LOG_SUFFIX = ".log"
 EMPEROR_LOG = "emperor.log"
@@ -84,6 +86,7 @@ class LogTail:
         self.app = app
         self._offsets: dict[Path, int] = {}
         self._partial: dict[Path, bytes] = {}
+        self._refused: set[Path] = set()
         self._parser = EmperorLogParser()
         if from_end:
             for path in self._files():
@@ -99,7 +102,7 @@ class LogTail:
     def _new_lines(self, path: Path) -> list[str]:
         offset = self._offsets.get(path, 0)
         try:
-            with path.open("rb") as f:
+            with open_owned(path) as f:  # a vassal that dropped privileges may have put a symlink there
                 if f.seek(0, 2) < offset:  # truncated: start over
                     offset = 0
                 f.seek(offset)
@@ -107,6 +110,11 @@ class LogTail:
                 self._offsets[path] = f.tell()
         except FileNotFoundError:
             return []
+        except UnsafePath as exc:  # said once, never read
+            if path in self._refused:
+                return []
+            self._refused.add(path)
+            return [f"(not shown: {exc})"]
         complete, newline, rest = data.rpartition(b"\n")
         if rest:
             self._partial[path] = rest  # a line still being written: wait for its newline

@@ -148,12 +148,12 @@ def check_private_dir(path: Path, what: str = "directory") -> None:
         )
 
 
-def open_owned(path: Path) -> BinaryIO:
+def open_owned(path: Path, owner: int | None = None) -> BinaryIO:
     """The regular file ``path`` opened for reading without following a symlink, and only if it belongs to the
-    caller or to the owner of its directory (the user a run's ``logs/`` and ``uwsgi/`` were handed to, who
-    cannot chown them back): UnsafePath for anything else there (a symlink, a FIFO, another user's file, hard
-    links included), FileNotFoundError if nothing is. For every file of a run or state dir that a less trusted
-    process could have put there."""
+    caller, to the owner of its directory (the user a run's ``logs/`` and ``uwsgi/`` were handed to, who cannot
+    chown them back) or to ``owner``: UnsafePath for anything else there (a symlink, a FIFO, another user's file,
+    hard links included), FileNotFoundError if nothing is. For every file of a run or state dir that a less
+    trusted process could have put there."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -162,7 +162,7 @@ def open_owned(path: Path) -> BinaryIO:
         raise
     f = os.fdopen(fd, "rb")
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid not in (os.getuid(), os.lstat(path.parent).st_uid):
+    if not stat.S_ISREG(st.st_mode) or st.st_uid not in (os.getuid(), os.lstat(path.parent).st_uid, owner):
         f.close()
         raise UnsafePath(
             f"{path} is not a regular file of the run's (owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)}):"
