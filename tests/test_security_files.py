@@ -149,24 +149,42 @@ def test_a_planted_up_json_symlink_is_not_read(shared_dir: Path, other_user: str
         state.read()
 
 
-def test_up_refuses_a_planted_runs_root_without_a_traceback(shared_dir: Path, other_user: str) -> None:  # noqa: F811
+@pytest.fixture
+def planted_tmp(shared_dir: Path, other_user: str) -> Path:  # noqa: F811
+    """A sticky TMPDIR where the other user planted this user's runs root as a symlink into a dir of ours."""
     tmp = shared_dir / "tmp"
     tmp.mkdir()
     tmp.chmod(0o1777)
     mine = shared_dir / "mine"
     mine.mkdir(mode=0o700)
-    root = tmp / f"pytest-emperor-{os.getuid()}"
-    plant_symlink(root, mine, other_user)
+    plant_symlink(tmp / f"pytest-emperor-{os.getuid()}", mine, other_user)
+    return tmp
+
+
+def test_up_refuses_a_planted_runs_root_without_a_traceback(shared_dir: Path, planted_tmp: Path) -> None:  # noqa: F811
     app = shared_dir / "apps" / "hello"
     app.mkdir(parents=True)
     (app / "app.uwsgi.ini").write_text("[uwsgi]\nsocket = /tmp/%n.api.sock\nmodule = app\n")
     (app / "app.py").write_text("def application(environ, start_response): return []\n")
-    env = dict(os.environ, TMPDIR=str(tmp), EMPEROR_DEV_STATE_DIR=str(shared_dir / "state"))
+    env = dict(os.environ, TMPDIR=str(planted_tmp), EMPEROR_DEV_STATE_DIR=str(shared_dir / "state"))
     done = subprocess.run([sys.executable, "-m", "pytest_emperor.dev", "up", str(app)], env=env, cwd=shared_dir,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    root = planted_tmp / f"pytest-emperor-{os.getuid()}"
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and f"the runs root {root} is a symlink" in done.stderr, done.stderr
-    assert list(mine.iterdir()) == []
+    assert list((shared_dir / "mine").iterdir()) == []
+
+
+def test_pytest_refuses_a_planted_runs_root_without_a_traceback(
+    pytester: pytest.Pytester, planted_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile("def test_uses_the_emperor(emperor):\n    pass\n")
+    monkeypatch.setenv("TMPDIR", str(planted_tmp))
+    result = pytester.runpytest_subprocess("--emperor", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    out = result.stdout.str()
+    root = planted_tmp / f"pytest-emperor-{os.getuid()}"
+    assert f"pytest-emperor: the runs root {root} is a symlink" in out and "raise UnsafePath" not in out, out
 
 
 # -- a run whose emperor drops privileges -----------------------------------------------------------------------

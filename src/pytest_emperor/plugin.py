@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import pytest
 
 from pytest_emperor.convention import APP_INI, DEFAULT_DOMAIN, DEFAULT_SOCKET_TEMPLATE, DEFAULT_TIMEOUT, MAX_BODY_SIZE
-from pytest_emperor.errors import ConfigError, EmperorError, UwsgiNotFound
+from pytest_emperor.errors import ConfigError, EmperorError, UnsafePath, UwsgiNotFound
 
 if TYPE_CHECKING:
     from pytest_emperor.engine.emperor import Emperor
@@ -191,12 +191,16 @@ class _Session:
                 from pytest_emperor.testing.coverage import from_pytest_cov
 
                 self.coverage = from_pytest_cov(self.cov_config)
-            self.emperor = EmperorUnderTest(
+            emperor = EmperorUnderTest(
                 self.settings.uwsgi, route_map=self.settings.route_map, front=self.get_router,
                 keep=self.settings.keep, timeout=self.settings.timeout,
                 vassal_options=self.coverage[0].vassal_options() if self.coverage else (),
                 extra_args=self.coverage[0].emperor_flags() if self.coverage else (),
-            ).start()  # fmt: skip
+            )  # fmt: skip
+            try:
+                self.emperor = emperor.start()
+            except UnsafePath as exc:  # a runs root another user planted: the machine's problem, not the test's
+                pytest.fail(f"pytest-emperor: {exc}", pytrace=False)
         return self.emperor
 
     def get_router(self) -> Router:
