@@ -171,15 +171,13 @@ def open_owned(path: Path, owner: int | None = None) -> BinaryIO:
     return f
 
 
-def create_private(path: Path, data: bytes = b"", *, owner: tuple[int, int] | None = None) -> None:
+def create_private(path: Path, data: bytes = b"") -> None:
     """Create the file ``path`` anew (O_EXCL, O_NOFOLLOW: never through what is there, which is removed first;
-    unlink does not follow a symlink) holding ``data``, mode 0600, handed to ``owner`` if given."""
+    unlink does not follow a symlink) holding ``data``, mode 0600."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        if owner is not None:
-            os.fchown(fd, *owner)
         os.write(fd, data)
     finally:
         os.close(fd)
