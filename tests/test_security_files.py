@@ -67,7 +67,7 @@ def listening(shared_dir: Path) -> Iterator[Path]:  # noqa: F811
 
 def planted_instance(victim: Path) -> Instance:
     return Instance(pid=2**22 + 1, control=str(victim / "control.sock"), run_dir=str(victim / "run"),
-                    domain="localhost", router="nginx", router_host="127.0.0.1", router_port=1,
+                    domain="localhost", router_host="127.0.0.1", router_port=1,
                     router_unix="")  # fmt: skip
 
 
