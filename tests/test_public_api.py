@@ -80,6 +80,9 @@ def _public_types_in(annotation: object) -> set[type]:
     return found
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 10), reason="typing.get_type_hints cannot evaluate `X | None` annotations before Python 3.10"
+)
 def test_what_public_methods_return_can_be_annotated() -> None:
     # A user holding what emperor.stats(), vassal.events(), vassal.socket ... return can name its type.
     import httpx
