@@ -345,9 +345,9 @@ class DevServer:
         with self._app_lock(name):
             vassal = self.emperor.vassals.get(name)
             # Only a ready app is reloaded in place. One the emperor is retrying may be mid-retry (running, not
-            # cursed yet) with its old broken files: reloading that attempt fails with a curse just before the
-            # fixed app comes back, so it is deployed afresh like a cursed one.
-            if vassal is not None and vassal.state is VassalState.READY:
+            # cursed yet): that attempt ends first. Ready (it may have read the files before they were fixed),
+            # it is reloaded in place; cursed again, it is deployed afresh.
+            if vassal is not None and vassal.wait_retry() is VassalState.READY:
                 vassal.reload()
             else:
                 if vassal is not None:

@@ -8,6 +8,7 @@ sees the emperor itself. Its output is read by vassal_log.py, and its clients ar
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import signal
@@ -247,6 +248,22 @@ class Vassal:
         self._settle(event.seq, min(deadline, time.monotonic() + SETTLE_LIMIT))
         return self
 
+    def wait_retry(self, timeout: float | None = None) -> VassalState:
+        """Let a retry of the emperor's under way (its master running, neither accepting nor cursed yet) end, and
+        return the state then (at once if none is under way): ready (as ``wait_ready``), or cursed again.
+
+        Stopping a retry that is about to be ready only to deploy the app afresh would show it ready, then down:
+        a caller that reloads a fixed app waits for the retry first, and reloads the ready one in place.
+        """
+        __tracebackhide__ = True
+        since = self._lent.events.last_seq  # before the stats read: an outcome logged after it is not missed
+        running = self._lent.stats.read().vassals.get(self.id)
+        if running is not None and not running.cursed and not running.accepting:
+            self._since = since
+            with contextlib.suppress(VassalCursed):  # cursed again: the state says so
+                self.wait_ready(timeout)
+        return self.state
+
     def _settle(self, ready_seq: int, deadline: float) -> None:
         # The emperor hears "accepting" from worker 1 only. A worker still starting has not installed its
         # signal handlers, and uWSGI 2.0 then ignores a reload or stop sent to it: the master waits up to its
@@ -352,6 +369,13 @@ class Vassal:
         since = self._lent.events.last_seq
         running = self._lent.stats.read().vassals.get(self.id)
         self.symlink.unlink(missing_ok=True)
+        if running is None:
+            # A vassal waiting out its throttle may have been retried by the emperor's scan between that read and
+            # the unlink: that retry must be stopped and reaped like any running vassal, or a deploy of the same
+            # name right after takes its "ready" for its own. The first read wakes the emperor, which scans (and
+            # stops the retry) after answering it; the second is answered after that scan.
+            self._lent.stats.read()
+            running = self._lent.stats.read().vassals.get(self.id)
         if running is not None:
             self._lent.stats.ring()  # the emperor scans now, misses the link and sends the stop
             # Woken before the emperor has marked it as stopping, the master would die as an unasked death.
