@@ -303,6 +303,9 @@ def hasten_stop(
         while True:
             live = [m for m in held if not m.exited()]
             with frozen(live) if note is not None else contextlib.nullcontext():
+                # One that exited while being frozen is not frozen but a zombie (or gone): it holds nothing to
+                # note and needs no signal.
+                live = [m for m in live if not m.exited()]
                 if note is not None:
                     note([master.pid for master in live])
                 _signal_round(live, time.monotonic() - start, grace, timeout)
