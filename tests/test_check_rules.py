@@ -95,7 +95,7 @@ TRIGGERS = {
     "W302": (BASE.replace("%n", "svc"), {}),
     "W303": (BASE.replace("%n.api.sock", "%n.sock"), {}),
     "E304": (BASE + "http = :8080\n", {}),
-    "E305": (BASE + "daemonize = /tmp/x.log\n", {}),
+    "I305": (BASE + "daemonize = /tmp/x.log\n", {}),
     "W307": (BASE + "socket = /tmp/%n.admin.sock\nchmod-socket = 666\n", {}),
     "W005": (BASE + "if-env = PROD\nprocesses = 8\nendif =\n", {}),
     "W107": (BASE + "buffer-size = 32k\nharakiri = 2m\n", {}),
@@ -105,14 +105,17 @@ TRIGGERS = {
     "W401": (BASE.replace("vacuum = true\n", ""), {}),
     "W402": (BASE.replace("need-app = true\n", ""), {}),
     "E403": (BASE.replace("processes = 2", "processes = two"), {}),
-    "W506": (BASE + "plugin = python3\n", {}),
+    "I506": (BASE + "plugin = python3\n", {}),
+    "W113": (BASE + "post-buffering = true\n", {}),
+    "W312": (BASE + "mount = /=app\n", {}),
+    "I114": (BASE + "route = ^/old redirect:/new\n", {}),
     "E507": (BASE + "need-plugin = python3\n", {}),
 }
 NOT_TRIGGERED = {
     "W101": BASE + "env = A=x;y\nlogformat = %%(status)#1\n",  # no blank before # / ;: not a comment
     "E102": BASE + "; cpu at 100%%\n",
     "E104": BASE + "master\n",  # a bare flag is fine
-    "E105": BASE + "home = %(chdir)/venv\n",
+    "E105": BASE + "home = %(chdir)/venv\nlog-format = %(addr) %(method) %(uri) %(status)\n",
     "W106": BASE + "socket = /tmp/%n.second.sock\n".replace("second", "api"),  # socket is repeatable
     "E201": BASE.replace("chdir = /srv/app", "root = /srv\nchdir = %(root)/app"),
     "W302": BASE.replace("%n", "%N"),
@@ -122,9 +125,11 @@ NOT_TRIGGERED = {
     "E308": BASE + "http-socket = 127.0.0.1:0\n",  # an extra HTTP socket beside the routed uwsgi one
     "E309": BASE,
     "W303": BASE + "socket = /tmp/%n.admin.sock\n",  # a second socket beside the routed one
-    "W401": BASE,
+    "W401": BASE.replace("vacuum = true\n", "").replace("/tmp/%n.api.sock", "127.0.0.1:3031"),  # TCP only
     "E403": BASE.replace("processes = 2", "processes = 2 # cores"),
-    "W506": BASE + "plugin = router_http\n",
+    "I506": BASE + "plugin = router_http\n",
+    "W113": BASE + "post-buffering = 8192\nharakiri = 30\n",
+    "W312": BASE + "mount = /admin=admin_app\n",
 }
 
 
@@ -167,11 +172,11 @@ def test_repeated_option_says_which_wins() -> None:
 def test_seed_real_findings_and_no_false_alarms() -> None:
     found = {f.code: f for f in check_app(app(SEED, name="service1"))}
     # the production ini's real problems
-    assert {"W101", "W402", "W506"} <= set(found)
+    assert {"W101", "W402", "I506"} <= set(found)
     assert found["W101"].line == 9
     # its valid idioms are no alarms: @(exec://...), %(app_root) (only the strict note), %n, and 666 on the
     # routed socket (nginx's worker runs as another user and the router looks in /tmp)
-    assert set(found) - {"W101", "W402", "W506", "I202"} == set()
+    assert set(found) - {"W101", "W402", "I506", "I202"} == set()
     assert found["I202"].severity is Severity.INFO and "set-placeholder" in found["I202"].hint
 
 

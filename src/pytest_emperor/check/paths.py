@@ -9,11 +9,37 @@ import grp
 import os
 import pwd
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_emperor.check.rules import AppConfig, Finding, finding, where
+from pytest_emperor.check.rules import AppConfig, Finding, finding, undetermined, where
 
-__all__ = ["check_paths", "resolved_paths", "venv_python_version"]
+__all__ = ["Production", "check_paths", "resolved_paths", "venv_python_version"]
+
+
+@dataclass(frozen=True)
+class Production:
+    """What the check knows of the production host. ``here``: this machine stands for it (a vassal of the
+    convention, deployed from this repo as `emperor-dev up` runs it); else only paths inside ``repo`` and the
+    stated ``paths``/``users`` are judged, and the rest is info naming what is missing here."""
+
+    here: bool = True
+    repo: Path = Path("/")
+    paths: tuple[str, ...] = ()
+    users: tuple[str, ...] | None = None  # None: not stated
+
+    def judged(self, path: Path) -> bool:
+        """Whether a missing ``path`` is a finding: it is in the repo, or production's paths are stated."""
+        if self.here:
+            return True
+        inside = os.path.commonpath([str(self.repo), os.path.abspath(path)]) == str(self.repo)
+        return inside or bool(self.paths)
+
+    def exists_there(self, path: Path) -> bool:
+        """``path`` lies under a path production is stated to have."""
+        text = os.path.abspath(path)
+        return any(text == p.rstrip("/") or text.startswith(p.rstrip("/") + "/") for p in self.paths)
+
 
 _HOME_KEYS = ("home", "virtualenv", "venv", "pyhome")
 
@@ -68,9 +94,13 @@ def _defines(source: Path, name: str) -> bool | None:
     return False
 
 
-def check_paths(app: AppConfig, *, cwd: Path, python_version: str, dropped: bool = False) -> list[Finding]:
+def check_paths(
+    app: AppConfig, *, cwd: Path, python_version: str, dropped: bool = False, production: Production | None = None
+) -> list[Finding]:
     """Findings E501-E505, E310 and E311 for ``app`` deployed with working directory ``cwd`` (the vassal dir), by
-    an emperor that ``dropped`` its privileges (``--emperor-args --uid``) or not."""
+    an emperor that ``dropped`` its privileges (``--emperor-args --uid``) or not; I315/I316 where only the
+    ``production`` host can tell."""
+    prod = production or Production()
     r = app.resolution
     findings: list[Finding] = []
 
@@ -78,7 +108,28 @@ def check_paths(app: AppConfig, *, cwd: Path, python_version: str, dropped: bool
         option = app.ini.last_option(key)
         return (where(app, option.file), option.line) if option else (app.path, 1)
 
-    findings.extend(_logto_and_ids(app, cwd, dropped))
+    def missing(code: str, key: str, path: Path, message: str) -> Finding | None:
+        """``code`` for a missing ``path``, I315 when only production can tell, None when it is there."""
+        if prod.exists_there(path):
+            return None
+        if not prod.judged(path):
+            return finding("I315", *at(key), f"`{key}`: `{path}` is not on this machine")
+        return finding(code, *at(key), message)
+
+    findings.extend(_logto_and_ids(app, cwd, dropped, prod))
+    if not prod.here:
+        # a config run from an unknown directory: its relative paths cannot be looked up here
+        chdir_value = r.last("chdir")
+        if chdir_value is None or not chdir_value.startswith("/"):
+            keys = ("chdir", *_HOME_KEYS, "wsgi-file", "file")
+            relative = [k for k in keys if (r.last(k) or "/").strip()[:1] not in ("/", "")]
+            relative = [k for k in relative if not undetermined(r.last(k) or "")]
+            if relative:
+                findings.append(finding("I316", *at(relative[0]), ", ".join(f"`{k} = {r.last(k)}`" for k in relative)))
+            if chdir_value is None or relative:
+                return findings
+    if any(undetermined(r.last(k) or "") for k in ("chdir", *_HOME_KEYS, "wsgi-file", "file", "module")):
+        return findings  # I109/I110 say which value is unknown; nothing is looked up against a guess
     base = cwd
     chdir = r.last("chdir")
     if chdir:
@@ -87,12 +138,14 @@ def check_paths(app: AppConfig, *, cwd: Path, python_version: str, dropped: bool
             base = target
         else:
             # the app files cannot be looked up relative to a directory that is not there
-            return [*findings, finding("E501", *at("chdir"), f"`{chdir}`")]
+            missed = missing("E501", "chdir", target, f"`{chdir}`")
+            return [*findings, missed] if missed else findings
     home_key = next((k for k in _HOME_KEYS if r.last(k)), None)
     home = base / str(r.last(home_key)) if home_key else None
     if home_key and home is not None:
         if not home.is_dir():
-            findings.append(finding("E504", *at(home_key), f"`{home}`"))
+            missed = missing("E504", home_key, home, f"`{home}`")
+            findings.extend([missed] if missed else [])
             home = None
         else:
             made_with = venv_python_version(home)
@@ -104,7 +157,8 @@ def check_paths(app: AppConfig, *, cwd: Path, python_version: str, dropped: bool
     source: Path | None = None
     wsgi_file = r.last("wsgi-file") or r.last("file")
     if wsgi_file and not (base / wsgi_file).is_file():
-        findings.append(finding("E502", *at("wsgi-file"), f"`{base / wsgi_file}`"))
+        missed = missing("E502", "wsgi-file", base / wsgi_file, f"`{base / wsgi_file}`")
+        findings.extend([missed] if missed else [])
     elif wsgi_file:
         source, key = base / wsgi_file, "wsgi-file"
     module = r.last("module") or r.last("wsgi")
@@ -136,7 +190,7 @@ def _known(kind: str, value: str) -> bool:
     return True
 
 
-def _logto_and_ids(app: AppConfig, cwd: Path, dropped: bool) -> list[Finding]:
+def _logto_and_ids(app: AppConfig, cwd: Path, dropped: bool, prod: Production) -> list[Finding]:
     """E310 (``logto`` into a missing dir) and E311 (``uid``/``gid`` unknown here; not under an emperor that
     dropped its privileges: it ignores them, which W604 says)."""
     found: list[Finding] = []
@@ -146,13 +200,22 @@ def _logto_and_ids(app: AppConfig, cwd: Path, dropped: bool) -> list[Finding]:
     if logto is not None and target and ("/" in target or ":" not in target):
         # the log is opened before `chdir` is applied, so a relative path is relative to the vassal dir
         directory = (cwd / target).parent
-        if not directory.is_dir():
+        if undetermined(target) or prod.exists_there(directory):
+            pass
+        elif not prod.judged(directory) or (not prod.here and not target.startswith("/")):
+            found.append(finding("I315", where(app, logto.file), logto.line, f"`logto`: `{directory}`"))
+        elif not directory.is_dir():
             found.append(finding("E310", where(app, logto.file), logto.line, f"`{directory}` for `logto = {target}`"))
     root = os.geteuid() == 0
     for kind in () if dropped else ("uid", "gid"):
         option = app.ini.last_option(kind)
         value = app.resolution.last(kind)
-        if option is None or not value or _known(kind, value):
+        if option is None or not value or _known(kind, value) or undetermined(value):
+            continue
+        if not prod.here and prod.users is None:
+            found.append(finding("I315", where(app, option.file), option.line, f"`{kind} = {value}`"))
+            continue
+        if prod.users is not None and value in prod.users:
             continue
         # core/uwsgi.c: uid/gid are only applied when uWSGI starts as root
         effect = (

@@ -11,8 +11,9 @@ import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from enum import IntEnum
+from enum import Enum, IntEnum
 
+from pytest_emperor.check.uwsgi_options import ALIASES, NUMERIC, OPTIONS, feature, lacks
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
 from pytest_emperor.engine.inifile import SOCKET_OPTIONS, IniFile, IniOption, Resolution
 
@@ -20,6 +21,7 @@ __all__ = [
     "RULES",
     "AppConfig",
     "Finding",
+    "Kind",
     "Rule",
     "Severity",
     "apply_suppressions",
@@ -29,6 +31,18 @@ __all__ = [
     "finding",
     "section_line",
 ]
+
+
+class Kind(str, Enum):
+    """What a config file is, which decides the rule set it gets (docs/check.md, "Which rules apply")."""
+
+    CONVENTION = "convention vassal"  # app.uwsgi.ini, or declared: every rule
+    UWSGI = "uWSGI config"  # any other: only the rules true of every uWSGI config
+    EMPEROR = "emperor config"  # `emperor =`: not a vassal
+    FRAGMENT = "vassals-include fragment"  # read into every vassal by an emperor: not a vassal on its own
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Severity(IntEnum):
@@ -125,7 +139,7 @@ RULES: dict[str, Rule] = {
             "E201",
             "unknown-option",
             _E,
-            "not an option of this uwsgi binary and never used as `%(placeholder)`: uWSGI silently ignores it",
+            "not an option of uWSGI 2.0 (core or any plugin) and never used as `%(placeholder)`",
             "fix the spelling",
         ),
         Rule("I202", "custom-placeholder", _I, "a custom placeholder: `uwsgi --strict` rejects it", _STRICT_SAFE),
@@ -155,11 +169,11 @@ RULES: dict[str, Rule] = {
             "use `socket =` and let the front router (nginx) speak to it",
         ),
         Rule(
-            "E305",
+            "I305",
             "vassal-daemonize",
-            _E,
-            "`daemonize` in a vassal: the emperor loses its child",
-            "remove it (log with `logto` if needed)",
+            _I,
+            "`daemonize` in a vassal: under an emperor uWSGI takes it as `logto` and stays in the foreground",
+            "write `logto = <the same file>` to say what happens",
         ),
         Rule(
             "E306",
@@ -186,7 +200,8 @@ RULES: dict[str, Rule] = {
             "E309",
             "two-app-mounts",
             _E,
-            "both `wsgi-file` and `module`: uWSGI mounts the first on `/` and skips the other with one log line",
+            "both `wsgi-file` and `module`: uWSGI loads `module` first, whatever the order, mounts it on `/` and "
+            "skips the `wsgi-file` app with one log line",
             "keep one of them",
         ),
         Rule(
@@ -256,11 +271,12 @@ RULES: dict[str, Rule] = {
             "recreate the virtualenv with the Python uwsgi embeds",
         ),
         Rule(
-            "W506",
+            "I506",
             "plugin-on-monolithic",
-            _W,
-            "`plugin = python*` on a build with Python embedded: uWSGI warns at every start",
-            "remove the `plugin` line",
+            _I,
+            "`plugin = python*` on this build, which embeds Python: it only warns at start",
+            "keep it if production runs a distro uwsgi (apt's uwsgi-plugin-python3 needs `plugin = python3`); "
+            "remove it if production's uwsgi embeds Python too (pip install uwsgi)",
         ),
         Rule(
             "E507",
@@ -303,6 +319,92 @@ RULES: dict[str, Rule] = {
             _W,
             "a vassal's `uid`/`gid` under an emperor that dropped privileges: it cannot switch users",
             "remove it (the emperor's `--uid` decides), or run that vassal under a root emperor",
+        ),
+        Rule(
+            "I109",
+            "env-unset-here",
+            _I,
+            "`$(VAR)` is not set here: uWSGI leaves it literally, so the options using it are not judged",
+            "state production's environment (`--prod-env VAR=value`, `production-env` in [tool.emperor-dev.check])",
+        ),
+        Rule(
+            "W109",
+            "env-unset-in-production",
+            _W,
+            "`$(VAR)` is not set in production's stated environment: uWSGI leaves it literally",
+            "add it to `production-env`, or set it in the vassal with a placeholder",
+        ),
+        Rule(
+            "I110",
+            "not-evaluated",
+            _I,
+            "a static check runs nothing from the config: this `@(...)` is unknown here, the options using it are "
+            "not judged",
+            "use a pure idiom (`@(exec://dirname $(realpath %P))`), or run `emperor-dev check --exec` on a trusted "
+            "repo",
+        ),
+        Rule(
+            "W111",
+            "exec-failed",
+            _W,
+            "this `@(exec://...)` fails: uWSGI ignores the exit status and uses whatever it printed",
+            "fix the command",
+        ),
+        Rule(
+            "E112",
+            "at-file-unreadable",
+            _E,
+            "this `@(file)` cannot be read: uWSGI exits 1 on a missing file and hangs on a FIFO or a device",
+            "fix the path; `@(...)` reads a regular file relative to the vassal dir",
+        ),
+        Rule(
+            "W113",
+            "number-not-a-number",
+            _W,
+            "uWSGI reads this option as a number (atoi/strtoul): a word reads as 0",
+            "write the number meant, e.g. `post-buffering = 8192` (0 turns the feature off)",
+        ),
+        Rule(
+            "I114",
+            "binary-lacks-option",
+            _I,
+            "an option of uWSGI that this uwsgi binary lacks (the build is the reason, not the config)",
+            "state production's build (`production-features`), or check with the uwsgi production runs",
+        ),
+        Rule(
+            "W312",
+            "app-mounted-twice",
+            _W,
+            "the same app is loaded twice: once as the main app and once by `mount` (in a sub-interpreter)",
+            "keep one: `mount = /=app` alone, or `module`/`wsgi-file` alone",
+        ),
+        Rule(
+            "E313",
+            "socket-path-not-a-socket",
+            _E,
+            "something other than a socket is at this socket path: uWSGI deletes it to bind there",
+            "pick a socket path where nothing else lives",
+        ),
+        Rule(
+            "I315",
+            "path-not-here",
+            _I,
+            "a path outside the repo that this machine lacks: only the production host can tell",
+            "state it (`--prod-path PATH`, `production-paths` in [tool.emperor-dev.check]) to have it judged",
+        ),
+        Rule(
+            "I316",
+            "relative-path-not-judged",
+            _I,
+            "a relative path of a config run from an unknown directory: not judged here",
+            "give an absolute `chdir` (or check it as a vassal of the convention)",
+        ),
+        Rule(
+            "X003",
+            "check-timeout",
+            _E,
+            "the check did not finish in time: the verdict is unknown",
+            "look for a config that reads a device or a huge file; raise `--check-timeout` if the repo is big",
         ),
         Rule("B001", "boot-cursed", _E, "the vassal died during start-up", "see uWSGI's own lines below"),
         Rule(
@@ -364,6 +466,8 @@ class AppConfig:
     python_embedded: bool = False
     socket_dir: str = DEFAULT_SOCKET_DIR
     world_writable_dirs: frozenset[str] = field(default_factory=frozenset)
+    kind: Kind = Kind.CONVENTION
+    features: frozenset[str] = field(default_factory=frozenset)  # production's stated build features/plugins
 
 
 SOCKET_KEYS = tuple(SOCKET_OPTIONS)
@@ -380,6 +484,10 @@ SCALAR_KEYS = frozenset(
 )  # fmt: skip
 REQUIRES_VALUE = frozenset(
     {*PATH_KEYS, "wsgi", "processes", "workers", "threads", "uid", "gid", "callable", "pidfile", "plugin"}
+)
+# options whose `%(name)`s are request log variables, expanded per request (core/logging.c), not placeholders
+REQUEST_VARIABLE_KEYS = frozenset(
+    {"log-format", "logformat", "log-format-strftime", "log-encoder", "log-req-encoder", "logger-req", "req-logger"}
 )
 _INLINE_COMMENT = re.compile(r"[ \t][#;]")
 _PLACEHOLDER = re.compile(r"%\(([^()]*)\)")
@@ -442,6 +550,11 @@ def _syntax(app: AppConfig) -> Iterable[Finding]:
         yield finding("E105", where(app, problem.file), problem.line, problem.message)
 
 
+def undetermined(value: str) -> bool:
+    """A value the check could not compute: an ``@(...)`` not evaluated, or a ``$(VAR)`` not set here."""
+    return "@(" in value or "$(" in value
+
+
 def _values(app: AppConfig) -> Iterable[Finding]:
     defined = {o.key for o in app.resolution.options}
     seen: dict[str, int] = {}
@@ -457,8 +570,10 @@ def _values(app: AppConfig) -> Iterable[Finding]:
                 message = f"`{key}` (first on line {seen[key]}); this one wins"
                 yield finding("W106", where(app, option.file), option.line, message)
             seen.setdefault(key, option.line)
+    yield from _aliases(app)
     for resolved in app.resolution.options:
-        if resolved.immediate or resolved.synthetic:
+        # log formats and encoders keep `%(host)`, `%(status)` ... literally: uWSGI fills them per request
+        if resolved.immediate or resolved.synthetic or resolved.key in REQUEST_VARIABLE_KEYS:
             continue
         for name in _PLACEHOLDER.findall(resolved.value):
             if " " in name or not name:
@@ -471,23 +586,56 @@ def _values(app: AppConfig) -> Iterable[Finding]:
             yield finding("E105", where(app, resolved.file), resolved.line, f"`%({name})` in `{resolved.key}`: {why}")
 
 
+def _aliases(app: AppConfig) -> Iterable[Finding]:
+    """Two names of one setting (`processes` then `workers`): uWSGI applies both in order, the last one wins."""
+    first: dict[str, IniOption] = {}
+    for option in app.ini.options:
+        variable = ALIASES.get(option.key)
+        if variable is None:
+            continue
+        earlier = first.setdefault(variable, option)
+        if earlier.key != option.key and earlier.value != option.value:
+            message = (
+                f"`{option.key} = {option.value}` and `{earlier.key} = {earlier.value}` (line {earlier.line}) set "
+                f"one variable ({variable.lstrip('&')}): this one wins"
+            )
+            yield finding("W106", where(app, option.file), option.line, message)
+
+
+_SORTED_OPTIONS = sorted(OPTIONS)
+
+
 def _unknown(app: AppConfig) -> Iterable[Finding]:
     if app.known_options is None:
         return
     referenced = _referenced_names(app)
-    strict = any(o.key == "strict" for o in app.ini.options)
+    strict = any(o.key == "strict" and not _TRUE_FALSE.match(o.value) for o in app.ini.options)
     reported: set[str] = set()
     for option in app.ini.options:
         key = option.key
         if not key or key in app.known_options or key in reported:
             continue
         reported.add(key)
+        at = where(app, option.file)
         if key in referenced:
-            yield finding("E203" if strict else "I202", where(app, option.file), option.line, f"`{key}`")
+            yield finding("E203" if strict else "I202", at, option.line, f"`{key}`")
             continue
-        guess = difflib.get_close_matches(key, sorted(app.known_options), n=1, cutoff=0.75)
-        message = f"`{key}`" + (f"; did you mean `{guess[0]}`?" if guess else "")
-        yield finding("E201", where(app, option.file), option.line, message)
+        if key in OPTIONS:
+            if feature(key) in app.features:
+                continue  # production's build has it, as stated
+            need = lacks(key) or "it"
+            effect = "exits at start" if strict else "ignores it"
+            message = f"`{key}`: this uwsgi binary lacks {need} (it {effect}); uWSGI with {need} has it"
+            yield finding("I114", at, option.line, message)
+            continue
+        guess = difflib.get_close_matches(key, _SORTED_OPTIONS, n=1, cutoff=0.75)
+        effect = (
+            "`strict` is set: uWSGI exits at start ('[strict-mode] unknown config directive')"
+            if strict
+            else "uWSGI silently ignores it"
+        )
+        message = f"`{key}`: {effect}" + (f"; did you mean `{guess[0]}`?" if guess else "")
+        yield finding("E201", at, option.line, message)
 
 
 def _deployment(app: AppConfig) -> Iterable[Finding]:
@@ -525,20 +673,34 @@ def _deployment(app: AppConfig) -> Iterable[Finding]:
             if bits & 0o002:
                 message = f"`{mode_option.key} = {mode or '(666)'}` on `{sock.value}`"
                 yield finding("W307", where(app, mode_option.file), mode_option.line, message)
-    for key, code in (("http", "E304"), ("daemonize", "E305"), ("daemonize2", "E305")):
+    for key, code in (("http", "E304"), ("daemonize", "I305"), ("daemonize2", "I305")):
         for option in app.ini.options:
             if option.key == key:
-                yield finding(code, where(app, option.file), option.line, f"`{key}`")
-    mounts = sorted(
-        (o for o in app.ini.options if o.key in ("wsgi-file", "file", "module", "wsgi") and o.value),
-        key=lambda o: (o.file, o.line),
-    )
-    kinds = {o.key in ("module", "wsgi") for o in mounts}
-    if len(kinds) == 2:
-        is_module = mounts[0].key in ("module", "wsgi")
-        first, second = mounts[0], next(o for o in mounts if (o.key in ("module", "wsgi")) != is_module)
-        message = f"`{first.key} = {first.value}` and `{second.key} = {second.value}`"
-        yield finding("E309", where(app, second.file), second.line, message)
+                yield finding(code, where(app, option.file), option.line, f"`{key} = {option.value}`")
+
+
+_MODULE_KEYS = ("module", "wsgi")
+_FILE_KEYS = ("wsgi-file", "file")
+
+
+def _mounts(app: AppConfig) -> Iterable[Finding]:
+    """E309 (`module` and `wsgi-file`: the python plugin loads `module` first, plugins/python/python_plugin.c
+    init_apps) and W312 (the main app mounted again with `mount`)."""
+    module = next((app.ini.last_option(k) for k in _MODULE_KEYS if app.ini.last_option(k)), None)
+    file = next((app.ini.last_option(k) for k in _FILE_KEYS if app.ini.last_option(k)), None)
+    if module is not None and file is not None and module.value and file.value:
+        loaded = f"`{module.key} = {module.value}` (line {module.line})"
+        message = f"`{file.key} = {file.value}` is skipped: {loaded} is loaded"
+        yield finding("E309", where(app, file.file), file.line, message)
+    mains = {o.value.partition(":")[0].strip(): o for o in (module, file) if o is not None and o.value}
+    for option in app.ini.options:
+        if option.key not in ("mount", "mount-app"):
+            continue
+        mounted = option.value.partition("=")[2].partition(":")[0].strip()
+        main = mains.get(mounted)
+        if main is not None:
+            message = f"`{option.key} = {option.value}` and `{main.key} = {main.value}` (line {main.line})"
+            yield finding("W312", where(app, option.file), option.line, message)
 
 
 _NUMERIC = {
@@ -556,11 +718,17 @@ _ENV_REF = re.compile(r"\$\(([^()]*)\)")
 def _numbers_and_env(app: AppConfig) -> Iterable[Finding]:
     """Values uWSGI reads differently from how they look: units, and `$(VAR)` set by a later `env =`."""
     for option in app.ini.options:
-        unit = _NUMERIC.get(option.key)
+        unit = _NUMERIC.get(option.key) or ("a number" if option.key in NUMERIC else None)
         value = app.resolution.last(option.key) if option is app.ini.last_option(option.key) else option.value
         if not unit or not value or _INLINE_COMMENT.search(value):  # an inline comment is W101's
             continue
-        if not re.fullmatch(r"\d+", value.strip(_BLANKS)) and _atoi(value) > 0:
+        counted = option.key in ("processes", "workers")  # E403 says what a count of 0 does
+        if not re.fullmatch(r"[+-]?\d+", value.strip(_BLANKS)) and _atoi(value) <= 0 and not undetermined(value):
+            if counted:
+                continue
+            message = f"`{option.key} = {value}` reads as {_atoi(value)}"
+            yield finding("W113", where(app, option.file), option.line, message)
+        elif not re.fullmatch(r"\d+", value.strip(_BLANKS)) and _atoi(value) > 0:
             message = f"`{option.key} = {value}` is {_atoi(value)} ({unit}): uWSGI 2.0 reads leading digits only"
             f = finding("W107", where(app, option.file), option.line, message)
             # below its 4096 default, buffer-size rejects ordinary requests: measured, `32k` (32 bytes) makes
@@ -583,10 +751,15 @@ def _numbers_and_env(app: AppConfig) -> Iterable[Finding]:
 
 def _robustness(app: AppConfig) -> Iterable[Finding]:
     header = section_line(app)
-    if not _flag_on(app, "vacuum"):
+    # core/uwsgi.c uwsgi_vacuum unlinks unix sockets and pidfiles only: nothing to clean after TCP sockets
+    unix = any(o.key in SOCKET_KEYS and ":" not in o.value for o in app.resolution.options)
+    if unix and not _flag_on(app, "vacuum"):
         yield finding("W401", app.path, header)
     if not _flag_on(app, "need-app"):
         yield finding("W402", app.path, header)
+
+
+def _counts(app: AppConfig) -> Iterable[Finding]:
     for key in ("processes", "workers"):
         value = app.resolution.last(key)
         if value is not None and value != "" and _atoi(value) <= 0:
@@ -596,16 +769,26 @@ def _robustness(app: AppConfig) -> Iterable[Finding]:
 def _plugins(app: AppConfig) -> Iterable[Finding]:
     if not app.python_embedded:
         return
-    for key, code in (("plugin", "W506"), ("plugins", "W506"), ("need-plugin", "E507"), ("need-plugins", "E507")):
+    for key, code in (("plugin", "I506"), ("plugins", "I506"), ("need-plugin", "E507"), ("need-plugins", "E507")):
         for option in app.ini.options:
             if option.key == key and any(p.strip().startswith("python") for p in option.value.split(",")):
                 yield finding(code, where(app, option.file), option.line, f"`{key} = {option.value}`")
 
 
+_EVERY_CONFIG = (_syntax, _values, _numbers_and_env, _unknown, _counts, _mounts, _plugins)
+#: the rule groups each kind of file gets (docs/check.md, "Which rules apply")
+RULE_SETS = {
+    Kind.CONVENTION: (*_EVERY_CONFIG, _deployment, _robustness),
+    Kind.UWSGI: _EVERY_CONFIG,
+    Kind.EMPEROR: (_syntax, _values, _numbers_and_env, _unknown),
+    Kind.FRAGMENT: (_syntax, _numbers_and_env, _unknown),
+}
+
+
 def check_app(app: AppConfig) -> list[Finding]:
-    """Every static, file-system-free finding for one app."""
+    """Every static, file-system-free finding for one app, by the rule set of its kind."""
     findings: list[Finding] = []
-    for rule_group in (_syntax, _values, _numbers_and_env, _unknown, _deployment, _robustness, _plugins):
+    for rule_group in RULE_SETS[app.kind]:
         findings.extend(rule_group(app))
     return findings
 
@@ -614,7 +797,8 @@ def check_apps(apps: Sequence[AppConfig]) -> list[Finding]:
     """:func:`check_app` for each app, plus the cross-app rules (socket collisions)."""
     findings = [f for app in apps for f in check_app(app)]
     owners: dict[str, tuple[AppConfig, int]] = {}
-    for app in apps:
+    # other configs in one repo are often alternatives (dev and prod), not apps deployed side by side
+    for app in (a for a in apps if a.kind is Kind.CONVENTION):
         for option in app.resolution.options:
             if option.key not in SOCKET_KEYS or option.synthetic:
                 continue
@@ -635,20 +819,27 @@ def apply_suppressions(findings: Iterable[Finding], raw_texts: dict[str, str]) -
     the value. Several such lines may be stacked; a comment above the ``[uwsgi]`` header covers file-level
     findings (e.g. W402), which point at the header.
     """
+    covering: dict[str, list[frozenset[str]]] = {}  # per file, per line: the codes the comments above it name
     kept: list[Finding] = []
     for f in findings:
-        lines = raw_texts.get(f.path, "").splitlines()
-        codes: set[str] = set()
-        index = f.line - 2
-        while 0 <= index < len(lines):
-            m = _SUPPRESS.match(lines[index])
-            if not m:
-                break
-            codes.update(c.strip().upper() for c in m.group(1).split(","))
-            index -= 1
-        if f.code not in codes:
+        if f.path not in covering:
+            covering[f.path] = _suppressed_by_line(raw_texts.get(f.path, ""))
+        by_line = covering[f.path]
+        if not (0 < f.line <= len(by_line) and f.code in by_line[f.line - 1]):
             kept.append(f)
     return kept
+
+
+def _suppressed_by_line(text: str) -> list[frozenset[str]]:
+    """For each line (0-based), the codes of the stack of suppression comments directly above it: one pass over
+    the file, so the cost does not grow with the number of findings."""
+    out: list[frozenset[str]] = []
+    stack: frozenset[str] = frozenset()
+    for line in text.splitlines():
+        out.append(stack)
+        m = _SUPPRESS.match(line) if "emperor-dev" in line else None
+        stack = stack | {c.strip().upper() for c in m.group(1).split(",")} if m else frozenset()
+    return out
 
 
 def filter_codes(findings: Iterable[Finding], select: Sequence[str], ignore: Sequence[str]) -> list[Finding]:

@@ -4,26 +4,33 @@ boot it, then apply suppressions and ``--select``/``--ignore``."""
 from __future__ import annotations
 
 import os
+import re
 import stat
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pytest_emperor.check.boot import BootTarget, boot_all
+from pytest_emperor.check.evaluate import Evaluator, RecordingEnv, mask
 from pytest_emperor.check.options import BinaryFacts, binary_facts
-from pytest_emperor.check.paths import check_paths, resolved_paths
+from pytest_emperor.check.paths import Production, check_paths, resolved_paths
 from pytest_emperor.check.privileges import User, check_privileges, emperor_user, parse_emperor_args
 from pytest_emperor.check.rules import (
     SOCKET_KEYS,
     AppConfig,
     Finding,
+    Kind,
     apply_suppressions,
     check_apps,
     filter_codes,
     finding,
+    section_line,
+    where,
 )
 from pytest_emperor.convention import APP_INI, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT
-from pytest_emperor.engine.deploy_plan import deployed
+from pytest_emperor.engine.deploy_plan import EXEC_TIMEOUT, deployed, read_regular
+from pytest_emperor.engine.inifile import IniFile
 from pytest_emperor.engine.naming import app_inis
 from pytest_emperor.errors import InputError
 
@@ -45,6 +52,14 @@ class CheckSettings:
     uwsgi: Path | None = None
     emperor_args: tuple[str, ...] = ()  # production's emperor flags, e.g. ("--uid", "www-data", "--gid", "www-data")
     nginx_user: str = "www-data"
+    convention: bool | None = None  # every file is a vassal of the convention (None: app.uwsgi.ini files are)
+    run_commands: bool = False  # --exec: run the config's @(exec://...) commands (trusted repos only)
+    exec_timeout: float = EXEC_TIMEOUT
+    check_timeout: float = 60.0  # the static part of the whole check
+    production_env: Mapping[str, str] | None = None  # None: not stated
+    production_paths: tuple[str, ...] = ()
+    production_users: tuple[str, ...] | None = None
+    production_features: tuple[str, ...] = ()  # build features and plugins of production's uwsgi (pcre, ssl, http)
 
 
 @dataclass(frozen=True)
@@ -53,7 +68,8 @@ class CheckResult:
 
     files: tuple[str, ...]
     findings: tuple[Finding, ...]
-    boot: str = ""  # whether the boot check ran, and on how many apps, for the report
+    boot: str = ""  # the rule sets applied, whether the boot check ran and on how many apps, for the report
+    kinds: dict[str, Kind] = field(default_factory=dict)
 
     @property
     def internal_error(self) -> bool:
@@ -65,6 +81,8 @@ def find_inis(path: Path) -> list[Path]:
     """``path`` as ini files: an ini file, an app dir (its app.uwsgi.ini), or a dir of app dirs."""
     if path.is_file():
         return [path]
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: not a regular file (a device or a FIFO): not read")
     if path.is_dir():
         found = app_inis(path)
         if found:
@@ -97,6 +115,70 @@ def _world_writable(directories: set[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+def _repo_root(ini: Path) -> Path:
+    """The repository the file belongs to: the nearest directory above it with a ``.git``, else its own dir."""
+    start = ini.resolve().parent
+    return next((d for d in (start, *start.parents) if (d / ".git").exists()), start)
+
+
+def _kind(ini: Path, config: IniFile, settings: CheckSettings, fragments: set[Path]) -> Kind:
+    keys = {o.key for o in config.options}
+    if "emperor" in keys:
+        return Kind.EMPEROR
+    if ini.resolve() in fragments:
+        return Kind.FRAGMENT
+    if settings.convention is True or (settings.convention is None and ini.name == APP_INI):
+        return Kind.CONVENTION
+    return Kind.UWSGI
+
+
+_ENV_LEFT = re.compile(r"\$\(([^()]*)\)")
+
+
+def _evaluated(app: AppConfig, evaluator: Evaluator, env: Mapping[str, str], stated: bool) -> list[Finding]:
+    """I109/W109 for each `$(VAR)` left unset, I110/W111/E112 for each `@(...)` not evaluated or failing, each
+    on the line of the option it is in."""
+    found: list[Finding] = []
+
+    def line_of(text: str) -> tuple[str, int]:
+        option = next((o for o in app.ini.options if text in o.value), None)
+        return (where(app, option.file), option.line) if option else (app.path, section_line(app))
+
+    unset: set[str] = set()
+    for option in app.resolution.options:
+        for name in _ENV_LEFT.findall(option.value):
+            if name not in env and name not in unset and " " not in name and "(" not in name:
+                unset.add(name)
+                code = "W109" if stated else "I109"
+                found.append(finding(code, *line_of(f"$({name})"), f"`$({name})` in `{option.key}`"))
+    codes = {"not-run": "I110", "failed": "W111", "timeout": "W111", "unreadable": "E112"}
+    for run in evaluator.runs:
+        if run.outcome in codes:
+            detail = f": {run.detail}" if run.detail else ""
+            found.append(finding(codes[run.outcome], *line_of(f"@({run.spec}"), f"`@({run.spec})`{detail}"))
+    return found
+
+
+def _socket_paths(app: AppConfig, vassal_dir: Path) -> list[Finding]:
+    """E313: a unix socket path where something other than a socket is (uWSGI deletes it at bind)."""
+    found = []
+    for option in app.resolution.options:
+        if option.key not in SOCKET_KEYS or option.synthetic or ":" in option.value or not option.value:
+            continue
+        if not option.value.startswith("/") and app.kind is not Kind.CONVENTION:
+            continue  # relative to a directory only the deployment knows
+        path = vassal_dir / option.value
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISSOCK(st.st_mode):
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "a file or device"
+            message = f"`{option.key} = {option.value}`: {what} is there"
+            found.append(finding("E313", where(app, option.file), option.line, message))
+    return found
+
+
 def _load(
     ini: Path,
     name: str,
@@ -104,19 +186,21 @@ def _load(
     facts: BinaryFacts | None,
     user: User | None = None,
     nginx: User | None = None,
+    fragments: frozenset[Path] | set[Path] = frozenset(),
+    secrets: set[str] | None = None,
 ) -> tuple[AppConfig | None, list[Finding]]:
     display = _display(ini)
     try:
-        raw = ini.read_bytes().decode("utf-8", "surrogateescape")
+        raw = read_regular(str(ini)).decode("utf-8", "surrogateescape")
     except OSError as exc:
-        raise InputError(f"{display}: {exc.strerror}") from exc
+        return None, [finding("X001", display, 1, exc.strerror or str(exc))]
     binary = str(settings.uwsgi) if settings.uwsgi else ""
     version = facts.version if facts else ""
-    with deployed(ini, name, version=version, binary_path=binary) as d:
-        try:
-            resolution = d.ini.resolve(env=os.environ, at_resolver=d.resolver)
-        except (OSError, ValueError) as exc:  # @(missing-file) is fatal for uWSGI too (exit 1)
-            return None, [finding("X001", display, 1, f"resolving @(...): {exc}")]
+    env = RecordingEnv(os.environ, settings.production_env or {})
+    with deployed(ini, name, version=version, binary_path=binary, env=env) as d:
+        kind = _kind(ini, d.ini, settings, set(fragments))
+        evaluator = Evaluator(str(d.vassal_dir), run_commands=settings.run_commands, timeout=settings.exec_timeout)
+        resolution = d.ini.resolve(env=env, at_resolver=evaluator)
         sockets = {o.value.rpartition("/")[0] or "/" for o in resolution.options if o.key in SOCKET_KEYS}
         app = AppConfig(
             path=display,
@@ -128,13 +212,65 @@ def _load(
             python_embedded=facts.python_embedded if facts else False,
             socket_dir=settings.socket_dir,
             world_writable_dirs=_world_writable(sockets),
+            kind=kind,
+            features=frozenset(settings.production_features),
         )
         python = facts.python_version if facts else ""
-        found = check_paths(app, cwd=d.vassal_dir, python_version=python, dropped=user is not None)
-        if user is not None:
+        production = Production(
+            here=kind is Kind.CONVENTION,
+            repo=_repo_root(ini),
+            paths=settings.production_paths,
+            users=settings.production_users,
+        )
+        found = _evaluated(app, evaluator, env, settings.production_env is not None)
+        found += _socket_paths(app, d.vassal_dir)
+        if kind in (Kind.CONVENTION, Kind.UWSGI):
+            found += check_paths(
+                app, cwd=d.vassal_dir, python_version=python, dropped=user is not None, production=production
+            )
+        if user is not None and kind is Kind.CONVENTION:
             paths = {"": ini.resolve(), **resolved_paths(app, d.vassal_dir)}
             found += check_privileges(app, cwd=d.vassal_dir, user=user, nginx=nginx, paths=paths)
+        # the vassal dir of a check is a temp dir of its own: production's is the emperor's
+        vassal_dir = str(d.vassal_dir)
+        found = [replace(f, message=f.message.replace(vassal_dir, "<vassal dir>")) for f in found]
+        if secrets is not None:
+            secrets.update(evaluator.secrets, env.read)
         return app, found
+
+
+def _fragments(inis: Sequence[Path]) -> set[Path]:
+    """The files the emperor configs among ``inis`` read into every vassal (``vassals-include``/``-inherit``)."""
+    out: set[Path] = set()
+    for ini in inis:
+        try:
+            text = read_regular(str(ini)).decode("utf-8", "surrogateescape")
+        except OSError:
+            continue
+        if not re.search(r"(?m)^[ \t]*emperor[ \t]*=", text):
+            continue
+        for m in re.finditer(r"(?m)^[ \t]*vassals-(?:include|inherit)[ \t]*=[ \t]*(\S+)", text):
+            target = Path(m.group(1))
+            out.add((target if target.is_absolute() else ini.parent / target).resolve())
+    return out
+
+
+def _mask(findings: Sequence[Finding], secrets: set[str]) -> list[Finding]:
+    """Findings with every value read from the environment or an `@(file)` replaced by ``***``."""
+    return [
+        replace(f, message=mask(f.message, secrets), details=tuple(mask(d, secrets) for d in f.details))
+        for f in findings
+    ]
+
+
+def _rule_sets(kinds: dict[str, Kind]) -> str:
+    parts = []
+    for kind in Kind:
+        files = [path for path, k in kinds.items() if k is kind]
+        if files:
+            shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+            parts.append(f"{kind} rules: {shown}")
+    return "; ".join(parts)
 
 
 def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
@@ -154,18 +290,40 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
         nginx = None  # no such user here: the socket rule is skipped rather than guessed
     loaded: list[tuple[Path, AppConfig]] = []
     findings: list[Finding] = []
-    for ini in inis:
-        try:
-            app, found = _load(ini, _deploy_name(ini, settings.name), settings, facts, user, nginx)
-        except InputError:
-            raise
-        except Exception as exc:  # a finding with exit 2, never a traceback
-            app, found = None, [finding("X002", _display(ini), 1, f"{type(exc).__name__}: {exc}")]
-        findings.extend(found)
-        if app is not None:
-            loaded.append((ini, app))
+    secrets: set[str] = set()
+    fragments = _fragments(inis)
+
+    def load_all() -> None:
+        for ini in inis:
+            try:
+                app, found = _load(
+                    ini, _deploy_name(ini, settings.name), settings, facts, user, nginx, fragments, secrets
+                )
+            except Exception as exc:  # a finding with exit 2, never a traceback
+                app, found = None, [finding("X002", _display(ini), 1, f"{type(exc).__name__}: {exc}")]
+            findings.extend(found)
+            if app is not None:
+                loaded.append((ini, app))
+            if done.is_set():
+                return
+
+    # Every read is bounded, but a whole check gets a deadline too: a finding says so instead of a hang.
+    done = threading.Event()
+    worker = threading.Thread(target=load_all, daemon=True, name="emperor-dev-check")
+    worker.start()
+    worker.join(settings.check_timeout)
+    done.set()
+    if worker.is_alive():
+        pending = next((_display(i) for i in inis if not any(i == ini for ini, _ in loaded)), "")
+        message = f"{settings.check_timeout:g} s, while reading {pending}"
+        findings = [*findings, finding("X003", pending, 1, message)]
+        return CheckResult(tuple(_display(i) for i in inis), tuple(_mask(findings, secrets)), "")
     apps = [app for _, app in loaded]
     findings.extend(check_apps(apps))
+    kinds = {app.path: app.kind for app in apps}
+    rule_sets = _rule_sets(kinds)
+    # the boot check runs vassals of the convention: other configs are run by a deployment it cannot know
+    loaded = [(ini, app) for ini, app in loaded if app.kind is Kind.CONVENTION]
     if not settings.boot:
         boot = "boot check: skipped (--static)"
     elif not settings.uwsgi:
@@ -196,4 +354,5 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
         raw_texts.update((path, text) for path, text in app.ini.texts.items() if path)
     kept = filter_codes(apply_suppressions(findings, raw_texts), settings.select, settings.ignore)
     kept.sort(key=lambda f: (f.path, f.line, f.code))
-    return CheckResult(tuple(_display(i) for i in inis), tuple(kept), boot)
+    summary = f"{rule_sets}\n{boot}" if rule_sets else boot
+    return CheckResult(tuple(_display(i) for i in inis), tuple(_mask(kept, secrets)), summary, kinds)

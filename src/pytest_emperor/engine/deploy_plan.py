@@ -13,7 +13,9 @@ import glob as globmod
 import grp
 import os
 import pwd
+import signal
 import socket
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -35,12 +37,81 @@ __all__ = [
     "magic_for",
     "plan_deploy",
     "read_ini",
+    "read_regular",
+    "run_bounded",
     "strip_one_eol",
 ]
 
 # `@(exec://...)` commands are config-time helpers (dirname, realpath, cat ...); one that hangs would hang
 # uWSGI at every start too, so a bound only keeps the checker from hanging with it.
 EXEC_TIMEOUT = 30.0
+# The largest config file or `@(file)` read: uWSGI has no bound (`@(/dev/zero)` grows until memory runs out);
+# a real config is a few KiB.
+MAX_READ = 1 << 20
+
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISREG, "a regular file"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+def read_regular(path: str, limit: int = MAX_READ) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes; :class:`OSError` otherwise.
+
+    Opened non-blocking, so a FIFO without a writer is refused instead of waited on, and checked with fstat()
+    on the open descriptor (no swap between the test and the read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{_kind(st.st_mode)}, not a regular file: not read")
+        if st.st_size > limit:
+            raise OSError(f"{st.st_size} bytes, over the {limit}-byte limit of a config file: not read")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:  # grew since fstat()
+            raise OSError(f"over the {limit}-byte limit of a config file: not read")
+        return data
+    finally:
+        os.close(fd)
+
+
+def run_bounded(command: str, cwd: str, timeout: float = EXEC_TIMEOUT) -> tuple[int | None, bytes]:
+    """``/bin/sh -c command`` in ``cwd``: its exit status (None: killed at ``timeout``) and stdout.
+
+    It runs in a process group of its own, killed when the command ends or times out, so a command that
+    backgrounds a child (``sleep 100 &``) leaves nothing behind."""
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", command],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    status: int | None
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        status = proc.returncode
+    except subprocess.TimeoutExpired:
+        status = None
+        out = b""
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None or status is None:
+            proc.kill()
+            proc.communicate()
+    return status, out
 
 
 def strip_one_eol(text: str) -> str:
@@ -61,20 +132,12 @@ def at_resolver(cwd: str) -> Callable[[str], str]:
 
     def resolve(spec: str) -> str:
         if spec.startswith("exec://"):
-            done = subprocess.run(
-                ["/bin/sh", "-c", spec[len("exec://") :]],
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                timeout=EXEC_TIMEOUT,
-                check=False,
-            )
-            return strip_one_eol(done.stdout.decode("utf-8", "surrogateescape"))
+            _, out = run_bounded(spec[len("exec://") :], cwd)
+            return strip_one_eol(out.decode("utf-8", "surrogateescape"))
         if "://" in spec:
             raise ValueError(f"@({spec}): only exec:// and plain files are supported")
-        path = Path(spec) if os.path.isabs(spec) else Path(cwd, spec)
-        return strip_one_eol(path.read_bytes().decode("utf-8", "surrogateescape"))
+        path = spec if os.path.isabs(spec) else os.path.join(cwd, spec)
+        return strip_one_eol(read_regular(path).decode("utf-8", "surrogateescape"))
 
     return resolve
 
@@ -142,7 +205,7 @@ def read_ini(
     and logic blocks under ``env`` (default: this process's environment, which a vassal inherits).
     ``staged``: see :func:`magic_for`."""
     source = VassalSource(cwd, os.environ if env is None else env, version=version, binary_path=binary_path)
-    text = Path(staged).read_bytes().decode("utf-8", "surrogateescape") if staged else source.read(config_arg)
+    text = read_regular(staged).decode("utf-8", "surrogateescape") if staged else source.read(config_arg)
     magic = magic_for(config_arg, cwd=cwd, version=version, binary_path=binary_path, staged=staged)
     return read_config(text, magic=magic, section=section, source=source)
 
@@ -299,8 +362,24 @@ def _predict_sockets(config: IniFile, ini: Path, link: Path, env: Mapping[str, s
                     f"{ini}:{option.line}: socket path {address!r} is {size} bytes, over the AF_UNIX limit of "
                     f"{AF_UNIX_MAX} (sun_path is 108 bytes with its NUL): use a shorter directory or vassal name"
                 )
+            _refuse_non_socket(os.path.join(link.parent, address), ini, option.line)
         sockets.append(spec)
     return sockets
+
+
+def _refuse_non_socket(path: str, ini: Path, line: int) -> None:
+    """ConfigError when ``path`` holds anything but a socket: uWSGI unlinks what is at a unix socket's path
+    before bind() (docs/uwsgi-behaviour.md, "A socket path is unlinked before bind"), so a deploy would delete a
+    user's file (or, as root, ``/dev/null``)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(
+            f"{ini}:{line}: socket path {path!r} holds {_kind(st.st_mode)}, not a socket: uWSGI would delete it "
+            "to bind there; pick a socket path where nothing else lives"
+        )
 
 
 class VassalSource:
@@ -317,7 +396,7 @@ class VassalSource:
 
     def read(self, path: str) -> str:
         """The file's text (relative to the vassal dir)."""
-        return Path(self._path(path)).read_bytes().decode("utf-8", "surrogateescape")
+        return read_regular(self._path(path)).decode("utf-8", "surrogateescape")
 
     def magic(self, path: str) -> MagicVars | None:
         """The magic letters uWSGI fills for ``path``; None where its realpath() fails (uWSGI exits then)."""

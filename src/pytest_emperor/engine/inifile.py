@@ -60,7 +60,7 @@ __all__ = [
     "read_config",
 ]
 
-AtResolver = Callable[[str], str]
+AtResolver = Callable[[str], "str | None"]  # None: left literally (unknown to the caller)
 
 #: Options that bind a vassal's main socket, with the protocol spoken on it (core/uwsgi.c options table). Not
 #: ``s``: short options exist on the command line only (docs/uwsgi-behaviour.md, "The engine").
