@@ -11,6 +11,7 @@ from pytest_emperor.check.paths import check_paths, venv_python_version
 from pytest_emperor.check.rules import (
     RULES,
     AppConfig,
+    Kind,
     Severity,
     apply_suppressions,
     check_app,
@@ -148,6 +149,8 @@ def test_every_static_rule_has_a_trigger() -> None:
     # E003/E004 need other files or the environment, E310/E311 the machine (test_check_deploy.py), E6xx a
     # real user (test_check_privileges.py)
     machine = {"E306", "E003", "E004", "E310", "E311", "E601", "E602", "E603", "W604"}
+    # decided by the runner, with files and the environment (test_check_static.py)
+    machine |= {"I109", "W109", "I110", "W111", "E112", "E313", "I315", "I316"}
     static = {c for c in RULES if c[0] in "EWI" and not c.startswith("E5")} - machine
     assert static - set(TRIGGERS) == set()
 
@@ -247,3 +250,39 @@ def test_venv_for_another_python(tmp_path: Path) -> None:
     (tmp_path / "venv" / "lib" / "python3.9").mkdir(parents=True)
     assert venv_python_version(tmp_path / "venv") == "3.9"
     assert path_codes(tmp_path, BASE + "home = /srv/app/venv\n") == ["E505"]
+
+
+# --- facts of uWSGI the rules once had wrong, and the rule sets by kind of file -------------------------------
+
+
+def test_aliases_set_one_variable() -> None:
+    f = next(f for f in check_app(app(BASE + "workers = 8\n")) if f.code == "W106")
+    assert "`processes = 2` (line 8)" in f.message and "numproc" in f.message
+    assert "W106" not in codes(BASE + "workers = 2\n")  # the same value: nothing changes
+
+
+def test_time_and_path_component_magic_are_known() -> None:
+    assert "W103" not in codes(BASE + "logto = /tmp/%0-%9-%t-%T.log\n", known_options=None)
+
+
+def test_unknown_option_under_strict_is_fatal_and_module_wins() -> None:
+    f = next(f for f in check_app(app(BASE + "strict = true\nwsgi-fil = app.py\n")) if f.code == "E201")
+    assert "exits at start" in f.message
+    f = next(
+        f for f in check_app(app(BASE.replace("module = app", "wsgi-file = a.py\nmodule = app"))) if f.code == "E309"
+    )
+    assert f.line == 4 and "`wsgi-file = a.py` is skipped" in f.message and "`module = app` (line 5)" in f.message
+
+
+def test_option_of_a_feature_the_binary_lacks() -> None:
+    f = next(f for f in check_app(app(BASE + "ssl-socket = :443,a.crt,a.key\n")) if f.code == "I114")
+    assert "lacks SSL" in f.message
+    assert "I114" not in codes(BASE + "ssl-socket = :443,a.crt,a.key\n", features=frozenset({"ssl"}))
+
+
+def test_a_plain_uwsgi_config_gets_only_the_rules_of_every_config() -> None:
+    front = "[uwsgi]\nhttp = :8000\nmodule = app\ndaemonize = /var/log/app.log\nprocesses = 4\n"
+    assert codes(front, kind=Kind.UWSGI, known_options=OPTIONS | {"daemonize"}) == []
+    assert {"E304", "I305", "W402", "E301"} <= set(codes(front))  # as a vassal of the convention
+    emperor = "[uwsgi]\nemperor = /etc/uwsgi/vassals\nvassals-include = /etc/uwsgi/base.ini\n"
+    assert codes(emperor, kind=Kind.EMPEROR, known_options=OPTIONS | {"emperor", "vassals-include"}) == []

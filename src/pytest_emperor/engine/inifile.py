@@ -262,6 +262,11 @@ OPEN_LOGIC = "open-logic"  # an if-*/for block still open at the end: every late
 FATAL = "fatal"  # uWSGI exits while reading the config: nothing after this point is read
 
 
+# Letters uWSGI always knows though their value is not predicted here: `%t`/`%T` (the time, core/uwsgi.c
+# config_magic_table_fill) and `%0`-`%9` (the path's components; empty past its depth, not deleted by mistake).
+_ALWAYS_MAGIC = frozenset("tT0123456789")
+
+
 def _magic_sub(text: str, table: Mapping[str, str]) -> tuple[str, list[int], list[IniProblem]]:
     """core/utils.c ``magic_sub`` plus, for each output char, the original line it came from."""
     text += "\0"  # the terminator uwsgi_open_and_read appends, which magic_sub sees (and a last `%` eats)
@@ -291,7 +296,7 @@ def _magic_sub(text: str, table: Mapping[str, str]) -> tuple[str, list[int], lis
                             f"'%' ending line {line} deletes the newline: line {line + 1} is joined to it",
                         )
                     )
-                elif nxt not in table:
+                elif nxt not in table and nxt not in _ALWAYS_MAGIC:
                     problems.append(
                         IniProblem(
                             line,
