@@ -57,6 +57,16 @@ _CHECK_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
     "paths": (_is_strs, 'a list of paths such as ["services/"]'),
     "emperor-args": (_is_str_or_strs, 'production\'s emperor flags such as "--uid www-data --gid www-data"'),
     "nginx-user": (_is_str, 'a user name such as "www-data"'),
+    "convention": (lambda v: isinstance(v, bool), "true (every checked file is a vassal of the convention) or false"),
+    "exec": (lambda v: isinstance(v, bool), "true (run the configs' @(exec://...) commands: trusted repos only)"),
+    "check-timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "seconds"),
+    "production-env": (
+        lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+        'a table of production\'s environment such as {DJANGO_SETTINGS_MODULE = "site.settings"}',
+    ),
+    "production-paths": (_is_strs, 'a list of paths production has, such as ["/srv/app", "/var/log/app"]'),
+    "production-users": (_is_strs, 'a list of users and groups production has, such as ["www-data"]'),
+    "production-features": (_is_strs, 'production uwsgi\'s build features and plugins, such as ["pcre", "ssl"]'),
 }
 #: ``emperor-dev check``'s keys: its long option names.
 CHECK_KEYS = frozenset(_CHECK_TYPES)

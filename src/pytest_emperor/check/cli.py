@@ -49,6 +49,13 @@ def _emperor_args(value: object) -> list[str]:
     raise click.UsageError(f"emperor-args must be a string or a list of strings, not {value!r}")
 
 
+def _env(pairs: tuple[str, ...]) -> dict[str, str]:
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise click.UsageError(f"--prod-env takes VAR=value, not {bad[0]!r}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
 def _rules_table() -> str:
     return "\n".join(f"{r.code}  {r.severity!s:7}  {r.name:28} {r.summary}" for r in RULES.values()) + "\n"
 
@@ -72,6 +79,24 @@ def _rules_table() -> str:
     "used for the boot check when run as root.",
 )
 @click.option("--nginx-user", help="The user nginx's workers run as (default: www-data).")
+@click.option(
+    "--convention/--no-convention",
+    default=None,
+    help="Judge every file as a vassal of the convention (default: app.uwsgi.ini files are, others get the rules "
+    "of any uWSGI config).",
+)
+@click.option(
+    "--exec",
+    "run_commands",
+    is_flag=True,
+    default=None,
+    help="Run the configs' @(exec://...) commands (trusted repos only; default: none is run).",
+)
+@click.option("--check-timeout", type=float, help="Seconds the static part may take in all (default: 60).")
+@click.option("--prod-env", multiple=True, help="VAR=value of production's environment (repeatable).")
+@click.option("--prod-path", multiple=True, help="A path production has (repeatable).")
+@click.option("--prod-user", multiple=True, help="A user or group production has (repeatable).")
+@click.option("--prod-feature", multiple=True, help="A build feature or plugin of production's uwsgi (repeatable).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
 @click.option("--list-rules", is_flag=True, help="Print the rules and exit.")
 def check(
@@ -89,6 +114,13 @@ def check(
     uwsgi_path: Path | None,
     emperor_args: str | None,
     nginx_user: str | None,
+    convention: bool | None,
+    run_commands: bool | None,
+    check_timeout: float | None,
+    prod_env: tuple[str, ...],
+    prod_path: tuple[str, ...],
+    prod_user: tuple[str, ...],
+    prod_feature: tuple[str, ...],
     output: Path | None,
     list_rules: bool,
 ) -> None:
@@ -130,6 +162,13 @@ def check(
         uwsgi=binary,
         emperor_args=tuple(_emperor_args(_pick(emperor_args, config, "emperor-args", ""))),
         nginx_user=str(_pick(nginx_user, config, "nginx-user", "www-data")),
+        convention=_pick(convention, config, "convention", None),
+        run_commands=bool(_pick(run_commands, config, "exec", False)),
+        check_timeout=float(_pick(check_timeout, config, "check-timeout", 60.0)),
+        production_env=_env(prod_env) if prod_env else config.get("production-env"),
+        production_paths=tuple(_pick(prod_path, config, "production-paths", ())),
+        production_users=tuple(users) if (users := _pick(prod_user, config, "production-users", None)) else None,
+        production_features=tuple(_pick(prod_feature, config, "production-features", ())),
     )
     level = _pick(fail_on, config, "fail-on", "warning")
     if level not in _LEVELS:

@@ -772,8 +772,9 @@ class _Loader:
         elif kind == "for-readline":
             try:
                 lines = self.source.read(arg).splitlines()
-            except OSError:
-                return  # uWSGI logs the open() error and adds nothing
+            except OSError as exc:  # uWSGI logs the open() error and adds nothing (and reads a device for ever)
+                self.problem(line, NOT_FOLLOWED, f"'for-readline = {arg}': {exc.strerror or exc}: no line added", file)
+                return
             for text in lines:
                 add(text)
         elif kind != "if-reload":  # if-plugin, if-hostname-match: depend on the build

@@ -1,0 +1,166 @@
+"""``emperor-dev check`` on configs nobody here wrote: what a static check runs (nothing), what it prints (no
+secret), how long it takes on hostile input, and the rules that need files, commands or the environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_emperor.check.evaluate import pure_command
+from pytest_emperor.engine.deploy_plan import plan_deploy, read_regular, run_bounded
+from pytest_emperor.errors import ConfigError
+
+EXE = Path(sys.executable).parent / "emperor-dev"
+VASSAL = "[uwsgi]\nsocket = /tmp/%n.api.sock\nvacuum = true\nneed-app = true\nmaster = true\n"
+
+
+def check(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, dict]:
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("UWSGI_")}, **(env or {})}
+    done = subprocess.run(
+        [str(EXE), "check", "--static", "--format", "json", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def found(report: dict) -> list[str]:
+    return [f["code"] for f in report["findings"]]
+
+
+def test_static_runs_nothing_and_prints_no_secret(tmp_path: Path, uwsgi_bin: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "secret.txt").write_text("file-secret-value\n")
+    (app / "app.uwsgi.ini").write_text(
+        VASSAL + f"chdir = @(exec://touch {tmp_path}/X; dirname $(realpath %P))\n"
+        "wsgi-file = $(CI_TOKEN)\npythonpath = @(secret.txt)\nenv = K=@(/proc/self/environ)\n"
+    )
+    _, report = check(tmp_path, "app", "--format", "json", env={"CI_TOKEN": "tok-0123456789"})
+    text = json.dumps(report)
+    assert not (tmp_path / "X").exists(), "a static check ran the config's command"
+    assert "tok-0123456789" not in text and "file-secret-value" not in text
+    assert "I110" in found(report)  # the command is unknown here, and says so
+    assert "E112" in found(report)  # /proc/self/environ is no regular file: not read
+
+
+def test_pure_idioms_are_evaluated_without_a_shell(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "l").symlink_to(tmp_path / "d" / "f.ini")
+    (tmp_path / "d" / "f.ini").write_text("")
+    assert pure_command(f"dirname $(realpath {tmp_path}/l)", str(tmp_path)) == f"{tmp_path}/d\n"
+    assert pure_command("basename /a/b/", "/") == "b\n"
+    assert pure_command("dirname /a/b/", "/") == "/a\n"
+    assert pure_command("readlink -f l", str(tmp_path)) == f"{tmp_path}/d/f.ini\n"
+    for shell in ("touch x", "dirname x; id", "echo `id`", "cat /etc/passwd", "dirname $(id)", "echo a > b"):
+        assert pure_command(shell, str(tmp_path)) is None, shell
+
+
+def test_exec_runs_commands_bounded_and_kills_their_group(tmp_path: Path) -> None:
+    start = time.monotonic()
+    status, _ = run_bounded("echo hi; sleep 30 & echo $! > pid; wait", str(tmp_path), timeout=1)
+    assert status is None and time.monotonic() - start < 10
+    pid = int((tmp_path / "pid").read_text())
+    # the backgrounded child went with the group: gone, or a zombie its new parent has not reaped yet
+    stat = Path(f"/proc/{pid}/stat")
+    assert not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] == "Z"
+    assert run_bounded("exit 3", str(tmp_path)) == (3, b"")
+
+
+def test_exec_option_runs_the_command_and_reports_its_failure(tmp_path: Path, uwsgi_bin: Path) -> None:
+    (tmp_path / "app.uwsgi.ini").write_text(VASSAL + "pythonpath = @(exec://false)\nchdir = @(exec://pwd; touch Y)\n")
+    _, report = check(tmp_path, "--exec", "app.uwsgi.ini")
+    w111 = [f for f in report["findings"] if f["code"] == "W111"]
+    assert [f["line"] for f in w111] == [6] and "exit status 1" in w111[0]["message"]
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "junk", "ini-dev-zero", "for-readline"])
+def test_hostile_input_ends_within_10_s_with_a_finding(tmp_path: Path, kind: str, uwsgi_bin: Path) -> None:
+    app = tmp_path / "app.uwsgi.ini"
+    if kind == "dev-zero":
+        app.write_text(VASSAL + "pythonpath = @(/dev/zero)\n")
+    elif kind == "fifo":
+        os.mkfifo(tmp_path / "pipe")
+        app.write_text(VASSAL + f"pythonpath = @({tmp_path}/pipe)\n")
+    elif kind == "ini-dev-zero":
+        app.write_text(VASSAL + "ini = /dev/zero\n")
+    elif kind == "for-readline":
+        app.write_text(VASSAL + "for-readline = /dev/zero\nenv = %(_)\nendfor =\n")
+    else:
+        app.write_bytes(b"[uwsgi]\n" + os.urandom(2 * 1024 * 1024))
+    start = time.monotonic()
+    _, report = check(tmp_path, "app.uwsgi.ini", timeout=30)
+    assert time.monotonic() - start < 10
+    assert report["findings"], report
+
+
+def test_suppressions_are_linear(tmp_path: Path, uwsgi_bin: Path) -> None:
+    # 8000 findings (W101 on every line) over 8000 lines: quadratic was ~10 s here, linear is well under
+    lines = "".join(f"env = K{i}=v # note\n" for i in range(8000))
+    (tmp_path / "app.uwsgi.ini").write_text(VASSAL + lines)
+    start = time.monotonic()
+    check(tmp_path, "app.uwsgi.ini")
+    assert time.monotonic() - start < 8
+
+
+def test_ci_is_not_production(tmp_path: Path, uwsgi_bin: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "uwsgi.ini").write_text(
+        "[uwsgi]\nhttp = :8000\nchdir = /srv/nowhere-here\nmodule = app\nuid = searxng\npythonpath = $(APP_HOME)\n"
+    )
+    code, report = check(tmp_path, "uwsgi.ini")
+    assert code == 0 and sorted(found(report)) == ["I109", "I315", "I315"], report
+    assert "uWSGI config rules: uwsgi.ini" in report["boot"]
+    # production's facts stated: the same checks are real again
+    code, report = check(tmp_path, "uwsgi.ini", "--prod-path", "/opt", "--prod-user", "www-data", "--prod-env", "X=1")
+    assert code == 1 and {"E501", "E311", "W109"} <= set(found(report)), report
+
+
+def test_relative_paths_are_reported_as_production_resolves_them(tmp_path: Path, uwsgi_bin: Path) -> None:
+    (tmp_path / "app.uwsgi.ini").write_text(VASSAL + "wsgi-file = nope.py\n")
+    _, report = check(tmp_path, "app.uwsgi.ini")
+    e502 = next(f for f in report["findings"] if f["code"] == "E502")
+    assert "<vassal dir>/nope.py" in e502["message"] and "emperor-check-" not in e502["message"]
+
+
+def test_a_socket_path_holding_a_file_is_an_error_and_never_deployed(tmp_path: Path, uwsgi_bin: Path) -> None:
+    precious = tmp_path / "data.sock"
+    precious.write_text("keep me")
+    (tmp_path / "app.uwsgi.ini").write_text(VASSAL.replace("/tmp/%n.api.sock", str(precious)))
+    _, report = check(tmp_path, "app.uwsgi.ini")
+    assert "E313" in found(report)
+    link_dir = tmp_path / "vassals"
+    link_dir.mkdir()
+    with pytest.raises(ConfigError, match="holds a regular file, not a socket"):
+        plan_deploy(tmp_path / "app.uwsgi.ini", link_dir / "app.ini")
+    assert precious.read_text() == "keep me" and not list(link_dir.iterdir())
+
+
+def test_read_regular_refuses_devices_fifos_and_big_files(tmp_path: Path) -> None:
+    with pytest.raises(OSError, match="character device"):
+        read_regular("/dev/zero")
+    os.mkfifo(tmp_path / "p")
+    with pytest.raises(OSError, match="FIFO"):
+        read_regular(str(tmp_path / "p"))
+    (tmp_path / "big").write_bytes(b"x" * 11)
+    with pytest.raises(OSError, match="over the 10-byte limit"):
+        read_regular(str(tmp_path / "big"), limit=10)
+
+
+def test_emperor_configs_and_their_fragments_are_not_vassals(tmp_path: Path, uwsgi_bin: Path) -> None:
+    (tmp_path / "emperor.ini").write_text("[uwsgi]\nemperor = /etc/uwsgi/vassals\nvassals-include = base.ini\n")
+    (tmp_path / "base.ini").write_text("[uwsgi]\nmaster = true\nprocesses = 2\n")
+    code, report = check(tmp_path, "emperor.ini", "base.ini")
+    assert code == 0, report
+    assert "emperor config rules: emperor.ini" in report["boot"]
+    assert "vassals-include fragment rules: base.ini" in report["boot"]
