@@ -181,12 +181,12 @@ def check(
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    report = render(out_format, result.findings, result.files, result.boot)
+    report = render(out_format, result.findings, result.files, result.summary)
     if output is not None:
         output.write_text(report)
         # a CI log still shows the summary when the report goes to a file
-        summary = render("text", result.findings, result.files, result.boot).splitlines()
-        click.echo("\n".join(summary[-2:] if result.boot else summary[-1:]), err=True)
+        summary = render("text", result.findings, result.files, result.summary).splitlines()
+        click.echo("\n".join(summary[-2:] if result.summary else summary[-1:]), err=True)
     else:
         click.echo(report, nl=False)
     if result.internal_error:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
 
-from pytest_emperor.check.uwsgi_options import ALIASES, NUMERIC, OPTIONS, feature, lacks
+from pytest_emperor.check.uwsgi_options import ALIASES, FLAGS, NUMERIC, OPTIONS, feature, lacks
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
 from pytest_emperor.engine.inifile import SOCKET_OPTIONS, IniFile, IniOption, Resolution
 
@@ -539,8 +539,15 @@ def _syntax(app: AppConfig) -> Iterable[Finding]:
             message = f"line {problem.line + 1} `{swallowed}` is lost"
             yield finding("E102", where(app, problem.file), problem.line, message)
         elif problem.code == "magic-unknown":
-            yield finding("W103", where(app, problem.file), problem.line, problem.message)
+            raw = app.ini.texts.get(problem.file, app.raw_text).splitlines()
+            text = raw[problem.line - 1].lstrip(_BLANKS) if 0 < problem.line <= len(raw) else ""
+            if not text.startswith((";", "#")):  # a comment's text is never used
+                yield finding("W103", where(app, problem.file), problem.line, problem.message)
         elif problem.code == "fatal":
+            if app.kind is not Kind.CONVENTION and problem.message.startswith("open("):
+                # an included file of a config run elsewhere: it may well be on the production host
+                yield finding("I315", where(app, problem.file), problem.line, problem.message)
+                continue
             yield finding("E003", where(app, problem.file), problem.line, problem.message)
         elif problem.code == "open-logic":
             yield finding("E004", where(app, problem.file), problem.line, problem.message)
@@ -562,7 +569,15 @@ def _values(app: AppConfig) -> Iterable[Finding]:
         key, value = option.key, option.value
         if _INLINE_COMMENT.search(value):
             f = finding("W101", where(app, option.file), option.line, f"`{key}` is {value!r}")
-            yield replace(f, severity=Severity.ERROR) if key in PATH_KEYS else f
+            before = _INLINE_COMMENT.split(value, 1)[0].strip(_BLANKS)
+            # atoi stops at the blank, and a flag is on unless false/off/no/0: the comment changes nothing there
+            number = key in NUMERIC and re.fullmatch(r"\d+", before)
+            harmless = number or (key in FLAGS and not _TRUE_FALSE.match(before))
+            if key in PATH_KEYS:
+                f = replace(f, severity=Severity.ERROR)
+            elif harmless and app.kind is not Kind.CONVENTION:
+                f = replace(f, severity=Severity.INFO)
+            yield f
         if key in REQUIRES_VALUE and value == "":
             yield finding("E104", where(app, option.file), option.line, f"`{key}` is empty")
         if key in SCALAR_KEYS:
@@ -605,6 +620,10 @@ def _aliases(app: AppConfig) -> Iterable[Finding]:
 _SORTED_OPTIONS = sorted(OPTIONS)
 
 
+def _unread_includes(app: AppConfig) -> bool:
+    return any(p.code in ("not-followed", "fatal") for p in app.ini.problems)
+
+
 def _unknown(app: AppConfig) -> Iterable[Finding]:
     if app.known_options is None:
         return
@@ -627,6 +646,10 @@ def _unknown(app: AppConfig) -> Iterable[Finding]:
             effect = "exits at start" if strict else "ignores it"
             message = f"`{key}`: this uwsgi binary lacks {need} (it {effect}); uWSGI with {need} has it"
             yield finding("I114", at, option.line, message)
+            continue
+        if app.kind is not Kind.CONVENTION and _unread_includes(app):
+            # a custom name, most likely a placeholder for the file that could not be read
+            yield finding("I202", at, option.line, f"`{key}` (a file it includes was not read here)")
             continue
         guess = difflib.get_close_matches(key, _SORTED_OPTIONS, n=1, cutoff=0.75)
         effect = (

@@ -68,8 +68,14 @@ class CheckResult:
 
     files: tuple[str, ...]
     findings: tuple[Finding, ...]
-    boot: str = ""  # the rule sets applied, whether the boot check ran and on how many apps, for the report
+    boot: str = ""  # whether the boot check ran, and on how many apps, for the report
     kinds: dict[str, Kind] = field(default_factory=dict)
+    rule_sets: str = ""  # which rule set applied to which files, for the report
+
+    @property
+    def summary(self) -> str:
+        """The lines the report ends with: the rule sets, then the boot check."""
+        return "\n".join(line for line in (self.rule_sets, self.boot) if line)
 
     @property
     def internal_error(self) -> bool:
@@ -354,5 +360,4 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
         raw_texts.update((path, text) for path, text in app.ini.texts.items() if path)
     kept = filter_codes(apply_suppressions(findings, raw_texts), settings.select, settings.ignore)
     kept.sort(key=lambda f: (f.path, f.line, f.code))
-    summary = f"{rule_sets}\n{boot}" if rule_sets else boot
-    return CheckResult(tuple(_display(i) for i in inis), tuple(_mask(kept, secrets)), summary, kinds)
+    return CheckResult(tuple(_display(i) for i in inis), tuple(_mask(kept, secrets)), boot, kinds, rule_sets)

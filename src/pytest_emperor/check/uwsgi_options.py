@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-__all__ = ["ALIASES", "NUMERIC", "OPTIONS", "SOURCES", "feature", "lacks"]
+__all__ = ["ALIASES", "FLAGS", "NUMERIC", "OPTIONS", "SOURCES", "feature", "lacks"]
 
 # handlers that parse the value with atoi/strtoul (core/uwsgi.c uwsgi_opt_set_int/_64bit/_16bit/_megabytes)
 _NUMERIC_HANDLERS = frozenset(
@@ -29,6 +29,8 @@ _ROWS = _load()
 SOURCES: dict[str, str] = {row[0]: row[1] for row in _ROWS}
 OPTIONS = frozenset(SOURCES)
 NUMERIC = frozenset(row[0] for row in _ROWS if row[2] in _NUMERIC_HANDLERS)
+#: on/off options (core/uwsgi.c uwsgi_opt_true: off only for false, off, no and 0)
+FLAGS = frozenset(row[0] for row in _ROWS if row[2] == "uwsgi_opt_true")
 #: option name -> the variable it sets, for the options that share one with another name (`processes`/`workers`)
 ALIASES: dict[str, str] = {}
 _by_variable: dict[tuple[str, str], list[str]] = {}
