@@ -109,6 +109,9 @@ TRIGGERS = {
     "I506": (BASE + "plugin = python3\n", {}),
     "W113": (BASE + "post-buffering = true\n", {}),
     "W312": (BASE + "mount = /=app\n", {}),
+    "W116": (BASE + "alarm-backlog = logsentry\nalarm-segfault = logsentry\n", {}),
+    "E117": (BASE + "cheaper = 2\n", {}),
+    "W118": (BASE + "daemonize = true\n", {}),
     "I114": (BASE + "route = ^/old redirect:/new\n", {}),
     "E507": (BASE + "need-plugin = python3\n", {}),
 }
@@ -131,6 +134,9 @@ NOT_TRIGGERED = {
     "I506": BASE + "plugin = router_http\n",
     "W113": BASE + "post-buffering = 8192\nharakiri = 30\n",
     "W312": BASE + "mount = /admin=admin_app\n",
+    "W116": BASE + "alarm = logsentry cmd:true\nalarm-backlog = logsentry\n",
+    "E117": BASE + "cheaper = 1\n",
+    "W118": BASE + "daemonize = /var/log/app.log\n",
 }
 
 
@@ -286,3 +292,20 @@ def test_a_plain_uwsgi_config_gets_only_the_rules_of_every_config() -> None:
     assert {"E304", "I305", "W402", "E301"} <= set(codes(front))  # as a vassal of the convention
     emperor = "[uwsgi]\nemperor = /etc/uwsgi/vassals\nvassals-include = /etc/uwsgi/base.ini\n"
     assert codes(emperor, kind=Kind.EMPEROR, known_options=OPTIONS | {"emperor", "vassals-include"}) == []
+
+
+def test_real_patterns_of_configs_run_elsewhere() -> None:
+    # UTS-eResearch/pbsweb confs/pbsweb.ini:9,13: the wsgi-file mounted again by its module name
+    pbsweb = "[uwsgi]\nchdir = /var/www/pbsweb\nwsgi-file = /var/www/pbsweb/pbsweb.py\nmount = /status=pbsweb:app\n"
+    assert "W312" in codes(pbsweb, kind=Kind.UWSGI)
+    # City-of-Helsinki/kerrokantasi deploy/uwsgi.ini:55-57: one finding per alarm name, at its first use
+    alarms = [f.line for f in check_app(app(TRIGGERS["W116"][0])) if f.code == "W116"]
+    assert alarms == [9]
+    # asoucase/flask-prometheus-metrics uwsgi/uwsgi.ini:16-17: processes from the core count is a warning
+    computed = next(f for f in check_app(app(BASE + "cheaper = 4\nprocesses = %(%k + 1)\n")) if f.code == "E117")
+    assert computed.severity is Severity.WARNING
+    # 20tab global.ini: a file that serves nothing uses the placeholders of the file including it
+    fragment = "[uwsgi]\nchdir = %(project_root)\nmodule = %(project_name).wsgi\n"
+    severities = {f.severity for f in check_app(app(fragment, kind=Kind.UWSGI)) if f.code == "E105"}
+    assert severities == {Severity.INFO}
+    assert {f.severity for f in check_app(app(fragment)) if f.code == "E105"} == {Severity.ERROR}

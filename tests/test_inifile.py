@@ -403,7 +403,7 @@ def test_open_block_and_recursive_logic(tmp_path: Path) -> None:
 
 def test_missing_include_is_fatal_and_stops_reading(tmp_path: Path) -> None:
     f = _read(tmp_path, "[uwsgi]\ninclude = nope.ini\nafter = 1\n")
-    assert [(p.code, p.line) for p in f.problems] == [("fatal", 2)] and f.get("after") is None
+    assert [(p.code, p.line) for p in f.problems] == [("missing-file", 2)] and f.get("after") is None
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,7 @@ def compare(
         # CPU and all the memory it can get); the reader reports it instead, and the binary is not run.
         if resolution.problems:
             return False
-        fatal = [p for p in d.ini.problems if p.code == "fatal"]
+        fatal = [p for p in d.ini.problems if p.code in ("fatal", "missing-file")]
         # `--get` before `--ini`: an `if-*` the file leaves open would swallow the ones after it
         args = [str(uwsgi_bin)]
         for key in keys:

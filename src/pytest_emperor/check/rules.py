@@ -372,6 +372,28 @@ RULES: dict[str, Rule] = {
             "state production's build (`production-features`), or check with the uwsgi production runs",
         ),
         Rule(
+            "W116",
+            "alarm-never-defined",
+            _W,
+            "an `alarm-*` option names an alarm no `alarm =` defines: with no alarm at all uWSGI ignores every "
+            "alarm-* line, with others it exits 1 ('unable to find alarm')",
+            "define it: `alarm = NAME plugin:args` (e.g. `alarm = mail cmd:mail -s alert ops@example.com`)",
+        ),
+        Rule(
+            "E117",
+            "cheaper-not-below-processes",
+            _E,
+            "`cheaper` is not below `processes`: uWSGI exits 1 ('invalid cheaper value: must be lower than processes')",
+            "set `cheaper` below `processes`",
+        ),
+        Rule(
+            "W118",
+            "boolean-as-path",
+            _W,
+            "this option takes a file path, not a flag: uWSGI uses the word as a file name",
+            "give the path, e.g. `daemonize = /var/log/uwsgi/app.log`",
+        ),
+        Rule(
             "W312",
             "app-mounted-twice",
             _W,
@@ -389,8 +411,10 @@ RULES: dict[str, Rule] = {
             "I315",
             "path-not-here",
             _I,
-            "a path outside the repo that this machine lacks: only the production host can tell",
-            "state it (`--prod-path PATH`, `production-paths` in [tool.emperor-dev.check]) to have it judged",
+            "not on this machine (a path outside the repo, a user or group, an included file): only the production "
+            "host can tell",
+            "state production's facts (`--prod-path PATH`, `--prod-user NAME`, `production-paths`/`production-users` "
+            "in [tool.emperor-dev.check]) to have it judged",
         ),
         Rule(
             "I316",
@@ -543,11 +567,13 @@ def _syntax(app: AppConfig) -> Iterable[Finding]:
             text = raw[problem.line - 1].lstrip(_BLANKS) if 0 < problem.line <= len(raw) else ""
             if not text.startswith((";", "#")):  # a comment's text is never used
                 yield finding("W103", where(app, problem.file), problem.line, problem.message)
-        elif problem.code == "fatal":
-            if app.kind is not Kind.CONVENTION and problem.message.startswith("open("):
-                # an included file of a config run elsewhere: it may well be on the production host
-                yield finding("I315", where(app, problem.file), problem.line, problem.message)
-                continue
+        elif problem.code == "missing-file" and app.kind is not Kind.CONVENTION:
+            # a file a config run elsewhere includes: it may well be on the production host (relative to the
+            # directory uWSGI starts in there)
+            option = next((o for o in app.ini.options if o.line == problem.line and o.file == problem.file), None)
+            named = f"`{option.key} = {option.value}`" if option else "an included file"
+            yield finding("I315", where(app, problem.file), problem.line, f"{named}: not read here")
+        elif problem.code in ("fatal", "missing-file"):
             yield finding("E003", where(app, problem.file), problem.line, problem.message)
         elif problem.code == "open-logic":
             yield finding("E004", where(app, problem.file), problem.line, problem.message)
@@ -555,6 +581,11 @@ def _syntax(app: AppConfig) -> Iterable[Finding]:
             yield finding("W005", where(app, problem.file), problem.line, problem.message)
     for problem in app.resolution.problems:
         yield finding("E105", where(app, problem.file), problem.line, problem.message)
+
+
+def _serves(app: AppConfig) -> bool:
+    """The config binds something (a socket, an HTTP router) or runs an emperor: not a fragment of another one."""
+    return any(o.key.endswith("socket") or o.key in ("http", "https", "emperor") for o in app.ini.options)
 
 
 def undetermined(value: str) -> bool:
@@ -598,7 +629,11 @@ def _values(app: AppConfig) -> Iterable[Finding]:
                 if name in defined
                 else "never defined"
             )
-            yield finding("E105", where(app, resolved.file), resolved.line, f"`%({name})` in `{resolved.key}`: {why}")
+            f = finding("E105", where(app, resolved.file), resolved.line, f"`%({name})` in `{resolved.key}`: {why}")
+            if app.kind is not Kind.CONVENTION and not _serves(app):
+                # a file that serves nothing is included by the one that defines its placeholders
+                f = replace(f, severity=Severity.INFO, message=f"{f.message} here (the including file's?)")
+            yield f
 
 
 def _aliases(app: AppConfig) -> Iterable[Finding]:
@@ -621,7 +656,7 @@ _SORTED_OPTIONS = sorted(OPTIONS)
 
 
 def _unread_includes(app: AppConfig) -> bool:
-    return any(p.code in ("not-followed", "fatal") for p in app.ini.problems)
+    return any(p.code in ("not-followed", "fatal", "missing-file") for p in app.ini.problems)
 
 
 def _unknown(app: AppConfig) -> Iterable[Finding]:
@@ -716,6 +751,12 @@ def _mounts(app: AppConfig) -> Iterable[Finding]:
         message = f"`{file.key} = {file.value}` is skipped: {loaded} is loaded"
         yield finding("E309", where(app, file.file), file.line, message)
     mains = {o.value.partition(":")[0].strip(): o for o in (module, file) if o is not None and o.value}
+    if file is not None and file.value.endswith(".py"):
+        # `mount = /x=name` imports `name`: the same code as a wsgi-file `name.py` in the app's directory
+        folder, _, base = file.value.rpartition("/")
+        chdir = (app.resolution.last("chdir") or "").rstrip("/")
+        if not folder or folder.rstrip("/") == chdir:
+            mains.setdefault(base[: -len(".py")], file)
     for option in app.ini.options:
         if option.key not in ("mount", "mount-app"):
             continue
@@ -798,7 +839,43 @@ def _plugins(app: AppConfig) -> Iterable[Finding]:
                 yield finding(code, where(app, option.file), option.line, f"`{key} = {option.value}`")
 
 
-_EVERY_CONFIG = (_syntax, _values, _numbers_and_env, _unknown, _counts, _mounts, _plugins)
+_ALARM_USERS = frozenset(
+    {"alarm-backlog", "alarm-listen-queue", "alarm-log", "alarm-lq", "alarm-segfault", "backlog-alarm",
+     "listen-queue-alarm", "log-alarm", "lq-alarm", "segfault-alarm", "not-alarm-log", "not-log-alarm"}
+)  # fmt: skip
+_PATH_OPTIONS = ("daemonize", "daemonize2", "logto", "logto2", "pidfile", "pidfile2", "safe-pidfile")
+_BOOLEAN_WORDS = re.compile(r"(?i)^(true|false|yes|no|on|off)$")
+
+
+def _misc(app: AppConfig) -> Iterable[Finding]:
+    """W116 (alarms, core/alarm.c uwsgi_alarms_init), E117 (core/init.c: cheaper >= processes exits), W118."""
+    defined = {o.value.split(" ", 1)[0] for o in app.resolution.options if o.key == "alarm" and o.value}
+    for option in app.resolution.options:
+        if option.key in _ALARM_USERS and option.value and not undetermined(option.value):
+            for name in option.value.split(" ", 1)[0].split(","):
+                if name and name not in defined:
+                    defined.add(name)  # said once, where it is first used
+                    message = f"`{option.key} = {option.value}`: no alarm `{name}`"
+                    yield finding("W116", where(app, option.file), option.line, message)
+        if option.key in _PATH_OPTIONS and _BOOLEAN_WORDS.match(option.value):
+            message = f"`{option.key} = {option.value}` writes ./{option.value}"
+            yield finding("W118", where(app, option.file), option.line, message)
+    cheaper, processes = (
+        app.resolution.last("cheaper"),
+        app.resolution.last("processes") or app.resolution.last("workers"),
+    )
+    if cheaper and processes and 0 < _atoi(cheaper) >= _atoi(processes):
+        at = app.ini.last_option("cheaper")
+        assert at is not None
+        raw = " ".join(o.value for o in app.ini.options if o.key in ("cheaper", "processes", "workers"))
+        message = f"`cheaper = {cheaper}`, `processes = {processes}`"
+        f = finding("E117", where(app, at.file), at.line, message)
+        if "%" in raw:  # computed from the machine (`%k` cores): true here, maybe not in production
+            f = replace(f, severity=Severity.WARNING, message=f"{f.message} (computed on this machine)")
+        yield f
+
+
+_EVERY_CONFIG = (_syntax, _values, _numbers_and_env, _unknown, _counts, _mounts, _plugins, _misc)
 #: the rule groups each kind of file gets (docs/check.md, "Which rules apply")
 RULE_SETS = {
     Kind.CONVENTION: (*_EVERY_CONFIG, _deployment, _robustness),

@@ -260,6 +260,7 @@ NOT_FOLLOWED = "not-followed"
 EXPANSION_LOOP = "expansion-loop"
 OPEN_LOGIC = "open-logic"  # an if-*/for block still open at the end: every later option was conditional
 FATAL = "fatal"  # uWSGI exits while reading the config: nothing after this point is read
+MISSING_FILE = "missing-file"  # FATAL because a file `include`/`ini`/`inherit` names is not there (or unreadable)
 
 
 # Letters uWSGI always knows though their value is not predicted here: `%t`/`%T` (the time, core/uwsgi.c
@@ -588,8 +589,8 @@ class _Loader:
     def problem(self, line: int, code: str, message: str, file: str) -> None:
         self.problems.append(IniProblem(line, code, message, file))
 
-    def fatal(self, line: int, file: str, message: str) -> None:
-        self.problem(line, FATAL, message, file)
+    def fatal(self, line: int, file: str, message: str, code: str = FATAL) -> None:
+        self.problem(line, code, message, file)
         self.dead = True
 
     # -- files ------------------------------------------------------------------------------------------------
@@ -611,7 +612,8 @@ class _Loader:
             else:
                 magic = self.source.magic(path)
                 if magic is None:
-                    self.fatal(line, file, f"'{path}': realpath() failed (relative to the vassal dir): exit 1")
+                    message = f"'{path}': realpath() failed (relative to the vassal dir): exit 1"
+                    self.fatal(line, file, message, MISSING_FILE)
                     return
                 for letter in _PER_FILE:
                     self.table.pop(letter, None)
@@ -622,7 +624,7 @@ class _Loader:
                 text = self.source.read(path)
             except OSError as exc:
                 where = "" if path.startswith("/") else " (relative to the vassal dir, not the app dir)"
-                self.fatal(line, file, f"open('{path}'){where}: {exc.strerror or exc}: uWSGI exits 1")
+                self.fatal(line, file, f"open('{path}'){where}: {exc.strerror or exc}: uWSGI exits 1", MISSING_FILE)
                 return
             self.last_file = path
         key_file = "" if path == self.main else (self.source.real(path) if self.source else path)
