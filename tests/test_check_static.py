@@ -164,3 +164,15 @@ def test_emperor_configs_and_their_fragments_are_not_vassals(tmp_path: Path, uws
     assert code == 0, report
     assert "emperor config rules: emperor.ini" in report["boot"]
     assert "vassals-include fragment rules: base.ini" in report["boot"]
+
+
+def test_a_missing_include_of_a_config_run_elsewhere_is_info_and_reading_goes_on(
+    tmp_path: Path, uwsgi_bin: Path
+) -> None:
+    # City-of-Helsinki/hauki deploy/uwsgi.ini:6: `include = uwsgi-base.ini`, a file of the image
+    (tmp_path / "uwsgi.ini").write_text("[uwsgi]\nhttp = :8000\ninclude = uwsgi-base.ini\nvaccum = true\n")
+    _, report = check(tmp_path, "uwsgi.ini")
+    assert [(f["code"], f["line"]) for f in report["findings"]] == [("I315", 3), ("E201", 4)], report
+    # as a vassal of the convention, uWSGI exits there: fatal, as before
+    _, report = check(tmp_path, "--convention", "uwsgi.ini")
+    assert "E003" in found(report) and "E201" not in found(report)

@@ -682,11 +682,11 @@ def _unknown(app: AppConfig) -> Iterable[Finding]:
             message = f"`{key}`: this uwsgi binary lacks {need} (it {effect}); uWSGI with {need} has it"
             yield finding("I114", at, option.line, message)
             continue
-        if app.kind is not Kind.CONVENTION and _unread_includes(app):
-            # a custom name, most likely a placeholder for the file that could not be read
+        guess = difflib.get_close_matches(key, _SORTED_OPTIONS, n=1, cutoff=0.75)
+        if not guess and app.kind is not Kind.CONVENTION and _unread_includes(app):
+            # a custom name close to no option: most likely a placeholder for the file that was not read
             yield finding("I202", at, option.line, f"`{key}` (a file it includes was not read here)")
             continue
-        guess = difflib.get_close_matches(key, _SORTED_OPTIONS, n=1, cutoff=0.75)
         effect = (
             "`strict` is set: uWSGI exits at start ('[strict-mode] unknown config directive')"
             if strict

@@ -30,7 +30,6 @@ from pytest_emperor.check.rules import (
 )
 from pytest_emperor.convention import APP_INI, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT
 from pytest_emperor.engine.deploy_plan import EXEC_TIMEOUT, deployed, read_regular
-from pytest_emperor.engine.inifile import IniFile
 from pytest_emperor.engine.naming import app_inis
 from pytest_emperor.errors import InputError
 
@@ -127,9 +126,11 @@ def _repo_root(ini: Path) -> Path:
     return next((d for d in (start, *start.parents) if (d / ".git").exists()), start)
 
 
-def _kind(ini: Path, config: IniFile, settings: CheckSettings, fragments: set[Path]) -> Kind:
-    keys = {o.key for o in config.options}
-    if "emperor" in keys:
+_EMPEROR_LINE = re.compile(r"(?m)^[ \t]*emperor[ \t]*=")
+
+
+def _kind(ini: Path, raw: str, settings: CheckSettings, fragments: set[Path]) -> Kind:
+    if _EMPEROR_LINE.search(raw):
         return Kind.EMPEROR
     if ini.resolve() in fragments:
         return Kind.FRAGMENT
@@ -203,8 +204,10 @@ def _load(
     binary = str(settings.uwsgi) if settings.uwsgi else ""
     version = facts.version if facts else ""
     env = RecordingEnv(os.environ, settings.production_env or {})
-    with deployed(ini, name, version=version, binary_path=binary, env=env) as d:
-        kind = _kind(ini, d.ini, settings, set(fragments))
+    kind = _kind(ini, raw, settings, set(fragments))
+    with deployed(
+        ini, name, version=version, binary_path=binary, env=env, stop_at_missing=kind is Kind.CONVENTION
+    ) as d:
         evaluator = Evaluator(str(d.vassal_dir), run_commands=settings.run_commands, timeout=settings.exec_timeout)
         resolution = d.ini.resolve(env=env, at_resolver=evaluator)
         sockets = {o.value.rpartition("/")[0] or "/" for o in resolution.options if o.key in SOCKET_KEYS}
@@ -253,7 +256,7 @@ def _fragments(inis: Sequence[Path]) -> set[Path]:
             text = read_regular(str(ini)).decode("utf-8", "surrogateescape")
         except OSError:
             continue
-        if not re.search(r"(?m)^[ \t]*emperor[ \t]*=", text):
+        if not _EMPEROR_LINE.search(text):
             continue
         for m in re.finditer(r"(?m)^[ \t]*vassals-(?:include|inherit)[ \t]*=[ \t]*(\S+)", text):
             target = Path(m.group(1))

@@ -199,15 +199,16 @@ def read_ini(
     binary_path: str = "",
     env: Mapping[str, str] | None = None,
     staged: str | None = None,
+    stop_at_missing: bool = True,
 ) -> IniFile:
     """Read ``config_arg`` (relative to ``cwd``) with the magic variables uWSGI would give it there
     (``version``/``binary_path`` fill ``%V``/``%b`` when the caller knows the binary), following its includes
     and logic blocks under ``env`` (default: this process's environment, which a vassal inherits).
-    ``staged``: see :func:`magic_for`."""
+    ``staged``: see :func:`magic_for`; ``stop_at_missing``: see :func:`read_config`."""
     source = VassalSource(cwd, os.environ if env is None else env, version=version, binary_path=binary_path)
     text = read_regular(staged).decode("utf-8", "surrogateescape") if staged else source.read(config_arg)
     magic = magic_for(config_arg, cwd=cwd, version=version, binary_path=binary_path, staged=staged)
-    return read_config(text, magic=magic, section=section, source=source)
+    return read_config(text, magic=magic, section=section, source=source, stop_at_missing=stop_at_missing)
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,7 @@ def deployed(
     version: str = "",
     binary_path: str = "",
     env: Mapping[str, str] | None = None,
+    stop_at_missing: bool = True,
 ) -> Iterator[Deployed]:
     """Read ``ini_path`` as the emperor runs it: ``<vassal_dir>/<name>.ini -> ini_path``, cwd = vassal dir.
 
@@ -241,7 +243,14 @@ def deployed(
         link = vdir / f"{name}.ini"
         link.symlink_to(Path(ini_path).resolve())
         stack.callback(link.unlink)
-        ini = read_ini(link.name, cwd=str(vdir), version=version, binary_path=binary_path, env=env)
+        ini = read_ini(
+            link.name,
+            cwd=str(vdir),
+            version=version,
+            binary_path=binary_path,
+            env=env,
+            stop_at_missing=stop_at_missing,
+        )
         yield Deployed(ini=ini, link=link, vassal_dir=vdir, resolver=at_resolver(str(vdir)))
 
 

@@ -571,8 +571,11 @@ _PER_FILE = "opdsnecxij0123456789b"
 class _Loader:
     """core/config.c ``add_exported_option_do`` with the ini loader and logic blocks around it (module doc, 4)."""
 
-    def __init__(self, source: ConfigSource | None, table: Mapping[str, str], main: str) -> None:
+    def __init__(
+        self, source: ConfigSource | None, table: Mapping[str, str], main: str, stop_at_missing: bool = True
+    ) -> None:
         self.source = source
+        self.stop_at_missing = stop_at_missing
         self.table = dict(table)
         self.main = main
         self.last_file = main
@@ -591,7 +594,7 @@ class _Loader:
 
     def fatal(self, line: int, file: str, message: str, code: str = FATAL) -> None:
         self.problem(line, code, message, file)
-        self.dead = True
+        self.dead = code != MISSING_FILE or self.stop_at_missing
 
     # -- files ------------------------------------------------------------------------------------------------
 
@@ -806,13 +809,16 @@ def read_config(
     magic: MagicVars | None = None,
     section: str = "uwsgi",
     source: ConfigSource | None = None,
+    stop_at_missing: bool = True,
 ) -> IniFile:
     """Read ``text`` (the top-level ini file, opened as ``magic``'s ``%o``) the way uWSGI 2.0 does, section
     ``section``. With a ``source``, ``include``/``ini``/``inherit`` files are read and logic blocks evaluated
-    through it; without one they are reported as ``not-followed`` and their options kept as written."""
+    through it; without one they are reported as ``not-followed`` and their options kept as written.
+    ``stop_at_missing=False`` reads on past a missing included file (uWSGI exits there: a config checked for
+    another host, which may have that file, is read to its end)."""
     table: Mapping[str, str] = magic.table if magic is not None else {}
     main = table.get("o", "")
-    loader = _Loader(source, table, main)
+    loader = _Loader(source, table, main, stop_at_missing)
     loader.table.setdefault("x", "")  # a known letter: "" unless the spec names a section
     loader.load(f"{main}:{section}" if section != "uwsgi" else main, 0, "", text=text)
     loader.finish()
