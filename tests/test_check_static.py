@@ -173,6 +173,12 @@ def test_a_missing_include_of_a_config_run_elsewhere_is_info_and_reading_goes_on
     (tmp_path / "uwsgi.ini").write_text("[uwsgi]\nhttp = :8000\ninclude = uwsgi-base.ini\nvaccum = true\n")
     _, report = check(tmp_path, "uwsgi.ini")
     assert [(f["code"], f["line"]) for f in report["findings"]] == [("I315", 3), ("E201", 4)], report
+    # unbit/uwsgi.it emperor.ini:2,34 and 20tab production.ini:2: what the unread file defines, uses or reads
+    (tmp_path / "e.ini").write_text(
+        "[uwsgi]\nini = /etc/uwsgi/not-here.ini\nsocket = :80\nhook-as-root = exec:ip %(public_ip)\nmy_name = x\n"
+    )
+    code, report = check(tmp_path, "e.ini")
+    assert code == 0 and sorted(found(report)) == ["E105", "I202", "I315"], report
     # as a vassal of the convention, uWSGI exits there: fatal, as before
     _, report = check(tmp_path, "--convention", "uwsgi.ini")
     assert "E003" in found(report) and "E201" not in found(report)

@@ -630,8 +630,9 @@ def _values(app: AppConfig) -> Iterable[Finding]:
                 else "never defined"
             )
             f = finding("E105", where(app, resolved.file), resolved.line, f"`%({name})` in `{resolved.key}`: {why}")
-            if app.kind is not Kind.CONVENTION and not _serves(app):
-                # a file that serves nothing is included by the one that defines its placeholders
+            if app.kind is not Kind.CONVENTION and (not _serves(app) or _unread_includes(app)):
+                # a file that serves nothing is included by the one that defines its placeholders; or the file
+                # it includes, which was not read, defines them
                 f = replace(f, severity=Severity.INFO, message=f"{f.message} here (the including file's?)")
             yield f
 
@@ -683,8 +684,9 @@ def _unknown(app: AppConfig) -> Iterable[Finding]:
             yield finding("I114", at, option.line, message)
             continue
         guess = difflib.get_close_matches(key, _SORTED_OPTIONS, n=1, cutoff=0.75)
-        if not guess and app.kind is not Kind.CONVENTION and _unread_includes(app):
-            # a custom name close to no option: most likely a placeholder for the file that was not read
+        if (not guess or "_" in key) and app.kind is not Kind.CONVENTION and _unread_includes(app):
+            # a custom name (uWSGI's own names use `-`, but for 2 of 1245), or one close to no option: most likely
+            # a placeholder for the file that was not read
             yield finding("I202", at, option.line, f"`{key}` (a file it includes was not read here)")
             continue
         effect = (
