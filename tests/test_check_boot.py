@@ -119,3 +119,12 @@ def test_several_apps_boot_under_one_emperor(app: Path, tmp_path: Path, uwsgi_bi
     assert {(Path(str(f["path"])).parent.name, f["code"]) for f in found if str(f["code"]).startswith("B")} == {
         ("other", "B001")
     }
+
+
+def test_a_relative_socket_is_probed_where_uwsgi_binds_it(app: Path, uwsgi_bin: Path) -> None:
+    # uWSGI binds a relative unix socket in `chdir` (here the app dir): the probe must look there, not in the
+    # checker's own cwd
+    edit(app, "socket = /tmp/%n.api.sock", "socket = %n.rel.sock")
+    _, found, _ = check(str(app))
+    assert not [f for f in found if str(f["code"]).startswith("B")], found
+    assert not list(app.glob("*.sock"))  # vacuum removed it

@@ -174,7 +174,8 @@ def _socket_paths(app: AppConfig, vassal_dir: Path) -> list[Finding]:
             continue
         if not option.value.startswith("/") and app.kind is not Kind.CONVENTION:
             continue  # relative to a directory only the deployment knows
-        path = vassal_dir / option.value
+        # relative to `chdir` (applied before the bind), else to the vassal dir
+        path = vassal_dir / (app.resolution.last("chdir") or ".") / option.value
         try:
             st = os.lstat(path)
         except OSError:

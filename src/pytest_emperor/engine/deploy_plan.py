@@ -355,6 +355,7 @@ def _predict_sockets(config: IniFile, ini: Path, link: Path, env: Mapping[str, s
     """Every socket the vassal deployed as ``link`` will bind, in order, fully expanded (they are repeatable)."""
     resolver = _at_resolver_before_link(link, ini)
     sockets = []
+    base: str | None = None
     for option in config.options:
         protocol = SOCKET_OPTIONS.get(option.key)
         if protocol is None:
@@ -371,9 +372,26 @@ def _predict_sockets(config: IniFile, ini: Path, link: Path, env: Mapping[str, s
                     f"{ini}:{option.line}: socket path {address!r} is {size} bytes, over the AF_UNIX limit of "
                     f"{AF_UNIX_MAX} (sun_path is 108 bytes with its NUL): use a shorter directory or vassal name"
                 )
-            _refuse_non_socket(os.path.join(link.parent, address), ini, option.line)
+            if base is None:
+                base = _bind_dir(config, link, env, resolver)
+            full = os.path.join(base, address)
+            _refuse_non_socket(full, ini, option.line)
+            # uWSGI binds a relative path in `chdir`, else in the vassal dir (the emperor's cwd): the clients, the
+            # liveness check and the cleanup reach it there, whatever their own cwd (when it still fits sun_path)
+            if len(os.fsencode(full)) <= AF_UNIX_MAX:
+                spec = SocketSpec(full, protocol, option.line)
         sockets.append(spec)
     return sockets
+
+
+def _bind_dir(config: IniFile, link: Path, env: Mapping[str, str], resolver: Callable[[str], str]) -> str:
+    """Where uWSGI binds a relative unix socket: in ``chdir`` (applied before the sockets are bound, verified:
+    docs/uwsgi-behaviour.md), else in the vassal dir."""
+    chdir = config.get("chdir")
+    if not chdir:
+        return str(link.parent)
+    needed = config.needs_at_resolver(chdir)
+    return os.path.join(link.parent, config.expand("%(chdir)", env=env, at_resolver=resolver if needed else None))
 
 
 def _refuse_non_socket(path: str, ini: Path, line: int) -> None:
