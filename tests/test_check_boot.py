@@ -128,3 +128,10 @@ def test_a_relative_socket_is_probed_where_uwsgi_binds_it(app: Path, uwsgi_bin: 
     _, found, _ = check(str(app))
     assert not [f for f in found if str(f["code"]).startswith("B")], found
     assert not list(app.glob("*.sock"))  # vacuum removed it
+
+
+def test_a_missing_import_of_the_app_is_named_not_blamed_on_module(app: Path, uwsgi_bin: Path) -> None:
+    (app / "hello.py").write_text("import gevent_not_installed\n" + (app / "hello.py").read_text())
+    rc, found, _ = check(str(app))
+    cursed = next(f for f in found if f["code"] in ("B001", "B002"))
+    assert rc == 1 and "`hello` imports `gevent_not_installed`, which is not installed" in str(cursed["message"])

@@ -62,6 +62,13 @@ class BootTarget:
 
 def _blame(app: AppConfig, lines: Sequence[str]) -> tuple[str, int]:
     """The file and line of the option uWSGI's error lines are about; the section header when none is named."""
+    if _missing_import(app, lines) is not None:
+        # the app's own import failed: not `module`'s fault, but the environment's
+        home = next(
+            (app.ini.last_option(k) for k in ("home", "virtualenv", "venv", "pyhome") if app.ini.last_option(k)), None
+        )
+        if home is not None:
+            return where(app, home.file), home.line
     if any("socket option is missing" in text for text in lines):
         # no socket option survived: the usual cause is an `if-*` block left open above it
         opened = next((p for p in app.ini.problems if p.code == "open-logic"), None)
@@ -91,8 +98,28 @@ def _routed(vassal: Vassal, socket_dir: str) -> SocketSpec | None:
     )
 
 
-def _no_app_message(app: AppConfig, line: str) -> str:
+_NO_MODULE = re.compile(r"No module named '([^']+)'")
+
+
+def _missing_import(app: AppConfig, lines: Sequence[str]) -> str | None:
+    """The module the app imports that is not installed: named by Python, and not the app's own ``module``."""
+    module = (app.resolution.last("module") or app.resolution.last("wsgi") or "").partition(":")[0]
+    for text in lines:
+        m = _NO_MODULE.search(text)
+        if m and m.group(1) != "encodings" and m.group(1).split(".")[0] != module.split(".")[0]:
+            return m.group(1)
+    return None
+
+
+def _no_app_message(app: AppConfig, line: str, lines: Sequence[str] = ()) -> str:
     module = app.resolution.last("module") or app.resolution.last("wsgi")
+    missing = _missing_import(app, lines)
+    if missing is not None:
+        app_name = module or app.resolution.last("wsgi-file") or "the app"
+        return (
+            f"`{app_name}` imports `{missing}`, which is not installed where uWSGI looks (the virtualenv of "
+            f"`home`, `pythonpath`) (uWSGI: {line.strip()})"
+        )
     if module and _CALLABLE.search(line):
         name, _, callable_ = module.partition(":")
         callable_ = callable_ or app.resolution.last("callable") or "application"
@@ -116,7 +143,8 @@ def _after_ready(
     no_app = [x for x in lines if _NO_APP.search(x) or _CALLABLE.search(x)]
     if no_app:
         path, line = _blame(app, no_app)
-        findings.append(finding("B002", path, line, _no_app_message(app, no_app[0]), vassal.error_lines()))
+        message = _no_app_message(app, no_app[0], lines)
+        findings.append(finding("B002", path, line, message, vassal.error_lines()))
     routed = _routed(vassal, socket_dir)
     if routed is None:
         return findings
@@ -233,7 +261,7 @@ def _wait_and_probe(
         lines = [*exc.lines, *log.lines()]
         path, line = _blame(app, lines)
         no_app = [text for text in lines if _CALLABLE.search(text)]  # under need-app: cursed, not served
-        message = _no_app_message(app, no_app[0]) if no_app else str(exc).splitlines()[0]
+        message = _no_app_message(app, no_app[0], lines) if no_app else str(exc).splitlines()[0]
         return [finding("B001", path, line, message, lines)]
     except VassalTimeout as exc:
         lines = [*exc.lines, *log.lines()]
