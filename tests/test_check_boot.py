@@ -135,3 +135,9 @@ def test_a_missing_import_of_the_app_is_named_not_blamed_on_module(app: Path, uw
     rc, found, _ = check(str(app))
     cursed = next(f for f in found if f["code"] in ("B001", "B002"))
     assert rc == 1 and "`hello` imports `gevent_not_installed`, which is not installed" in str(cursed["message"])
+
+
+def test_a_buffer_size_too_small_for_the_request_points_at_buffer_size(app: Path, uwsgi_bin: Path) -> None:
+    edit(app, "need-app = true\n", "need-app = true\nbuffer-size = 32k\n")
+    _, found, _ = check(str(app))
+    assert ("B003", 11) in codes_at(found), found

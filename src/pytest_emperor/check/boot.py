@@ -40,6 +40,8 @@ _FAILED = re.compile(r"(?i)error|failed|no such|denied|unable|cannot|can't|inval
 _CALLABLE = re.compile(r"callable not found or import error")
 # uWSGI error lines that name the option without quoting its value (core/uwsgi.c, core/utils.c, core/logging.c)
 _OPTION_WORDS = (
+    # a request larger than buffer-size: uWSGI resets the connection (core/protocol.c)
+    (re.compile(r"invalid request block size"), ("buffer-size",)),
     (re.compile(r"\bchdir\(\)"), ("chdir",)),
     (re.compile(r"unable to find user|setuid\(\)"), ("uid",)),
     (re.compile(r"unable to find group|setgid\(\)"), ("gid",)),
