@@ -161,3 +161,13 @@ def test_boot_check_vassals_cannot_make_root_unlink_or_read(app_dir: Path, user:
         assert claimed.exists()
     report = repr(result.findings)
     assert "B001" in {f.code for f in result.findings} and "root's secret line" not in report, report
+
+
+def test_666_is_questioned_when_nginx_connects_as_the_sockets_owner(app_dir: Path, user: str) -> None:
+    os.chmod(app_dir.parent, 0o755)
+    settings = CheckSettings(boot=False, emperor_args=("--uid", user, "--gid", user), nginx_user=user)
+    ini = app_dir / "app.uwsgi.ini"
+    for mode, want in (("666", {("W605", 11)}), ("600", set())):
+        ini.write_text((CASES / "good" / "app.uwsgi.ini").read_text() + f"chmod-socket = {mode}\n")
+        found = {(f.code, f.line) for f in run_check([app_dir], settings).findings}
+        assert {c for c in found if c[0] in ("W605", "E603")} == want, (mode, found)

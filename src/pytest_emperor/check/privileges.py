@@ -152,6 +152,16 @@ def _socket_reachable(app: AppConfig, path: str, user: User, nginx: User) -> lis
             pass  # E311's kind of problem; judged with the emperor's user
     shift = 6 if owner_uid == nginx.uid else 3 if owner_gid in nginx.groups else 0
     if (mode >> shift) & 2:  # connect() on a unix socket needs write permission
+        if shift and mode & 0o002 and mode_text is not None:
+            # nginx reaches it as its owner or group: the world bit only opens the app to every local user
+            option = app.ini.last_option("chmod-socket")
+            place = (where(app, option.file), option.line) if option else (app.path, 1)
+            who = "owner" if shift == 6 else "group"
+            message = (
+                f"`{path}` would be {mode:o}: nginx's worker ({nginx.name}) connects as its {who}, so every other "
+                "local user can reach the app too"
+            )
+            return [finding("W605", *place, message)]
         return []
     key = "chmod-socket" if mode_text is not None else next(k for k in SOCKET_KEYS if app.ini.last_option(k))
     option = app.ini.last_option(key)

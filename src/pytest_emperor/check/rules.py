@@ -430,6 +430,13 @@ RULES: dict[str, Rule] = {
             "the check did not finish in time: the verdict is unknown",
             "look for a config that reads a device or a huge file; raise `--check-timeout` if the repo is big",
         ),
+        Rule(
+            "W605",
+            "socket-wider-than-needed",
+            _W,
+            "a world-writable socket that nginx's worker reaches as its owner or group anyway",
+            "`chmod-socket = 600` when nginx's worker is the owner (660 when it is in the group)",
+        ),
         Rule("B001", "boot-cursed", _E, "the vassal died during start-up", "see uWSGI's own lines below"),
         Rule(
             "B002",
