@@ -84,7 +84,7 @@ def test_exec_option_runs_the_command_and_reports_its_failure(tmp_path: Path, uw
     assert [f["line"] for f in w111] == [6] and "exit status 1" in w111[0]["message"]
 
 
-@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "junk", "ini-dev-zero", "for-readline"])
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "junk", "ini-dev-zero", "for-readline", "big-ini"])
 def test_hostile_input_ends_within_10_s_with_a_finding(tmp_path: Path, kind: str, uwsgi_bin: Path) -> None:
     app = tmp_path / "app.uwsgi.ini"
     if kind == "dev-zero":
@@ -96,6 +96,9 @@ def test_hostile_input_ends_within_10_s_with_a_finding(tmp_path: Path, kind: str
         app.write_text(VASSAL + "ini = /dev/zero\n")
     elif kind == "for-readline":
         app.write_text(VASSAL + "for-readline = /dev/zero\nenv = %(_)\nendfor =\n")
+    elif kind == "big-ini":  # just under the 1 MiB cap: 12000 sockets, comments, placeholders and stray %s
+        block = "socket = /tmp/%n.api.sock\nenv = K=v # c\nx_y = %q %(z)\nchdir = %(x_y)\n; note\n"
+        app.write_text(VASSAL + block * 12000)
     else:
         app.write_bytes(b"[uwsgi]\n" + os.urandom(2 * 1024 * 1024))
     start = time.monotonic()

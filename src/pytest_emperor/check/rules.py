@@ -559,18 +559,25 @@ def _referenced_names(app: AppConfig) -> set[str]:
 
 
 def _syntax(app: AppConfig) -> Iterable[Finding]:
+    split: dict[str, list[str]] = {}  # each file's lines, split once (a file may have thousands of problems)
+
+    def lines_of(file: str) -> list[str]:
+        if file not in split:
+            split[file] = app.ini.texts.get(file, app.raw_text).splitlines()
+        return split[file]
+
     for problem in app.ini.problems:
         if problem.code == "no-section":
             yield finding("E001", where(app, problem.file), problem.line, problem.message)
         elif problem.code == "empty-key":
             yield finding("E002", where(app, problem.file), problem.line, problem.message)
         elif problem.code == "magic-newline":
-            raw = app.ini.texts.get(problem.file, app.raw_text).splitlines()
+            raw = lines_of(problem.file)
             swallowed = raw[problem.line].strip() if problem.line < len(raw) else ""
             message = f"line {problem.line + 1} `{swallowed}` is lost"
             yield finding("E102", where(app, problem.file), problem.line, message)
         elif problem.code == "magic-unknown":
-            raw = app.ini.texts.get(problem.file, app.raw_text).splitlines()
+            raw = lines_of(problem.file)
             text = raw[problem.line - 1].lstrip(_BLANKS) if 0 < problem.line <= len(raw) else ""
             if not text.startswith((";", "#")):  # a comment's text is never used
                 yield finding("W103", where(app, problem.file), problem.line, problem.message)
@@ -602,6 +609,7 @@ def undetermined(value: str) -> bool:
 
 def _values(app: AppConfig) -> Iterable[Finding]:
     defined = {o.key for o in app.resolution.options}
+    elsewhere = app.kind is not Kind.CONVENTION and (not _serves(app) or _unread_includes(app))
     seen: dict[str, int] = {}
     for option in app.ini.options:
         key, value = option.key, option.value
@@ -637,7 +645,7 @@ def _values(app: AppConfig) -> Iterable[Finding]:
                 else "never defined"
             )
             f = finding("E105", where(app, resolved.file), resolved.line, f"`%({name})` in `{resolved.key}`: {why}")
-            if app.kind is not Kind.CONVENTION and (not _serves(app) or _unread_includes(app)):
+            if elsewhere:
                 # a file that serves nothing is included by the one that defines its placeholders; or the file
                 # it includes, which was not read, defines them
                 f = replace(f, severity=Severity.INFO, message=f"{f.message} here (the including file's?)")
@@ -673,6 +681,7 @@ def _unknown(app: AppConfig) -> Iterable[Finding]:
     referenced = _referenced_names(app)
     strict = any(o.key == "strict" and not _TRUE_FALSE.match(o.value) for o in app.ini.options)
     reported: set[str] = set()
+    unread = app.kind is not Kind.CONVENTION and _unread_includes(app)
     for option in app.ini.options:
         key = option.key
         if not key or key in app.known_options or key in reported:
@@ -691,7 +700,7 @@ def _unknown(app: AppConfig) -> Iterable[Finding]:
             yield finding("I114", at, option.line, message)
             continue
         guess = difflib.get_close_matches(key, _SORTED_OPTIONS, n=1, cutoff=0.75)
-        if (not guess or "_" in key) and app.kind is not Kind.CONVENTION and _unread_includes(app):
+        if (not guess or "_" in key) and unread:
             # a custom name (uWSGI's own names use `-`, but for 2 of 1245), or one close to no option: most likely
             # a placeholder for the file that was not read
             yield finding("I202", at, option.line, f"`{key}` (a file it includes was not read here)")
@@ -714,22 +723,25 @@ def _deployment(app: AppConfig) -> Iterable[Finding]:
         yield finding("E301", app.path, header)
     # Extra sockets (a stats or admin one) are fine when one of them is the routed one: only the candidates for
     # "the socket the router reaches" are judged on name and path.
+    split: dict[str, list[str]] = {}
+    protocol = app.resolution.last("protocol") or ""
     for sock in routed or sockets[:1]:
-        raw = app.ini.texts.get(sock.file, app.raw_text).splitlines()
+        if sock.file not in split:
+            split[sock.file] = app.ini.texts.get(sock.file, app.raw_text).splitlines()
+        raw = split[sock.file]
         source = raw[sock.line - 1] if 0 < sock.line <= len(raw) else ""
         at = where(app, sock.file)
         if "%n" not in source and "%N" not in source:
             yield finding("W302", at, sock.line, f"`{sock.key} = {sock.value}`")
         if sock.value != expected:
             yield finding("W303", at, sock.line, f"`{sock.value}` for name `{app.name}` (want `{expected}`)")
-        protocol = app.resolution.last("protocol") or ""
         if sock.key == "http-socket" or (protocol.strip() == "http" and sock.key != "uwsgi-socket"):
             spoken = "`http-socket`" if sock.key == "http-socket" else "`protocol = http`"
             yield finding("E308", at, sock.line, f"{spoken} on `{sock.value}`")
+    mode_option = next((app.ini.last_option(k) for k in ("chmod-socket", "chmod") if app.ini.lines_of(k)), None)
+    mode = app.resolution.last(mode_option.key) if mode_option else None
     for sock in sockets:
         directory = sock.value.rpartition("/")[0] or "/"
-        mode_option = next((app.ini.last_option(k) for k in ("chmod-socket", "chmod") if app.ini.lines_of(k)), None)
-        mode = app.resolution.last(mode_option.key) if mode_option else None
         # The routed socket is exempt: the router looks in the socket dir (/tmp by convention), and nginx's worker
         # runs as another user, so it needs 666 there (the production deployment's own reason for `chmod-socket = 666`).
         if sock.value == expected or mode_option is None or mode is None:
@@ -790,9 +802,11 @@ _ENV_REF = re.compile(r"\$\(([^()]*)\)")
 
 def _numbers_and_env(app: AppConfig) -> Iterable[Finding]:
     """Values uWSGI reads differently from how they look: units, and `$(VAR)` set by a later `env =`."""
+    last = {o.key: o for o in app.ini.options}  # the occurrence uWSGI applies
+    expanded = {o.key: o.value for o in app.resolution.options}  # the last value of each
     for option in app.ini.options:
         unit = _NUMERIC.get(option.key) or ("a number" if option.key in NUMERIC else None)
-        value = app.resolution.last(option.key) if option is app.ini.last_option(option.key) else option.value
+        value = expanded.get(option.key) if option is last[option.key] else option.value
         if not unit or not value or _INLINE_COMMENT.search(value):  # an inline comment is W101's
             continue
         counted = option.key in ("processes", "workers")  # E403 says what a count of 0 does

@@ -169,13 +169,14 @@ def _evaluated(app: AppConfig, evaluator: Evaluator, env: Mapping[str, str], sta
 def _socket_paths(app: AppConfig, vassal_dir: Path) -> list[Finding]:
     """E313: a unix socket path where something other than a socket is (uWSGI deletes it at bind)."""
     found = []
+    chdir = app.resolution.last("chdir") or "."
     for option in app.resolution.options:
         if option.key not in SOCKET_KEYS or option.synthetic or ":" in option.value or not option.value:
             continue
         if not option.value.startswith("/") and app.kind is not Kind.CONVENTION:
             continue  # relative to a directory only the deployment knows
         # relative to `chdir` (applied before the bind), else to the vassal dir
-        path = vassal_dir / (app.resolution.last("chdir") or ".") / option.value
+        path = vassal_dir / chdir / option.value
         try:
             st = os.lstat(path)
         except OSError:

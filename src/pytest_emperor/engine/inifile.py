@@ -380,7 +380,10 @@ class IniFile:
         problems: list[IniProblem] = []
         _apply_pass(items, "$", env.get, problems)
         _apply_pass(items, "@", at_resolver, problems)
-        _apply_pass(items, "%", lambda key: _manage_placeholder(items, key), problems)
+        first: dict[str, _Item] = {}  # uwsgi_manage_placeholder takes the first option of a name
+        for item in items:
+            first.setdefault(item.key, item)
+        _apply_pass(items, "%", lambda key: _manage_placeholder(first, key), problems)
         items.extend(late)
         return Resolution(
             tuple(ResolvedOption(i.key, i.value, i.line, i.raw, i.immediate, i.synthetic, i.file) for i in items),
@@ -428,11 +431,13 @@ class _Item:
         self.raw = self.value
 
 
-def _manage_placeholder(items: Sequence[_Item], key: str) -> str | None:
-    """core/config.c ``uwsgi_manage_placeholder``: a name, or a space-separated math pipeline."""
+def _manage_placeholder(first: Mapping[str, _Item], key: str) -> str | None:
+    """core/config.c ``uwsgi_manage_placeholder``: a name, or a space-separated math pipeline; ``first`` maps
+    each name to its first option (whose value the pass may have expanded already)."""
 
     def lookup(name: str) -> str | None:
-        return next((i.value for i in items if i.key == name), None)
+        item = first.get(name)
+        return item.value if item is not None else None
 
     if " " not in key:
         return lookup(key)
