@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_emperor.check.evaluate import pure_command
 from pytest_emperor.engine.deploy_plan import plan_deploy, read_regular, run_bounded
@@ -185,3 +187,25 @@ def test_a_missing_include_of_a_config_run_elsewhere_is_info_and_reading_goes_on
     # as a vassal of the convention, uWSGI exits there: fatal, as before
     _, report = check(tmp_path, "--convention", "uwsgi.ini")
     assert "E003" in found(report) and "E201" not in found(report)
+
+
+def test_the_boot_check_never_binds_a_path_that_holds_a_file(tmp_path: Path, uwsgi_bin: Path) -> None:
+    precious = tmp_path / "data.sock"
+    precious.write_text("keep me")
+    (tmp_path / "app.uwsgi.ini").write_text(VASSAL.replace("/tmp/%n.api.sock", str(precious)))
+    full = {k: v for k, v in os.environ.items() if not k.startswith("UWSGI_")}
+    done = subprocess.run(
+        [str(EXE), "check", "--format", "json", "app.uwsgi.ini"],
+        cwd=tmp_path, env=full, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    codes = [f["code"] for f in json.loads(done.stdout)["findings"]]
+    assert done.returncode == 1 and "E313" in codes and "X001" in codes, done.stdout
+    assert precious.read_text() == "keep me"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet="ab/.", min_size=1, max_size=12))
+def test_pure_dirname_and_basename_agree_with_coreutils(path: str) -> None:
+    for tool in ("dirname", "basename"):
+        real = subprocess.run([tool, "--", path], capture_output=True, text=True, check=True).stdout
+        assert pure_command(f"{tool} {path}", "/") == real, (tool, path)

@@ -36,8 +36,9 @@ def _dirname(path: str) -> str:
     trimmed = path.rstrip("/")
     if not trimmed:
         return "/" if path else "."
-    head = trimmed.rpartition("/")[0] if "/" in trimmed else "."
-    return head.rstrip("/") or ("/" if head else ".")
+    if "/" not in trimmed:
+        return "."
+    return trimmed.rpartition("/")[0].rstrip("/") or "/"
 
 
 def _basename(path: str) -> str:
