@@ -112,6 +112,7 @@ TRIGGERS = {
     "W116": (BASE + "alarm-backlog = logsentry\nalarm-segfault = logsentry\n", {}),
     "E117": (BASE + "cheaper = 2\n", {}),
     "W118": (BASE + "daemonize = true\n", {}),
+    "W119": (BASE + "cheaper-initial = 1\n", {}),
     "I114": (BASE + "route = ^/old redirect:/new\n", {}),
     "E507": (BASE + "need-plugin = python3\n", {}),
 }
@@ -137,6 +138,7 @@ NOT_TRIGGERED = {
     "W116": BASE + "alarm = logsentry cmd:true\nalarm-backlog = logsentry\n",
     "E117": BASE + "cheaper = 1\n",
     "W118": BASE + "daemonize = /var/log/app.log\n",
+    "W119": BASE + "cheaper = 1\ncheaper-initial = 1\n",
 }
 
 
@@ -309,3 +311,21 @@ def test_real_patterns_of_configs_run_elsewhere() -> None:
     severities = {f.severity for f in check_app(app(fragment, kind=Kind.UWSGI)) if f.code == "E105"}
     assert severities == {Severity.INFO}
     assert {f.severity for f in check_app(app(fragment)) if f.code == "E105"} == {Severity.ERROR}
+
+
+def test_more_real_patterns() -> None:
+    # krisek/audioloader app.ini:12,22,25: workers (the last of the alias pair) is what cheaper is below
+    assert "E117" not in codes(BASE.replace("processes = 2", "processes = 8") + "workers = 64\ncheaper = 8\n")
+    # the same config's `module = wsgi` + `mount = /=application:app`: two apps on the root
+    assert "W312" in codes(BASE + "mount = /=application:app\n")
+    # ckan/ckan ckan-uwsgi.ini:6,8: module and wsgi-file naming the same file is redundant, not broken
+    same = "[uwsgi]\nhttp = :5000\nwsgi-file = /etc/ckan/default/wsgi.py\nmodule = wsgi:application\n"
+    assert [f.severity for f in check_app(app(same, kind=Kind.UWSGI)) if f.code == "E309"] == [Severity.INFO]
+    # Dispatcharr docker/uwsgi.ini:45: the gevent plugin reads its number with atoi, the comment changes nothing
+    gevent = "[uwsgi]\nhttp = :8000\ngevent = 400  # greenlets\n"
+    assert [f.severity for f in check_app(app(gevent, kind=Kind.UWSGI)) if f.code == "W101"] == [Severity.INFO]
+    # City-of-Helsinki/kerrokantasi deploy/uwsgi.ini:55: alarms in a block production enables
+    block = "[uwsgi]\nhttp = :8000\nif-env = SENTRY\nalarm-backlog = logsentry\nendif =\n"
+    assert "W116" in codes(block, kind=Kind.UWSGI)
+    # searxng's installer template: `${VAR:-x}` is filled by a shell before uWSGI ever reads it
+    assert {"E403", "W113", "W106"}.isdisjoint(codes(BASE + "workers = ${UWSGI_WORKERS:-%k}\n", kind=Kind.UWSGI))

@@ -394,6 +394,14 @@ RULES: dict[str, Rule] = {
             "give the path, e.g. `daemonize = /var/log/uwsgi/app.log`",
         ),
         Rule(
+            "W119",
+            "cheaper-option-without-cheaper",
+            _W,
+            "a `cheaper-*` option without `cheaper = N`: uWSGI turns cheaper mode off (core/init.c), every process "
+            "starts and this line does nothing",
+            "add `cheaper = N` (below `processes`), or remove the line",
+        ),
+        Rule(
             "W312",
             "app-mounted-twice",
             _W,
@@ -603,8 +611,9 @@ def _serves(app: AppConfig) -> bool:
 
 
 def undetermined(value: str) -> bool:
-    """A value the check could not compute: an ``@(...)`` not evaluated, or a ``$(VAR)`` not set here."""
-    return "@(" in value or "$(" in value
+    """A value the check could not compute: an ``@(...)`` not evaluated, a ``$(VAR)`` not set here, or a template
+    (``${VAR:-x}``, ``{{ name }}``) that a tool other than uWSGI fills in before deploying."""
+    return "@(" in value or "$(" in value or "${" in value or "{{" in value
 
 
 def _values(app: AppConfig) -> Iterable[Finding]:
@@ -660,7 +669,7 @@ def _aliases(app: AppConfig) -> Iterable[Finding]:
         if variable is None:
             continue
         earlier = first.setdefault(variable, option)
-        if earlier.key != option.key and earlier.value != option.value:
+        if earlier.key != option.key and earlier.value != option.value and not undetermined(option.value):
             message = (
                 f"`{option.key} = {option.value}` and `{earlier.key} = {earlier.value}` (line {earlier.line}) set "
                 f"one variable ({variable.lstrip('&')}): this one wins"
@@ -770,7 +779,19 @@ def _mounts(app: AppConfig) -> Iterable[Finding]:
     if module is not None and file is not None and module.value and file.value:
         loaded = f"`{module.key} = {module.value}` (line {module.line})"
         message = f"`{file.key} = {file.value}` is skipped: {loaded} is loaded"
-        yield finding("E309", where(app, file.file), file.line, message)
+        f = finding("E309", where(app, file.file), file.line, message)
+        dotted = module.value.partition(":")[0].strip().replace(".", "/") + ".py"
+        chdir = (app.resolution.last("chdir") or "").rstrip("/")
+        # with a `chdir` the module is found there (first on sys.path); without one, where uWSGI starts
+        same = (
+            file.value in (dotted, f"{chdir}/{dotted}")
+            if chdir
+            else file.value == dotted or file.value.endswith(f"/{dotted}")
+        )
+        if same:
+            # the module is that very file: the app runs as meant, the wsgi-file line is only redundant
+            f = replace(f, severity=Severity.INFO, message=f"{message} (the same file: the line is redundant)")
+        yield f
     mains = {o.value.partition(":")[0].strip(): o for o in (module, file) if o is not None and o.value}
     if file is not None and file.value.endswith(".py"):
         # `mount = /x=name` imports `name`: the same code as a wsgi-file `name.py` in the app's directory
@@ -781,8 +802,11 @@ def _mounts(app: AppConfig) -> Iterable[Finding]:
     for option in app.ini.options:
         if option.key not in ("mount", "mount-app"):
             continue
-        mounted = option.value.partition("=")[2].partition(":")[0].strip()
+        point, _, target = option.value.partition("=")
+        mounted = target.partition(":")[0].strip()
         main = mains.get(mounted)
+        if main is None and point.strip() in ("", "/") and mains:
+            main = next(iter(mains.values()))  # a second app on the root, whatever its name
         if main is not None:
             message = f"`{option.key} = {option.value}` and `{main.key} = {main.value}` (line {main.line})"
             yield finding("W312", where(app, option.file), option.line, message)
@@ -849,7 +873,7 @@ def _robustness(app: AppConfig) -> Iterable[Finding]:
 def _counts(app: AppConfig) -> Iterable[Finding]:
     for key in ("processes", "workers"):
         value = app.resolution.last(key)
-        if value is not None and value != "" and _atoi(value) <= 0:
+        if value is not None and value != "" and _atoi(value) <= 0 and not undetermined(value):
             yield finding("E403", app.path, app.ini.lines_of(key)[-1], f"`{key} = {value}` reads as {_atoi(value)}")
 
 
@@ -870,23 +894,42 @@ _PATH_OPTIONS = ("daemonize", "daemonize2", "logto", "logto2", "pidfile", "pidfi
 _BOOLEAN_WORDS = re.compile(r"(?i)^(true|false|yes|no|on|off)$")
 
 
+_OPTION_LINE = re.compile(r"^[ \t]*([A-Za-z0-9_.-]+)[ \t]*=[ \t]*(.*?)[ \t\r]*$")
+
+
+def _every_line(app: AppConfig) -> Iterable[tuple[str, int, str, str]]:
+    """(file, line, key, value) of every option line of every file read, in any `if-*` branch: production may
+    take the branch this machine does not (its environment, its files)."""
+    for file, text in app.ini.texts.items():
+        for number, line in enumerate(text.splitlines(), 1):
+            m = _OPTION_LINE.match(line)
+            if m:
+                yield file, number, m.group(1), m.group(2)
+
+
 def _misc(app: AppConfig) -> Iterable[Finding]:
-    """W116 (alarms, core/alarm.c uwsgi_alarms_init), E117 (core/init.c: cheaper >= processes exits), W118."""
-    defined = {o.value.split(" ", 1)[0] for o in app.resolution.options if o.key == "alarm" and o.value}
-    for option in app.resolution.options:
-        if option.key in _ALARM_USERS and option.value and not undetermined(option.value):
-            for name in option.value.split(" ", 1)[0].split(","):
+    """W116 (alarms, core/alarm.c uwsgi_alarms_init), E117 (core/init.c: cheaper >= processes exits), W118,
+    W119 (core/init.c: without `cheaper`, cheaper mode is off)."""
+    lines = list(_every_line(app))
+    defined = {value.split(" ", 1)[0] for _, _, key, value in lines if key == "alarm" and value}
+    for file, number, key, value in lines:
+        if key in _ALARM_USERS and value and not undetermined(value) and "%" not in value:
+            for name in value.split(" ", 1)[0].split(","):
                 if name and name not in defined:
                     defined.add(name)  # said once, where it is first used
-                    message = f"`{option.key} = {option.value}`: no alarm `{name}`"
-                    yield finding("W116", where(app, option.file), option.line, message)
+                    yield finding("W116", where(app, file), number, f"`{key} = {value}`: no alarm `{name}`")
+    if "cheaper" not in {key for _, _, key, _ in lines}:
+        for file, number, key, value in lines:
+            if key.startswith("cheaper-") and key in OPTIONS:
+                yield finding("W119", where(app, file), number, f"`{key} = {value}`")
+                break
+    for option in app.resolution.options:
         if option.key in _PATH_OPTIONS and _BOOLEAN_WORDS.match(option.value):
             message = f"`{option.key} = {option.value}` writes ./{option.value}"
             yield finding("W118", where(app, option.file), option.line, message)
-    cheaper, processes = (
-        app.resolution.last("cheaper"),
-        app.resolution.last("processes") or app.resolution.last("workers"),
-    )
+    # `processes` and `workers` set one variable: the last line of either wins
+    counts = [o.value for o in app.resolution.options if o.key in ("processes", "workers")]
+    cheaper, processes = app.resolution.last("cheaper"), (counts[-1] if counts else None)
     if cheaper and processes and 0 < _atoi(cheaper) >= _atoi(processes):
         at = app.ini.last_option("cheaper")
         assert at is not None

@@ -10,11 +10,15 @@ from importlib import resources
 __all__ = ["ALIASES", "FLAGS", "NUMERIC", "OPTIONS", "SOURCES", "feature", "lacks"]
 
 # handlers that parse the value with atoi/strtoul (core/uwsgi.c uwsgi_opt_set_int/_64bit/_16bit/_megabytes)
+# (the loop engines' shortcuts `gevent`, `asyncio`, `tornado`, `coroae`, `goroutines` call uwsgi_opt_set_int)
 _NUMERIC_HANDLERS = frozenset(
-    {"uwsgi_opt_set_int", "uwsgi_opt_set_64bit", "uwsgi_opt_set_16bit", "uwsgi_opt_set_megabytes"}
-)
+    {"uwsgi_opt_set_int", "uwsgi_opt_set_64bit", "uwsgi_opt_set_16bit", "uwsgi_opt_set_megabytes",
+     "uwsgi_opt_set_rawint", "uwsgi_opt_setup_gevent", "uwsgi_opt_setup_asyncio", "uwsgi_opt_setup_tornado",
+     "uwsgi_opt_setup_coroae", "uwsgi_opt_setup_goroutines"}
+)  # fmt: skip
 # handlers that set one variable: two names with the same handler and variable are one setting
-_SCALAR_HANDLERS = _NUMERIC_HANDLERS | {"uwsgi_opt_set_str"}
+_SCALAR_HANDLERS = frozenset({"uwsgi_opt_set_int", "uwsgi_opt_set_64bit", "uwsgi_opt_set_16bit",
+                              "uwsgi_opt_set_megabytes", "uwsgi_opt_set_str"})  # fmt: skip
 _FEATURE_NAMES = {"pcre": "PCRE", "routing": "routing (PCRE)", "ssl": "SSL", "xml": "XML", "yaml": "YAML",
                   "json": "JSON", "zlib": "zlib", "libcap": "libcap"}  # fmt: skip
 
