@@ -329,3 +329,9 @@ def test_more_real_patterns() -> None:
     assert "W116" in codes(block, kind=Kind.UWSGI)
     # searxng's installer template: `${VAR:-x}` is filled by a shell before uWSGI ever reads it
     assert {"E403", "W113", "W106"}.isdisjoint(codes(BASE + "workers = ${UWSGI_WORKERS:-%k}\n", kind=Kind.UWSGI))
+
+
+def test_need_plugin_is_the_binarys_problem_on_a_config_run_elsewhere() -> None:
+    text = "[uwsgi]\nhttp = :8000\nneed-plugin = python3\nmodule = app\n"
+    found = [f.severity for f in check_app(app(text, kind=Kind.UWSGI)) if f.code == "E507"]
+    assert found == [Severity.INFO]

@@ -883,7 +883,13 @@ def _plugins(app: AppConfig) -> Iterable[Finding]:
     for key, code in (("plugin", "I506"), ("plugins", "I506"), ("need-plugin", "E507"), ("need-plugins", "E507")):
         for option in app.ini.options:
             if option.key == key and any(p.strip().startswith("python") for p in option.value.split(",")):
-                yield finding(code, where(app, option.file), option.line, f"`{key} = {option.value}`")
+                f = finding(code, where(app, option.file), option.line, f"`{key} = {option.value}`")
+                if code == "E507" and app.kind is not Kind.CONVENTION:
+                    # this binary is not production's: a distro build (plugins) needs the line
+                    f = replace(
+                        f, severity=Severity.INFO, message=f"{f.message} (this uwsgi binary; a distro one needs it)"
+                    )
+                yield f
 
 
 _ALARM_USERS = frozenset(
