@@ -44,16 +44,19 @@ def test_static_runs_nothing_and_prints_no_secret(tmp_path: Path, uwsgi_bin: Pat
     app = tmp_path / "app"
     app.mkdir()
     (app / "secret.txt").write_text("file-secret-value\n")
+    (app / "environ").write_bytes(b"FIRST=first-secret-value\0CI_TOKEN=tok-0123456789\0")  # as /proc/self/environ
     (app / "app.uwsgi.ini").write_text(
         VASSAL + f"chdir = @(exec://touch {tmp_path}/X; dirname $(realpath %P))\n"
-        "wsgi-file = $(CI_TOKEN)\npythonpath = @(secret.txt)\nenv = K=@(/proc/self/environ)\n"
+        f"wsgi-file = $(CI_TOKEN)\npythonpath = @({app}/secret.txt)\nenv = K=@(/dev/stdin)\n"
+        f"logto = @({app}/environ)/x.log\n"
     )
     _, report = check(tmp_path, "app", "--format", "json", env={"CI_TOKEN": "tok-0123456789"})
     text = json.dumps(report)
     assert not (tmp_path / "X").exists(), "a static check ran the config's command"
-    assert "tok-0123456789" not in text and "file-secret-value" not in text
+    assert "tok-0123456789" not in text and "file-secret-value" not in text and "first-secret" not in text
+    assert "E310" in found(report)  # the log dir named by the secret is still judged, its name masked
     assert "I110" in found(report)  # the command is unknown here, and says so
-    assert "E112" in found(report)  # /proc/self/environ is no regular file: not read
+    assert "E112" in found(report)  # /dev/stdin is no regular file: not read
 
 
 def test_pure_idioms_are_evaluated_without_a_shell(tmp_path: Path) -> None:

@@ -180,8 +180,12 @@ class Evaluator:
         except OSError as exc:
             self.runs.append(CommandRun(spec, "unreadable", exc.strerror or str(exc)))
             return None
-        self.secrets.add(text)
+        self._keep_secret(text)
         return text
+
+    def _keep_secret(self, text: str) -> None:
+        # uWSGI keeps a value up to its first NUL (/proc/self/environ gives one variable): each piece is secret
+        self.secrets.update({text, *text.split("\0"), *text.splitlines()})
 
     def _exec(self, spec: str, command: str) -> str | None:
         out = pure_command(command, self.cwd)
@@ -199,7 +203,7 @@ class Evaluator:
             self.runs.append(CommandRun(spec, "failed", f"exit status {status}"))
         else:
             self.runs.append(CommandRun(spec, "ran"))
-        self.secrets.add(text)  # a command's output may be a secret as well (`cat /run/secrets/x`)
+        self._keep_secret(text)  # a command's output may be a secret as well (`cat /run/secrets/x`)
         return text
 
 
