@@ -212,3 +212,14 @@ def test_pure_dirname_and_basename_agree_with_coreutils(path: str) -> None:
     for tool in ("dirname", "basename"):
         real = subprocess.run([tool, "--", path], capture_output=True, text=True, check=True).stdout
         assert pure_command(f"{tool} {path}", "/") == real, (tool, path)
+
+
+def test_the_whole_check_has_a_deadline_and_kills_what_it_ran(tmp_path: Path, uwsgi_bin: Path) -> None:
+    marker = f"gate-deadline-{os.getpid()}"
+    (tmp_path / "app.uwsgi.ini").write_text(VASSAL + f"pythonpath = @(exec://sleep 20; echo {marker})\n")
+    start = time.monotonic()
+    code, report = check(tmp_path, "--exec", "--check-timeout", "1", "app.uwsgi.ini")
+    assert code == 1 and time.monotonic() - start < 10
+    assert [f["code"] for f in report["findings"]] == ["X003"], report
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert not [line for line in ps.splitlines() if marker in line]  # its command went with it

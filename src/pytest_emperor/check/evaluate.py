@@ -166,6 +166,7 @@ class Evaluator:
     timeout: float = EXEC_TIMEOUT
     runs: list[CommandRun] = field(default_factory=list)
     secrets: set[str] = field(default_factory=set)
+    live: set[int] = field(default_factory=set)  # process groups of the commands running now
 
     def __call__(self, spec: str) -> str | None:
         """The value of ``@(spec)``, or None to leave it literally in the value (unknown here)."""
@@ -195,7 +196,7 @@ class Evaluator:
         if not self.run_commands:
             self.runs.append(CommandRun(spec, "not-run"))
             return None
-        status, raw = run_bounded(command, self.cwd, self.timeout)
+        status, raw = run_bounded(command, self.cwd, self.timeout, self.live)
         text = strip_one_eol(raw.decode("utf-8", "surrogateescape"))
         if status is None:
             self.runs.append(CommandRun(spec, "timeout", f"killed after {self.timeout:g} s"))

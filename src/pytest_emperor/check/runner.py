@@ -3,8 +3,10 @@ boot it, then apply suppressions and ``--select``/``--ignore``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import stat
 import threading
 from collections.abc import Mapping, Sequence
@@ -197,6 +199,7 @@ def _load(
     nginx: User | None = None,
     fragments: frozenset[Path] | set[Path] = frozenset(),
     secrets: set[str] | None = None,
+    live: set[int] | None = None,
 ) -> tuple[AppConfig | None, list[Finding]]:
     display = _display(ini)
     try:
@@ -211,6 +214,8 @@ def _load(
         ini, name, version=version, binary_path=binary, env=env, stop_at_missing=kind is Kind.CONVENTION
     ) as d:
         evaluator = Evaluator(str(d.vassal_dir), run_commands=settings.run_commands, timeout=settings.exec_timeout)
+        if live is not None:
+            evaluator.live = live
         resolution = d.ini.resolve(env=env, at_resolver=evaluator)
         sockets = {o.value.rpartition("/")[0] or "/" for o in resolution.options if o.key in SOCKET_KEYS}
         app = AppConfig(
@@ -302,13 +307,14 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
     loaded: list[tuple[Path, AppConfig]] = []
     findings: list[Finding] = []
     secrets: set[str] = set()
+    live: set[int] = set()  # process groups of the --exec commands running now
     fragments = _fragments(inis)
 
     def load_all() -> None:
         for ini in inis:
             try:
                 app, found = _load(
-                    ini, _deploy_name(ini, settings.name), settings, facts, user, nginx, fragments, secrets
+                    ini, _deploy_name(ini, settings.name), settings, facts, user, nginx, fragments, secrets, live
                 )
             except Exception as exc:  # a finding with exit 2, never a traceback
                 app, found = None, [finding("X002", _display(ini), 1, f"{type(exc).__name__}: {exc}")]
@@ -325,6 +331,9 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
     worker.join(settings.check_timeout)
     done.set()
     if worker.is_alive():
+        for group in list(live):  # a command still running goes with the check, never outlives it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
         pending = next((_display(i) for i in inis if not any(i == ini for ini, _ in loaded)), "")
         message = f"{settings.check_timeout:g} s, while reading {pending}"
         findings = [*findings, finding("X003", pending, 1, message)]

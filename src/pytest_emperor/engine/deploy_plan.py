@@ -85,11 +85,14 @@ def read_regular(path: str, limit: int = MAX_READ) -> bytes:
         os.close(fd)
 
 
-def run_bounded(command: str, cwd: str, timeout: float = EXEC_TIMEOUT) -> tuple[int | None, bytes]:
+def run_bounded(
+    command: str, cwd: str, timeout: float = EXEC_TIMEOUT, live: set[int] | None = None
+) -> tuple[int | None, bytes]:
     """``/bin/sh -c command`` in ``cwd``: its exit status (None: killed at ``timeout``) and stdout.
 
     It runs in a process group of its own, killed when the command ends or times out, so a command that
-    backgrounds a child (``sleep 100 &``) leaves nothing behind."""
+    backgrounds a child (``sleep 100 &``) leaves nothing behind. ``live`` holds the group's id while it runs
+    (a caller that gives up sooner kills what is in it)."""
     proc = subprocess.Popen(
         ["/bin/sh", "-c", command],
         cwd=cwd,
@@ -98,6 +101,8 @@ def run_bounded(command: str, cwd: str, timeout: float = EXEC_TIMEOUT) -> tuple[
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    if live is not None:
+        live.add(proc.pid)
     status: int | None
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -111,6 +116,8 @@ def run_bounded(command: str, cwd: str, timeout: float = EXEC_TIMEOUT) -> tuple[
         if proc.poll() is None or status is None:
             proc.kill()
             proc.communicate()
+        if live is not None:
+            live.discard(proc.pid)
     return status, out
 
 
