@@ -335,3 +335,10 @@ def test_need_plugin_is_the_binarys_problem_on_a_config_run_elsewhere() -> None:
     text = "[uwsgi]\nhttp = :8000\nneed-plugin = python3\nmodule = app\n"
     found = [f.severity for f in check_app(app(text, kind=Kind.UWSGI)) if f.code == "E507"]
     assert found == [Severity.INFO]
+
+
+def test_templates_and_unknown_options_values_are_not_judged() -> None:
+    # ReutersMedia/pyword2vec conf/uwsgi.ini:9: a build-time template
+    assert {"E403", "W113"}.isdisjoint(codes(BASE + "processes = __NUM_PYTHON_PROCESSES__\n", kind=Kind.UWSGI))
+    # Dispatcharr docker/uwsgi.ini:70: `log-buffering` is no option: its inline comment changes nothing
+    assert codes(BASE + "log-buffering = 1024  # note\n").count("W101") == 0

@@ -610,10 +610,13 @@ def _serves(app: AppConfig) -> bool:
     return any(o.key.endswith("socket") or o.key in ("http", "https", "emperor") for o in app.ini.options)
 
 
+_DUNDER = re.compile(r"__[A-Z][A-Z0-9_]*__")
+
+
 def undetermined(value: str) -> bool:
     """A value the check could not compute: an ``@(...)`` not evaluated, a ``$(VAR)`` not set here, or a template
-    (``${VAR:-x}``, ``{{ name }}``) that a tool other than uWSGI fills in before deploying."""
-    return "@(" in value or "$(" in value or "${" in value or "{{" in value
+    (``${VAR:-x}``, ``{{ name }}``, ``__NAME__``) that a tool other than uWSGI fills in before deploying."""
+    return "@(" in value or "$(" in value or "${" in value or "{{" in value or bool(_DUNDER.search(value))
 
 
 def _values(app: AppConfig) -> Iterable[Finding]:
@@ -622,7 +625,9 @@ def _values(app: AppConfig) -> Iterable[Finding]:
     seen: dict[str, int] = {}
     for option in app.ini.options:
         key, value = option.key, option.value
-        if _INLINE_COMMENT.search(value):
+        # the value of an option uWSGI does not know matters not (E201 says so)
+        known = app.known_options is None or key in app.known_options or key in OPTIONS
+        if _INLINE_COMMENT.search(value) and known:
             f = finding("W101", where(app, option.file), option.line, f"`{key}` is {value!r}")
             before = _INLINE_COMMENT.split(value, 1)[0].strip(_BLANKS)
             # atoi stops at the blank, and a flag is on unless false/off/no/0: the comment changes nothing there
