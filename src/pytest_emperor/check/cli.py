@@ -5,8 +5,11 @@ Exit codes: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 2 us
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -54,6 +57,10 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     if bad:
         raise click.UsageError(f"--prod-env takes VAR=value, not {bad[0]!r}")
     return dict(p.split("=", 1) for p in pairs)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _rules_table() -> str:
@@ -176,11 +183,16 @@ def check(
     out_format = str(_pick(fmt, config, "format", "text"))
     if out_format not in FORMATS:
         raise click.UsageError(f"format must be one of {', '.join(FORMATS)}, not {out_format!r}")
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)  # unwind like Ctrl-C: temp dirs, commands, the boot emperor
     try:
         result = run_check(targets, settings)
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("emperor-dev check: interrupted", err=True)
+        sys.exit(130)
     report = render(out_format, result.findings, result.files, result.summary)
     if output is not None:
         output.write_text(report)

@@ -141,6 +141,8 @@ def _kind(ini: Path, raw: str, settings: CheckSettings, fragments: set[Path]) ->
     return Kind.UWSGI
 
 
+# How long a check that gave up waits for the file in hand to be finished (and its temp dir removed)
+_WIND_DOWN = 10.0
 _ENV_LEFT = re.compile(r"\$\(([^()]*)\)")
 
 
@@ -310,31 +312,42 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
     live: set[int] = set()  # process groups of the --exec commands running now
     fragments = _fragments(inis)
 
-    def load_all() -> None:
-        for ini in inis:
-            try:
-                app, found = _load(
-                    ini, _deploy_name(ini, settings.name), settings, facts, user, nginx, fragments, secrets, live
-                )
-            except Exception as exc:  # a finding with exit 2, never a traceback
-                app, found = None, [finding("X002", _display(ini), 1, f"{type(exc).__name__}: {exc}")]
-            findings.extend(found)
-            if app is not None:
-                loaded.append((ini, app))
-            if done.is_set():
-                return
+    current: list[Path] = []  # the file being read
 
-    # Every read is bounded, but a whole check gets a deadline too: a finding says so instead of a hang.
-    done = threading.Event()
-    worker = threading.Thread(target=load_all, daemon=True, name="emperor-dev-check")
-    worker.start()
-    worker.join(settings.check_timeout)
-    done.set()
-    if worker.is_alive():
-        for group in list(live):  # a command still running goes with the check, never outlives it
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, signal.SIGKILL)
-        pending = next((_display(i) for i in inis if not any(i == ini for ini, _ in loaded)), "")
+    def load_all() -> None:
+        try:
+            for ini in inis:
+                if done.is_set():
+                    return
+                current[:] = [ini]
+                try:
+                    app, found = _load(
+                        ini, _deploy_name(ini, settings.name), settings, facts, user, nginx, fragments, secrets, live
+                    )
+                except Exception as exc:  # a finding with exit 2, never a traceback
+                    app, found = None, [finding("X002", _display(ini), 1, f"{type(exc).__name__}: {exc}")]
+                findings.extend(found)
+                if app is not None:
+                    loaded.append((ini, app))
+        finally:
+            finished.set()
+
+    # Every read is bounded, but a whole check gets a deadline too: a finding says so instead of a hang. (The
+    # worker's own event says when it is done: Thread.is_alive() is wrong after a join() that Ctrl-C broke.)
+    done, finished = threading.Event(), threading.Event()
+    threading.Thread(target=load_all, daemon=True, name="emperor-dev-check").start()
+    try:
+        timed_out = not finished.wait(settings.check_timeout)
+    finally:  # a deadline or an interrupt (SIGTERM, Ctrl-C)
+        done.set()
+        if not finished.is_set():
+            for group in list(live):  # a command still running goes with the check, never outlives it
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(group, signal.SIGKILL)
+            # every read is bounded: the file in hand is finished, and its temp vassal dir removed
+            finished.wait(_WIND_DOWN)
+    if timed_out:
+        pending = _display(current[0]) if current else ""
         message = f"{settings.check_timeout:g} s, while reading {pending}"
         findings = [*findings, finding("X003", pending, 1, message)]
         return CheckResult(tuple(_display(i) for i in inis), tuple(_mask(findings, secrets)), "")
