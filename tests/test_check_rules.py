@@ -113,6 +113,7 @@ TRIGGERS = {
     "E117": (BASE + "cheaper = 2\n", {}),
     "W118": (BASE + "daemonize = true\n", {}),
     "W119": (BASE + "cheaper-initial = 1\n", {}),
+    "W120": (BASE + "buffer-size = 400000\n", {}),
     "I114": (BASE + "route = ^/old redirect:/new\n", {}),
     "E507": (BASE + "need-plugin = python3\n", {}),
 }
@@ -139,6 +140,7 @@ NOT_TRIGGERED = {
     "E117": BASE + "cheaper = 1\n",
     "W118": BASE + "daemonize = /var/log/app.log\n",
     "W119": BASE + "cheaper = 1\ncheaper-initial = 1\n",
+    "W120": BASE + "buffer-size = 65535\n",
 }
 
 
@@ -342,3 +344,14 @@ def test_templates_and_unknown_options_values_are_not_judged() -> None:
     assert {"E403", "W113"}.isdisjoint(codes(BASE + "processes = __NUM_PYTHON_PROCESSES__\n", kind=Kind.UWSGI))
     # Dispatcharr docker/uwsgi.ini:70: `log-buffering` is no option: its inline comment changes nothing
     assert codes(BASE + "log-buffering = 1024  # note\n").count("W101") == 0
+
+
+def test_holdout_patterns() -> None:
+    # Coleridge-Initiative-org/dfadmin deploy/uwsgi.ini:13,32: the same value twice overrides nothing
+    assert "W106" not in codes(BASE.replace("master = true", "master = true\nchdir = /srv/app"), kind=Kind.UWSGI)
+    assert "W106" not in codes(BASE + "chdir =  /srv/app\n")
+    # aabele/octa-latvija deploy/uwsgi.ini:11: `emperor=True` starts an emperor watching ./True
+    assert "W118" in codes("[uwsgi]\nhttp = :8000\nemperor = True\n", kind=Kind.EMPEROR)
+    # anehx/anonboard tools/uwsgi/anonboard.ini:13: an HTTP router option without an HTTP router does nothing
+    keepalive = "[uwsgi]\nsocket = :3031\nhttp-keepalive = True\n"
+    assert [f.severity for f in check_app(app(keepalive, kind=Kind.UWSGI)) if f.code == "W113"] == [Severity.INFO]

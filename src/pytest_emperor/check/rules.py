@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
 
-from pytest_emperor.check.uwsgi_options import ALIASES, FLAGS, NUMERIC, OPTIONS, feature, lacks
+from pytest_emperor.check.uwsgi_options import ALIASES, FLAGS, NUMERIC, OPTIONS, SIXTEEN_BIT, SOURCES, feature, lacks
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
 from pytest_emperor.engine.inifile import SOCKET_OPTIONS, IniFile, IniOption, Resolution
 
@@ -402,6 +402,13 @@ RULES: dict[str, Rule] = {
             "add `cheaper = N` (below `processes`), or remove the line",
         ),
         Rule(
+            "W120",
+            "number-clamped",
+            _W,
+            "above the option's maximum: uWSGI 2.0 silently uses 65535 (a 16-bit number)",
+            "write at most 65535",
+        ),
+        Rule(
             "W312",
             "app-mounted-twice",
             _W,
@@ -622,7 +629,7 @@ def undetermined(value: str) -> bool:
 def _values(app: AppConfig) -> Iterable[Finding]:
     defined = {o.key for o in app.resolution.options}
     elsewhere = app.kind is not Kind.CONVENTION and (not _serves(app) or _unread_includes(app))
-    seen: dict[str, int] = {}
+    seen: dict[str, IniOption] = {}
     for option in app.ini.options:
         key, value = option.key, option.value
         # the value of an option uWSGI does not know matters not (E201 says so)
@@ -641,10 +648,10 @@ def _values(app: AppConfig) -> Iterable[Finding]:
         if key in REQUIRES_VALUE and value == "":
             yield finding("E104", where(app, option.file), option.line, f"`{key}` is empty")
         if key in SCALAR_KEYS:
-            if key in seen:
-                message = f"`{key}` (first on line {seen[key]}); this one wins"
+            first = seen.setdefault(key, option)
+            if first is not option and first.value.strip(_BLANKS) != value.strip(_BLANKS):
+                message = f"`{key}` (first on line {first.line}); this one wins"
                 yield finding("W106", where(app, option.file), option.line, message)
-            seen.setdefault(key, option.line)
     yield from _aliases(app)
     for resolved in app.resolution.options:
         # log formats and encoders keep `%(host)`, `%(status)` ... literally: uWSGI fills them per request
@@ -832,6 +839,7 @@ _ENV_REF = re.compile(r"\$\(([^()]*)\)")
 def _numbers_and_env(app: AppConfig) -> Iterable[Finding]:
     """Values uWSGI reads differently from how they look: units, and `$(VAR)` set by a later `env =`."""
     last = {o.key: o for o in app.ini.options}  # the occurrence uWSGI applies
+    routers = {"http", "https"} & set(last)
     expanded = {o.key: o.value for o in app.resolution.options}  # the last value of each
     for option in app.ini.options:
         unit = _NUMERIC.get(option.key) or ("a number" if option.key in NUMERIC else None)
@@ -843,7 +851,14 @@ def _numbers_and_env(app: AppConfig) -> Iterable[Finding]:
             if counted:
                 continue
             message = f"`{option.key} = {value}` reads as {_atoi(value)}"
-            yield finding("W113", where(app, option.file), option.line, message)
+            f = finding("W113", where(app, option.file), option.line, message)
+            if SOURCES.get(option.key) == "plugin:http" and not routers:
+                # an option of the HTTP router, in a config that starts none: it does nothing either way
+                f = replace(f, severity=Severity.INFO, message=f"{message} (no `http` router here: unused)")
+            yield f
+        elif option.key in SIXTEEN_BIT and _atoi(value) > 65535 and not undetermined(value):
+            message = f"`{option.key} = {value}` is 65535"
+            yield finding("W120", where(app, option.file), option.line, message)
         elif not re.fullmatch(r"\d+", value.strip(_BLANKS)) and _atoi(value) > 0:
             message = f"`{option.key} = {value}` is {_atoi(value)} ({unit}): uWSGI 2.0 reads leading digits only"
             f = finding("W107", where(app, option.file), option.line, message)
@@ -901,7 +916,7 @@ _ALARM_USERS = frozenset(
     {"alarm-backlog", "alarm-listen-queue", "alarm-log", "alarm-lq", "alarm-segfault", "backlog-alarm",
      "listen-queue-alarm", "log-alarm", "lq-alarm", "segfault-alarm", "not-alarm-log", "not-log-alarm"}
 )  # fmt: skip
-_PATH_OPTIONS = ("daemonize", "daemonize2", "logto", "logto2", "pidfile", "pidfile2", "safe-pidfile")
+_PATH_OPTIONS = ("daemonize", "daemonize2", "logto", "logto2", "pidfile", "pidfile2", "safe-pidfile", "emperor")
 _BOOLEAN_WORDS = re.compile(r"(?i)^(true|false|yes|no|on|off)$")
 
 
@@ -957,7 +972,7 @@ _EVERY_CONFIG = (_syntax, _values, _numbers_and_env, _unknown, _counts, _mounts,
 RULE_SETS = {
     Kind.CONVENTION: (*_EVERY_CONFIG, _deployment, _robustness),
     Kind.UWSGI: _EVERY_CONFIG,
-    Kind.EMPEROR: (_syntax, _values, _numbers_and_env, _unknown),
+    Kind.EMPEROR: (_syntax, _values, _numbers_and_env, _unknown, _misc),
     Kind.FRAGMENT: (_syntax, _numbers_and_env, _unknown),
 }
 

@@ -10,7 +10,7 @@ import signal
 import stat
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pytest_emperor.check.boot import BootTarget, boot_all
@@ -70,7 +70,6 @@ class CheckResult:
     files: tuple[str, ...]
     findings: tuple[Finding, ...]
     boot: str = ""  # whether the boot check ran, and on how many apps, for the report
-    kinds: dict[str, Kind] = field(default_factory=dict)
     rule_sets: str = ""  # which rule set applied to which files, for the report
 
     @property
@@ -387,4 +386,4 @@ def run_check(paths: Sequence[Path], settings: CheckSettings) -> CheckResult:
         raw_texts.update((path, text) for path, text in app.ini.texts.items() if path)
     kept = filter_codes(apply_suppressions(findings, raw_texts), settings.select, settings.ignore)
     kept.sort(key=lambda f: (f.path, f.line, f.code))
-    return CheckResult(tuple(_display(i) for i in inis), tuple(_mask(kept, secrets)), boot, kinds, rule_sets)
+    return CheckResult(tuple(_display(i) for i in inis), tuple(_mask(kept, secrets)), boot, rule_sets)

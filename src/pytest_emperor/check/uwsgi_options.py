@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-__all__ = ["ALIASES", "FLAGS", "NUMERIC", "OPTIONS", "SOURCES", "feature", "lacks"]
+__all__ = ["ALIASES", "FLAGS", "NUMERIC", "OPTIONS", "SIXTEEN_BIT", "SOURCES", "feature", "lacks"]
 
 # handlers that parse the value with atoi/strtoul (core/uwsgi.c uwsgi_opt_set_int/_64bit/_16bit/_megabytes)
 # (the loop engines' shortcuts `gevent`, `asyncio`, `tornado`, `coroae`, `goroutines` call uwsgi_opt_set_int)
@@ -33,6 +33,8 @@ _ROWS = _load()
 SOURCES: dict[str, str] = {row[0]: row[1] for row in _ROWS}
 OPTIONS = frozenset(SOURCES)
 NUMERIC = frozenset(row[0] for row in _ROWS if row[2] in _NUMERIC_HANDLERS)
+#: 16-bit numbers: core/uwsgi.c uwsgi_opt_set_16bit clamps anything above 65535
+SIXTEEN_BIT = frozenset(row[0] for row in _ROWS if row[2] == "uwsgi_opt_set_16bit")
 #: on/off options (core/uwsgi.c uwsgi_opt_true: off only for false, off, no and 0)
 FLAGS = frozenset(row[0] for row in _ROWS if row[2] == "uwsgi_opt_true")
 #: option name -> the variable it sets, for the options that share one with another name (`processes`/`workers`)
