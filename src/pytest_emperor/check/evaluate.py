@@ -27,10 +27,6 @@ _MIN_SECRET = 4
 _WORD = re.compile(r"[A-Za-z0-9_./%:+,=@~-]+")
 
 
-class _Unknown(Exception):
-    """The command is not one of the pure idioms."""
-
-
 def _dirname(path: str) -> str:
     """POSIX dirname(1): trailing slashes do not count (``/a/b/`` -> ``/a``)."""
     trimmed = path.rstrip("/")
@@ -75,28 +71,28 @@ class _Parser:
                 # command substitution drops every trailing newline
                 parts.append(self.command(")").rstrip("\n"))
                 if not self.text.startswith(")", self.pos):
-                    raise _Unknown
+                    raise ValueError("not a pure idiom")
                 self.pos += 1
             elif self.text[self.pos] == '"':
                 close = self.text.find('"', self.pos + 1)
                 inner = self.text[self.pos + 1 : close] if close > 0 else ""
                 if close < 0 or any(c in inner for c in "$`\\"):
-                    raise _Unknown
+                    raise ValueError("not a pure idiom")
                 parts.append(inner)
                 self.pos = close + 1
             else:
                 m = _WORD.match(self.text, self.pos)
                 if not m:
-                    raise _Unknown  # ; | & > < ` ' * ? and the like: a real shell's job
+                    raise ValueError("not a pure idiom")  # ; | & > < ` ' * ? and the like: a real shell's job
                 parts.append(m.group(0))
                 self.pos = m.end()
         if not parts:
-            raise _Unknown
+            raise ValueError("not a pure idiom")
         return "".join(parts)
 
     def _run(self, words: list[str]) -> str:
         if not words:
-            raise _Unknown
+            raise ValueError("not a pure idiom")
         name, args = words[0], words[1:]
         if name == "echo" and not any(a.startswith("-") for a in args):
             return " ".join(args) + "\n"
@@ -105,7 +101,7 @@ class _Parser:
         if name == "readlink" and args[:1] == ["-f"]:
             name, args = "realpath", args[1:]
         if len(args) != 1 or args[0].startswith("-"):
-            raise _Unknown
+            raise ValueError("not a pure idiom")
         arg = args[0]
         if name == "dirname":
             return _dirname(arg) + "\n"
@@ -115,7 +111,7 @@ class _Parser:
             full = os.path.realpath(os.path.join(self.cwd, arg))
             # realpath(1) fails on a missing path: no output (the status is not uWSGI's concern)
             return full + "\n" if os.path.exists(full) else ""
-        raise _Unknown
+        raise ValueError("not a pure idiom")
 
 
 def pure_command(command: str, cwd: str) -> str | None:
@@ -123,7 +119,7 @@ def pure_command(command: str, cwd: str) -> str | None:
     parser = _Parser(command, cwd)
     try:
         out = parser.command()
-    except _Unknown:
+    except ValueError:  # not one of the idioms (or a path realpath() refuses, with a NUL)
         return None
     return out if parser.pos >= len(command) else None
 
