@@ -1,0 +1,206 @@
+"""``emperor-dev check`` on the patterns found in real uWSGI configs (benchmarks/gate_corpus/): each real problem
+is reported on its line, and a config with no problem gets no error or warning.
+
+Every case is a minimal reproduction written here (not a copy), citing the public repository and line it comes
+from; the judgment of each (what uWSGI 2.0 does with it) is in benchmarks/gate_corpus/SOURCES.toml. The files are
+named ``uwsgi.ini``, not ``app.uwsgi.ini``: configs of other deployments, checked statically at the default
+settings, the way a CI job meets a config it did not write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pytest_emperor.check.rules import Severity
+from pytest_emperor.check.runner import CheckSettings, run_check
+
+
+@dataclass(frozen=True)
+class Case:
+    """A config and the error/warning findings it must get: line -> the rule codes that may report it."""
+
+    name: str
+    source: str  # repository path:line the pattern comes from
+    text: str
+    expected: dict[int, frozenset[str]] = field(default_factory=dict)
+
+
+def case(name: str, source: str, text: str, **expected: str) -> Case:
+    """``expected`` as ``line_N="CODE1 CODE2"`` (any of them); an empty string accepts any code on that line."""
+    lines = {int(key.removeprefix("line_")): frozenset(codes.split()) for key, codes in expected.items()}
+    return Case(name, source, text, lines)
+
+
+PROBLEMS = [
+    case(
+        "misspelt-option",
+        "mozilla/addons-server docker/uwsgi.ini:11 (`vaccum = true`)",
+        "[uwsgi]\nmodule = olympia.wsgi:application\nsocket = :8001\nvaccum = true\n",
+        line_4="E201",
+    ),
+    case(
+        "misspelt-option-dev-template",
+        "pyfarm/pyfarm-master resources/dev/nginx_uwsgi/uwsgi.ini.template:7 (`py-autorelaod = true`)",
+        "[uwsgi]\nmaster = true\npy-autorelaod = true\nsocket = /tmp/farm.sock\nmodule = farm.entrypoints\n",
+        line_3="E201",
+    ),
+    case(
+        "doc-heading-as-option",
+        "WengChaoxi/flask-mvc uwsgi/uwsgi.ini:3 (`workers/processes = 16`)",
+        "[uwsgi]\nsocket = 127.0.0.1:8080\nworkers/processes = 16\nwsgi-file = manager.py\ncallable = app\n",
+        line_3="E201",
+    ),
+    case(
+        "callable-named-application",
+        "HengfengLi/nginx-uwsgi-flask-demo uwsgi/uwsgi.ini:3 (`application = app`)",
+        "[uwsgi]\nwsgi-file = app/app.py\napplication = app\ncallable = app\nsocket = 0.0.0.0:9000\n",
+        line_3="E201",
+    ),
+    case(
+        "label-that-is-no-option",
+        "Cray-HPE/bos config/uwsgi.ini:8 (`app=bos`)",
+        "[uwsgi]\nhttp-socket=:9000\napp=bos\nmodule=bos.server.__main__\ncallable=app\n",
+        line_3="E201",
+    ),
+    case(
+        "word-for-a-number",
+        "1ibrary/1ibrary-gzhu uwsgi.ini:13 (`threads = true`)",
+        "[uwsgi]\nwsgi-file = /app/manage.py\ncallable = app\nsocket = 0.0.0.0:80\nprocesses = 2\nthreads = true\n",
+        line_6="W113 E403",
+    ),
+    case(
+        "boolean-for-milliseconds",
+        "APSL/docker-puput conf/uwsgi.ini:21 (`log-slow = True`)",
+        "[uwsgi]\nhttp = :8000\nmodule = blog.wsgi\nlog-4xx = True\nlog-slow = True\n",
+        line_5="W113 E403",
+    ),
+    case(
+        "module-and-wsgi-file",
+        "DonkeyOatie/django_docker_template conf/uwsgi.ini:7-8; Ajapaik/ajapaik-web docker/uwsgi.ini:6,10",
+        "[uwsgi]\nsocket = /var/run/uwsgi.sock\nchdir = /code/g\nmodule = wsgi:application\n"
+        "wsgi-file = /code/g/wsgi.py\n",
+        line_5="E309",
+    ),
+    case(
+        "same-app-mounted-twice",
+        "UTS-eResearch/pbsweb confs/pbsweb.ini:9,13 (`wsgi-file = .../pbsweb.py` and `mount = /statuspbs=pbsweb:app`)",
+        "[uwsgi]\nsocket = /run/uwsgi/pbsweb.sock\nchdir = /var/www/apps/pbsweb/\n"
+        "wsgi-file = /var/www/apps/pbsweb/pbsweb.py\nmount = /statuspbs=pbsweb:app\nmanage-script-name = true\n",
+        line_5="",
+    ),
+    case(
+        "inline-comment-in-module",
+        "105306006/flask-heroku uwsgi.ini:5 (`module = app:app ;...`)",
+        "[uwsgi]\nhttp-socket = :$(PORT)\nmaster = true\nmodule = app:app ;the file, then the variable\n",
+        line_4="W101",
+    ),
+    case(
+        "alarm-used-never-defined",
+        "City-of-Helsinki/kerrokantasi deploy/uwsgi.ini:55-57 (alarm `logsentry` used, `alarm =` missing)",
+        "[uwsgi]\nhttp = :8000\nwsgi-file = app/wsgi.py\nmaster = true\nalarm-backlog = logsentry\n"
+        "alarm-segfault = logsentry\n",
+        line_5="",
+    ),
+    case(
+        "cheaper-not-below-processes",
+        "asoucase/flask-prometheus-metrics uwsgi/uwsgi.ini:16-17 (`cheaper = 4`, `processes = %(%k + 1)`)",
+        "[uwsgi]\nhttp-socket = :6001\nmodule = app:app\nmaster = true\ncheaper = 4\nprocesses = 3\n",
+        line_5="",
+    ),
+    case(
+        "daemonize-to-a-file-named-true",
+        "ashcrow/four04 uwsgi/uwsgi.ini:8 (`daemonize = true`)",
+        "[uwsgi]\nhttp = 127.0.0.1:8080\nwsgi-file = app.py\nmaster = true\ndaemonize = true\n",
+        line_5="",
+    ),
+]
+
+NO_PROBLEM = [
+    case(
+        "docker-http-socket-front-end",
+        "healthchecks/healthchecks docker/uwsgi.ini (http-socket :8000, chdir /opt/..., no vacuum)",
+        "[uwsgi]\nstrict\nmaster\ndie-on-term\nhttp-socket = :8000\nharakiri = 10\nprocesses = 4\nenable-threads\n"
+        "chdir = /opt/healthchecks\nmodule = hc.wsgi:application\nthunder-lock\n",
+    ),
+    case(
+        "docker-unix-socket-for-the-image-nginx",
+        "ajnisbet/opentopodata docker/uwsgi.ini (socket /tmp/uwsgi.sock, users of the image)",
+        "[uwsgi]\nstrict = true\nneed-app = true\nsocket = /tmp/uwsgi.sock\nchown-socket = www-data:www-data\n"
+        "chmod-socket = 664\nvacuum = true\nuid = www-data\ngid = www-data\nmaster = true\n"
+        "wsgi-file = /app/opentopodata/api.py\ncallable = app\n",
+    ),
+    case(
+        "http-router-and-cpu-count",
+        "HumanSignal/label-studio deploy/uwsgi.ini (`http =`, `processes = %(%k * 2)`, `pidfile = /tmp/%n.pid`)",
+        "[uwsgi]\nchdir = /label-studio/label_studio\nhttp = 0.0.0.0:8080\nmodule = core.wsgi:application\n"
+        "master = true\nprocesses = %(%k * 2)\npidfile = /tmp/%n.pid\nneed-app = true\n",
+    ),
+    case(
+        "emperor",
+        "unbit/uwsgi.it emperor.ini; nicktimko/nginx-uwsgi-python emperor.ini",
+        "[uwsgi]\nmaster = true\nemperor = /etc/uwsgi/services\nvassal-set = processes=2\nvassal-set = vacuum=true\n"
+        "die-on-term = true\n",
+    ),
+    case(
+        "request-log-variables",
+        "APSL/sauron docker/uwsgi.ini:15 (`logformat = ... %(host) %(method) %(uri) %(status)`)",
+        "[uwsgi]\nhttp = :8000\nchdir = /app\nmodule = main.wsgi\n"
+        "logformat = [%(ltime)] %(host) %(method) %(uri) %(status) %(msecs) ms %(rssM) MB\n",
+    ),
+    case(
+        "inline-comment-after-a-number-or-boolean",
+        "MIT-LCP/physionet-build docker/uwsgi.ini:58-61; City-of-Helsinki/hauki deploy/uwsgi.ini:3",
+        "[uwsgi]\nstrict = true  # Fail if any option is unknown\nhttp-socket = :8000\nmodule = physionet.wsgi\n"
+        "max-requests = 1000                  ; Restart workers after this many requests\n"
+        "worker-reload-mercy = 60             ; How long to wait\n",
+    ),
+    case(
+        "routing-options-of-a-pcre-build",
+        "City-of-Helsinki/mvj deploy/uwsgi.ini:15-16 (`route = ^/healthz$ donotlog:`)",
+        "[uwsgi]\nhttp-socket = :8080\nchdir = /app\nmodule = mvj.wsgi\nroute = ^/readiness$ donotlog:\n"
+        "route = ^/healthz$ donotlog:\n",
+    ),
+    case(
+        "vacuum-off-on-purpose",
+        "redimp/otterwiki docker/uwsgi.ini:18 (`vacuum = false`)",
+        "[uwsgi]\nmodule = otterwiki.server\ncallable = app\nsocket = /tmp/uwsgi.sock\nchdir = /app\nvacuum = false\n",
+    ),
+    case(
+        "magic-variables-in-comments",
+        "20tab/django-uwsgi-template-legacy uwsgiconf/local/global.ini:40-44 (`# %t unix time`)",
+        "[uwsgi]\nsocket = 127.0.0.1:3031\nmodule = site.wsgi\n# %t      unix time (in seconds)\n"
+        "# %T      unix time (in microseconds)\n# %0..%9  a component of the config's directory path\n",
+    ),
+]
+
+
+def errors_and_warnings(tmp_path: Path, text: str, uwsgi_bin: Path) -> dict[int, set[str]]:
+    """Line -> codes of the error/warning findings of a static check of ``text`` as ``uwsgi.ini``."""
+    ini = tmp_path / "uwsgi.ini"
+    ini.write_text(text)
+    result = run_check([ini], CheckSettings(boot=False, uwsgi=uwsgi_bin))
+    found: dict[int, set[str]] = {}
+    for f in result.findings:
+        if f.severity >= Severity.WARNING:
+            found.setdefault(f.line, set()).add(f.code)
+    return found
+
+
+@pytest.mark.parametrize("pattern", PROBLEMS, ids=lambda c: c.name)
+def test_real_problem_is_reported_on_its_line(pattern: Case, tmp_path: Path, uwsgi_bin: Path) -> None:
+    found = errors_and_warnings(tmp_path, pattern.text, uwsgi_bin)
+    for line, codes in pattern.expected.items():
+        assert line in found, f"{pattern.source}: nothing reported on line {line}; found {found}"
+        if codes:
+            assert found[line] & codes, f"{pattern.source}: line {line} got {found[line]}, want one of {codes}"
+    extra = {line: codes for line, codes in found.items() if line not in pattern.expected}
+    assert not extra, f"{pattern.source}: findings on lines with no problem: {extra}"
+
+
+@pytest.mark.parametrize("pattern", NO_PROBLEM, ids=lambda c: c.name)
+def test_config_with_no_problem_gets_no_error_or_warning(pattern: Case, tmp_path: Path, uwsgi_bin: Path) -> None:
+    found = errors_and_warnings(tmp_path, pattern.text, uwsgi_bin)
+    assert not found, f"{pattern.source}: {found}"
