@@ -48,6 +48,12 @@ PROBLEMS = [
         line_3="E201",
     ),
     case(
+        "misspelt-socket-mode",
+        "d-salt/nginx_uwsgi_django_mysql uwsgi/uwsgi.ini:13 (`chmod-sockert = 666`)",
+        "[uwsgi]\nmodule = myproject.wsgi\nsocket = /uwsgi/%n.sock\nchmod-sockert = 666\nmaster = true\n",
+        line_4="E201",
+    ),
+    case(
         "doc-heading-as-option",
         "WengChaoxi/flask-mvc uwsgi/uwsgi.ini:3 (`workers/processes = 16`)",
         "[uwsgi]\nsocket = 127.0.0.1:8080\nworkers/processes = 16\nwsgi-file = manager.py\ncallable = app\n",
@@ -75,6 +81,13 @@ PROBLEMS = [
         "boolean-for-milliseconds",
         "APSL/docker-puput conf/uwsgi.ini:21 (`log-slow = True`)",
         "[uwsgi]\nhttp = :8000\nmodule = blog.wsgi\nlog-4xx = True\nlog-slow = True\n",
+        line_5="W113 E403",
+    ),
+    case(
+        "boolean-for-a-size",
+        "amks1/k8s-test uwsgi/uwsgi.ini:6 (`post-buffering = true`)",
+        "[uwsgi]\nstrict = true\nhttp-socket = 0.0.0.0:7654\nbuffer-size = 32768\npost-buffering = true\n"
+        "wsgi-file = flask_app.py\ncallable = app\n",
         line_5="W113 E403",
     ),
     case(
