@@ -118,6 +118,19 @@ PROBLEMS = [
         line_5="W116",
     ),
     case(
+        "alarm-never-defined-in-a-block-production-enables",
+        "City-of-Helsinki/kerrokantasi deploy/uwsgi.ini:51-58 (alarm lines in `if-env = ENABLE_SENTRY_UWSGI_PLUGIN`)",
+        "[uwsgi]\nhttp = :8000\nwsgi-file = app/wsgi.py\nmaster = true\nif-env = ENABLE_SENTRY_UWSGI_PLUGIN\n"
+        "plugin = sentry\nalarm-backlog = logsentry\nalarm-segfault = logsentry\nendif =\n",
+        line_7="W116",
+    ),
+    case(
+        "strict-mode-is-no-option",
+        "Subscribie/subscribie emperor.ini:2 (`strict-mode = true`)",
+        "[uwsgi]\nstrict-mode = true\nmaster = true\nemperor = ./vassals/*/*.ini\n",
+        line_2="E201",
+    ),
+    case(
         "cheaper-not-below-processes",
         "asoucase/flask-prometheus-metrics uwsgi/uwsgi.ini:16-17 (`cheaper = 4`, `processes = %(%k + 1)`)",
         "[uwsgi]\nhttp-socket = :6001\nmodule = app:app\nmaster = true\ncheaper = 4\nprocesses = 3\n",
@@ -169,6 +182,12 @@ NO_PROBLEM = [
         "[uwsgi]\nstrict = true  # Fail if any option is unknown\nhttp-socket = :8000\nmodule = physionet.wsgi\n"
         "max-requests = 1000                  ; Restart workers after this many requests\n"
         "worker-reload-mercy = 60             ; How long to wait\n",
+    ),
+    case(
+        "inline-comment-after-a-plugin-number",
+        "Dispatcharr/Dispatcharr docker/uwsgi.ini:45 (`gevent = 400  # Each unused greenlet costs ...`)",
+        "[uwsgi]\nhttp = 0.0.0.0:5656\nchdir = /app\nmodule = dispatcharr.wsgi:application\n"
+        "gevent = 400  # Each unused greenlet costs memory\n",
     ),
     case(
         "routing-options-of-a-pcre-build",
