@@ -91,10 +91,11 @@ PROBLEMS = [
         line_5="W113 E403",
     ),
     case(
-        "module-and-wsgi-file",
-        "DonkeyOatie/django_docker_template conf/uwsgi.ini:7-8; Ajapaik/ajapaik-web docker/uwsgi.ini:6,10",
+        "module-and-wsgi-file-naming-two-files",
+        "DonkeyOatie/django_docker_template conf/uwsgi.ini:6-8 (`chdir = /code/g`, `module = wsgi:application`, "
+        "`wsgi-file = /code/<project_name>/wsgi.py`)",
         "[uwsgi]\nsocket = /var/run/uwsgi.sock\nchdir = /code/g\nmodule = wsgi:application\n"
-        "wsgi-file = /code/g/wsgi.py\n",
+        "wsgi-file = /code/project/wsgi.py\n",
         line_5="E309",
     ),
     case(
@@ -188,6 +189,12 @@ NO_PROBLEM = [
         "Dispatcharr/Dispatcharr docker/uwsgi.ini:45 (`gevent = 400  # Each unused greenlet costs ...`)",
         "[uwsgi]\nhttp = 0.0.0.0:5656\nchdir = /app\nmodule = dispatcharr.wsgi:application\n"
         "gevent = 400  # Each unused greenlet costs memory\n",
+    ),
+    case(
+        "module-and-wsgi-file-naming-the-same-file",
+        "ckan/ckan ckan-uwsgi.ini:6,8; Kansea/vue_ros_interface uwsgi/uwsgi.ini:2-5 (the module is the wsgi-file)",
+        "[uwsgi]\nchdir = /app\nmodule = robot_site.wsgi:application\nsocket = :8080\n"
+        "wsgi-file = /app/robot_site/wsgi.py\nmaster = true\n",
     ),
     case(
         "routing-options-of-a-pcre-build",
