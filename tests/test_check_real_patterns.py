@@ -132,6 +132,25 @@ PROBLEMS = [
         line_2="E201",
     ),
     case(
+        "processes-then-workers",
+        "krisek/audioloader app.ini:12,22 (`processes = 8`, then `workers = 64` and `cheaper = 8` below it)",
+        "[uwsgi]\nmodule = wsgi\nhttp = 127.0.0.1:3400\nmaster = true\nprocesses = 8\nworkers = 64\n"
+        "cheaper-algo = spare\ncheaper = 8\n",
+        line_6="W106",
+    ),
+    case(
+        "module-and-mount-on-root",
+        "krisek/audioloader app.ini:2,10 (`module = wsgi`, `mount = /=application:app`)",
+        "[uwsgi]\nmodule = wsgi\nchdir = /var/www/audioloader\nhttp = 127.0.0.1:3400\nmount = /=application:app\n",
+        line_5="W312 E309",
+    ),
+    case(
+        "option-uwsgi-2-lacks",
+        "krisek/audioloader app.ini:28 (`cheaper-idle = 60`)",
+        "[uwsgi]\nmodule = wsgi\nhttp = 127.0.0.1:3400\nprocesses = 8\ncheaper = 2\ncheaper-idle = 60\n",
+        line_6="E201",
+    ),
+    case(
         "cheaper-not-below-processes",
         "asoucase/flask-prometheus-metrics uwsgi/uwsgi.ini:16-17 (`cheaper = 4`, `processes = %(%k + 1)`)",
         "[uwsgi]\nhttp-socket = :6001\nmodule = app:app\nmaster = true\ncheaper = 4\nprocesses = 3\n",
