@@ -54,6 +54,13 @@ PROBLEMS = [
         line_4="E201",
     ),
     case(
+        "misspelt-uid-keeps-root",
+        "IlyaGusev/PoetryCorpus conf/uwsgi.ini:10 (`zuid =  www-data`)",
+        "[uwsgi]\nchdir = /code/\nwsgi-file = /code/poetry/wsgi.py\nsocket = /tmp/uwsgi.sock\nzuid =  www-data\n"
+        "gid = www-data\n",
+        line_5="E201",
+    ),
+    case(
         "doc-heading-as-option",
         "WengChaoxi/flask-mvc uwsgi/uwsgi.ini:3 (`workers/processes = 16`)",
         "[uwsgi]\nsocket = 127.0.0.1:8080\nworkers/processes = 16\nwsgi-file = manager.py\ncallable = app\n",
