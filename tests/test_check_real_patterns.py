@@ -98,6 +98,20 @@ PROBLEMS = [
         line_5="W113 E403",
     ),
     case(
+        "boolean-for-the-cheaper-count",
+        "HumanSignal/label-studio deploy/uwsgi.ini:6 (`cheaper = true`)",
+        "[uwsgi]\nchdir = /label-studio/label_studio\nhttp = 0.0.0.0:8080\nmodule = core.wsgi:application\n"
+        "master = true\ncheaper = true\nprocesses = 4\n",
+        line_6="W113 E403",
+    ),
+    case(
+        "cheaper-initial-without-cheaper",
+        "SEED-platform/seed docker/uwsgi.ini:7,11 (`processes = 4`, `cheaper-initial = 1`, no `cheaper`)",
+        "[uwsgi]\nsocket = /tmp/uwsgi-seed.sock\nmaster = true\nprocesses = 4\ncheaper-initial = 1\n"
+        "chdir = /seed\nmodule = config.wsgi:application\n",
+        line_5="W119",
+    ),
+    case(
         "module-and-wsgi-file-naming-two-files",
         "DonkeyOatie/django_docker_template conf/uwsgi.ini:6-8 (`chdir = /code/g`, `module = wsgi:application`, "
         "`wsgi-file = /code/<project_name>/wsgi.py`)",
