@@ -54,6 +54,7 @@ class FileTally:
     exit_code: int
     findings: list[dict[str, Any]] = field(default_factory=list)
     verdicts: Counter[str] = field(default_factory=Counter)
+    by_code: Counter[tuple[str, str]] = field(default_factory=Counter)  # (code, verdict) of each finding
     found: list[dict[str, Any]] = field(default_factory=list)
     missed: list[dict[str, Any]] = field(default_factory=list)
     unjudged: list[dict[str, Any]] = field(default_factory=list)
@@ -105,14 +106,15 @@ def tally(entry: dict[str, Any]) -> FileTally:
     for f in t.findings:
         problem = next((p for p in problems if _matches(p, f)), None)
         if problem is not None:
-            t.verdicts["real"] += 1
+            verdict = "real"
             if problem not in t.found:
                 t.found.append(problem)
-            continue
-        verdict = next((j["verdict"] for j in judged if _matches(j, f)), "unjudged")
+        else:
+            verdict = next((j["verdict"] for j in judged if _matches(j, f)), "unjudged")
+            if verdict == "unjudged":
+                t.unjudged.append(f)
         t.verdicts[verdict] += 1
-        if verdict == "unjudged":
-            t.unjudged.append(f)
+        t.by_code[(f["code"], verdict)] += 1
     t.missed = [p for p in problems if p not in t.found]
     return t
 
@@ -147,15 +149,13 @@ def main() -> None:
     found = sum(len(t.found) for t in tallies)
     clean = [t for t in tallies if not t.found and not t.missed]
     clean_failing = [t.name for t in clean if t.exit_code != 0]
-    by_code: Counter[tuple[str, str]] = Counter()
+    by_code = sum((t.by_code for t in tallies), Counter[tuple[str, str]]())
+    kinds: dict[str, list[int]] = {}  # problem kind -> [found, missed]
     for t in tallies:
-        entry = next(e for e in entries if e["file"] == t.name)
-        for f in t.findings:
-            if any(_matches(p, f) for p in entry.get("problem", [])):
-                by_code[(f["code"], "real")] += 1
-            else:
-                verdict = next((j["verdict"] for j in entry.get("judged", []) if _matches(j, f)), "unjudged")
-                by_code[(f["code"], verdict)] += 1
+        for p in t.found:
+            kinds.setdefault(p["kind"], [0, 0])[0] += 1
+        for p in t.missed:
+            kinds.setdefault(p["kind"], [0, 0])[1] += 1
     print()
     print(
         f"configs: {len(tallies)}; error/warning findings: {findings}: "
@@ -171,7 +171,8 @@ def main() -> None:
     for name in clean_failing:
         print(f"    non-zero: {name}")
     print(f"crashes: {sum(1 for t in tallies if t.crash)}")
-    print("by code and verdict: " + ", ".join(f"{c} {v} {n}" for (c, v), n in sorted(by_code.items())))
+    print("findings by code and verdict: " + ", ".join(f"{c} {v} {n}" for (c, v), n in sorted(by_code.items())))
+    print("problems by kind (found/all): " + ", ".join(f"{k} {f}/{f + m}" for k, (f, m) in sorted(kinds.items())))
 
 
 if __name__ == "__main__":
