@@ -237,6 +237,25 @@ NO_PROBLEM = [
         "wsgi-file = /app/robot_site/wsgi.py\nmaster = true\n",
     ),
     case(
+        "cheaper-default-for-a-block-production-enables",
+        "kobotoolbox/kobocat docker/uwsgi.ini:26-43 (`cheaper` only in an if-env block, a cheaper-* default beside it)",
+        "[uwsgi]\nmodule = onadata.apps.main.wsgi\nsocket = 0.0.0.0:8001\nmaster = true\nworkers = 2\n"
+        "if-env = KC_UWSGI_CHEAPER_WORKERS_COUNT\ncheaper = %(_)\nendif =\n"
+        "if-not-env = KC_UWSGI_CHEAPER_RSS_LIMIT_SOFT\ncheaper-rss-limit-soft = %(2 * 1024 * 1024 * 1024)\nendif =\n",
+    ),
+    case(
+        "installer-template-values",
+        "searxng/searxng utils/templates/etc/uwsgi/apps-available/searxng.ini:54-55 (`${UWSGI_WORKERS:-%k}`)",
+        "[uwsgi]\nmodule = searx.webapp\nhttp = ${SEARXNG_INTERNAL_HTTP}\nworkers = ${UWSGI_WORKERS:-%k}\n"
+        "threads = ${UWSGI_THREADS:-4}\n",
+    ),
+    case(
+        "build-template-values",
+        "ReutersMedia/pyword2vec conf/uwsgi.ini:9,11 (`processes = __NUM_PYTHON_PROCESSES__`)",
+        "[uwsgi]\nmodule = w2vserver.index\nmaster = true\nprocesses = __NUM_PYTHON_PROCESSES__\n"
+        "threads = __NUM_UWSGI_THREADS__\nsocket = /tmp/uwsgi.sock\n",
+    ),
+    case(
         "routing-options-of-a-pcre-build",
         "City-of-Helsinki/mvj deploy/uwsgi.ini:15-16 (`route = ^/healthz$ donotlog:`)",
         "[uwsgi]\nhttp-socket = :8080\nchdir = /app\nmodule = mvj.wsgi\nroute = ^/readiness$ donotlog:\n"
