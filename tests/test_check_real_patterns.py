@@ -172,6 +172,20 @@ PROBLEMS = [
         line_6="E201",
     ),
     case(
+        "emperor-as-a-flag",
+        "aabele/octa-latvija deploy/uwsgi.ini:11 (`emperor=True` in an app's config)",
+        "[uwsgi]\nchdir=/home/octa/project\nwsgi-file=/home/octa/project/app.py\ncallable=app\n"
+        "socket=/home/octa/octa.sock\nemperor=True\nmaster=True\n",
+        line_6="W118",
+    ),
+    case(
+        "buffer-size-above-its-maximum",
+        "aabele/octa-latvija deploy/uwsgi.ini:7 (`buffer-size=400000`, clamped to 65535)",
+        "[uwsgi]\nchdir=/home/octa/project\nwsgi-file=/home/octa/project/app.py\nsocket=/home/octa/octa.sock\n"
+        "buffer-size=400000\n",
+        line_5="W120",
+    ),
+    case(
         "cheaper-not-below-processes",
         "asoucase/flask-prometheus-metrics uwsgi/uwsgi.ini:16-17 (`cheaper = 4`, `processes = %(%k + 1)`)",
         "[uwsgi]\nhttp-socket = :6001\nmodule = app:app\nmaster = true\ncheaper = 4\nprocesses = 3\n",
@@ -254,6 +268,18 @@ NO_PROBLEM = [
         "ReutersMedia/pyword2vec conf/uwsgi.ini:9,11 (`processes = __NUM_PYTHON_PROCESSES__`)",
         "[uwsgi]\nmodule = w2vserver.index\nmaster = true\nprocesses = __NUM_PYTHON_PROCESSES__\n"
         "threads = __NUM_UWSGI_THREADS__\nsocket = /tmp/uwsgi.sock\n",
+    ),
+    case(
+        "http-option-without-an-http-router",
+        "anehx/anonboard tools/uwsgi/anonboard.ini:13 (`http-keepalive = True` beside a unix socket only)",
+        "[uwsgi]\nchdir = /usr/share/anonboard/backend\nsocket = /usr/share/anonboard/anonboard.sock\n"
+        "module = anonboard.wsgi:application\nmaster = True\nhttp-keepalive = True\n",
+    ),
+    case(
+        "same-value-set-twice",
+        "Coleridge-Initiative-org/dfadmin deploy/uwsgi.ini:13,32 (`chdir = /webapp/` in [uwsgi] and in [base])",
+        "[uwsgi]\nini = :base\nsocket = /webapp/app.sock\nchdir=/webapp/\nmodule=data_facility.wsgi:application\n"
+        "master = true\nmaster = true\n\n[base]\n chdir = /webapp/\n",
     ),
     case(
         "routing-options-of-a-pcre-build",
