@@ -304,8 +304,9 @@ class NginxRouter(Router):
         (directory / "tmp").mkdir(parents=True, exist_ok=True)
         routes = RouteTable.of_run(run_dir, route_map)
         unix_path = str(run_dir / "router.sock")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(unix_path)  # nginx refuses to bind over an existing file; the run dir is ours alone
+        for stale in (unix_path, directory / "nginx.pid"):  # the run dir is ours alone
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)  # nginx refuses to bind over an existing file; a pid file is the start's signal
         listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -342,7 +343,10 @@ class NginxRouter(Router):
             listener.close()  # nginx holds its own copy now
         router = cls(route_map, tcp, unix_path, directory, process, routes)
         try:
-            wait_for(unix_path, process, timeout, what=f"nginx ({binary}, config {conf})", log=directory / "error.log")
+            wait_for(
+                unix_path, process, timeout, what=f"nginx ({binary}, config {conf})", log=directory / "error.log",
+                pid_file=directory / "nginx.pid",
+            )
         except BaseException:
             router.stop()
             raise

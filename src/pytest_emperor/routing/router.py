@@ -62,9 +62,16 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def wait_for(unix_path: str, process: subprocess.Popen[bytes], timeout: float, *, what: str, log: Path) -> None:
-    """Return once ``unix_path`` accepts connections; RouterError with the log if ``process`` exits first or
-    ``timeout`` passes."""
+def wait_for(
+    unix_path: str, process: subprocess.Popen[bytes], timeout: float, *, what: str, log: Path, pid_file: Path
+) -> None:
+    """Return once ``unix_path`` accepts connections and ``pid_file`` exists; RouterError with the log if
+    ``process`` exits first or ``timeout`` passes.
+
+    nginx listens before it installs its signal handlers and writes its pid file after them: until then a
+    SIGTERM (the parent-death signal) ends it by the default action, which leaves its unix socket file behind
+    (docs/uwsgi-behaviour.md, "Routing through nginx").
+    """
     deadline = time.monotonic() + timeout
     last: OSError | None = None
     while True:
@@ -76,7 +83,9 @@ def wait_for(unix_path: str, process: subprocess.Popen[bytes], timeout: float, *
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                 probe.connect(unix_path)
-            return
+            if pid_file.exists():
+                return
+            last = FileNotFoundError(f"accepts, but no pid file {pid_file} yet")
         except OSError as exc:
             last = exc
         if time.monotonic() > deadline:
@@ -84,7 +93,7 @@ def wait_for(unix_path: str, process: subprocess.Popen[bytes], timeout: float, *
                 f"{what} did not accept on {unix_path} within {timeout} s (last error: {last})"
                 f"; log {log}:\n{_tail(log)}"
             )
-        # Nothing signals "listen() was called"; poll tightly under the deadline.
+        # Nothing signals "listen() was called" or the pid file's creation; poll tightly under the deadline.
         time.sleep(0.005)
 
 
