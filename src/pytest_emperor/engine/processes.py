@@ -39,14 +39,45 @@ def processes_with_marker(value: str) -> list[int]:
 
 
 def carries_marker(pid: int, value: str) -> bool:
-    """True if process ``pid``'s environment holds ``MARKER_ENV=value``; False if it does not, is gone, or is not
-    ours to read."""
+    """True if process ``pid``'s environment holds ``MARKER_ENV=value``; False if it does not, is gone, is not
+    ours to read, or has released its memory (see ``of_run``)."""
+    env = _environ(pid)
+    return env is not None and f"{MARKER_ENV}={value}".encode() in env
+
+
+def of_run(pid: int, value: str) -> bool:
+    """True if process ``pid`` is one of the run whose marker is ``value``: it carries the marker, or it has
+    released its memory, and with it the environment to read the marker from (its exit teardown, a zombie), and
+    its parent is one of the run. A process is only ever reparented to an ancestor or init, so such a parent
+    started it (docs/uwsgi-behaviour.md, "exit teardown")."""
+    env = _environ(pid)
+    if env is not None:
+        return f"{MARKER_ENV}={value}".encode() in env
+    parent = _parent(pid)
+    return parent is not None and of_run(parent, value)
+
+
+def _environ(pid: int) -> list[bytes] | None:
+    """The environment of ``pid``, or None once its memory is released: then the kernel fails the open with
+    ESRCH (6.x) or reads nothing (older kernels). Empty if it is gone or not ours to read."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read().split(b"\0")
+            data = f.read()
+    except ProcessLookupError:
+        return None
     except OSError:
-        return False
-    return f"{MARKER_ENV}={value}".encode() in env
+        return []
+    return data.split(b"\0") if data else None
+
+
+def _parent(pid: int) -> int | None:
+    """The parent pid of ``pid`` (None if it is gone or has none: the kernel's own processes)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            parent = int(f.read().rsplit(b")", 1)[1].split()[1])
+    except OSError:
+        return None
+    return parent or None
 
 
 def kill_marked(value: str, timeout: float = 5.0, note: Callable[[list[int]], None] | None = None) -> list[int]:

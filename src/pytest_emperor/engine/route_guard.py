@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_emperor.engine.emperor_log import EmperorEvent, EventKind
-from pytest_emperor.engine.processes import carries_marker, command_line
+from pytest_emperor.engine.processes import command_line, of_run
 from pytest_emperor.engine.runs import socket_identity
 from pytest_emperor.routing.route_table import RouteState, RouteTable
 
@@ -78,7 +78,8 @@ def routed_socket_problem(route_map: RouteMap, vassal: Vassal) -> str | None:
 
 def listener_check(marker: str, uids: Iterable[int]) -> ListenerCheck:
     """A check for the process listening on a connected socket: refused unless it runs as one of ``uids`` and
-    carries the run's environment marker ``marker`` (the run dir)."""
+    is one of the run's processes, by the environment marker ``marker`` (the run dir): it carries it, or is
+    exiting and its parent is the run's (processes.py ``of_run``)."""
     allowed = set(uids)
 
     def check(pid: int, uid: int) -> str | None:
@@ -88,7 +89,7 @@ def listener_check(marker: str, uids: Iterable[int]) -> ListenerCheck:
                 f"({', '.join(_user(u) for u in sorted(allowed))}): another user's socket, refusing to send it "
                 "the request"
             )
-        if not carries_marker(pid, marker):
+        if not of_run(pid, marker):
             what = command_line(pid).replace(b"\0", b" ").decode(errors="replace").strip()
             return (
                 f"the process listening on it (pid {pid}, {what!r}) is not one of this run's: refusing to "
