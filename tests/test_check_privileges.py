@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from unprivileged import python_unusable_as
+from unprivileged import CLAIM_ROOTS_SOCKET, python_unusable_as
 
 from pytest_emperor.check.privileges import parse_emperor_args
 from pytest_emperor.check.runner import CheckSettings, run_check
@@ -117,25 +117,7 @@ def test_boot_check_runs_under_the_emperor_args(app_dir: Path, user: str, uwsgi_
 # The app, run as the emperor's user: claims a live socket of root's as one it bound, in every record of the run
 # it can reach (appended, or the file replaced through its directory), swaps its log for a symlink to a root-only
 # file, then fails its import, so that the report shows its log lines.
-HOSTILE = """
-import glob, os
-run = os.environ["PYTEST_EMPEROR_RUN"]
-st = os.lstat(CLAIMED)
-line = f"{CLAIMED}\\t{st.st_dev} {st.st_ino} {st.st_ctime_ns}\\n"
-for record in (os.path.join(run, "sockets"), os.path.join(run, "uwsgi", "bound")):
-    try:
-        with open(record, "a") as f:
-            f.write(line)
-    except OSError:
-        try:
-            with open(record) as f:
-                old = f.read()
-            with open(record + ".new", "w") as f:
-                f.write(old + line)
-            os.replace(record + ".new", record)
-        except OSError:
-            pass
-for log in glob.glob(os.path.join(run, "logs", "*.log")):
+HOSTILE = CLAIM_ROOTS_SOCKET + """for log in glob.glob(os.path.join(run, "logs", "*.log")):
     os.replace(log, log + ".old")
     os.symlink(SECRET, log)
 raise RuntimeError("hostile app: planted")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from test_security import other_user, shared_dir  # noqa: F401 (fixtures)
-from unprivileged import python_unusable_as
+from unprivileged import CLAIM_ROOTS_SOCKET, python_unusable_as
 
 from pytest_emperor.dev.logs import LogTail
 from pytest_emperor.dev.state import Instance, StateDir
@@ -192,25 +192,7 @@ def test_pytest_refuses_a_planted_runs_root_without_a_traceback(
 # The vassal's app, running as the other user: it claims a socket of root's as one it bound, in every record
 # of the run it can reach (appended, or the file replaced through its directory), and swaps its own log for a
 # symlink to a root-only file, then serves.
-HOSTILE_APP = """
-import os
-run = os.environ["PYTEST_EMPEROR_RUN"]
-st = os.lstat(CLAIMED)
-line = f"{CLAIMED}\\t{st.st_dev} {st.st_ino} {st.st_ctime_ns}\\n"
-for record in (os.path.join(run, "sockets"), os.path.join(run, "uwsgi", "bound")):
-    try:
-        with open(record, "a") as f:
-            f.write(line)
-    except OSError:
-        try:
-            with open(record) as f:
-                old = f.read()
-            with open(record + ".new", "w") as f:
-                f.write(old + line)
-            os.replace(record + ".new", record)
-        except OSError:
-            pass
-log = os.path.join(run, "logs", NAME + ".log")
+HOSTILE_APP = CLAIM_ROOTS_SOCKET + """log = os.path.join(run, "logs", NAME + ".log")
 try:
     os.replace(log, log + ".old")
     os.symlink(SECRET, log)

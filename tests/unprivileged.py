@@ -32,3 +32,27 @@ def python_unusable_as(user: str, uwsgi: Path) -> str | None:
         f"the Python that {uwsgi} embeds does not start as the unprivileged user {user} (its standard library or "
         f"binary is not readable by other users on this machine): {' | '.join(last)}"
     )
+
+
+# What a hostile app run as the emperor's user does first: it claims a live socket of root's (``CLAIMED``, defined
+# by the caller) as one it bound, in every record of the run it can reach (appended, or the file replaced through
+# its directory). The caller's code then swaps the app's log for a symlink to a root-only file (``SECRET``).
+CLAIM_ROOTS_SOCKET = """
+import glob, os
+run = os.environ["PYTEST_EMPEROR_RUN"]
+st = os.lstat(CLAIMED)
+line = f"{CLAIMED}\\t{st.st_dev} {st.st_ino} {st.st_ctime_ns}\\n"
+for record in (os.path.join(run, "sockets"), os.path.join(run, "uwsgi", "bound")):
+    try:
+        with open(record, "a") as f:
+            f.write(line)
+    except OSError:
+        try:
+            with open(record) as f:
+                old = f.read()
+            with open(record + ".new", "w") as f:
+                f.write(old + line)
+            os.replace(record + ".new", record)
+        except OSError:
+            pass
+"""
