@@ -44,7 +44,7 @@ class EmperorEvent:
     kind: EventKind
     vassal: str | None
     line: str
-    pid: int | None = None
+    pid: int | None = None  # only a curse line names the pid: a death logged as a bare removal has none
     died: bool = False  # a removal that nobody asked for: see EmperorLogParser.feed
 
     @property

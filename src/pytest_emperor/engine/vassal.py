@@ -298,7 +298,11 @@ class Vassal:
             ) from exc
 
     def wait_cursed(self, timeout: float | None = None) -> EmperorEvent:
-        """Wait until the vassal dies (the emperor curses it, or reaps it unasked); return that event."""
+        """Wait until the vassal dies (the emperor curses it, or reaps it unasked); return that event.
+
+        Its ``pid`` is the dead master's for a curse, None for a bare removal: the emperor reaped the master before
+        reading its pipe, and logged no pid (docs/uwsgi-behaviour.md, "The engine").
+        """
         __tracebackhide__ = True
         timeout = self._lent.timeout if timeout is None else timeout
         return self._wait_for(lambda e: e.is_death, timeout, "to be cursed")
