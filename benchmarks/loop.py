@@ -118,10 +118,10 @@ def bench_plugin(rounds: int, work: Path) -> None:
         for pick in (statistics.median, min):
             figures = [pick(x[i] for x in s) for s in (ours, ref)]
             line(f"plugin installed, no --emperor: {what} {pick.__name__}", *figures, "-p no:emperor",
-                 "target +<= 20 ms")  # fmt: skip
+                 "target +<= 20 ms")
     # The same cost without the noise of a whole pytest run: the plugin module's import after pytest's.
     imports = [float(subprocess.run([sys.executable, "-c", PLUGIN_IMPORT], env=ENV, check=True,
-                                    capture_output=True, text=True).stdout) for _ in range(rounds * 4)]  # fmt: skip
+                                    capture_output=True, text=True).stdout) for _ in range(rounds * 4)]
     line("  the plugin's import alone (min)", min(imports), 0.0, "(nothing)", "target <= 20 ms")
 
 
@@ -137,10 +137,10 @@ def bench_pytest(rounds: int, work: Path) -> None:
         figures = [statistics.median(x[i] for x in s) for s in (ours, ref)]
         line(f"one-test pytest --emperor: {what}", *figures, "without --emperor (skips)", "target +<= 500 ms")
     phases = [json.loads(subprocess.run([sys.executable, "-c", PHASES], env=ENV, check=True, capture_output=True,
-                                        text=True).stdout) for _ in range(rounds)]  # fmt: skip
+                                        text=True).stdout) for _ in range(rounds)]
     print("  of which, in a fresh process: " + ", ".join(
         f"{name} {statistics.median(p[name]for p in phases) * 1000:.0f} ms" for name in phases[0]
-    ))  # fmt: skip
+    ))
 
 
 def bench_remove(rounds: int) -> None:
@@ -167,9 +167,9 @@ def bench_remove(rounds: int) -> None:
             vassal.remove()  # off the clock: forget it, and remove its socket if vacuum did not
     reference = statistics.median(raw)
     line("deploy_app teardown (remove(wait=False))", statistics.median(background), reference,
-         "uWSGI alone (unlink, gone)", "target <= 100 ms")  # fmt: skip
+         "uWSGI alone (unlink, gone)", "target <= 100 ms")
     line("Vassal.remove() waited", statistics.median(waited), reference, "uWSGI alone (unlink, gone)",
-         "target <= 100 ms")  # fmt: skip
+         "target <= 100 ms")
 
 
 def answers(path: str) -> bool:
@@ -196,7 +196,7 @@ def raw_emperor(names: list[str], work: Path) -> tuple[float, float]:
     proc = subprocess.Popen(
         [str(find_uwsgi(None)), "--emperor", str(vassals), "--emperor-freq", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, **{MARKER_ENV: marker}),
-    )  # fmt: skip
+    )
     try:
         waiting = list(sockets)
         while waiting:  # polled: nothing else tells when a bare emperor's vassals answer
@@ -229,7 +229,7 @@ def run_up(names: list[str], work: Path, stop: Callable[[subprocess.Popen[str], 
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest_emperor.dev", "up", "--port", "0", "--state-dir", str(state), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    )
     assert proc.stdout is not None
     seen = []
     for text in proc.stdout:
@@ -259,7 +259,7 @@ def down(proc: subprocess.Popen[str], state: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "pytest_emperor.dev", "down", "--state-dir", str(state)], check=True,
         stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
 
 
 def bench_up(rounds: int, apps: int, work: Path) -> None:
@@ -275,11 +275,11 @@ def bench_up(rounds: int, apps: int, work: Path) -> None:
     reference = statistics.median(raw)
     ratio = statistics.median(tables) / reference
     line(f"emperor-dev up, {apps} apps, until the table", statistics.median(tables), reference,
-         "raw emperor, all answering", f"{ratio:.2f}x, target <= 1.5x")  # fmt: skip
+         "raw emperor, all answering", f"{ratio:.2f}x, target <= 1.5x")
     for what, samples in (("Ctrl-C", interrupts), ("emperor-dev down", downs)):
         if samples:
             line(f"emperor-dev up, {what}, until exited", statistics.median(samples), statistics.median(raw_stops),
-                 "raw emperor's stop, woken", "target <= 1000 ms")  # fmt: skip
+                 "raw emperor's stop, woken", "target <= 1000 ms")
 
 
 def main() -> None:

@@ -64,9 +64,9 @@ def main() -> None:
         finally:
             router.stop()
     for what, times in (("state change (ready <-> down)", flips), ("app added or removed (page rewritten)", changes),
-                        ("the next request, answered by the new table (no reload)", visible)):  # fmt: skip
+                        ("the next request, answered by the new table (no reload)", visible)):
         print(f"{what:58} p50 {statistics.median(times) * 1000:6.3f} ms   "
-              f"p90 {statistics.quantiles(times, n=10)[-1] * 1000:6.3f} ms")  # fmt: skip
+              f"p90 {statistics.quantiles(times, n=10)[-1] * 1000:6.3f} ms")
 
 if __name__ == "__main__":
     main()

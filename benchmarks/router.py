@@ -115,7 +115,7 @@ def _wait_connectable(address: str | tuple[str, int], process: subprocess.Popen[
 def uwsgi(run_dir: Path, option: str, address: str, processes: int) -> Iterator[None]:
     """The hello app under a real uwsgi master, stopped with SIGINT and reaped at the end."""
     argv = [str(find_uwsgi()), option, address, "--wsgi-file", str(run_dir / "hello.py"), "--master",
-            "--processes", str(processes), "--disable-logging", "--need-app"]  # fmt: skip
+            "--processes", str(processes), "--disable-logging", "--need-app"]
     with (run_dir / f"uwsgi{option}.log").open("ab") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -143,7 +143,7 @@ def run_wrk(name: str, url: str, host: str, duration: int, connections: int) -> 
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-H", f"Host: {host}", url],
         capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    ).stdout
 
     def latency(percent: str) -> float:
         found = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
@@ -232,7 +232,7 @@ def reference_nginx(binary: Path, run_dir: Path, sockets: Path) -> Iterator[int]
     (run_dir / "nginx.conf").write_text(REFERENCE_CONF.format(
         dir=run_dir, port=port, user=user, sockets=sockets,
         uwsgi_params=params if params.exists() else uwsgi_params_path(),
-    ))  # fmt: skip
+    ))
     argv = [str(binary), "-p", f"{run_dir}/", "-c", str(run_dir / "nginx.conf"), "-g", "daemon off;"]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -269,7 +269,7 @@ def main() -> None:
     version = subprocess.run([str(reference), "-v"], capture_output=True, text=True).stderr.strip()
     print(f"load generator: {'wrk' if load is run_wrk else 'python threads (wrk not found)'}; "
           f"{args.connections} connections, {args.duration} s each; uwsgi processes: {args.processes}; "
-          f"cpus: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"cpus: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.1f}")
     print(f"default router: {find_nginx()}; reference: {reference} ({version})")
     run_dir = Path(tempfile.mkdtemp(prefix="emperor-router-bench-", dir="/tmp"))
     results: list[Result] = []
@@ -283,7 +283,7 @@ def main() -> None:
             uwsgi(run_dir, "--socket", route_map.socket_for("hello"), args.processes),
         ):
             results.append(load("direct (uwsgi --http11-socket)", f"http://127.0.0.1:{port}/", host, args.duration,
-                                args.connections))  # fmt: skip
+                                args.connections))
             options = {"workers": args.workers} if args.workers else {}
             router = NginxRouter.start(route_map, run_dir / "default", **options)
             router.routes.set("hello", RouteState.READY)  # a uwsgi of our own: the route table has no event of it
@@ -298,7 +298,7 @@ def main() -> None:
                         result.cpu_us = cpu / max(result.requests, 1) * 1e6
                         results.append(result)
                         results.append(load("reference nginx (seed block)", f"http://127.0.0.1:{reference_port}/",
-                                            host, args.duration, args.connections))  # fmt: skip
+                                            host, args.duration, args.connections))
             finally:
                 router.stop()
             starts = start_times(route_map, run_dir, args.starts)
@@ -314,9 +314,9 @@ def main() -> None:
     p99_ratio = statistics.median(r.p99_ms for r in ours) / statistics.median(r.p99_ms for r in theirs)
     median_ms = starts[len(starts) // 2] * 1000
     print(f"default/reference, medians of {args.rounds} alternated rounds: req/s {rps_ratio:.2f}x (target >= 0.8x), "
-          f"p99 {p99_ratio:.2f}x (target <= 1.5x)")  # fmt: skip
+          f"p99 {p99_ratio:.2f}x (target <= 1.5x)")
     print(f"router start: median {median_ms:.0f} ms, min {starts[0] * 1000:.0f} ms, max {starts[-1] * 1000:.0f} ms "
-          f"over {len(starts)} starts (target <= 50 ms)")  # fmt: skip
+          f"over {len(starts)} starts (target <= 50 ms)")
     ok = rps_ratio >= 0.8 and p99_ratio <= 1.5 and median_ms <= 50 and not any(r.errors for r in ours)
     sys.exit(0 if ok else 1)
 

@@ -119,14 +119,14 @@ def load_wrk(port: int, names: list[str], duration: float, connections: int, wor
         ["wrk", "-t", threads, "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
          "-s", str(script), f"http://127.0.0.1:{port}/"],
         capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     rate = float(rps.group(1)) if rps else 0
     return rate, (f"{rate:,.0f} req/s (wrk -c{connections}, {duration:g} s, p50 {p50.group(1) if p50 else '?'}, "
-                  f"p99 {p99.group(1) if p99 else '?'}, non-2xx {bad.group(1) if bad else 0})")  # fmt: skip
+                  f"p99 {p99.group(1) if p99 else '?'}, non-2xx {bad.group(1) if bad else 0})")
 
 
 def load_python(port: int, names: list[str], duration: float, connections: int) -> str:
@@ -152,7 +152,7 @@ def load_python(port: int, names: list[str], duration: float, connections: int) 
     for t in threads:
         t.join()
     return (f"{sum(counts) / duration:,.0f} req/s (Python generator, {connections} connections, {duration:g} s, "
-            f"non-200 {sum(errors)}; the generator is the bottleneck)")  # fmt: skip
+            f"non-200 {sum(errors)}; the generator is the bottleneck)")
 
 
 def main() -> None:
@@ -205,7 +205,7 @@ def main() -> None:
         print(f"time to all-ready: {ready_s:.2f} s")
         print(f"router memory: RSS {router_rss / 1024:.1f} MiB, PSS {router_pss / 1024:.1f} MiB")
         print(f"emperor memory: RSS {emperor_rss / 1024:.1f} MiB alone; with every vassal: "
-              f"RSS {uwsgi_rss / 1024:.1f} MiB summed, PSS {uwsgi_pss / 1024:.1f} MiB")  # fmt: skip
+              f"RSS {uwsgi_rss / 1024:.1f} MiB summed, PSS {uwsgi_pss / 1024:.1f} MiB")
         print(f"`up` itself: RSS {up_rss / 1024:.1f} MiB")
         groups = {"`up` (log streaming)": [up.pid], "router": router, "uwsgi": uwsgi}
         before = {name: cpu_seconds(group) for name, group in groups.items()}

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "file descriptors": len(open_fds() - fds_before),
     }
     print(f"soak: {args.cycles} cycles over {args.names} names, seed {args.seed}, "
-          f"{time.perf_counter() - started:.0f}s")  # fmt: skip
+          f"{time.perf_counter() - started:.0f}s")
     print(f"{'operation':<12} {'count':>6} {'p50 ms':>9} {'p99 ms':>9}")
     for op, times in sorted(soak.timings.items()):
         p50, p99 = statistics.median(times) * 1000, percentile(times, 0.99) * 1000

@@ -55,7 +55,7 @@ def env_for(workspace: Path) -> dict[str, str]:
 
 def cli(workspace: Path, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], cwd=workspace / "apps", env=env_for(workspace), capture_output=True,
-                          text=True, timeout=timeout, check=False)  # fmt: skip
+                          text=True, timeout=timeout, check=False)
 
 
 class Up:
@@ -66,7 +66,7 @@ class Up:
         self.process = subprocess.Popen(
             [*CLI, "up", "--port", "0", *args], cwd=workspace / "apps", env=env_for(workspace),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        )
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._eof = False

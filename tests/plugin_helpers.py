@@ -227,7 +227,7 @@ class Run:
                 # and its default Ctrl-C: a shell starts a background job (a CI runner may be one) with SIGINT and
                 # SIGQUIT ignored, which exec keeps, and the interrupt tests would then wait forever
                 preexec_fn=_default_interrupts,
-            )  # fmt: skip
+            )
         return cls(proc, output)
 
     def text(self) -> str:

@@ -46,7 +46,7 @@ def run_pytest(cmd: list[str]) -> tuple[int, str]:
     terminal's Ctrl-C gives it (pytest and its xdist workers stop cleanly: fixtures tear down), and a minute for
     it before SIGKILL."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True)
     try:
         out, _ = proc.communicate()
     except BaseException:
@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the stress loop; 0 if every run passed."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=int(os.environ.get("STRESS_RUNS", "5")),
-                        help="how many times to run the tests (default 5, or $STRESS_RUNS)")  # fmt: skip
+                        help="how many times to run the tests (default 5, or $STRESS_RUNS)")
     parser.add_argument("--load", type=int, default=os.cpu_count() or 2,
-                        help="busy-looping processes (default: one per CPU)")  # fmt: skip
+                        help="busy-looping processes (default: one per CPU)")
     parser.add_argument("pytest_args", nargs="*",
-                        help="passed to pytest (default: the whole suite, -n 2, as CI runs it)")  # fmt: skip
+                        help="passed to pytest (default: the whole suite, -n 2, as CI runs it)")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.load < 0:
         parser.error("--runs must be at least 1 and --load at least 0")

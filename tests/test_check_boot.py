@@ -21,7 +21,7 @@ def check(*args: str) -> tuple[int, list[dict[str, object]], str]:
     done = subprocess.run(
         [str(EXE), "check", "--format", "json", "--timeout", "60", *args],
         capture_output=True, text=True, timeout=240, env=env, check=False,
-    )  # fmt: skip
+    )
     try:
         data = json.loads(done.stdout)
     except ValueError:

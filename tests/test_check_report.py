@@ -132,7 +132,7 @@ def test_junit_one_testcase_per_finding_and_failures_counted() -> None:
     assert set(cases) == {
         "a/app.uwsgi.ini:9 W101", "a/app.uwsgi.ini:5 E102", "b/app.uwsgi.ini:2 I202", "b/app.uwsgi.ini:1 B001",
         "c/app.uwsgi.ini",
-    }  # fmt: skip
+    }
     assert [f.get("type") for f in cases["a/app.uwsgi.ini:9 W101"].iter("failure")] == ["W101"]
     assert list(cases["b/app.uwsgi.ini:2 I202"].iter("failure")) == []
     assert list(cases["c/app.uwsgi.ini"]) == []
@@ -163,7 +163,7 @@ def test_sarif_results_name_their_rule_and_level() -> None:
     assert rules == ["B001", "E102", "I202", "W101"]  # each rule used, once
     got = [(r["ruleId"], rules[r["ruleIndex"]], r["level"]) for r in run["results"]]
     assert got == [("W101", "W101", "warning"), ("E102", "E102", "error"), ("I202", "I202", "note"),
-                   ("B001", "B001", "error")]  # fmt: skip
+                   ("B001", "B001", "error")]
 
 
 def test_github_workflow_commands_are_escaped() -> None:

@@ -227,7 +227,7 @@ def test_the_boot_check_never_binds_a_path_that_holds_a_file(tmp_path: Path, uws
     done = subprocess.run(
         [str(EXE), "check", "--format", "json", "app.uwsgi.ini"],
         cwd=tmp_path, env=full, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    )
     codes = [f["code"] for f in json.loads(done.stdout)["findings"]]
     assert done.returncode == 1 and "E313" in codes and "X001" in codes, done.stdout
     assert precious.read_text() == "keep me"

@@ -41,7 +41,7 @@ def _uwsgi(option: str, address: str) -> list[str]:
     return [
         str(uwsgi_binary()), option, address, "--wsgi-file", str(ECHO_APP / "app.py"),
         "--master", "--processes", "1", "--need-app",
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -165,7 +165,7 @@ def test_vassal_lines_in_the_report_exactly(
         "--cov", "--cov-branch",
         "--cov-report=json:cov.json", "--cov-report=term-missing",
         timeout=RUN_TIMEOUT,
-    )  # fmt: skip
+    )
     result.assert_outcomes(passed=4)
     report = json.loads((root / "cov.json").read_text())["files"]
     data = CoverageData(basename=str(root / ".coverage"))

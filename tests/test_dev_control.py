@@ -46,7 +46,7 @@ def test_control_decode_rejects(line: bytes, error: str) -> None:
 
 def test_app_status_round_trips() -> None:
     status = AppStatus("svc", "http://svc.api.localhost:1/", "cursed", None, "/a/app.uwsgi.ini", "/tmp/s", "uwsgi",
-                       ["chdir(): No such file"])  # fmt: skip
+                       ["chdir(): No such file"])
     assert AppStatus.from_dict(decode(encode(status.to_dict()))) == status
 
 
@@ -55,7 +55,7 @@ def test_app_status_round_trips() -> None:
 
 def make_instance(state: StateDir, run_dir: Path, pid: int = 1) -> Instance:
     return Instance(pid=pid, control=str(state.path / "control.sock"), run_dir=str(run_dir), domain="api.localhost",
-                    router_host="127.0.0.1", router_port=1, router_unix="/nowhere")  # fmt: skip
+                    router_host="127.0.0.1", router_port=1, router_unix="/nowhere")
 
 
 def test_state_dir_lock_refuses_a_second_holder_and_is_released(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from pytest_emperor.engine.vassal import VassalState, decide_state
 def test_apps_to_restart(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     apps = {"a": AppSpec("a", a / "app.uwsgi.ini"), "a2": AppSpec("a2", a / "app.uwsgi.ini"),
-            "b": AppSpec("b", b / "app.uwsgi.ini")}  # fmt: skip
+            "b": AppSpec("b", b / "app.uwsgi.ini")}
     assert apps_to_restart([b / "app.uwsgi.ini"], apps, code=False) == {"b"}
     assert apps_to_restart([a / "app.uwsgi.ini"], apps, code=False) == {"a", "a2"}
     assert apps_to_restart([a / "pkg" / "views.py"], apps, code=False) == set()

@@ -33,7 +33,7 @@ def test_up_serves_through_the_router_isolates_a_broken_app_and_stops_clean_on_c
     summary = up.started().expect(r"apps ready\.")
     assert re.search(rf"^{good}\s+http://{good}\.api\.localhost:\d+/\s+ready\s+\d+$", "\n".join(up.lines), re.M)
     assert re.search(rf"^{broken}\s+http://{broken}\.api\.localhost:\d+/\s+(cursed|throttled)\s", "\n".join(up.lines),
-                     re.M)  # fmt: skip
+                     re.M)
     assert up.expect(rf"^{broken}\s+\| chdir\(\): No such file or directory")  # its error lines, under the table
     # Each app was announced as soon as it settled, before the table that waits for all of them.
     header = next(i for i, line in enumerate(up.lines) if line.startswith("NAME "))
@@ -239,7 +239,7 @@ def test_up_by_a_site_file_says_how_curl_opens_its_production_urls(workspace: Pa
     assert resolve is not None, hint
     # curl as the user runs it: its own resolver, which asks DNS for any name --resolve does not give.
     opened = subprocess.run([curl, "-sS", "--resolve", resolve.group(1), row.group(1) + "hello"],
-                            capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+                            capture_output=True, text=True, timeout=30, check=False)
     assert (opened.returncode, opened.stdout) == (0, "hello from service3 at /hello\n"), opened.stderr
     assert up.stop(signal.SIGINT) == 0
     assert_nothing_left(up, [good])

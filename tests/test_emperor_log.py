@@ -25,7 +25,7 @@ PREFIX = "Fri Nov 27 22:20:58 2026 - "
         ("[emperor] NO MERCY for vassal bad.ini !!!", EventKind.NO_MERCY, "bad.ini", None),
         ("The Emperor is buried.", EventKind.BURIED, None, None),
     ],
-)  # fmt: skip
+)
 def test_verbose_lines_become_events(line: str, kind: EventKind, vassal: str | None, pid: int | None) -> None:
     event = EmperorLogParser().feed(PREFIX + line)
     assert event is not None
@@ -106,5 +106,5 @@ def test_removal_without_curse_or_stop_is_a_death() -> None:
     ]
     events = [e for e in map(parser.feed, lines) if e is not None]
     assert [e.kind for e in events] == [EventKind.READY, EventKind.REMOVED, EventKind.CURSED, EventKind.REMOVED,
-                                        EventKind.STOPPING, EventKind.REMOVED]  # fmt: skip
+                                        EventKind.STOPPING, EventKind.REMOVED]
     assert [e.is_death for e in events] == [False, True, True, False, False, False]

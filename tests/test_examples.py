@@ -16,7 +16,7 @@ def test_example_apps_own_tests_pass() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--emperor", "example_apps", "-v", "-p", "no:cacheprovider"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     for test in [
         "service1/test_service1.py::test_runs_in_its_own_virtualenv PASSED",

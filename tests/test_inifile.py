@@ -389,7 +389,7 @@ def test_included_options_carry_their_file_and_line(tmp_path: Path) -> None:
     f = _read(tmp_path, "[uwsgi]\na = 1\ninclude = inc.ini\nc = 3\n", **{"inc.ini": "[uwsgi]\n\nb = 2\n"})
     assert [(o.key, o.line, Path(o.file).name if o.file else "") for o in f.options] == [
         ("a", 2, ""), ("include", 3, ""), ("b", 3, "inc.ini"), ("c", 4, ""),
-    ]  # fmt: skip
+    ]
     assert f.texts[str((tmp_path / "inc.ini").resolve())] == "[uwsgi]\n\nb = 2\n"
 
 

@@ -186,7 +186,7 @@ _FRAGMENTS = [
     "%(k1)", "%(k2)", "%(k3 + 1)", "%(k2 k1)", "$(HOME)", "$(UNSET_X)", "$(", "$(EMPTY_V)",
     "%n", "%p", "%d", "%e", "%c", "%s", "%o", "%v", "%0", "%1", "%P", "%N", "%j", "%i", "%k", "%q", "%_", "%\n",
     "\n", "\n[uwsgi]\n", "\n[x]\n", "\r", "5", "17",
-]  # fmt: skip
+]
 _KEYS = ["k1", "k2", "k3", "k4", " k1", "k1 ", "[k2]", ";k3", "#k"]
 
 
@@ -218,7 +218,7 @@ _LOGIC_LINES = [
     "if-exists = data.txt", "if-not-exists = data.txt", "if-opt = k1", "if-not-opt = k2=x", "for = a b",
     "for-times = 2", "endif =", "endfor =", "end =", "include = inc.ini", "ini = :other", "inherit = base.ini",
     "k1 = %(_)", "k2 = x%(_)y", "k3 = %x|%o", "k4 = %(k1)", "socket = /tmp/%n.sock", "k1 = plain",
-]  # fmt: skip
+]
 _LOGIC_FILES = {
     "inc.ini": "[uwsgi]\nk2 = inc-%(_)\nk3 = %n|%x\n[other]\nk4 = inc-other\n",
     "base.ini": "[uwsgi]\nk1 = base\nk4 = %(k1)\n",

@@ -234,7 +234,7 @@ def test_users_isolation_tests_pass_and_fail_as_they_must(pytester: pytest.Pytes
         "*IsolationError: isolation broken:*",
         "*victim-*: master pid changed from * to *",
         "*uwsgi instance victim-*.ini*",
-    ])  # fmt: skip
+    ])
     result.stdout.fnmatch_lines(["*victim2-*: * requests failed; the first at +*", "*socket /tmp/victim2-* changed*"])
     # Like pytest's own assertion failures: the user's lines, none of the plugin's frames.
     frames = [line for line in result.stdout.lines if re.match(r"^\S+\.py:\d+: ", line)]

@@ -93,7 +93,7 @@ def test_a_failed_app_fails_every_test_the_same_way(pytester: pytest.Pytester, r
         def test_uses_app_vassal(app_vassal, n):
             pass
         """
-    )  # fmt: skip
+    )
     result = pytester.runpytest_subprocess("--emperor", "--emperor-app", "nope", "--tb=long", timeout=RUN_TIMEOUT)
     result.assert_outcomes(errors=4)
     reports = re.split(r"_+ ERROR at setup of test_uses_app_vassal", result.stdout.str())[1:]
@@ -255,7 +255,7 @@ def test_failing_test_report_has_the_request_lines_uwsgi_logs_after_responding(
     name = box.records()["failing"]["name"]
     log = report_sections(result.stdout.lines).get(f"vassal {name} log", "")
     has = {"its own request's line": "late-log-of-the-failing-test" in log,
-           "the earlier test's request line": "late-log-of-the-earlier-test" in log}  # fmt: skip
+           "the earlier test's request line": "late-log-of-the-earlier-test" in log}
     assert has == {"its own request's line": True, "the earlier test's request line": False}, log
     assert_nothing_left(box)
 
@@ -539,7 +539,7 @@ server {{
 def sandbox_routing(box: Sandbox) -> list[str]:
     """The default routing, to the sandbox's sockets (where the repo's apps bind)."""
     return ["--emperor-server-name", r"~^(?<app>[^.]+)\.api\.localhost$",
-            "--emperor-socket-template", f"{box.sockets}/$app.api.sock"]  # fmt: skip
+            "--emperor-socket-template", f"{box.sockets}/$app.api.sock"]
 
 
 @pytest.mark.usefixtures("uwsgi_bin")
@@ -565,7 +565,7 @@ def test_plain_requests_to_the_runs_names_ask_no_dns(
         strace, "-f", "-qq", "-o", str(trace), "-e", "trace=connect,sendto,sendmsg,sendmmsg",
         sys.executable, "-m", "pytest", "--emperor", "-p", "no:cacheprovider", *routing, *workers,
         "test_plain.py", timeout=RUN_TIMEOUT,
-    )  # fmt: skip
+    )
     result.assert_outcomes(passed=2)
     calls = trace.read_text().splitlines()
     # The trace saw the requests' own connections to the router (on loopback TCP): it can see a DNS query too.
@@ -600,7 +600,7 @@ def test_failing_test_report_has_the_routers_lines_for_its_requests_only(
             assert app_vassal.request("GET", "/direct").status_code == 200
             raise AssertionError("failing on purpose")
         """
-    )  # fmt: skip
+    )
     routing = [*sandbox_routing(box), "--emperor-max-body-size", "10"]
     result = pytester.runpytest_subprocess("--emperor", *routing, timeout=RUN_TIMEOUT)
     result.assert_outcomes(passed=1, failed=2)

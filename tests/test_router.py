@@ -329,9 +329,9 @@ def test_502_names_the_app_and_socket(router: Router) -> None:
 
 def test_a_host_the_table_does_not_route_gets_a_404_listing_the_apps(router: Router, echo: Vassal) -> None:
     for host, shown in [("nosuchapp.api.localhost", "nosuchapp.api.localhost"), ("www.example.com", None),
-                        ("a<b>.api.localhost", "a&lt;b&gt;.api.localhost")]:  # fmt: skip
+                        ("a<b>.api.localhost", "a&lt;b&gt;.api.localhost")]:
         answer = raw_exchange(router.tcp_address, b"POST / HTTP/1.1\r\nHost: %s\r\nContent-Length: 1\r\n"
-                              b"Connection: close\r\n\r\nx" % host.encode())  # fmt: skip
+                              b"Connection: close\r\n\r\nx" % host.encode())
         head, _, body = answer.partition(b"\r\n\r\n")
         if shown is None or b"400 Bad Request" not in head:  # nginx 1.25+ refuses "<" in a Host
             assert head.startswith(b"HTTP/1.1 404 Not Found\r\n"), answer
@@ -478,7 +478,7 @@ def test_generated_config_passes_nginx_t_and_is_private(router: Router) -> None:
     check = subprocess.run(
         [str(nginx_binary()), "-t", "-q", "-p", f"{conf.parent}/", "-c", str(conf), "-e", "/dev/null"],
         capture_output=True, text=True,
-    )  # fmt: skip
+    )
     assert check.returncode == 0, check.stderr
     text = conf.read_text()
     assert f"listen {router.tcp_address[0]}:{router.tcp_address[1]} reuseport;" in text
@@ -519,7 +519,7 @@ def test_a_vassal_the_routing_cannot_reach_is_reported_before_any_request(live_e
     with pytest.raises(RouteMismatch, match=(
         rf"vassal '{vassal.name}': the routing .* sends Host {vassal.host} to unix:/tmp/{vassal.name}.api.sock, "
         rf"but it binds unix:/tmp/{vassal.name}.other.sock"
-    )):  # fmt: skip
+    )):
         vassal.http  # noqa: B018
     with pytest.raises(RouteMismatch):
         vassal.url  # noqa: B018

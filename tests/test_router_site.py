@@ -64,13 +64,13 @@ def test_rewrites_only_listeners_logs_temp_paths_and_includes(tmp_path: Path) ->
             server_name health.example.org;
             location = /health { return 200 "ok"; }
         }
-        """)  # fmt: skip
+        """)
     site = load_site(path)
     assert site.route_map.socket_for("svc") == "/run/uwsgi/svc.sock"
     text = render_site(
         site, listen_tcp="127.0.0.1:5000", listen_unix="unix:/r/router.sock", uwsgi_params=Path("/p/uwsgi_params"),
         run_dir=Path("/run-dir"),
-    )  # fmt: skip
+    )
     first, second = text.split("server {")[1:]
     assert "listen 127.0.0.1:5000 default_server reuseport;\n" in first
     assert "listen unix:/r/router.sock default_server;\n" in first
@@ -150,7 +150,7 @@ def test_vassals_follow_the_site_server_name_through_real_nginx(tmp_path: Path) 
             }
             location = /ping { return 204; }
         }
-        """)  # fmt: skip
+        """)
     site = load_site(path)
     with Emperor(route_map=site.route_map) as emperor, fronted(emperor, site=site) as router:
         echo = emperor.deploy(ECHO)
@@ -171,7 +171,7 @@ def test_a_site_routing_elsewhere_is_reported_before_any_request(tmp_path: Path)
             server_name ~^(?<app>[^.]+)\.api\.mycompany\.com$;
             location / { include uwsgi_params; uwsgi_pass unix:/run/uwsgi/$app.sock; }
         }
-        """)  # fmt: skip
+        """)
     site = load_site(path)
     with Emperor(route_map=site.route_map) as emperor, fronted(emperor, site=site):
         echo = emperor.deploy(ECHO)

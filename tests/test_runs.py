@@ -120,7 +120,7 @@ def serving(path: str, *, listen: bool = True, mib: int = 0, marker: str | None 
     """A process holding a unix socket bound at ``path`` (with ``MARKER_ENV=marker`` if given), once bound."""
     env = dict(os.environ, **({MARKER_ENV: marker} if marker else {}))
     proc = subprocess.Popen([sys.executable, "-c", SERVE, path, "listen" if listen else "no-listen", str(mib)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None and proc.stdout.readline() == "bound\n"
     return proc
 
@@ -198,7 +198,7 @@ def test_processes_forked_during_recovery_are_killed_too(short_dir: Path) -> Non
         "    time.sleep(0.0005)\ntime.sleep(60)\n"
     )
     forker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                              env=dict(os.environ, **{MARKER_ENV: run.marker}))  # fmt: skip
+                              env=dict(os.environ, **{MARKER_ENV: run.marker}))
     assert forker.stdout is not None
     forker.stdout.readline()
     try:
@@ -229,13 +229,13 @@ threading.Event().wait()
 
 
 def test_sigkilled_run_is_recovered_by_the_next(short_dir: Path, make_app: Callable[..., Path], uwsgi_bin: Path
-                                                ) -> None:  # fmt: skip
+                                                ) -> None:
     sockets = short_dir / "s"
     sockets.mkdir()
     app = make_app(extra_ini=f"socket = {sockets}/%n.api.sock")
     root = short_dir / "runs"
     owner = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(root), str(app)], stdout=subprocess.PIPE,
-                             text=True)  # fmt: skip
+                             text=True)
     assert owner.stdout is not None
     run_dir, socket_path, wedged = owner.stdout.readline().split()
     # A socket of someone else's, recorded by the dead run by mistake: recovery must leave it alone.
@@ -260,9 +260,9 @@ def test_sigkilled_run_is_recovered_by_the_next(short_dir: Path, make_app: Calla
 def test_marker_finds_only_its_own_processes(short_dir: Path) -> None:
     script = "import threading; print('x', flush=True); threading.Event().wait()"
     mine = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            env=dict(os.environ, **{MARKER_ENV: str(short_dir)}))  # fmt: skip
+                            env=dict(os.environ, **{MARKER_ENV: str(short_dir)}))
     other = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                             env=dict(os.environ, **{MARKER_ENV: str(short_dir) + "-other"}))  # fmt: skip
+                             env=dict(os.environ, **{MARKER_ENV: str(short_dir) + "-other"}))
     try:
         for proc in (mine, other):
             assert proc.stdout is not None

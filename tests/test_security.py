@@ -33,7 +33,7 @@ from pytest_emperor.engine.runs import RunDir, recover_abandoned, socket_identit
 __all__ = ["up_process", "workspace"]  # fixtures of dev_helpers.py
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None,
-                                reason="needs root and useradd to create the other local user")  # fmt: skip
+                                reason="needs root and useradd to create the other local user")
 
 # Runs as the other user: tries each action given as an argument and prints one verdict per line.
 PROBE = """
@@ -74,7 +74,7 @@ def other_user() -> Iterator[str]:
 def as_user(user: str, *actions: str) -> list[str]:
     """Try ``actions`` (``list:PATH``, ``connect:PATH``, ``write:PATH``) as ``user``; their verdicts."""
     done = subprocess.run(["/usr/bin/python3", "-c", PROBE, *actions], user=user, capture_output=True, text=True,
-                          timeout=60, cwd="/")  # fmt: skip
+                          timeout=60, cwd="/")
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 
@@ -96,7 +96,7 @@ def test_run_dir_and_its_sockets_are_private(shared_dir: Path, other_user: str, 
         router = front().unix_path  # nginx's unix listener: the run dir's privacy covers it too
         assert Path(router).parent == emperor.run_dir and front().tcp_address[0] == "127.0.0.1"
         verdicts = as_user(other_user, f"list:{root}", f"list:{emperor.run_dir}", f"connect:{emperor.stats_path}",
-                           f"write:{emperor.vassal_dir}/planted.ini", f"connect:{router}")  # fmt: skip
+                           f"write:{emperor.vassal_dir}/planted.ini", f"connect:{router}")
     assert verdicts == ["list denied", "list denied", "connect denied", "write denied", "connect denied"]
 
 
@@ -189,7 +189,7 @@ def planted_listener(user: str, path: str) -> Iterator[Callable[[], list[str]]]:
     """``user`` listens on ``path``; yields what it has heard so far (one repr'd chunk per connection that sent
     something: a deploy's liveness probe connects and sends nothing)."""
     process = subprocess.Popen(["/usr/bin/python3", "-c", LISTENER, path], user=user, cwd="/", text=True,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stdin is not None
     heard: list[str] = []
     try:
@@ -294,11 +294,11 @@ def test_permission_denied_on_up_s_control_socket_names_its_owner(shared_dir: Pa
     server = ControlServer(control_path, lambda request: {"ok": True, "apps": []}).start()
     try:
         state.publish(Instance(pid=os.getpid(), control=control_path, run_dir=str(shared_dir), domain="x",
-                               router_host="127.0.0.1", router_port=1, router_unix=""))  # fmt: skip
+                               router_host="127.0.0.1", router_port=1, router_unix=""))
         os.chmod(state.state_file, 0o644)
         user = pwd.getpwnam(other_user)
         done = subprocess.run([sys.executable, "-c", AS_OTHER, str(user.pw_uid), str(user.pw_gid), str(state.path)],
-                              capture_output=True, text=True, timeout=60, cwd="/")  # fmt: skip
+                              capture_output=True, text=True, timeout=60, cwd="/")
     finally:
         server.stop()
     assert done.returncode == 1, done.stderr

@@ -29,13 +29,13 @@ from pytest_emperor.engine.runs import RunDir
 from pytest_emperor.errors import UnsafePath
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None,
-                                reason="needs root and useradd to create the other local user")  # fmt: skip
+                                reason="needs root and useradd to create the other local user")
 
 
 def as_user(user: str, code: str, *args: str) -> None:
     """Run Python ``code`` as ``user`` (with ``args`` as sys.argv[1:]); it must succeed."""
     done = subprocess.run(["/usr/bin/python3", "-c", code, *args], user=user, capture_output=True, text=True,
-                          timeout=60, cwd="/")  # fmt: skip
+                          timeout=60, cwd="/")
     assert done.returncode == 0, done.stderr
 
 
@@ -68,7 +68,7 @@ def listening(shared_dir: Path) -> Iterator[Path]:  # noqa: F811
 def planted_instance(victim: Path) -> Instance:
     return Instance(pid=2**22 + 1, control=str(victim / "control.sock"), run_dir=str(victim / "run"),
                     domain="localhost", router_host="127.0.0.1", router_port=1,
-                    router_unix="")  # fmt: skip
+                    router_unix="")
 
 
 def assert_untouched(victim: Path) -> None:
@@ -98,7 +98,7 @@ def test_a_state_dir_another_user_can_write_is_refused(shared_dir: Path, victim:
     state.mkdir(mode=0o777)
     shutil.chown(state, other_user)
     as_user(other_user, "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", str(state / "up.json"),
-            planted_instance(victim).to_json())  # fmt: skip
+            planted_instance(victim).to_json())
     with pytest.raises(UnsafePath, match=rf"the state dir {state} is not a private directory of yours"):
         StateDir(state).acquire()
     with pytest.raises(UnsafePath):
@@ -168,7 +168,7 @@ def test_up_refuses_a_planted_runs_root_without_a_traceback(shared_dir: Path, pl
     (app / "app.py").write_text("def application(environ, start_response): return []\n")
     env = dict(os.environ, TMPDIR=str(planted_tmp), EMPEROR_DEV_STATE_DIR=str(shared_dir / "state"))
     done = subprocess.run([sys.executable, "-m", "pytest_emperor.dev", "up", str(app)], env=env, cwd=shared_dir,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=120)
     root = planted_tmp / f"pytest-emperor-{os.getuid()}"
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and f"the runs root {root} is a symlink" in done.stderr, done.stderr
@@ -216,7 +216,7 @@ def dropped(shared_dir: Path, other_user: str, uwsgi_bin: Path) -> Iterator[tupl
     root.mkdir(mode=0o711)  # searchable: the dropped emperor enters the run dir handed to it
     args = ("--uid", other_user, "--gid", str(entry.pw_gid))
     with Emperor(uwsgi_bin, runs_root=root, timeout=60, extra_args=args, run_owner=(entry.pw_uid, entry.pw_gid),
-                 name_suffix="") as emperor:  # fmt: skip
+                 name_suffix="") as emperor:
         yield emperor, other_user
 
 
@@ -244,7 +244,7 @@ def test_vassals_that_dropped_privileges_cannot_make_root_unlink_or_read(
         module = app
         master = true
         vacuum = true
-        """))  # fmt: skip
+        """))
     code = f"CLAIMED = {str(listening)!r}\nSECRET = {str(secret)!r}\nNAME = {name!r}\n" + HOSTILE_APP
     (app / "app.py").write_text(code)
     vassal = emperor.deploy(app / "app.uwsgi.ini", name=name)
@@ -278,7 +278,7 @@ def test_a_claim_on_a_predicted_path_holding_roots_socket_is_refused(
         run.record_socket(str(listening))  # the app's config names it: the run predicts it
         claim = identity_line(str(listening), os.lstat(listening))
         as_user(other_user, "import sys; open(sys.argv[1], 'a').write(sys.argv[2])",
-                str(run.path / CLAIMS_DIR / CLAIMS_FILE), claim)  # fmt: skip
+                str(run.path / CLAIMS_DIR / CLAIMS_FILE), claim)
         run.record_bound([str(listening)])  # the run's own readiness record: a file not the vassals' user's
         assert run.kill_and_unlink() == ([], []) and not run.unlink_dead_socket(str(listening))
         assert listening.exists()

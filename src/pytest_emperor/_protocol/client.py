@@ -128,7 +128,7 @@ def uwsgi_packet(method: str, url: str, headers: Iterable[tuple[str, str]], body
     variables = wsgi_vars(
         method, path_info, parts.query, headers, len(body),
         server_name=parts.hostname or "localhost", server_port=str(parts.port or 80), request_uri=target,
-    )  # fmt: skip
+    )
     return encode_request(variables, body)
 
 
@@ -210,7 +210,7 @@ class UwsgiAdapter(HTTPAdapter):
             body=raw, headers=HTTPHeaderDict(raw.getheaders()), status=raw.status, version=raw.version,
             reason=raw.reason, preload_content=False, decode_content=True, original_response=raw,
             request_method=request.method, request_url=request.url,
-        )  # fmt: skip
+        )
         return self.build_response(request, response)
 
 
@@ -310,7 +310,7 @@ class SocketAdapter(HTTPAdapter):
 _REQUEST_PARAMS = (
     "params", "data", "headers", "cookies", "files", "auth", "timeout", "allow_redirects", "proxies", "hooks",
     "stream", "verify", "cert", "json",
-)  # fmt: skip
+)
 # The old request() keywords, so that code written against them fails with the way to fix it.
 _RENAMED = {"query": "params=", "body": "data= (or json=)"}
 

@@ -37,7 +37,7 @@ class UwsgiTransport(httpx.BaseTransport):
             raw = uwsgi_exchange(
                 self.address, packet, request.method,
                 connect_timeout=timeouts.get("connect"), read_timeout=timeouts.get("read"), check=self.check,
-            )  # fmt: skip
+            )
             try:
                 body = raw.read()
             finally:

@@ -89,7 +89,7 @@ def _defines(source: Path, name: str) -> bool | None:
                 if (alias.asname or alias.name.split(".")[0]) == name:
                     return True
         if not isinstance(node, (ast.Expr, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
-                                 ast.AnnAssign, ast.Import, ast.ImportFrom, ast.AugAssign)):  # fmt: skip
+                                 ast.AnnAssign, ast.Import, ast.ImportFrom, ast.AugAssign)):
             return None  # an if/try/for/with at top level may bind it: not judged
     return False
 

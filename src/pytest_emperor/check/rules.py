@@ -527,7 +527,7 @@ SCALAR_KEYS = frozenset(
         "processes", "workers", "threads", "chmod-socket", "uid", "gid", "harakiri", "buffer-size",
         "listen", "max-requests", "pidfile", "callable", "need-app", "master", "vacuum", "strict",
     }
-)  # fmt: skip
+)
 REQUIRES_VALUE = frozenset(
     {*PATH_KEYS, "wsgi", "processes", "workers", "threads", "uid", "gid", "callable", "pidfile", "plugin"}
 )
@@ -915,7 +915,7 @@ def _plugins(app: AppConfig) -> Iterable[Finding]:
 _ALARM_USERS = frozenset(
     {"alarm-backlog", "alarm-listen-queue", "alarm-log", "alarm-lq", "alarm-segfault", "backlog-alarm",
      "listen-queue-alarm", "log-alarm", "lq-alarm", "segfault-alarm", "not-alarm-log", "not-log-alarm"}
-)  # fmt: skip
+)
 _PATH_OPTIONS = ("daemonize", "daemonize2", "logto", "logto2", "pidfile", "pidfile2", "safe-pidfile", "emperor")
 _BOOLEAN_WORDS = re.compile(r"(?i)^(true|false|yes|no|on|off)$")
 

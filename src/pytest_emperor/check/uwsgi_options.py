@@ -15,12 +15,12 @@ _NUMERIC_HANDLERS = frozenset(
     {"uwsgi_opt_set_int", "uwsgi_opt_set_64bit", "uwsgi_opt_set_16bit", "uwsgi_opt_set_megabytes",
      "uwsgi_opt_set_rawint", "uwsgi_opt_setup_gevent", "uwsgi_opt_setup_asyncio", "uwsgi_opt_setup_tornado",
      "uwsgi_opt_setup_coroae", "uwsgi_opt_setup_goroutines"}
-)  # fmt: skip
+)
 # handlers that set one variable: two names with the same handler and variable are one setting
 _SCALAR_HANDLERS = frozenset({"uwsgi_opt_set_int", "uwsgi_opt_set_64bit", "uwsgi_opt_set_16bit",
-                              "uwsgi_opt_set_megabytes", "uwsgi_opt_set_str"})  # fmt: skip
+                              "uwsgi_opt_set_megabytes", "uwsgi_opt_set_str"})
 _FEATURE_NAMES = {"pcre": "PCRE", "routing": "routing (PCRE)", "ssl": "SSL", "xml": "XML", "yaml": "YAML",
-                  "json": "JSON", "zlib": "zlib", "libcap": "libcap"}  # fmt: skip
+                  "json": "JSON", "zlib": "zlib", "libcap": "libcap"}
 
 
 def _load() -> list[list[str]]:

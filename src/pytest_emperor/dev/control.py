@@ -128,7 +128,7 @@ class ControlServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL}, name="emperor-dev-control",
             daemon=True,
-        )  # fmt: skip
+        )
 
     def start(self) -> ControlServer:
         """Start serving."""

@@ -183,7 +183,7 @@ class DevServer:
         self._emperor = Emperor(
             options.uwsgi, name_suffix="", route_map=route_map,
             timeout=options.timeout, vassal_options=vassal_options, extra_args=flags,
-        )  # fmt: skip
+        )
         self._stack.callback(self._emperor.stop)  # registered first: stop() is a no-op on an emperor not started
         self._emperor.start()
         run_dir = self._emperor.run_dir
@@ -216,7 +216,7 @@ class DevServer:
                 router_host=router.tcp_address[0],
                 router_port=router.tcp_address[1], router_unix=router.unix_path,
             )
-        )  # fmt: skip
+        )
 
     def _stream(self, muted: Sequence[str]) -> None:
         """Start the log stream (``muted``: apps the emperor is retrying) and the emperor's death watch."""
@@ -269,7 +269,7 @@ class DevServer:
             if problem is not None:
                 fix = "fix the site file or the ini" if self.options.nginx_site else (
                     f"bind {self.options.socket_dir}/%n.api.sock, or pass --socket-dir"
-                )  # fmt: skip
+                )
                 self.misrouted[spec.name] = f"{problem}: requests through the router will get 502 ({fix})"
         if problem is not None:
             self.output.note(f"warning: {self.misrouted[spec.name]}", error=True)
@@ -405,7 +405,7 @@ class DevServer:
         return AppStatus(
             name, url, state.value, vassal.pid_in(stats), str(spec.ini),
             socket.address if socket else None, socket.protocol if socket else None, errors, routed,
-        )  # fmt: skip
+        )
 
     def status(self) -> list[AppStatus]:
         """Every app's row, in deploy order, from one stats snapshot (one read, not two per app)."""

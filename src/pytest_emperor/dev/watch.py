@@ -18,7 +18,7 @@ from pytest_emperor.dev.apps import AppSpec
 # Directories whose files are never an app's own code: caches, VCS data, virtualenvs (a `pip install` into an
 # app's venv is not an edit; its thousands of files would restart the app at every step of it).
 _IGNORED_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache",
-                           ".hypothesis", "node_modules", ".emperor", "site-packages"})  # fmt: skip
+                           ".hypothesis", "node_modules", ".emperor", "site-packages"})
 
 # Editors save in bursts (write a temp file, rename it, touch it): wait this long for the burst to end (ms).
 _DEBOUNCE_MS = 300
@@ -91,6 +91,6 @@ class AppWatcher:
                 *dirs, stop_event=_Either(self._stop, self._changed), debounce=_DEBOUNCE_MS,
                 watch_filter=lambda change, _path: change is not watchfiles.Change.deleted,
                 recursive=self._code, raise_interrupt=False,
-            ):  # fmt: skip
+            ):
                 for name in sorted(apps_to_restart((Path(p) for _, p in changes), apps, code=self._code)):
                     self._restart(name)

@@ -68,7 +68,7 @@ EMPEROR_FLAGS = (
     "--emperor-nofollow",
     "--emperor-throttle", "100",
     "--emperor-max-throttle", "1000",
-)  # fmt: skip
+)
 
 # A clean emperor shutdown takes tens of milliseconds once its vassals are woken (see _stop_emperor); past this,
 # something is wedged and every process of the run is killed.
@@ -224,7 +224,7 @@ class Emperor:
             "--vassals-include", str(include),
             *EMPEROR_FLAGS,
             *self.extra_args,
-        ]  # fmt: skip
+        ]
         env = dict(os.environ, **{MARKER_ENV: self._run.marker})
         try:
             self._proc = subprocess.Popen(
@@ -462,7 +462,7 @@ class Emperor:
         self.wait_event(
             lambda e: e.kind is EventKind.BLACKLIST_CLEARED, since=since, timeout=self.timeout,
             what="the emperor to clear its blacklist",
-        )  # fmt: skip
+        )
 
     def _started(self) -> tuple[EventLog, StatsClient, Lent]:
         if self._log is None or self._stats is None or self._lent is None:

@@ -87,7 +87,7 @@ IMMEDIATE_OPTIONS = frozenset(
         "plugin", "plugins", "need-plugin", "need-plugins", "plugins-dir", "plugin-dir",
         "plugins-list", "plugin-list", "autoload", "dlopen",
     }
-)  # fmt: skip
+)
 
 # Options that load another config file: `include`/`ini` at once, `inherit` after the passes.
 _LOADERS = frozenset({"ini", "yaml", "yml", "json", "js", "xml", "xmlconfig", "config", "include", "inherit"})
@@ -99,7 +99,7 @@ _LOGIC = frozenset(
         "if-not-hostname-match", "if-exists", "if-not-exists", "ifexists", "if-plugin", "if-not-plugin",
         "ifplugin", "if-file", "if-not-file", "if-dir", "if-not-dir", "ifdir", "if-directory",
     }
-)  # fmt: skip
+)
 _END_LOGIC = frozenset({"end", "endfor", "endif", "end-if", "end-for"})
 # The endings `include` loads with another reader (core/uwsgi.c uwsgi_opt_load_config, by build): not followed.
 _OTHER_FORMATS = (".yml", ".yaml", ".json", ".js", ".xml")

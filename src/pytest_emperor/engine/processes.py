@@ -293,7 +293,7 @@ def frozen(held: list[_Process]) -> Iterator[None]:
     for process in held:
         process.signal(signal.SIGSTOP)
     _poll_until(lambda: all(process.exited() or _state(process.pid) in (b"T", b"t", b"") for process in held),
-                FREEZE_LIMIT)  # fmt: skip
+                FREEZE_LIMIT)
     try:
         yield
     finally:

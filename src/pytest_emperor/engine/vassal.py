@@ -386,7 +386,7 @@ class Vassal:
             self._wait_for(
                 lambda e: e.kind in (EventKind.STOPPING, EventKind.REMOVED, EventKind.CURSED), timeout,
                 "to be stopped by the emperor", since=since,
-            )  # fmt: skip
+            )
             if running.pid > 0:
                 # a master still starting dies of the wake-up SIGINT: what it has bound is noted first
                 hasten_stop([running.pid], grace=STOP_GRACE, timeout=STOP_LIMIT, note=self._lent.note_bound)

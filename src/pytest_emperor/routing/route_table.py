@@ -101,7 +101,7 @@ class RouteTable:
                 # O_EXCL|O_NOFOLLOW: the directory is the run's, but a file is never created through a link.
                 with contextlib.suppress(FileExistsError):
                     os.close(os.open(self.directory / state.value / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                                     | os.O_NOFOLLOW, 0o600))  # fmt: skip
+                                     | os.O_NOFOLLOW, 0o600))
             if (name in before) != (state is not None):  # the page lists names: a state change leaves it be
                 self._write_page()
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 _DISTURBANCES = {
     EventKind.SPAWNED, EventKind.READY, EventKind.CURSED, EventKind.STOPPING, EventKind.REMOVED,
     EventKind.RELOADING, EventKind.THROTTLED, EventKind.NO_MERCY,
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -152,11 +152,11 @@ class Isolation:
             report = VassalReport(
                 vassal.name, pid_before=vassal.pid, inode_before=_inode(vassal.socket_path),
                 workers_before=sorted(vassal.workers),
-            )  # fmt: skip
+            )
             self.report.healthy[vassal.name] = report
             self._attempt(vassal, report)  # each vassal must be healthy before anything breaks
             thread = threading.Thread(target=self._traffic, args=(vassal, report), daemon=True,
-                                      name=f"isolation-{vassal.name}")  # fmt: skip
+                                      name=f"isolation-{vassal.name}")
             thread.start()
             self._threads.append(thread)
         return self.report
@@ -190,7 +190,7 @@ class Isolation:
             report.pid_after, report.inode_after = vassal.pid, _inode(vassal.socket_path)
             report.workers_after = _workers_settled(vassal, report.workers_before)
             report.emperor_lines = [e.line for e in self.emperor.events(vassal.id, since=self._since)
-                                    if e.kind in _DISTURBANCES]  # fmt: skip
+                                    if e.kind in _DISTURBANCES]
             self.report.problems.extend(self._problems(vassal, report))
         for event in self.emperor.events(since=self._since):
             if event.vassal is not None and event.vassal not in watched and event.kind is not EventKind.OUTPUT:
