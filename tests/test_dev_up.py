@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from dev_helpers import EXAMPLES, Up, assert_nothing_left, cli, copy_example, names_for_test, up_process, workspace
 
+from pytest_emperor.dev.logs import LogLine, LogTail
+from pytest_emperor.engine.emperor_log import EventKind
+from pytest_emperor.engine.events import EventLog
 from pytest_emperor.engine.processes import processes_with_marker, wait_exit
 
 __all__ = ["up_process", "workspace"]  # fixtures of dev_helpers.py
@@ -142,6 +145,18 @@ def test_a_broken_app_comes_back_when_its_ini_is_fixed(workspace: Path, up_proce
     assert not [line for line in up.lines[mark:] if "reload failed" in line], up.lines[mark:]
     assert up.stop(signal.SIGTERM) == 0
     assert_nothing_left(up, [good, broken])
+
+
+def test_the_stream_shows_a_ready_only_once_the_run_has_acted_on_it(tmp_path: Path) -> None:
+    """The stream reads emperor.log: a "ready" in it before the app is routed let a request sent on seeing it get
+    the 502 of an app still down (test_a_broken_app_comes_back_when_its_ini_is_fixed, 1 run in 70 under load)."""
+    events = EventLog(tmp_path / "emperor.log")
+    tail = LogTail(tmp_path)
+    shown_while_acting: list[list[LogLine]] = []
+    ready = b"Sun Dec  6 04:00:55 2026 - [emperor] vassal app.ini is ready to accept requests\n"
+    events.follow([ready], lambda event: shown_while_acting.append(tail.read()))
+    assert shown_while_acting == [[]]
+    assert tail.read() == [LogLine("app", "ready", EventKind.READY)]
 
 
 def test_reload_flag_reloads_only_the_app_whose_code_changed(workspace: Path, up_process: list[Up]) -> None:

@@ -26,15 +26,18 @@ class EventLog:
 
     def follow(self, output: Iterable[bytes], before_waiters: Callable[[EmperorEvent], None]) -> None:
         """Copy the emperor's ``output`` into the log file and turn its lines into events, until it ends.
-        ``before_waiters`` sees each event before any waiter does."""
+        ``before_waiters`` sees each event before any waiter does, and before its line is in the log file."""
         parser = EmperorLogParser()
         with self.path.open("ab") as log:
             for raw in output:
-                log.write(raw)
-                log.flush()
                 event = parser.feed(raw.decode("utf-8", "replace").rstrip("\r\n"))
                 if event is not None:
+                    # The file is read by others too (up's stream, `emperor-dev logs -f`): a "ready" shown there
+                    # before the app is routed sent a request that follows it to the 502 of an app still down.
                     before_waiters(event)
+                log.write(raw)
+                log.flush()
+                if event is not None:
                     with self._cond:
                         self._events.append(event)
                         self._cond.notify_all()
