@@ -549,6 +549,27 @@ def test_the_route_table_holds_names_and_states_and_lists_them_escaped(tmp_path:
     assert "&lt;" in render_page(site, ["<i>"], None) and "<i>" not in render_page(site, ["<i>"], None)
 
 
+
+def test_an_app_changing_state_is_never_missing_from_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Missing, even between two file operations, its requests would get the "no such app" 404 (seen as 404s right
+    # after an app came back in up's tests): the table is read after every unlink the change makes.
+    table = RouteTable(tmp_path / "routes", RouteMap.for_domain())
+    table.set("app", RouteState.DOWN)
+    seen: list[RouteState | None] = []
+    unlink = os.unlink
+
+    def unlink_and_look(path: Any) -> None:
+        unlink(path)
+        seen.append(table.states().get("app"))
+
+    monkeypatch.setattr(os, "unlink", unlink_and_look)
+    table.set("app", RouteState.READY)
+    table.set("app", RouteState.DOWN)
+    assert seen and None not in seen, seen
+    table.set("app", None)
+    assert seen[-1] is None  # removed: then, and only then, it is gone
+
+
 # -- the router's lines for a failing test's report (plugin.py) ---------------------------------------------------
 
 

@@ -93,15 +93,18 @@ class RouteTable:
             before = self.states()
             if before.get(name) is state:
                 return
-            for other in RouteState:
-                if other is not state:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.directory / other.value / name)
+            # The new entry is made before the old one goes: a deployed app changing state is never absent from
+            # the table, which would answer its requests with the "no such app" page meanwhile. While both are
+            # there, nginx's config tests DOWN first: the app is not served until it is READY alone.
             if state is not None:
                 # O_EXCL|O_NOFOLLOW: the directory is the run's, but a file is never created through a link.
                 with contextlib.suppress(FileExistsError):
                     os.close(os.open(self.directory / state.value / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                                      | os.O_NOFOLLOW, 0o600))
+            for other in RouteState:
+                if other is not state:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.directory / other.value / name)
             if (name in before) != (state is not None):  # the page lists names: a state change leaves it be
                 self._write_page()
 
