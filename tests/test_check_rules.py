@@ -140,7 +140,7 @@ NOT_TRIGGERED = {
     "E117": BASE + "cheaper = 1\n",
     "W118": BASE + "daemonize = /var/log/app.log\n",
     "W119": BASE + "cheaper = 1\ncheaper-initial = 1\n",
-    "W120": BASE + "buffer-size = 65535\n",
+    "W120": BASE + "buffer-size = 65536\n",  # 64 KiB, as configs write the largest: 65535 is one byte less
 }
 
 
