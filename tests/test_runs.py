@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from filelock import FileLock
 
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.processes import MARKER_ENV, kill_marked, processes_with_marker
@@ -49,6 +51,21 @@ def test_create_and_close(short_dir: Path) -> None:
     run.close()
     assert list(short_dir.iterdir()) == []
 
+
+
+def test_a_fresh_lock_another_process_is_recovering_makes_create_draw_again(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process's recovery lists the lock file create has just made and locks it first (it holds it while
+    # it looks for the run): create must not fail on that, but draw another tag.
+    tags = iter(["aaaaaa", "bbbbbb"])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(tags))
+    with FileLock(str(short_dir / "aaaaaa.lock"), timeout=0):  # the recovering process's lock
+        run = RunDir.create(short_dir)
+    try:
+        assert run.tag == "bbbbbb"
+    finally:
+        run.close()
 
 def test_kept_run_dir_is_not_recovered(short_dir: Path) -> None:
     run = RunDir.create(short_dir)

@@ -199,8 +199,18 @@ class RunDir:
         recover_abandoned(root)
         while True:
             tag = secrets.token_hex(3)
-            lock = FileLock(str(root / f"{tag}.lock"), timeout=0)
-            lock.acquire()
+            lock_path = root / f"{tag}.lock"
+            lock = FileLock(str(lock_path), timeout=0)
+            # Another process's recovery (recover_abandoned, at its own start) may take this fresh lock file for an
+            # abandoned run's between its creation and our lock: it then holds it, or has removed it. Either way
+            # the tag is drawn again (two xdist workers starting together: a worker's session failed so, on CI).
+            try:
+                lock.acquire()
+            except Timeout:
+                continue
+            if not lock_path.exists():
+                lock.release()
+                continue
             path = root / tag
             try:
                 path.mkdir(mode=0o700)
