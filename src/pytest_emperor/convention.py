@@ -21,6 +21,8 @@ DEFAULT_SOCKET_DIR = "/tmp"
 SOCKET_SUFFIX = ".api.sock"
 #: nginx's ``uwsgi_pass`` target for the default socket dir, ``$app`` being the app's name.
 DEFAULT_SOCKET_TEMPLATE = f"{DEFAULT_SOCKET_DIR}/$app{SOCKET_SUFFIX}"
+#: Where the router listens unless told otherwise: loopback, as nothing but this machine is meant to reach it.
+ROUTER_HOST = "127.0.0.1"
 #: ``client_max_body_size``: nginx's default, 1 MiB; a larger body gets a 413.
 MAX_BODY_SIZE = 1024 * 1024
 #: How long a wait lasts unless a caller says otherwise, in seconds: for the emperor, a vassal or the router to

@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from click.shell_completion import CompletionItem
 
-from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT
+from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT, ROUTER_HOST
 from pytest_emperor.dev import control
 from pytest_emperor.dev.control import AppStatus, Message
 from pytest_emperor.dev.output import printable, printable_lines
@@ -122,7 +122,7 @@ name_argument = click.argument("name", shell_complete=_complete_names)
               "of --domain/--socket-dir; default: nginx-site in [tool.emperor-dev].")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="The router's TCP port; 0 picks a free one (printed in the table).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="The address the router listens on.")
+@click.option("--host", default=ROUTER_HOST, show_default=True, help="The address the router listens on.")
 @click.option("--domain", default=DEFAULT_DOMAIN, show_default=True,
               help="Apps answer at <name>.<domain>; *.localhost needs no /etc/hosts entry.")
 @click.option("--socket-dir", default=DEFAULT_SOCKET_DIR, show_default=True,
@@ -384,8 +384,9 @@ def request(
                     "on a socket verified as their own), so the request was not sent",
                     EXIT_FAILED,
                 )
-            # A router bound to every address is reached on loopback.
-            router_host = "127.0.0.1" if instance.router_host in ("0.0.0.0", "", "::") else instance.router_host
+            from pytest_emperor.routing.resolve import addresses_for  # a router bound to every address: loopback
+
+            router_host = addresses_for(instance.router_host)[0]
             session = direct_session((router_host, instance.router_port), "http", f"http://{host}/")
         with session:
             answer = session.request(method, path, headers=fields or None, data=data, allow_redirects=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Optional
 
-from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT
+from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT, ROUTER_HOST
 from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
 from pytest_emperor.dev.logs import LogTail, follow
@@ -50,7 +50,7 @@ class UpOptions:
 
     nginx: str | None = None  # the nginx binary (default: find_nginx's search)
     nginx_site: Path | None = None  # a production site file to route by, instead of --domain/--socket-dir
-    host: str = "127.0.0.1"
+    host: str = ROUTER_HOST
     port: int = 8080
     domain: str = DEFAULT_DOMAIN
     socket_dir: str = DEFAULT_SOCKET_DIR  # where the apps' inis bind <name>.api.sock (production: /tmp/%n.api.sock)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_emperor._protocol.uwsgi import DOCUMENT_ROOT
-from pytest_emperor.convention import DEFAULT_TIMEOUT
+from pytest_emperor.convention import DEFAULT_TIMEOUT, ROUTER_HOST
 from pytest_emperor.errors import NginxNotFound
 from pytest_emperor.routing.nginx_site import NginxSite, render_site
 from pytest_emperor.routing.route_table import RouteTable
@@ -285,7 +285,7 @@ class NginxRouter(Router):
         *,
         nginx: str | os.PathLike[str] | None = None,
         site: NginxSite | None = None,
-        host: str = "127.0.0.1",
+        host: str = ROUTER_HOST,
         port: int = 0,
         env: Mapping[str, str] | None = None,
         preexec_fn: Callable[[], None] | None = None,

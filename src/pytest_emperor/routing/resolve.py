@@ -23,13 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_emperor.convention import ROUTER_HOST
 from pytest_emperor.routing.nginx_site import NginxSite
 from pytest_emperor.routing.routes import RouteMap
 
 __all__ = ["LoopbackNames", "RoutedNames", "addresses_for", "install", "open_hint", "site_names"]
 
-#: Where the router listens unless told otherwise (``NginxRouter.start``'s ``host``).
-ROUTER_HOST = "127.0.0.1"
 _LOCALHOST = "localhost"
 
 
