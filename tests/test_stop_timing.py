@@ -26,6 +26,7 @@ from pytest_emperor.engine.processes import (
     catches,
     children_of,
     hasten_stop,
+    is_unexeced_fork,
     kill_marked,
     processes_with_marker,
     wait_exit,
@@ -219,3 +220,37 @@ def test_the_plugin_imports_no_machinery_without_emperor() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+_FORKER = """
+import os, signal, subprocess, sys
+read_end, write_end = os.pipe()
+pid = os.fork()
+if pid == 0:  # a fork that never execs, like the emperor's between fork() and execvp(): Python's SIGINT handler
+    try:
+        os.read(read_end, 1)
+    except KeyboardInterrupt:
+        print("SIGINT ran the parent's handler", flush=True)
+    os._exit(0)
+execed = subprocess.Popen(["sleep", "60"])
+print(pid, execed.pid, flush=True)
+_, status = os.waitpid(pid, 0)
+print("fork ended by signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, flush=True)
+execed.kill()
+"""
+
+
+def test_a_fork_that_has_not_execd_is_killed_not_interrupted() -> None:
+    # The emperor's fork before exec runs the emperor's own SIGINT handler: a shutdown of every vassal, logged and
+    # written to their pipes (docs/uwsgi-behaviour.md, "The start-up races that stay handled"). hasten_stop kills it.
+    proc = subprocess.Popen([sys.executable, "-c", _FORKER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        fork, execed = map(int, proc.stdout.readline().split())
+        assert is_unexeced_fork(fork)
+        assert not is_unexeced_fork(execed) and not is_unexeced_fork(proc.pid)
+        hasten_stop([fork], grace=1.0, timeout=3.0, note=lambda pids: None)
+        assert proc.stdout.read().splitlines() == [f"fork ended by signal {int(signal.SIGKILL)}"]
+    finally:
+        proc.kill()
+        proc.wait()

@@ -233,6 +233,16 @@ def catches(pid: int, sig: int) -> bool:
     return False
 
 
+def is_unexeced_fork(pid: int) -> bool:
+    """True if ``pid`` is a fork of its parent that has not exec'd yet: its command line is still its parent's.
+    (A uWSGI vassal is exec'd with ``--ini <name>``, its emperor runs with ``--emperor``: never the same.)"""
+    parent = _parent(pid)
+    if parent is None:
+        return False
+    own = command_line(pid)
+    return own != b"" and own == command_line(parent)
+
+
 # How often a uWSGI process that was asked to stop is woken (see hasten_stop): short against the 1 s waits it cuts,
 # long enough that the signals cost nothing.
 WAKE_TICK = 0.02
@@ -322,11 +332,12 @@ def hasten_stop(
     not that far (Python not started, or re-exec'ing for a reload): SIGINT would kill it alone, so it is killed
     with its children (the caller removes the socket file vacuum would have). Either may have bound its socket
     without having recorded it yet, so ``note``, if given, is called with the masters ``frozen`` before each
-    round of signals, and what to send each is decided while they are: a process listed while the emperor had
-    just forked it, not yet the vassal it execs, catches SIGINT (the emperor's handler), then binds as a master
-    that does not. Children still alive ``grace`` seconds in ignored their SIGINT (uWSGI's worker start-up
-    race): killed, the master then exits normally. Anything left after ``timeout`` is killed. ``each_tick`` runs
-    once a tick (the emperor's wake-up).
+    round of signals, and what to send each is decided while they are. A process listed while the emperor had
+    just forked it, not yet the vassal it execs (:func:`is_unexeced_fork`), is killed: it runs the emperor's
+    own SIGINT handler, which logs a shutdown of every vassal (read as their stops) and writes the stop byte to
+    every pipe it still holds (docs/uwsgi-behaviour.md, "The start-up races that stay handled"). Children still
+    alive ``grace`` seconds in ignored their SIGINT (uWSGI's worker start-up race): killed, the master then exits
+    normally. Anything left after ``timeout`` is killed. ``each_tick`` runs once a tick (the emperor's wake-up).
     """
     held = [_Process(pid) for pid in masters]
     start = time.monotonic()
@@ -353,7 +364,7 @@ def hasten_stop(
 
 def _signal_round(live: list[_Process], elapsed: float, grace: float, timeout: float) -> None:
     for master in live:
-        if elapsed > timeout or not catches(master.pid, signal.SIGINT):
+        if elapsed > timeout or not catches(master.pid, signal.SIGINT) or is_unexeced_fork(master.pid):
             kill_all([*children_of(master.pid), master.pid])
             continue
         if elapsed > grace:
