@@ -18,7 +18,7 @@ from pytest_emperor.check.rules import (
     check_apps,
     filter_codes,
 )
-from pytest_emperor.engine.inifile import MagicVars, parse_ini
+from pytest_emperor.ini import MagicVars, parse_ini
 
 OPTIONS = frozenset(
     [

@@ -1,6 +1,7 @@
 """The package's rooms depend one way: testing/ on the engine, never the reverse; the engine on nothing of dev/,
-check/ or the plugin; routing on nothing of the engine; and no import cycle, between modules or between rooms,
-counting every import (lazy ones inside functions and type-only ones too) (docs/architecture.md)."""
+check/ or the plugin; routing on nothing of the engine; ini/ (the reader) on nothing else of the package; and no
+import cycle, between modules or between rooms, counting every import (lazy ones inside functions and type-only
+ones too) (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ FORBIDDEN = {
     "routing": ("engine", "testing", "dev", "check", "plugin", "cli"),
     "_protocol": ("engine", "routing", "testing", "dev", "check", "plugin", "cli"),
     "testing": ("dev", "check", "plugin", "cli"),
+    # the ini reader is pure: it imports nothing else of the package (its caller hands it a ConfigSource)
+    "ini": (
+        "engine", "routing", "_protocol", "testing", "dev", "check", "plugin", "cli",
+        "convention", "errors", "project_config",
+    ),
 }
 
 

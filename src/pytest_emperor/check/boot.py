@@ -67,7 +67,7 @@ def _blame(app: AppConfig, lines: Sequence[str]) -> tuple[str, int]:
     if _missing_import(app, lines) is not None:
         # the app's own import failed: not `module`'s fault, but the environment's
         home = next(
-            (app.ini.last_option(k) for k in ("home", "virtualenv", "venv", "pyhome") if app.ini.last_option(k)), None
+            (app.ini.option(k) for k in ("home", "virtualenv", "venv", "pyhome") if app.ini.option(k)), None
         )
         if home is not None:
             return where(app, home.file), home.line
@@ -87,7 +87,7 @@ def _blame(app: AppConfig, lines: Sequence[str]) -> tuple[str, int]:
     for pattern, keys in _OPTION_WORDS:
         if any(pattern.search(text) for text in failed):
             for key in keys:
-                option = app.ini.last_option(key)
+                option = app.ini.option(key)
                 if option is not None:
                     return where(app, option.file), option.line
     return app.path, section_line(app)

@@ -1,5 +1,5 @@
 """The path rules: ``chdir``, ``wsgi-file``, ``module`` and the virtualenv, resolved the way uWSGI resolves
-them for the deployed symlink (the values come from :class:`~pytest_emperor.engine.inifile.Resolution`) and looked up
+them for the deployed symlink (the values come from :class:`~pytest_emperor.ini.Resolution`) and looked up
 on this machine's file system."""
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def check_paths(
     findings: list[Finding] = []
 
     def at(key: str) -> tuple[str, int]:
-        option = app.ini.last_option(key)
+        option = app.ini.option(key)
         return (where(app, option.file), option.line) if option else (app.path, 1)
 
     def missing(code: str, key: str, path: Path, message: str) -> Finding | None:
@@ -164,7 +164,7 @@ def check_paths(
     module = r.last("module") or r.last("wsgi")
     if module:
         # uWSGI's python plugin puts the cwd (chdir), then pythonpath entries, then the venv on sys.path
-        search = [base, *(base / p for p in app.ini.get_all("pythonpath") if p)]
+        search = [base, *(base / p for p in app.ini.all("pythonpath") if p)]
         if home is not None:
             search += list(home.glob("lib/python3*/site-packages"))
         found = next((f for f in (_module_file(d, module) for d in search) if f is not None), None)
@@ -194,7 +194,7 @@ def _logto_and_ids(app: AppConfig, cwd: Path, dropped: bool, prod: Production) -
     """E310 (``logto`` into a missing dir) and E311 (``uid``/``gid`` unknown here; not under an emperor that
     dropped its privileges: it ignores them, which W604 says)."""
     found: list[Finding] = []
-    logto = app.ini.last_option("logto")
+    logto = app.ini.option("logto")
     target = app.resolution.last("logto")
     # `host:port` is a UDP address (core/logging.c); anything with a `/` or no `:` is a file
     if logto is not None and target and ("/" in target or ":" not in target):
@@ -208,7 +208,7 @@ def _logto_and_ids(app: AppConfig, cwd: Path, dropped: bool, prod: Production) -
             found.append(finding("E310", where(app, logto.file), logto.line, f"`{directory}` for `logto = {target}`"))
     root = os.geteuid() == 0
     for kind in () if dropped else ("uid", "gid"):
-        option = app.ini.last_option(kind)
+        option = app.ini.option(kind)
         value = app.resolution.last(kind)
         if option is None or not value or _known(kind, value) or undetermined(value):
             continue

@@ -99,7 +99,7 @@ def check_privileges(
     found: list[Finding] = []
 
     def at(key: str) -> tuple[str, int]:
-        option = app.ini.last_option(key)
+        option = app.ini.option(key)
         return (where(app, option.file), option.line) if option else (app.path, 1)
 
     why = _blocked(user, paths.pop("", Path(app.path)), "r")
@@ -154,7 +154,7 @@ def _socket_reachable(app: AppConfig, path: str, user: User, nginx: User) -> lis
     if (mode >> shift) & 2:  # connect() on a unix socket needs write permission
         if shift and mode & 0o002 and mode_text is not None:
             # nginx reaches it as its owner or group: the world bit only opens the app to every local user
-            option = app.ini.last_option("chmod-socket")
+            option = app.ini.option("chmod-socket")
             place = (where(app, option.file), option.line) if option else (app.path, 1)
             who = "owner" if shift == 6 else "group"
             message = (
@@ -163,8 +163,8 @@ def _socket_reachable(app: AppConfig, path: str, user: User, nginx: User) -> lis
             )
             return [finding("W605", *place, message)]
         return []
-    key = "chmod-socket" if mode_text is not None else next(k for k in SOCKET_KEYS if app.ini.last_option(k))
-    option = app.ini.last_option(key)
+    key = "chmod-socket" if mode_text is not None else next(k for k in SOCKET_KEYS if app.ini.option(k))
+    option = app.ini.option(key)
     place = (where(app, option.file), option.line) if option else (app.path, 1)
     message = (
         f"`{path}` would be {mode:o} owned by uid {owner_uid} ({how}); nginx's worker ({nginx.name}) "

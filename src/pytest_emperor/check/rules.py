@@ -15,7 +15,7 @@ from enum import Enum, IntEnum
 
 from pytest_emperor.check.uwsgi_options import ALIASES, FLAGS, NUMERIC, OPTIONS, SIXTEEN_BIT, SOURCES, feature, lacks
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR, routed_socket
-from pytest_emperor.engine.inifile import SOCKET_OPTIONS, IniFile, IniOption, Resolution
+from pytest_emperor.ini import SOCKET_OPTIONS, IniFile, IniOption, Resolution
 
 __all__ = [
     "RULES",
@@ -759,7 +759,7 @@ def _deployment(app: AppConfig) -> Iterable[Finding]:
         if sock.key == "http-socket" or (protocol.strip() == "http" and sock.key != "uwsgi-socket"):
             spoken = "`http-socket`" if sock.key == "http-socket" else "`protocol = http`"
             yield finding("E308", at, sock.line, f"{spoken} on `{sock.value}`")
-    mode_option = next((app.ini.last_option(k) for k in ("chmod-socket", "chmod") if app.ini.lines_of(k)), None)
+    mode_option = next((app.ini.option(k) for k in ("chmod-socket", "chmod") if app.ini.lines(k)), None)
     mode = app.resolution.last(mode_option.key) if mode_option else None
     for sock in sockets:
         directory = sock.value.rpartition("/")[0] or "/"
@@ -786,8 +786,8 @@ _FILE_KEYS = ("wsgi-file", "file")
 def _mounts(app: AppConfig) -> Iterable[Finding]:
     """E309 (`module` and `wsgi-file`: the python plugin loads `module` first, plugins/python/python_plugin.c
     init_apps) and W312 (the main app mounted again with `mount`)."""
-    module = next((app.ini.last_option(k) for k in _MODULE_KEYS if app.ini.last_option(k)), None)
-    file = next((app.ini.last_option(k) for k in _FILE_KEYS if app.ini.last_option(k)), None)
+    module = next((app.ini.option(k) for k in _MODULE_KEYS if app.ini.option(k)), None)
+    file = next((app.ini.option(k) for k in _FILE_KEYS if app.ini.option(k)), None)
     if module is not None and file is not None and module.value and file.value:
         loaded = f"`{module.key} = {module.value}` (line {module.line})"
         message = f"`{file.key} = {file.value}` is skipped: {loaded} is loaded"
@@ -896,7 +896,7 @@ def _counts(app: AppConfig) -> Iterable[Finding]:
     for key in ("processes", "workers"):
         value = app.resolution.last(key)
         if value is not None and value != "" and _atoi(value) <= 0 and not undetermined(value):
-            yield finding("E403", app.path, app.ini.lines_of(key)[-1], f"`{key} = {value}` reads as {_atoi(value)}")
+            yield finding("E403", app.path, app.ini.lines(key)[-1], f"`{key} = {value}` reads as {_atoi(value)}")
 
 
 def _plugins(app: AppConfig) -> Iterable[Finding]:
@@ -959,7 +959,7 @@ def _misc(app: AppConfig) -> Iterable[Finding]:
     counts = [o.value for o in app.resolution.options if o.key in ("processes", "workers")]
     cheaper, processes = app.resolution.last("cheaper"), (counts[-1] if counts else None)
     if cheaper and processes and 0 < _atoi(cheaper) >= _atoi(processes):
-        at = app.ini.last_option("cheaper")
+        at = app.ini.option("cheaper")
         assert at is not None
         raw = " ".join(o.value for o in app.ini.options if o.key in ("cheaper", "processes", "workers"))
         message = f"`cheaper = {cheaper}`, `processes = {processes}`"

@@ -1,6 +1,6 @@
 """The deploy plan: the one reader of an app's ini *as deployed* (a vassal symlink in a vassal directory).
 
-The I/O half of :mod:`pytest_emperor.engine.inifile`: magic variables from the file system (every one uWSGI fills:
+The I/O half of :mod:`pytest_emperor.ini`: magic variables from the file system (every one uWSGI fills:
 ``%h``, ``%i``, ``%u``, ``%U``, ...), ``@(...)`` resolution run where the vassal runs, and the sockets the vassal
 will bind. The engine plans a deploy with :func:`plan_deploy` before it links (``Emperor.deploy``);
 ``emperor-dev check`` reads through :func:`deployed`. Both go through :func:`read_ini`.
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pytest_emperor.engine.inifile import SOCKET_OPTIONS, IniFile, MagicVars, read_config
 from pytest_emperor.engine.runs import AF_UNIX_MAX
 from pytest_emperor.errors import ConfigError
+from pytest_emperor.ini import SOCKET_OPTIONS, IniFile, MagicVars, read_config
 
 __all__ = [
     "DeployPlan",
@@ -369,7 +369,7 @@ def _predict_sockets(config: IniFile, ini: Path, link: Path, env: Mapping[str, s
             continue
         needed = config.needs_at_resolver(option.value)  # most sockets need no @(exec://...) run
         address = config.expand(option.value, env=env, at_resolver=resolver if needed else None)
-        if protocol == "uwsgi" and (config.get("protocol") or "").strip() == "http":
+        if protocol == "uwsgi" and (config.last("protocol") or "").strip() == "http":
             protocol = "http"
         spec = SocketSpec(address, protocol, option.line)
         if spec.is_unix:
@@ -394,7 +394,7 @@ def _predict_sockets(config: IniFile, ini: Path, link: Path, env: Mapping[str, s
 def _bind_dir(config: IniFile, link: Path, env: Mapping[str, str], resolver: Callable[[str], str]) -> str:
     """Where uWSGI binds a relative unix socket: in ``chdir`` (applied before the sockets are bound, verified:
     docs/uwsgi-behaviour.md), else in the vassal dir."""
-    chdir = config.get("chdir")
+    chdir = config.last("chdir")
     if not chdir:
         return str(link.parent)
     needed = config.needs_at_resolver(chdir)
@@ -417,7 +417,7 @@ def _refuse_non_socket(path: str, ini: Path, line: int) -> None:
 
 
 class VassalSource:
-    """:class:`~pytest_emperor.engine.inifile.ConfigSource` for a vassal running in ``cwd`` with environment ``env``."""
+    """:class:`~pytest_emperor.ini.ConfigSource` for a vassal running in ``cwd`` with environment ``env``."""
 
     def __init__(self, cwd: str, env: Mapping[str, str], *, version: str = "", binary_path: str = "") -> None:
         self.cwd = cwd

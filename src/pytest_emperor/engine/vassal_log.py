@@ -43,10 +43,10 @@ def request_logging_off(plan: DeployPlan) -> bool:
     """True when the vassal's request lines will not reach its log in uWSGI's default format: logging disabled
     (a false value is ``false``, ``off``, ``no`` or ``0``, as ``uwsgi_opt_true`` reads it), lines sent to a
     ``req-logger``, or a format of the app's own."""
-    disabled = plan.config.get("disable-logging")
+    disabled = plan.config.last("disable-logging")
     if disabled is not None and disabled.strip().lower() not in ("false", "off", "no", "0"):
         return True
-    return any(plan.config.get(key) is not None for key in ("req-logger", "log-format", "logformat"))
+    return any(plan.config.last(key) is not None for key in ("req-logger", "log-format", "logformat"))
 
 
 class VassalLog:

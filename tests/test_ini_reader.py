@@ -1,5 +1,5 @@
 """Unit and property tests for the sans-IO uWSGI ini reader (the differential test against the real binary
-lives in test_inifile_uwsgi.py)."""
+lives in test_ini_uwsgi.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from seed import SEED_INI
 
 from pytest_emperor.engine.deploy_plan import read_ini
-from pytest_emperor.engine.inifile import (
+from pytest_emperor.ini import (
     IMMEDIATE_OPTIONS,
     IniFile,
+    IniOption,
     MagicVars,
     djb33x_hex,
     parse_ini,
@@ -103,26 +104,26 @@ def test_djb33x_matches_uwsgi() -> None:
 
 def test_socket_from_n() -> None:
     f = parse_ini("[uwsgi]\nsocket = /tmp/%n.api.sock\n", magic=SEED_MAGIC)
-    assert f.get("socket") == "/tmp/service1-beta.api.sock"
+    assert f.last("socket") == "/tmp/service1-beta.api.sock"
 
 
 def test_unknown_magic_deletes_itself_and_next_char() -> None:
     f = parse_ini("[uwsgi]\npct = 100% done\n")
-    assert f.get("pct") == "100done"
+    assert f.last("pct") == "100done"
     assert [p.code for p in f.problems] == ["magic-unknown"]
     assert f.problems[0].line == 2
 
 
 def test_double_percent_and_percent_paren() -> None:
     f = parse_ini("[uwsgi]\na = 100%%\nb = %(x)\n")
-    assert (f.get("a"), f.get("b")) == ("100%", "%(x)")
+    assert (f.last("a"), f.last("b")) == ("100%", "%(x)")
     assert f.problems == []
 
 
 def test_percent_at_end_of_comment_swallows_next_line() -> None:
     text = "[uwsgi]\n; cpu at 100%\nneed-app = true\nmaster = true\n"
     f = parse_ini(text)
-    assert f.get("need-app") is None
+    assert f.last("need-app") is None
     assert [(o.key, o.line) for o in f.options] == [("master", 4)]
     assert [(p.code, p.line) for p in f.problems] == [("magic-newline", 2)]
 
@@ -135,13 +136,13 @@ def test_percent_at_end_of_value_joins_next_line_and_keeps_line_numbers() -> Non
 def test_percent_as_last_byte_eats_the_terminator() -> None:
     # measured on 2.0.31: magic_sub sees the NUL uwsgi_open_and_read appends
     f = parse_ini("[uwsgi]\na = 5%")
-    assert f.get("a") == "5"
+    assert f.last("a") == "5"
     assert [(p.code, p.line) for p in f.problems] == [("magic-unknown", 2)]
 
 
 def test_magic_applies_to_comments_and_sections_too() -> None:
     f = parse_ini("[uws%qgi]\n; 5%y\na = 1\n")  # %x is the section (2.0): known
-    assert f.sections == ["uwsgi"] and f.get("a") == "1"
+    assert f.sections == ["uwsgi"] and f.last("a") == "1"
     assert [(p.code, p.line) for p in f.problems] == [("magic-unknown", 1), ("magic-unknown", 2)]
 
 
@@ -178,9 +179,21 @@ def test_crlf_line_endings() -> None:
 
 def test_repeatable_and_last_wins() -> None:
     f = parse_ini("[uwsgi]\nk = 1\nk = 2\n")
-    assert f.get_all("k") == ["1", "2"]
-    assert f.get("k") == "2"
-    assert f.lines_of("k") == [2, 3]
+    assert f.all("k") == ["1", "2"]
+    assert f.last("k") == "2"
+    assert f.lines("k") == [2, 3]
+
+
+def test_the_file_and_its_resolution_answer_the_same_queries() -> None:
+    # One query API before and after the passes: the same names mean the same occurrence.
+    f = parse_ini("[uwsgi]\nk = 1\nj = x\nk = $(V)\n")
+    r = f.resolve(env={"V": "2"})
+    assert (f.first("k"), f.last("k"), f.all("k"), f.lines("k")) == ("1", "$(V)", ["1", "$(V)"], [2, 4])
+    assert (r.first("k"), r.last("k"), r.all("k"), r.lines("k")) == ("1", "2", ["1", "2"], [2, 4])
+    applied = r.option("k")
+    assert f.option("k") == IniOption("k", "$(V)", 4)
+    assert applied is not None and (applied.value, applied.raw, applied.line) == ("2", "$(V)", 4)
+    assert f.last("nope") is None and r.option("nope") is None and r.all("nope") == []
 
 
 def test_sections() -> None:
@@ -192,7 +205,7 @@ def test_sections() -> None:
 
 
 def test_section_drops_last_char_whatever_it_is() -> None:
-    assert parse_ini("[uwsgi\na = 1\n", section="uwsg").get("a") == "1"
+    assert parse_ini("[uwsgi\na = 1\n", section="uwsg").last("a") == "1"
 
 
 def test_no_section() -> None:
@@ -361,7 +374,7 @@ def test_math_matches_c_semantics(a: int, b: int, op: str) -> None:
 @pytest.mark.parametrize("letter", list("pdsnecovkij"))
 def test_every_filled_letter_substitutes(letter: str) -> None:
     f = parse_ini(f"[uwsgi]\nx = <%{letter}>\n", magic=SEED_MAGIC)
-    assert f.get("x") == f"<{SEED_MAGIC.table[letter]}>"
+    assert f.last("x") == f"<{SEED_MAGIC.table[letter]}>"
     assert f.problems == []
 
 
@@ -403,7 +416,7 @@ def test_open_block_and_recursive_logic(tmp_path: Path) -> None:
 
 def test_missing_include_is_fatal_and_stops_reading(tmp_path: Path) -> None:
     f = _read(tmp_path, "[uwsgi]\ninclude = nope.ini\nafter = 1\n")
-    assert [(p.code, p.line) for p in f.problems] == [("missing-file", 2)] and f.get("after") is None
+    assert [(p.code, p.line) for p in f.problems] == [("missing-file", 2)] and f.last("after") is None
 
 
 @pytest.mark.parametrize(
@@ -419,4 +432,4 @@ def test_missing_include_is_fatal_and_stops_reading(tmp_path: Path) -> None:
 def test_include_and_inherit_read_by_the_file_name_ending(tmp_path: Path, line: str, code: str) -> None:
     f = _read(tmp_path, f"[uwsgi]\n{line}\nafter = 1\n")
     assert [(p.code, p.line) for p in f.problems] == [(code, 2)], f.problems
-    assert (f.get("after") is None) == (code == "fatal" and line.startswith("include"))
+    assert (f.last("after") is None) == (code == "fatal" and line.startswith("include"))
