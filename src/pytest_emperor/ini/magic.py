@@ -22,6 +22,7 @@ __all__ = ["PER_FILE", "MagicVars", "djb33x_hex", "magic_sub"]
 # Letters config_magic_table_fill resets for every file it fills (the upper-case "first" ones stay).
 PER_FILE = "opdsnecxij0123456789b"
 
+
 def djb33x_hex(data: bytes) -> str:
     """``%j``: core/hash.c ``djb33x_hash`` of the path, printed as the hex of its 4 bytes in memory order.
 
