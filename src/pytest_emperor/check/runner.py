@@ -34,6 +34,7 @@ from pytest_emperor.convention import APP_INI, DEFAULT_SOCKET_DIR, DEFAULT_TIMEO
 from pytest_emperor.engine.deploy_plan import EXEC_TIMEOUT, deployed, read_regular
 from pytest_emperor.engine.naming import app_inis
 from pytest_emperor.errors import InputError
+from pytest_emperor.ini.values import references
 
 __all__ = ["APP_INI", "CheckResult", "CheckSettings", "InputError", "find_inis", "run_check"]
 
@@ -142,7 +143,6 @@ def _kind(ini: Path, raw: str, settings: CheckSettings, fragments: set[Path]) ->
 
 # How long a check that gave up waits for the file in hand to be finished (and its temp dir removed)
 _WIND_DOWN = 10.0
-_ENV_LEFT = re.compile(r"\$\(([^()]*)\)")
 
 
 def _evaluated(app: AppConfig, evaluator: Evaluator, env: Mapping[str, str], stated: bool) -> list[Finding]:
@@ -156,7 +156,7 @@ def _evaluated(app: AppConfig, evaluator: Evaluator, env: Mapping[str, str], sta
 
     unset: set[str] = set()
     for option in app.resolution.options:
-        for name in _ENV_LEFT.findall(option.value):
+        for name in references(option.value, "$"):
             if name not in env and name not in unset and " " not in name and "(" not in name:
                 unset.add(name)
                 code = "W109" if stated else "I109"

@@ -15,6 +15,7 @@ from pytest_emperor.engine.emperor_log import EventKind
 from pytest_emperor.engine.events import EventLog
 from pytest_emperor.engine.runs import open_owned
 from pytest_emperor.errors import UnsafePath
+from pytest_emperor.ini.values import is_true
 
 #: Where log_text()/error_lines() start: "test" (the current test's first use of the vassal, else its deploy),
 #: "deploy", or a byte offset into its log file.
@@ -41,10 +42,10 @@ _NOISE_LINE = re.compile(
 
 def request_logging_off(plan: DeployPlan) -> bool:
     """True when the vassal's request lines will not reach its log in uWSGI's default format: logging disabled
-    (a false value is ``false``, ``off``, ``no`` or ``0``, as ``uwsgi_opt_true`` reads it), lines sent to a
+    (``disable-logging`` read as uWSGI reads a flag, :func:`~pytest_emperor.ini.values.is_true`), lines sent to a
     ``req-logger``, or a format of the app's own."""
     disabled = plan.config.last("disable-logging")
-    if disabled is not None and disabled.strip().lower() not in ("false", "off", "no", "0"):
+    if disabled is not None and is_true(disabled):
         return True
     return any(plan.config.last(key) is not None for key in ("req-logger", "log-format", "logformat"))
 

@@ -24,7 +24,7 @@ from pytest_emperor.ini.options import (
     Resolution,
     ResolvedOption,
 )
-from pytest_emperor.ini.values import strtoll, wrap64
+from pytest_emperor.ini.values import next_reference, strtoll, wrap64
 
 __all__ = ["AtResolver", "resolve"]
 
@@ -143,57 +143,29 @@ def _manage_placeholder(first: Mapping[str, _Item], key: str) -> str | None:
 def _apply_pass(
     items: list[_Item], symbol: str, hook: Callable[[str], str | None] | None, problems: list[IniProblem]
 ) -> None:
-    """core/config.c ``uwsgi_apply_config_pass``, step for step (see the module docstring)."""
+    """core/config.c ``uwsgi_apply_config_pass``: every reference found as it finds them
+    (:func:`~.values.next_reference`), replaced by ``hook``'s answer and the value scanned again."""
     if hook is None:
         return
     for item in items:
         if item.immediate:
             continue
-        has_symbol = 0
-        depth = 0
-        start = -1
         expansions = 0
-        j = 0
-        while j < len(item.value):
-            c = item.value[j]
-            if c == symbol:
-                has_symbol = 1
-            elif c == "(" and has_symbol == 1:
-                has_symbol, depth, start = 2, 0, j + 1
-            elif has_symbol > 1:
-                if c == "(":
-                    has_symbol += 1
-                    depth += 1
-                elif c == ")":
-                    if depth > 0:
-                        has_symbol += 1
-                        depth -= 1
-                    elif has_symbol <= 2:
-                        has_symbol = 0
-                    else:
-                        key = item.value[start : start + has_symbol - 2]
-                        value = hook(key)
-                        has_symbol = 0
-                        if value is not None:
-                            expansions += 1
-                            if expansions > _MAX_EXPANSIONS or len(item.value) + len(value) > _MAX_VALUE:
-                                problems.append(
-                                    IniProblem(
-                                        item.line,
-                                        EXPANSION_LOOP,
-                                        f"'{item.key}' keeps expanding {symbol}({key}): uWSGI would hang",
-                                        item.file,
-                                    )
-                                )
-                                break
-                            # C strings: a NUL in the hook's result ends the value.
-                            value = value.split("\0", 1)[0]
-                            # the `symbol(` before the key and the `)` after it go too
-                            item.value = item.value[: start - 2] + value + item.value[start + len(key) + 1 :]
-                            j = 1  # `j = 0` then the loop's `j++`: index 0 is never looked at again
-                            continue
-                else:
-                    has_symbol += 1
-            else:
-                has_symbol = 0
-            j += 1
+        at = next_reference(item.value, symbol)
+        while at is not None:
+            start, end = at
+            key = item.value[start:end]
+            value = hook(key)
+            if value is None:  # left literally: the scan goes on after it
+                at = next_reference(item.value, symbol, end + 1)
+                continue
+            expansions += 1
+            if expansions > _MAX_EXPANSIONS or len(item.value) + len(value) > _MAX_VALUE:
+                message = f"'{item.key}' keeps expanding {symbol}({key}): uWSGI would hang"
+                problems.append(IniProblem(item.line, EXPANSION_LOOP, message, item.file))
+                break
+            # C strings: a NUL in the hook's result ends the value; the `symbol(` before the key and the `)`
+            # after it go too
+            item.value = item.value[: start - 2] + value.split("\0", 1)[0] + item.value[end + 1 :]
+            # uWSGI sets `j = 0` and its loop's `j++` follows: index 0 is never looked at again
+            at = next_reference(item.value, symbol, 1)

@@ -43,7 +43,7 @@ from pytest_emperor.ini.options import (
 )
 from pytest_emperor.ini.passes import AtResolver, resolve
 from pytest_emperor.ini.source import ConfigSource
-from pytest_emperor.ini.values import BLANKS, PLACEHOLDER_REF
+from pytest_emperor.ini.values import BLANKS, references
 
 __all__ = ["IniFile", "parse_ini", "read_config"]
 
@@ -85,7 +85,8 @@ class IniFile(OptionQueries[IniOption]):
             text = pending.pop()
             if "@(" in text:
                 return True
-            for name in PLACEHOLDER_REF.findall(text):
+            # a name, or the names of a math pipeline (`%(a + 1)`)
+            for name in (t for ref in references(text, "%") for t in ref.split(" ") if t):
                 if name not in seen:
                     seen.add(name)
                     pending.extend(self.all(name))

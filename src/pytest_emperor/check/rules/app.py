@@ -9,16 +9,13 @@ from enum import Enum
 
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR
 from pytest_emperor.ini import SOCKET_OPTIONS, IniFile, Resolution
+from pytest_emperor.ini.values import BLANKS, is_true, lines
 
 __all__ = [
-    "BLANKS",
     "INLINE_COMMENT",
-    "PLACEHOLDER",
     "SOCKET_KEYS",
-    "TRUE_FALSE",
     "AppConfig",
     "Kind",
-    "atoi",
     "flag_on",
     "section_line",
     "serves",
@@ -61,15 +58,6 @@ SOCKET_KEYS = tuple(SOCKET_OPTIONS)
 
 
 INLINE_COMMENT = re.compile(r"[ \t][#;]")
-PLACEHOLDER = re.compile(r"%\(([^()]*)\)")
-BLANKS = " \t\r"
-TRUE_FALSE = re.compile(r"(?i)^(false|0.*|off|no)$")
-
-
-def atoi(text: str) -> int:
-    """C ``atoi``: leading blanks, optional sign, digits; 0 when there are none."""
-    m = re.match(r"[ \t\n\v\f\r]*([+-]?\d+)", text)
-    return int(m.group(1)) if m else 0
 
 
 def where(app: AppConfig, file: str) -> str:
@@ -79,15 +67,15 @@ def where(app: AppConfig, file: str) -> str:
 
 def section_line(app: AppConfig) -> int:
     """Where file-level findings point: the `[uwsgi]` header (a suppression comment goes above it)."""
-    for number, line in enumerate(app.raw_text.splitlines(), 1):
-        if line.strip(" \t\r") == f"[{app.ini.section}]":
+    for number, line in enumerate(lines(app.raw_text), 1):
+        if line.strip(BLANKS) == f"[{app.ini.section}]":
             return number
     return 1
 
 
 def flag_on(app: AppConfig, key: str) -> bool:
     value = app.resolution.last(key)
-    return value is not None and not TRUE_FALSE.match(value)
+    return value is not None and is_true(value)
 
 
 def serves(app: AppConfig) -> bool:

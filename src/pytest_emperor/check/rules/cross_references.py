@@ -7,10 +7,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import replace
 
-from pytest_emperor.check.rules.app import AppConfig, atoi, undetermined, where
+from pytest_emperor.check.rules.app import AppConfig, undetermined, where
 from pytest_emperor.check.rules.catalog import Severity
 from pytest_emperor.check.rules.findings import Finding, finding
 from pytest_emperor.check.uwsgi_options import OPTIONS
+from pytest_emperor.ini.values import BLANKS, lines, strtoll
 
 __all__ = ["cross_references"]
 
@@ -22,14 +23,14 @@ _PATH_OPTIONS = ("daemonize", "daemonize2", "logto", "logto2", "pidfile", "pidfi
 _BOOLEAN_WORDS = re.compile(r"(?i)^(true|false|yes|no|on|off)$")
 
 
-_OPTION_LINE = re.compile(r"^[ \t]*([A-Za-z0-9_.-]+)[ \t]*=[ \t]*(.*?)[ \t\r]*$")
+_OPTION_LINE = re.compile(rf"^[{BLANKS}]*([A-Za-z0-9_.-]+)[{BLANKS}]*=[{BLANKS}]*(.*?)[{BLANKS}]*$")
 
 
 def _every_line(app: AppConfig) -> Iterable[tuple[str, int, str, str]]:
     """(file, line, key, value) of every option line of every file read, in any `if-*` branch: production may
     take the branch this machine does not (its environment, its files)."""
     for file, text in app.ini.texts.items():
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(lines(text), 1):
             m = _OPTION_LINE.match(line)
             if m:
                 yield file, number, m.group(1), m.group(2)
@@ -38,16 +39,16 @@ def _every_line(app: AppConfig) -> Iterable[tuple[str, int, str, str]]:
 def cross_references(app: AppConfig) -> Iterable[Finding]:
     """W116 (alarms, core/alarm.c uwsgi_alarms_init), E117 (core/init.c: cheaper >= processes exits), W118,
     W119 (core/init.c: without `cheaper`, cheaper mode is off)."""
-    lines = list(_every_line(app))
-    defined = {value.split(" ", 1)[0] for _, _, key, value in lines if key == "alarm" and value}
-    for file, number, key, value in lines:
+    option_lines = list(_every_line(app))
+    defined = {value.split(" ", 1)[0] for _, _, key, value in option_lines if key == "alarm" and value}
+    for file, number, key, value in option_lines:
         if key in _ALARM_USERS and value and not undetermined(value) and "%" not in value:
             for name in value.split(" ", 1)[0].split(","):
                 if name and name not in defined:
                     defined.add(name)  # said once, where it is first used
                     yield finding("W116", where(app, file), number, f"`{key} = {value}`: no alarm `{name}`")
-    if "cheaper" not in {key for _, _, key, _ in lines}:
-        for file, number, key, value in lines:
+    if "cheaper" not in {key for _, _, key, _ in option_lines}:
+        for file, number, key, value in option_lines:
             if key.startswith("cheaper-") and key in OPTIONS:
                 yield finding("W119", where(app, file), number, f"`{key} = {value}`")
                 break
@@ -58,7 +59,7 @@ def cross_references(app: AppConfig) -> Iterable[Finding]:
     # `processes` and `workers` set one variable: the last line of either wins
     counts = [o.value for o in app.resolution.options if o.key in ("processes", "workers")]
     cheaper, processes = app.resolution.last("cheaper"), (counts[-1] if counts else None)
-    if cheaper and processes and 0 < atoi(cheaper) >= atoi(processes):
+    if cheaper and processes and 0 < strtoll(cheaper) >= strtoll(processes):
         at = app.ini.option("cheaper")
         assert at is not None
         raw = " ".join(o.value for o in app.ini.options if o.key in ("cheaper", "processes", "workers"))

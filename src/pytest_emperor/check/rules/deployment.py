@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from pytest_emperor.check.rules.app import SOCKET_KEYS, AppConfig, Kind, flag_on, section_line, where
 from pytest_emperor.check.rules.findings import Finding, finding
 from pytest_emperor.convention import routed_socket
+from pytest_emperor.ini.values import lines
 
 __all__ = ["deployment", "robustness", "socket_collisions"]
 
@@ -26,7 +27,7 @@ def deployment(app: AppConfig) -> Iterable[Finding]:
     protocol = app.resolution.last("protocol") or ""
     for sock in routed or sockets[:1]:
         if sock.file not in split:
-            split[sock.file] = app.ini.texts.get(sock.file, app.raw_text).splitlines()
+            split[sock.file] = lines(app.ini.texts.get(sock.file, app.raw_text))
         raw = split[sock.file]
         source = raw[sock.line - 1] if 0 < sock.line <= len(raw) else ""
         at = where(app, sock.file)

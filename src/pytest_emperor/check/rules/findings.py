@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pytest_emperor.check.rules.catalog import RULES, Rule, Severity
+from pytest_emperor.ini.values import lines
 
 __all__ = ["Finding", "apply_suppressions", "filter_codes", "finding"]
 
@@ -63,7 +64,7 @@ def _suppressed_by_line(text: str) -> list[frozenset[str]]:
     the file, so the cost does not grow with the number of findings."""
     out: list[frozenset[str]] = []
     stack: frozenset[str] = frozenset()
-    for line in text.splitlines():
+    for line in lines(text):
         out.append(stack)
         m = _SUPPRESS.match(line) if "emperor-dev" in line else None
         stack = stack | {c.strip().upper() for c in m.group(1).split(",")} if m else frozenset()

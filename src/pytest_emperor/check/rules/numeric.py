@@ -7,11 +7,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import replace
 
-from pytest_emperor.check.rules.app import BLANKS, INLINE_COMMENT, AppConfig, atoi, undetermined, where
+from pytest_emperor.check.rules.app import INLINE_COMMENT, AppConfig, undetermined, where
 from pytest_emperor.check.rules.catalog import Severity
 from pytest_emperor.check.rules.findings import Finding, finding
 from pytest_emperor.check.uwsgi_options import NUMERIC, SIXTEEN_BIT, SOURCES
 from pytest_emperor.ini import IniOption
+from pytest_emperor.ini.values import BLANKS, references, strtoll
 
 __all__ = ["counts", "numbers_and_env"]
 
@@ -24,7 +25,6 @@ _NUMERIC = {
     ),
     **dict.fromkeys(("limit-as", "reload-on-rss", "evil-reload-on-rss"), "megabytes"),
 }
-_ENV_REF = re.compile(r"\$\(([^()]*)\)")
 
 
 def numbers_and_env(app: AppConfig) -> Iterable[Finding]:
@@ -38,10 +38,10 @@ def numbers_and_env(app: AppConfig) -> Iterable[Finding]:
         if not unit or not value or INLINE_COMMENT.search(value):  # an inline comment is W101's
             continue
         counted = option.key in ("processes", "workers")  # E403 says what a count of 0 does
-        if not re.fullmatch(r"[+-]?\d+", value.strip(BLANKS)) and atoi(value) <= 0 and not undetermined(value):
+        if not re.fullmatch(r"[+-]?[0-9]+", value.strip(BLANKS)) and strtoll(value) <= 0 and not undetermined(value):
             if counted:
                 continue
-            message = f"`{option.key} = {value}` reads as {atoi(value)}"
+            message = f"`{option.key} = {value}` reads as {strtoll(value)}"
             f = finding("W113", where(app, option.file), option.line, message)
             if SOURCES.get(option.key) == "plugin:http" and not routers:
                 # an option of the HTTP router, in a config that starts none: it does nothing either way
@@ -49,15 +49,15 @@ def numbers_and_env(app: AppConfig) -> Iterable[Finding]:
             yield f
         # 65536 is how configs commonly write "the largest there is" (64 KiB): uWSGI's 65535 is one byte less, a
         # difference no request notices (judged on real configs, benchmarks/gate_corpus), so it is not warned of.
-        elif option.key in SIXTEEN_BIT and atoi(value) > 65536 and not undetermined(value):
+        elif option.key in SIXTEEN_BIT and strtoll(value) > 65536 and not undetermined(value):
             message = f"`{option.key} = {value}` is 65535"
             yield finding("W120", where(app, option.file), option.line, message)
-        elif not re.fullmatch(r"\d+", value.strip(BLANKS)) and atoi(value) > 0:
-            message = f"`{option.key} = {value}` is {atoi(value)} ({unit}): uWSGI 2.0 reads leading digits only"
+        elif not re.fullmatch(r"[0-9]+", value.strip(BLANKS)) and strtoll(value) > 0:
+            message = f"`{option.key} = {value}` is {strtoll(value)} ({unit}): uWSGI 2.0 reads leading digits only"
             f = finding("W107", where(app, option.file), option.line, message)
             # below its 4096 default, buffer-size rejects ordinary requests: measured, `32k` (32 bytes) makes
             # uWSGI reset every connection nginx sends (tests/check_corpus/size-with-unit)
-            small_buffer = option.key == "buffer-size" and atoi(value) < 4096
+            small_buffer = option.key == "buffer-size" and strtoll(value) < 4096
             yield replace(f, severity=Severity.ERROR) if small_buffer else f
     set_by_env: dict[str, IniOption] = {}
     for option in app.ini.options:
@@ -66,7 +66,7 @@ def numbers_and_env(app: AppConfig) -> Iterable[Finding]:
     for resolved in app.resolution.options:
         if resolved.immediate or resolved.synthetic:
             continue
-        for name in _ENV_REF.findall(resolved.raw):
+        for name in references(resolved.raw, "$"):
             setter = set_by_env.get(name)
             if setter is not None:
                 message = f"`$({name})` in `{resolved.key}`: `env = {setter.value}` (line {setter.line}) sets it later"
@@ -76,5 +76,5 @@ def numbers_and_env(app: AppConfig) -> Iterable[Finding]:
 def counts(app: AppConfig) -> Iterable[Finding]:
     for key in ("processes", "workers"):
         value = app.resolution.last(key)
-        if value is not None and value != "" and atoi(value) <= 0 and not undetermined(value):
-            yield finding("E403", app.path, app.ini.lines(key)[-1], f"`{key} = {value}` reads as {atoi(value)}")
+        if value is not None and value != "" and strtoll(value) <= 0 and not undetermined(value):
+            yield finding("E403", app.path, app.ini.lines(key)[-1], f"`{key} = {value}` reads as {strtoll(value)}")

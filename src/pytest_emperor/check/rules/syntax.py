@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pytest_emperor.check.rules.app import BLANKS, AppConfig, Kind, where
+from pytest_emperor.check.rules.app import AppConfig, Kind, where
 from pytest_emperor.check.rules.findings import Finding, finding
+from pytest_emperor.ini.values import BLANKS, lines
 
 __all__ = ["syntax"]
 
@@ -16,7 +17,7 @@ def syntax(app: AppConfig) -> Iterable[Finding]:
 
     def lines_of(file: str) -> list[str]:
         if file not in split:
-            split[file] = app.ini.texts.get(file, app.raw_text).splitlines()
+            split[file] = lines(app.ini.texts.get(file, app.raw_text))
         return split[file]
 
     for problem in app.ini.problems:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from pytest_emperor.check.rules.app import PLACEHOLDER, TRUE_FALSE, AppConfig, Kind, unread_includes, where
+from pytest_emperor.check.rules.app import AppConfig, Kind, unread_includes, where
 from pytest_emperor.check.rules.findings import Finding, finding
 from pytest_emperor.check.uwsgi_options import OPTIONS, feature, lacks
+from pytest_emperor.ini.values import is_true, references
 
 __all__ = ["unknown_options"]
 
@@ -17,7 +18,7 @@ def referenced_names(app: AppConfig) -> set[str]:
     """Every name used as `%(name)` (or inside `%(a + b)` math) anywhere in the file."""
     names: set[str] = set()
     for option in app.ini.options:
-        for inner in PLACEHOLDER.findall(option.value):
+        for inner in references(option.value, "%"):
             names.update(t for t in inner.split(" ") if t)
     return names
 
@@ -29,7 +30,7 @@ def unknown_options(app: AppConfig) -> Iterable[Finding]:
     if app.known_options is None:
         return
     referenced = referenced_names(app)
-    strict = any(o.key == "strict" and not TRUE_FALSE.match(o.value) for o in app.ini.options)
+    strict = any(o.key == "strict" and is_true(o.value) for o in app.ini.options)
     reported: set[str] = set()
     unread = app.kind is not Kind.CONVENTION and unread_includes(app)
     for option in app.ini.options:

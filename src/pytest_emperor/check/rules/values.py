@@ -8,11 +8,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from pytest_emperor.check.rules.app import (
-    BLANKS,
     INLINE_COMMENT,
-    PLACEHOLDER,
     SOCKET_KEYS,
-    TRUE_FALSE,
     AppConfig,
     Kind,
     serves,
@@ -24,6 +21,7 @@ from pytest_emperor.check.rules.catalog import Severity
 from pytest_emperor.check.rules.findings import Finding, finding
 from pytest_emperor.check.uwsgi_options import ALIASES, FLAGS, NUMERIC, OPTIONS
 from pytest_emperor.ini import IniOption
+from pytest_emperor.ini.values import BLANKS, is_true, references
 
 __all__ = ["values"]
 
@@ -58,9 +56,9 @@ def values(app: AppConfig) -> Iterable[Finding]:
         if INLINE_COMMENT.search(value) and known:
             f = finding("W101", where(app, option.file), option.line, f"`{key}` is {value!r}")
             before = INLINE_COMMENT.split(value, 1)[0].strip(BLANKS)
-            # atoi stops at the blank, and a flag is on unless false/off/no/0: the comment changes nothing there
-            number = key in NUMERIC and re.fullmatch(r"\d+", before)
-            harmless = number or (key in FLAGS and not TRUE_FALSE.match(before))
+            # atoi stops at the blank, and a flag with a comment is on: the comment changes nothing when it was on
+            number = key in NUMERIC and re.fullmatch(r"[0-9]+", before)
+            harmless = number or (key in FLAGS and is_true(before))
             if key in PATH_KEYS:
                 f = replace(f, severity=Severity.ERROR)
             elif harmless and app.kind is not Kind.CONVENTION:
@@ -78,7 +76,7 @@ def values(app: AppConfig) -> Iterable[Finding]:
         # log formats and encoders keep `%(host)`, `%(status)` ... literally: uWSGI fills them per request
         if resolved.immediate or resolved.synthetic or resolved.key in REQUEST_VARIABLE_KEYS:
             continue
-        for name in PLACEHOLDER.findall(resolved.value):
+        for name in references(resolved.value, "%"):
             if " " in name or not name:
                 continue
             why = (
