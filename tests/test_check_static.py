@@ -181,6 +181,21 @@ def test_a_socket_path_holding_a_file_is_an_error_and_never_deployed(tmp_path: P
     assert precious.read_text() == "keep me" and not list(link_dir.iterdir())
 
 
+def test_an_app_dir_is_judged_under_the_name_the_engine_deploys_it_as(tmp_path: Path, uwsgi_bin: Path) -> None:
+    # `My_App/` deploys as `my-app` (engine/naming.py), so its routed socket is /tmp/my-app.api.sock
+    app = tmp_path / "My_App"
+    app.mkdir()
+    (app / "app.uwsgi.ini").write_text(VASSAL.replace("/tmp/%n.api.sock", "/tmp/my-app.api.sock"))
+    _, report = check(tmp_path, "My_App")
+    assert "W303" not in found(report)
+    (app / "app.uwsgi.ini").write_text(VASSAL.replace("/tmp/%n.api.sock", "/tmp/My_App.api.sock"))
+    _, report = check(tmp_path, "My_App")
+    assert [f["message"] for f in report["findings"] if f["code"] == "W303"] == [
+        "the socket is not `<socket dir>/<name>.api.sock`, where the router looks: `/tmp/My_App.api.sock` for name "
+        "`my-app` (want `/tmp/my-app.api.sock`)"
+    ]
+
+
 def test_read_regular_refuses_devices_fifos_and_big_files(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="character device"):
         read_regular("/dev/zero")

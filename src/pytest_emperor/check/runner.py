@@ -32,7 +32,7 @@ from pytest_emperor.check.rules import (
 )
 from pytest_emperor.convention import APP_INI, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT
 from pytest_emperor.engine.deploy_plan import EXEC_TIMEOUT, deployed, read_regular
-from pytest_emperor.engine.naming import app_inis
+from pytest_emperor.engine.naming import app_inis, default_name
 from pytest_emperor.errors import InputError
 from pytest_emperor.ini.values import references
 
@@ -106,9 +106,11 @@ def _display(path: Path) -> str:
 
 
 def _deploy_name(ini: Path, explicit: str | None) -> str:
+    """The name ``ini`` is judged under (its ``%n``): an app dir's config deploys under the name the engine gives
+    it (``naming.default_name``), any other config under its file's."""
     if explicit:
         return explicit
-    return ini.parent.resolve().name if ini.name == APP_INI else ini.stem
+    return default_name(Path(os.path.abspath(ini))) if ini.name == APP_INI else ini.stem
 
 
 def _world_writable(directories: set[str]) -> frozenset[str]:
