@@ -29,14 +29,13 @@ from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.naming import routable_name
 from pytest_emperor.engine.runs import open_owned
 from pytest_emperor.engine.vassal import Vassal
+from pytest_emperor.engine.vassal_log import is_error_line
 from pytest_emperor.errors import EmperorError, UnsafePath, VassalCursed, VassalError, VassalTimeout
 
 __all__ = ["BootTarget", "boot_all"]
 
 # The python plugin's own words for "started without an app" (uWSGI 2.0 plugins/python/pyloader.c, wsgi_handlers.c)
 _NO_APP = re.compile(r"no app loaded|unable to load app|no python application found|failed to open python file")
-# what an error line of uWSGI's says (a value quoted in any other line, like the app dir, proves nothing)
-_FAILED = re.compile(r"(?i)error|failed|no such|denied|unable|cannot|can't|invalid|not found")
 _CALLABLE = re.compile(r"callable not found or import error")
 # uWSGI error lines that name the option without quoting its value (core/uwsgi.c, core/utils.c, core/logging.c)
 _OPTION_WORDS = (
@@ -77,7 +76,7 @@ def _blame(app: AppConfig, lines: Sequence[str]) -> tuple[str, int]:
         if opened is not None:
             return where(app, opened.file), opened.line
     options = [o for o in app.resolution.options if not o.synthetic and o.line > 0]
-    failed = [text for text in lines if _FAILED.search(text)]  # not `chdir() to /app`, a line of every start
+    failed = [text for text in lines if is_error_line(text)]  # not `chdir() to /app`, a line of every start
     for text in failed:
         # a quoted value is the surest sign: `open("/nope/app.log")`, `realpath() of x failed`
         hits = [o for o in options if len(o.value) >= 3 and o.value in text]

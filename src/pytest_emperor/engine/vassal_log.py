@@ -21,12 +21,20 @@ from pytest_emperor.ini.values import is_true
 #: "deploy", or a byte offset into its log file.
 Since = Union[str, int]
 
-# Lines of a vassal's output worth showing when it fails; uWSGI's own boilerplate warnings are not.
+# What a line of uWSGI's (or the app's) says when something went wrong: the lines worth showing when a vassal
+# fails, and the ones `emperor-dev check` blames an option from (a value quoted in any other line, like the app
+# dir in `chdir() to /app`, proves nothing). uWSGI's own boilerplate warnings are not among them.
 _ERROR_LINE = re.compile(
-    r"error|no such file|unable|fail|traceback|exception|\[strict-mode\]|game over|not found|cannot|invalid"
+    r"error|no such|unable|fail|traceback|exception|\[strict-mode\]|game over|not found|cannot|can't|invalid"
     r"|denied|permission|refused|no app loaded|unknown|exit|killed|segmentation|damn|died",
     re.IGNORECASE,
 )
+
+
+def is_error_line(line: str) -> bool:
+    """Whether ``line`` of a vassal's output says something went wrong."""
+    return bool(_ERROR_LINE.search(line))
+
 # uWSGI's default request log line, "[pid: 123|app: 0|req: 5/17] 127.0.0.1 () {36 vars in 462 bytes} [Mon Nov 30
 # 18:52:48 2026] GET /env?x=1 => generated ...", anywhere in a line (log-date and log-encoder add prefixes): the
 # method and REQUEST_URI name the request (docs/uwsgi-behaviour.md, "Request log lines").
@@ -173,5 +181,5 @@ class VassalLog:
         """The lines of the vassal's output that explain a failure (the last ``limit`` lines if none match), from
         the current test on (or ``since="deploy"``)."""
         lines = [line for line in self.output_lines(since) if not _NOISE_LINE.search(line)]
-        errors = [line for line in lines if _ERROR_LINE.search(line) or line.startswith((" ", "\t"))]
+        errors = [line for line in lines if is_error_line(line) or line.startswith((" ", "\t"))]
         return (errors or lines)[-limit:]
