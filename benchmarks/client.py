@@ -27,7 +27,7 @@ from pytest_emperor._protocol.client import uwsgi_packet
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.processes import die_with_parent
 from pytest_emperor.engine.vassal import Vassal
-from pytest_emperor.routing.nginx import NginxRouter
+from pytest_emperor.routing.nginx import start_router
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     with Emperor(timeout=30) as emperor, contextlib.ExitStack() as stack:
         # the router a front door (the plugin, `up`) runs before the emperor
-        router = NginxRouter.start(
+        router = start_router(
             emperor.route_map, emperor.run_dir, env=emperor.process_env, preexec_fn=die_with_parent(signal.SIGTERM)
         )
         stack.callback(router.stop)

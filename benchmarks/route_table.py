@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_emperor.routing.nginx import NginxRouter
+from pytest_emperor.routing.nginx import start_router
 from pytest_emperor.routing.route_table import RouteState
+from pytest_emperor.routing.router import Router
 from pytest_emperor.routing.routes import RouteMap
 
 
-def status_of(router: NginxRouter, host: str) -> bytes:
+def status_of(router: Router, host: str) -> bytes:
     """The status code the router answers a GET for ``host`` with."""
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(router.unix_path)
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pe-bench-", dir="/tmp") as run_dir:
-        router = NginxRouter.start(RouteMap.for_domain(), Path(run_dir), workers=1)
+        router = start_router(RouteMap.for_domain(), Path(run_dir), workers=1)
         try:
             table = router.routes
             for i in range(50):

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_emperor.engine.binary import find_uwsgi
-from pytest_emperor.routing.nginx import NginxRouter, find_nginx, uwsgi_params_path
+from pytest_emperor.routing.nginx import find_nginx, start_router, uwsgi_params_path
 from pytest_emperor.routing.route_table import RouteState
 from pytest_emperor.routing.routes import RouteMap
 
@@ -243,11 +243,11 @@ def reference_nginx(binary: Path, run_dir: Path, sockets: Path) -> Iterator[int]
 
 
 def start_times(route_map: RouteMap, run_dir: Path, count: int) -> list[float]:
-    """Seconds from ``NginxRouter.start`` to a router accepting, ``count`` times (each stopped before the next)."""
+    """Seconds from ``start_router`` to a router accepting, ``count`` times (each stopped before the next)."""
     times = []
     for i in range(count):
         started = time.perf_counter()
-        router = NginxRouter.start(route_map, run_dir / f"start{i}")
+        router = start_router(route_map, run_dir / f"start{i}")
         times.append(time.perf_counter() - started)
         router.stop()
     return sorted(times)
@@ -285,7 +285,7 @@ def main() -> None:
             results.append(load("direct (uwsgi --http11-socket)", f"http://127.0.0.1:{port}/", host, args.duration,
                                 args.connections))
             options = {"workers": args.workers} if args.workers else {}
-            router = NginxRouter.start(route_map, run_dir / "default", **options)
+            router = start_router(route_map, run_dir / "default", **options)
             router.routes.set("hello", RouteState.READY)  # a uwsgi of our own: the route table has no event of it
             try:
                 url = f"http://{router.tcp_address[0]}:{router.tcp_address[1]}/"

@@ -24,7 +24,7 @@ from components import nginx_binary, uwsgi_binary
 
 from pytest_emperor._protocol.client import EmperorSession, routed_session
 from pytest_emperor.engine.processes import die_with_parent
-from pytest_emperor.routing.nginx import NginxRouter
+from pytest_emperor.routing.nginx import start_router
 from pytest_emperor.routing.route_table import RouteState
 from pytest_emperor.routing.router import Router
 from pytest_emperor.routing.routes import RouteMap
@@ -128,7 +128,7 @@ def fronted(emperor: Any, **options: Any) -> Iterator[Callable[[], Router]]:
     def front() -> Router:
         if not started:
             started.append(
-                NginxRouter.start(
+                start_router(
                     emperor.route_map,
                     emperor.run_dir,
                     nginx=options.pop("nginx", None) or nginx_binary(),
@@ -159,7 +159,7 @@ def running_router(route_map: RouteMap, routed: Sequence[str] = (), **options: A
     """A started router in a private dir, routing the apps ``routed`` (vassals of another emperor: the router
     routes only what its table holds); stopped, and its dir removed, even when the test fails."""
     with short_tmp_dir() as run_dir:
-        router = NginxRouter.start(route_map, run_dir, nginx=options.pop("nginx", None) or nginx_binary(), **options)
+        router = start_router(route_map, run_dir, nginx=options.pop("nginx", None) or nginx_binary(), **options)
         for name in routed:
             router.routes.set(name, RouteState.READY)
         try:

@@ -26,10 +26,10 @@ from pytest_emperor.engine.vassal import Vassal
 from pytest_emperor.errors import RouteMismatch, RouterError
 from pytest_emperor.routing.nginx import (
     NginxNotFound,
-    NginxRouter,
     find_nginx,
     log_lines_since,
     log_marks,
+    start_router,
     uwsgi_params_path,
 )
 from pytest_emperor.routing.route_table import RouteState, RouteTable, render_page
@@ -423,7 +423,8 @@ def assert_all_gone(pgid: int) -> None:
 
 def test_stop_leaves_nothing_behind() -> None:
     with short_tmp_dir() as run_dir:
-        router = NginxRouter.start(ROUTES, run_dir, nginx=nginx_binary(), workers=2)
+        router = start_router(ROUTES, run_dir, nginx=nginx_binary(), workers=2)
+        assert type(router) is Router  # what every caller holds: no subclass of nginx's own
         pgid = router.process.pid
         # A master and two workers. The master may still be forking its workers when its socket accepts:
         # nothing signals the fork, so poll tightly under a deadline.
@@ -444,9 +445,9 @@ def test_router_dies_with_its_parent() -> None:
         # A parent process that starts a router, reports its pid, and is then SIGKILLed (no cleanup runs).
         code = (
             "import sys; from pathlib import Path; from pytest_emperor.routing.routes import RouteMap; "
-            "from pytest_emperor.routing.nginx import NginxRouter; import signal; "
+            "from pytest_emperor.routing.nginx import start_router; import signal; "
             "from pytest_emperor.engine.processes import die_with_parent; "
-            f"r = NginxRouter.start(RouteMap.for_domain(), Path({str(run_dir)!r}), workers=2, "
+            f"r = start_router(RouteMap.for_domain(), Path({str(run_dir)!r}), workers=2, "
             "preexec_fn=die_with_parent(signal.SIGTERM)); "
             "print(r.process.pid, flush=True); sys.stdin.read()"
         )
@@ -469,7 +470,7 @@ def test_start_failure_is_reported_with_nginx_own_message(tmp_path: Path) -> Non
         with pytest.raises(
             RouterError, match=r"nginx \(.*\) exited with status 1 before accepting(?s:.*)emerg.*unknown \"nosuchvar\""
         ):
-            NginxRouter.start(bad, run_dir, nginx=nginx_binary())
+            start_router(bad, run_dir, nginx=nginx_binary())
         assert not list(run_dir.glob("router.sock"))
 
 

@@ -206,10 +206,10 @@ class _Session:
     def get_router(self) -> Router:
         if self.router is None:
             from pytest_emperor.engine.processes import die_with_parent
-            from pytest_emperor.routing.nginx import NginxRouter
+            from pytest_emperor.routing.nginx import start_router
 
             emperor = self.get_emperor()
-            self.router = NginxRouter.start(
+            self.router = start_router(
                 self.settings.route_map,
                 emperor.run_dir,
                 env=emperor.process_env,

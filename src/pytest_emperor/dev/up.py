@@ -31,7 +31,7 @@ from pytest_emperor.engine.runs import remove_stale_socket
 from pytest_emperor.engine.stats import EmperorStats
 from pytest_emperor.engine.vassal import Vassal, VassalState
 from pytest_emperor.errors import ConfigError, EmperorError, RouterError, VassalError
-from pytest_emperor.routing.nginx import NginxRouter
+from pytest_emperor.routing.nginx import start_router
 from pytest_emperor.routing.nginx_site import load_site
 from pytest_emperor.routing.resolve import open_hint
 from pytest_emperor.routing.route_table import RouteState
@@ -188,7 +188,7 @@ class DevServer:
         self._emperor.start()
         run_dir = self._emperor.run_dir
         try:
-            router = self._router = NginxRouter.start(
+            router = self._router = start_router(
                 route_map,
                 run_dir,
                 host=options.host,

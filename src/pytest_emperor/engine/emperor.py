@@ -84,7 +84,7 @@ class Emperor:
 
     ``route_map`` (default: ``<app>.<domain>`` -> ``/tmp/<app>.api.sock``) is the nginx routing; ``front`` gives
     the router a front door runs before the emperor, called on first use of ``vassal.url``, ``http`` or ``httpx``
-    (``NginxRouter.start(emperor.route_map, emperor.run_dir, env=emperor.process_env, ...)``).
+    (``start_router(emperor.route_map, emperor.run_dir, env=emperor.process_env, ...)``).
     ``keep_app_logto`` leaves a vassal's own ``logto`` in force (the run's per-vassal log is then only for vassals
     without one); ``extra_args`` are more emperor flags (production's ``--uid``/``--gid``), and ``run_owner`` (uid,
     gid) hands the run dir to the user such flags drop to. ``vassal_options`` (``(key, value)`` pairs) are given to
@@ -384,9 +384,9 @@ class Emperor:
         if self.front is not None:
             return self.front()
         if self._router is None:
-            from pytest_emperor.routing.nginx import NginxRouter  # nginx's machinery: once it starts
+            from pytest_emperor.routing.nginx import start_router  # nginx's machinery: once it starts
 
-            self._router = NginxRouter.start(
+            self._router = start_router(
                 self.route_map,
                 self.run_dir,
                 env=self.process_env,

@@ -43,11 +43,11 @@ from pytest_emperor.routing.routes import RouteMap
 
 __all__ = [
     "NginxNotFound",
-    "NginxRouter",
     "find_nginx",
     "log_lines_since",
     "log_marks",
     "render_config",
+    "start_router",
     "uwsgi_params_path",
 ]
 
@@ -274,80 +274,76 @@ http {{
 """
 
 
-class NginxRouter(Router):
-    """A private nginx in front of the vassal sockets: :meth:`start` writes its config and runs it."""
+def start_router(
+    route_map: RouteMap,
+    run_dir: Path,
+    *,
+    nginx: str | os.PathLike[str] | None = None,
+    site: NginxSite | None = None,
+    host: str = ROUTER_HOST,
+    port: int = 0,
+    env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    **options: Any,
+) -> Router:
+    """Start a private nginx in front of the vassal sockets (its config written into ``run_dir``); return
+    the :class:`~.router.Router` once nginx accepts on its unix socket.
 
-    @classmethod
-    def start(
-        cls,
-        route_map: RouteMap,
-        run_dir: Path,
-        *,
-        nginx: str | os.PathLike[str] | None = None,
-        site: NginxSite | None = None,
-        host: str = ROUTER_HOST,
-        port: int = 0,
-        env: Mapping[str, str] | None = None,
-        preexec_fn: Callable[[], None] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        **options: Any,
-    ) -> NginxRouter:
-        """Write and start the config; return once nginx accepts on its unix socket.
-
-        nginx parses the whole config at start-up exactly as ``nginx -t`` does (ngx_init_cycle) and exits on the
-        first error, so the start is the check: a rejected config is a RouterError with nginx's own message. A
-        separate ``nginx -t`` run would double the start time (docs/uwsgi-behaviour.md).
-        """
-        settings = RouterSettings(**options)  # invalid options are a ValueError before anything else
-        binary = find_nginx(nginx)
-        directory = run_dir / "nginx"
-        (directory / "tmp").mkdir(parents=True, exist_ok=True)
-        routes = RouteTable.of_run(run_dir, route_map)
-        unix_path = str(run_dir / "router.sock")
-        for stale in (unix_path, directory / "nginx.pid"):  # the run dir is ours alone
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(stale)  # nginx refuses to bind over an existing file; a pid file is the start's signal
-        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # nginx opens one per other worker
-            listener.bind((host, port))
-            listener.listen(511)  # nginx's default backlog on Linux; it does not listen() inherited sockets
-            tcp = (host, listener.getsockname()[1])
-            routes.serve_on(tcp[1])
-            user = None
-            if os.geteuid() == 0:  # else nginx ignores `user` (with a warning): workers run as we do
-                user = f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
-            conf = directory / "nginx.conf"
-            conf.write_text(
-                render_config(
-                    route_map, directory, routes=routes, tcp=tcp, unix_path=unix_path, settings=settings, user=user,
-                    site=site,
-                )
+    nginx parses the whole config at start-up exactly as ``nginx -t`` does (ngx_init_cycle) and exits on the
+    first error, so the start is the check: a rejected config is a RouterError with nginx's own message. A
+    separate ``nginx -t`` run would double the start time (docs/uwsgi-behaviour.md).
+    """
+    settings = RouterSettings(**options)  # invalid options are a ValueError before anything else
+    binary = find_nginx(nginx)
+    directory = run_dir / "nginx"
+    (directory / "tmp").mkdir(parents=True, exist_ok=True)
+    routes = RouteTable.of_run(run_dir, route_map)
+    unix_path = str(run_dir / "router.sock")
+    for stale in (unix_path, directory / "nginx.pid"):  # the run dir is ours alone
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stale)  # nginx refuses to bind over an existing file; a pid file is the start's signal
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # nginx opens one per other worker
+        listener.bind((host, port))
+        listener.listen(511)  # nginx's default backlog on Linux; it does not listen() inherited sockets
+        tcp = (host, listener.getsockname()[1])
+        routes.serve_on(tcp[1])
+        user = None
+        if os.geteuid() == 0:  # else nginx ignores `user` (with a warning): workers run as we do
+            user = f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
+        conf = directory / "nginx.conf"
+        conf.write_text(
+            render_config(
+                route_map, directory, routes=routes, tcp=tcp, unix_path=unix_path, settings=settings, user=user,
+                site=site,
             )
-            argv = [str(binary), "-p", f"{directory}/", "-c", str(conf), "-e", str(directory / "error.log")]
-            process_env = {**os.environ, **(env or {}), "NGINX": f"{listener.fileno()};"}
-            with (directory / "nginx.out").open("ab") as log:
-                process = subprocess.Popen(
-                    argv,
-                    env=process_env,
-                    pass_fds=(listener.fileno(),),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    # the caller's parent-death hook: the engine's die_with_parent(SIGTERM) (a fast shutdown)
-                    preexec_fn=preexec_fn,
-                )
-        finally:
-            listener.close()  # nginx holds its own copy now
-        router = cls(route_map, tcp, unix_path, directory, process, routes)
-        try:
-            wait_for(
-                unix_path, process, timeout, what=f"nginx ({binary}, config {conf})", log=directory / "error.log",
-                pid_file=directory / "nginx.pid",
+        )
+        argv = [str(binary), "-p", f"{directory}/", "-c", str(conf), "-e", str(directory / "error.log")]
+        process_env = {**os.environ, **(env or {}), "NGINX": f"{listener.fileno()};"}
+        with (directory / "nginx.out").open("ab") as log:
+            process = subprocess.Popen(
+                argv,
+                env=process_env,
+                pass_fds=(listener.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # the caller's parent-death hook: the engine's die_with_parent(SIGTERM) (a fast shutdown)
+                preexec_fn=preexec_fn,
             )
-        except BaseException:
-            router.stop()
-            raise
-        return router
+    finally:
+        listener.close()  # nginx holds its own copy now
+    router = Router(route_map, tcp, unix_path, directory, process, routes)
+    try:
+        wait_for(
+            unix_path, process, timeout, what=f"nginx ({binary}, config {conf})", log=directory / "error.log",
+            pid_file=directory / "nginx.pid",
+        )
+    except BaseException:
+        router.stop()
+        raise
+    return router

@@ -105,7 +105,7 @@ def _tail(log: Path, lines: int = 20) -> str:
 
 
 class Router:
-    """A running router (a private nginx, started by :meth:`~.nginx.NginxRouter.start`): its addresses, per-app
+    """A running router (a private nginx, started by :func:`~.nginx.start_router`): its addresses, per-app
     URL and Host, its log, ``stop()``."""
 
     def __init__(
