@@ -80,6 +80,18 @@ def test_base_is_clean() -> None:
     assert check_app(app(BASE)) == []
 
 
+def test_a_relative_socket_is_judged_where_uwsgi_binds_it() -> None:
+    # in `chdir` (the deploy plan's prediction): /tmp/svc.api.sock is where the router looks
+    in_tmp = BASE.replace("chdir = /srv/app", "chdir = /tmp")
+    assert "W303" not in codes(in_tmp.replace("/tmp/%n.api.sock", "%n.api.sock"))
+    assert "W303" in codes(BASE.replace("/tmp/%n.api.sock", "%n.api.sock"))
+
+
+def test_protocol_http_is_for_socket_alone() -> None:
+    assert "E308" in codes(BASE + "protocol = http\n")
+    assert "E308" not in codes(BASE.replace("socket =", "uwsgi-socket =") + "protocol = http\n")
+
+
 TRIGGERS = {
     "E001": ("socket = /tmp/%n.api.sock\n", {}),
     "E002": (BASE + "= orphan\n", {}),

@@ -16,7 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_emperor.check.evaluate import pure_command
-from pytest_emperor.engine.deploy_plan import plan_deploy, read_regular, run_bounded
+from pytest_emperor.engine.deploy_plan import (
+    bound_sockets,
+    deployed,
+    plan_deploy,
+    read_regular,
+    run_bounded,
+    socket_spec,
+)
 from pytest_emperor.errors import ConfigError
 
 EXE = Path(sys.executable).parent / "emperor-dev"
@@ -194,6 +201,52 @@ def test_an_app_dir_is_judged_under_the_name_the_engine_deploys_it_as(tmp_path: 
         "the socket is not `<socket dir>/<name>.api.sock`, where the router looks: `/tmp/My_App.api.sock` for name "
         "`my-app` (want `/tmp/my-app.api.sock`)"
     ]
+
+
+def test_check_binds_the_sockets_the_deploy_plan_predicts(tmp_path: Path) -> None:
+    # one prediction: which options bind, the protocol each speaks, where a relative path binds
+    app = tmp_path / "app"
+    app.mkdir()
+    ini = app / "app.uwsgi.ini"
+    ini.write_text(
+        f"[uwsgi]\nchdir = {app}\nprotocol = http\nsocket = svc.sock\nuwsgi-socket = /tmp/u-%n.sock\n"
+        "http-socket = 127.0.0.1:0\nset-ph = socket=/tmp/not-a-socket.sock\n"
+    )
+    vassals = tmp_path / "vassals"
+    vassals.mkdir()
+    plan = plan_deploy(ini, vassals / "svc.ini", env={})
+    plan.discard()
+    with deployed(ini, "svc", vassal_dir=vassals, env={}) as d:
+        checked = bound_sockets(d.ini.resolve(env={}), str(d.vassal_dir))
+    assert checked == plan.sockets
+    # `protocol` is for `socket` alone: uwsgi-socket keeps uwsgi (docs/uwsgi-behaviour.md)
+    assert [(s.address, s.option, s.protocol) for s in checked] == [
+        (f"{app}/svc.sock", "socket", "http"),
+        ("/tmp/u-svc.sock", "uwsgi-socket", "uwsgi"),
+        ("127.0.0.1:0", "http-socket", "http"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("option", "protocol", "speaks"),
+    [
+        ("socket", "", "uwsgi"),
+        ("socket", "http", "http"),
+        ("socket", "https", "uwsgi"),
+        ("uwsgi-socket", "http", "uwsgi"),
+        ("http-socket", "", "http"),
+        ("http-socket", "uwsgi", "http"),
+    ],
+)
+def test_a_socket_speaks_its_own_protocol_or_the_default_one(option: str, protocol: str, speaks: str) -> None:
+    assert socket_spec(option, "/tmp/a.sock", 3, protocol=protocol, bind_dir="/v").protocol == speaks
+
+
+def test_a_relative_socket_binds_in_the_bind_dir_while_it_fits_sun_path() -> None:
+    assert socket_spec("socket", "a.sock", 1, protocol="", bind_dir="/srv/app").address == "/srv/app/a.sock"
+    assert socket_spec("socket", "127.0.0.1:80", 1, protocol="", bind_dir="/srv/app").address == "127.0.0.1:80"
+    deep = "/" + "d" * 120
+    assert socket_spec("socket", "a.sock", 1, protocol="", bind_dir=deep).address == "a.sock"
 
 
 def test_read_regular_refuses_devices_fifos_and_big_files(tmp_path: Path) -> None:

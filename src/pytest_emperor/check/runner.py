@@ -31,7 +31,7 @@ from pytest_emperor.check.rules import (
     where,
 )
 from pytest_emperor.convention import APP_INI, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT
-from pytest_emperor.engine.deploy_plan import EXEC_TIMEOUT, deployed, read_regular
+from pytest_emperor.engine.deploy_plan import EXEC_TIMEOUT, SocketSpec, bound_sockets, deployed, read_regular
 from pytest_emperor.engine.naming import app_inis, default_name
 from pytest_emperor.errors import InputError
 from pytest_emperor.ini.values import references
@@ -171,25 +171,25 @@ def _evaluated(app: AppConfig, evaluator: Evaluator, env: Mapping[str, str], sta
     return found
 
 
-def _socket_paths(app: AppConfig, vassal_dir: Path) -> list[Finding]:
-    """E313: a unix socket path where something other than a socket is (uWSGI deletes it at bind)."""
+def _socket_paths(app: AppConfig, bound: Sequence[SocketSpec]) -> list[Finding]:
+    """E313: a unix socket path where something other than a socket is (uWSGI deletes it at bind), where the
+    deploy plan says the vassal binds it (``bound``, in the check's vassal dir)."""
     found = []
-    chdir = app.resolution.last("chdir") or "."
-    for option in app.resolution.options:
-        if option.key not in SOCKET_KEYS or option.synthetic or ":" in option.value or not option.value:
+    written = {(o.file, o.line): o.value for o in app.resolution.options if o.key in SOCKET_KEYS}
+    for sock in bound:
+        value = written.get((sock.file, sock.line), sock.address)
+        if not sock.is_unix or not value:
             continue
-        if not option.value.startswith("/") and app.kind is not Kind.CONVENTION:
+        if not value.startswith("/") and app.kind is not Kind.CONVENTION:
             continue  # relative to a directory only the deployment knows
-        # relative to `chdir` (applied before the bind), else to the vassal dir
-        path = vassal_dir / chdir / option.value
         try:
-            st = os.lstat(path)
+            st = os.lstat(sock.address)
         except OSError:
             continue
         if not stat.S_ISSOCK(st.st_mode):
             what = "a directory" if stat.S_ISDIR(st.st_mode) else "a file or device"
-            message = f"`{option.key} = {option.value}`: {what} is there"
-            found.append(finding("E313", where(app, option.file), option.line, message))
+            message = f"`{sock.option} = {value}`: {what} is there"
+            found.append(finding("E313", where(app, sock.file), sock.line, message))
     return found
 
 
@@ -220,7 +220,9 @@ def _load(
         if live is not None:
             evaluator.live = live
         resolution = d.ini.resolve(env=env, at_resolver=evaluator)
-        sockets = {o.value.rpartition("/")[0] or "/" for o in resolution.options if o.key in SOCKET_KEYS}
+        vassal_dir = str(d.vassal_dir)
+        bound = bound_sockets(resolution, vassal_dir)
+        sockets = {s.address.rpartition("/")[0] or "/" for s in bound if s.is_unix}
         app = AppConfig(
             path=display,
             name=name,
@@ -242,7 +244,7 @@ def _load(
             users=settings.production_users,
         )
         found = _evaluated(app, evaluator, env, settings.production_env is not None)
-        found += _socket_paths(app, d.vassal_dir)
+        found += _socket_paths(app, bound)
         if kind in (Kind.CONVENTION, Kind.UWSGI):
             found += check_paths(
                 app, cwd=d.vassal_dir, python_version=python, dropped=user is not None, production=production
@@ -251,7 +253,6 @@ def _load(
             paths = {"": ini.resolve(), **resolved_paths(app, d.vassal_dir)}
             found += check_privileges(app, cwd=d.vassal_dir, user=user, nginx=nginx, paths=paths)
         # the vassal dir of a check is a temp dir of its own: production's is the emperor's
-        vassal_dir = str(d.vassal_dir)
         found = [replace(f, message=f.message.replace(vassal_dir, "<vassal dir>")) for f in found]
         if secrets is not None:
             secrets.update(evaluator.secrets, env.read)

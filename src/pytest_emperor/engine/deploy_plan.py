@@ -25,7 +25,7 @@ from typing import Callable
 
 from pytest_emperor.engine.runs import AF_UNIX_MAX
 from pytest_emperor.errors import ConfigError
-from pytest_emperor.ini import SOCKET_OPTIONS, IniFile, MagicVars, read_config
+from pytest_emperor.ini import SOCKET_OPTIONS, IniFile, MagicVars, Resolution, read_config
 
 __all__ = [
     "DeployPlan",
@@ -33,12 +33,14 @@ __all__ = [
     "SocketSpec",
     "VassalSource",
     "at_resolver",
+    "bound_sockets",
     "deployed",
     "magic_for",
     "plan_deploy",
     "read_ini",
     "read_regular",
     "run_bounded",
+    "socket_spec",
     "strip_one_eol",
 ]
 
@@ -268,6 +270,8 @@ class SocketSpec:
     address: str
     protocol: str  # "uwsgi" or "http"
     line: int  # the ini line that sets it
+    file: str = ""  # the included file that sets it ("": the app's ini)
+    option: str = "socket"  # the option that sets it: socket, uwsgi-socket or http-socket
 
     @property
     def is_unix(self) -> bool:
@@ -359,20 +363,23 @@ def _at_resolver_before_link(link: Path, target: Path) -> Callable[[str], str]:
 
 
 def _predict_sockets(config: IniFile, ini: Path, link: Path, env: Mapping[str, str]) -> list[SocketSpec]:
-    """Every socket the vassal deployed as ``link`` will bind, in order, fully expanded (they are repeatable)."""
+    """Every socket the vassal deployed as ``link`` will bind, in order, fully expanded (they are repeatable);
+    ConfigError for one uWSGI cannot bind or must not."""
     resolver = _at_resolver_before_link(link, ini)
+
+    def expand(value: str) -> str:
+        needed = config.needs_at_resolver(value)  # most values need no @(exec://...) run
+        return config.expand(value, env=env, at_resolver=resolver if needed else None)
+
+    protocol = config.last("protocol")
+    protocol = expand(protocol) if protocol else ""
     sockets = []
     base: str | None = None
     for option in config.options:
-        protocol = SOCKET_OPTIONS.get(option.key)
-        if protocol is None:
+        if option.key not in SOCKET_OPTIONS:
             continue
-        needed = config.needs_at_resolver(option.value)  # most sockets need no @(exec://...) run
-        address = config.expand(option.value, env=env, at_resolver=resolver if needed else None)
-        if protocol == "uwsgi" and (config.last("protocol") or "").strip() == "http":
-            protocol = "http"
-        spec = SocketSpec(address, protocol, option.line)
-        if spec.is_unix:
+        address = expand(option.value)
+        if ":" not in address:
             size = len(os.fsencode(address))
             if size > AF_UNIX_MAX:
                 raise ConfigError(
@@ -380,25 +387,41 @@ def _predict_sockets(config: IniFile, ini: Path, link: Path, env: Mapping[str, s
                     f"{AF_UNIX_MAX} (sun_path is 108 bytes with its NUL): use a shorter directory or vassal name"
                 )
             if base is None:
-                base = _bind_dir(config, link, env, resolver)
-            full = os.path.join(base, address)
-            _refuse_non_socket(full, ini, option.line)
-            # uWSGI binds a relative path in `chdir`, else in the vassal dir (the emperor's cwd): the clients, the
-            # liveness check and the cleanup reach it there, whatever their own cwd (when it still fits sun_path)
-            if len(os.fsencode(full)) <= AF_UNIX_MAX:
-                spec = SocketSpec(full, protocol, option.line)
+                chdir = config.last("chdir")
+                base = os.path.join(link.parent, expand(chdir)) if chdir else str(link.parent)
+            _refuse_non_socket(os.path.join(base, address), ini, option.line)
+        spec = socket_spec(option.key, address, option.line, protocol=protocol, bind_dir=base or "", file=option.file)
         sockets.append(spec)
     return sockets
 
 
-def _bind_dir(config: IniFile, link: Path, env: Mapping[str, str], resolver: Callable[[str], str]) -> str:
-    """Where uWSGI binds a relative unix socket: in ``chdir`` (applied before the sockets are bound, verified:
-    docs/uwsgi-behaviour.md), else in the vassal dir."""
-    chdir = config.last("chdir")
-    if not chdir:
-        return str(link.parent)
-    needed = config.needs_at_resolver(chdir)
-    return os.path.join(link.parent, config.expand("%(chdir)", env=env, at_resolver=resolver if needed else None))
+def bound_sockets(resolution: Resolution, vassal_dir: str) -> list[SocketSpec]:
+    """The sockets a vassal with these options binds (:func:`socket_spec`), from its options after the passes,
+    run from ``vassal_dir`` (``""``: unknown, relative paths stay relative to ``chdir``). ``emperor-dev check``
+    predicts them so, from what it resolved without running anything."""
+    protocol = resolution.last("protocol") or ""
+    chdir = resolution.last("chdir")
+    bind_dir = os.path.join(vassal_dir, chdir) if chdir else vassal_dir
+    return [
+        socket_spec(o.key, o.value, o.line, protocol=protocol, bind_dir=bind_dir, file=o.file)
+        for o in resolution.options
+        if o.key in SOCKET_OPTIONS and not o.synthetic
+    ]
+
+
+def socket_spec(key: str, address: str, line: int, *, protocol: str, bind_dir: str, file: str = "") -> SocketSpec:
+    """What the socket option ``key = address`` (its value expanded) binds, in a vassal whose ``protocol`` option
+    is ``protocol``: ``http-socket`` speaks HTTP, ``uwsgi-socket`` uwsgi, and ``socket`` the ``protocol`` option's
+    (uwsgi unless it is ``http``; core/socket.c gives it only to a socket of no protocol of its own,
+    docs/uwsgi-behaviour.md). A relative unix path binds in ``bind_dir`` (``chdir``, applied before the sockets
+    are bound, else the vassal dir, the emperor's cwd): the clients, the liveness check and the cleanup reach it
+    there, whatever their own cwd, when the full path still fits sun_path."""
+    speaks = "http" if key == "socket" and protocol == "http" else SOCKET_OPTIONS[key]
+    if ":" not in address:
+        full = os.path.join(bind_dir, address)
+        if len(os.fsencode(full)) <= AF_UNIX_MAX:
+            address = full
+    return SocketSpec(address, speaks, line, file, key)
 
 
 def _refuse_non_socket(path: str, ini: Path, line: int) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 
 from pytest_emperor.convention import DEFAULT_SOCKET_DIR
+from pytest_emperor.engine.deploy_plan import SocketSpec, bound_sockets
 from pytest_emperor.ini import SOCKET_OPTIONS, IniFile, Resolution
 from pytest_emperor.ini.values import BLANKS, is_true, lines
 
@@ -52,6 +54,12 @@ class AppConfig:
     world_writable_dirs: frozenset[str] = field(default_factory=frozenset)
     kind: Kind = Kind.CONVENTION
     features: frozenset[str] = field(default_factory=frozenset)  # production's stated build features/plugins
+
+    @cached_property
+    def sockets(self) -> tuple[SocketSpec, ...]:
+        """Every socket the app binds, as the engine's deploy plan predicts them (``bound_sockets``); a relative
+        path stays relative to the vassal dir, which production's emperor decides."""
+        return tuple(bound_sockets(self.resolution, ""))
 
 
 SOCKET_KEYS = tuple(SOCKET_OPTIONS)
