@@ -15,7 +15,7 @@ from pytest_emperor.dev.apps import (
 )
 from pytest_emperor.engine.naming import app_inis
 from pytest_emperor.errors import ConfigError
-from pytest_emperor.project_config import load_project
+from pytest_emperor.project_config import load_profile
 
 # -- apps: arguments and config -------------------------------------------------------------------------------
 
@@ -70,7 +70,7 @@ def test_default_apps_prefers_emperor_dev_toml_then_pyproject_then_discovery(tmp
     assert [s.name for s in default_apps(tmp_path)] == ["two", "b"]
     (tmp_path / "emperor-dev.toml").write_text('apps = ["one"]\n')
     assert [s.name for s in default_apps(tmp_path)] == ["one"]
-    assert load_project(tmp_path).apps_source == tmp_path / "emperor-dev.toml"
+    assert load_profile(tmp_path).values["apps"].base == tmp_path
 
 
 def test_config_errors_name_the_file(tmp_path: Path) -> None:

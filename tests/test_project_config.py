@@ -1,5 +1,6 @@
-"""The one reader of emperor-dev settings (emperor-dev.toml, [tool.emperor-dev] and its check table): which source
-wins, and errors that name the file and the key."""
+"""The one reader of emperor-dev settings (emperor-dev.toml, [tool.emperor-dev] and its check table) and the one
+model every door resolves them by: which source wins, where each value came from, deprecated keys, and errors
+that name the file and the key."""
 
 from __future__ import annotations
 
@@ -8,33 +9,70 @@ from pathlib import Path
 import pytest
 
 from pytest_emperor.errors import ConfigError, ConfigFileError
-from pytest_emperor.project_config import load_check, load_project
+from pytest_emperor.project_config import KEYS, Setting, find_profile, load_profile, resolve
 
 
 def test_a_check_only_pyproject_configures_no_apps(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev.check]\nstatic = true\n')
-    project = load_project(tmp_path)
-    assert (project.apps, project.apps_source, project.nginx_site) == (None, None, None)
-    assert load_check(tmp_path).values == {"static": True}
+    profile = load_profile(tmp_path)
+    assert profile.values == {} and resolve(profile)["apps"] is None
+    assert profile.check.values == {"static": True}
 
 
 def test_emperor_dev_toml_wins_key_by_key(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev]\napps = ["a"]\nnginx-site = "site.conf"\n')
     (tmp_path / "emperor-dev.toml").write_text('nginx-site = "other.conf"\n')
-    project = load_project(tmp_path)
-    assert project.apps == ["a"] and project.apps_source == tmp_path / "pyproject.toml"
-    assert project.nginx_site == tmp_path / "other.conf"
+    settings = resolve(load_profile(tmp_path))
+    assert settings["apps"] == ["a"] and settings.source("apps") == f"{tmp_path / 'pyproject.toml'} [tool.emperor-dev]"
+    assert settings["nginx-site"] == tmp_path / "other.conf"
+    assert settings.source("nginx-site") == str(tmp_path / "emperor-dev.toml")
 
 
-def test_check_settings_are_found_upwards_in_either_file(tmp_path: Path) -> None:
+def test_settings_are_found_upwards_in_either_file(tmp_path: Path) -> None:
     nested = tmp_path / "a" / "b"
     nested.mkdir(parents=True)
-    assert load_check(nested).source is None
+    assert find_profile(nested).check.source is None and find_profile(nested).files == ()
     (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev.check]\nignore = ["W402"]\n')
-    assert load_check(nested).source == tmp_path / "pyproject.toml"
+    assert find_profile(nested).check.source == tmp_path / "pyproject.toml"
     (tmp_path / "a" / "emperor-dev.toml").write_text('apps = ["x"]\n[check]\nstatic = true\n')
-    found = load_check(nested)
-    assert (found.values, found.source) == ({"static": True}, tmp_path / "a" / "emperor-dev.toml")
+    found = find_profile(nested)
+    assert (found.check.values, found.check.source) == ({"static": True}, tmp_path / "a" / "emperor-dev.toml")
+
+
+def test_one_precedence_for_every_key_with_its_source(tmp_path: Path) -> None:
+    """The command line, then the next layer given (pytest's ini), then the profile, then the default."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.emperor-dev]\ndomain = "profile.example"\ntimeout = 40\nuwsgi = "bin/uwsgi"\nnginx = "nginx"\n'
+        'emperor-args = "--uid www-data --gid=www-data"\nnginx-user = "www-data"\nsocket-dir = "/run/apps"\n'
+    )
+    cli = {"domain": Setting("cli.example", "command line (--domain)")}
+    ini = {"domain": Setting("ini.example", "pytest.ini"), "timeout": Setting(45.0, "pytest.ini")}
+    settings = resolve(find_profile(tmp_path), cli, ini)
+    assert list(settings.values) == list(KEYS)
+    assert (settings["domain"], settings.source("domain")) == ("cli.example", "command line (--domain)")
+    assert (settings["timeout"], settings.source("timeout")) == (45.0, "pytest.ini")
+    assert settings["uwsgi"] == str(tmp_path / "bin" / "uwsgi")  # a path: from the file's directory
+    assert settings["nginx"] == "nginx"  # a name: found on $PATH
+    assert settings["emperor-args"] == ("--uid", "www-data", "--gid=www-data")
+    assert (settings["socket-dir"], settings["nginx-user"]) == ("/run/apps", "www-data")
+    assert (settings["nginx-site"], settings.source("nginx-site")) == (None, "default")
+    assert settings.to_json()["emperor-args"] == {
+        "value": ["--uid", "www-data", "--gid=www-data"], "source": f"{tmp_path / 'pyproject.toml'} [tool.emperor-dev]"
+    }
+    assert "timeout = 45" in "\n".join(settings.lines())
+
+
+def test_moved_check_keys_still_work_with_a_warning_naming_the_new_key(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.emperor-dev]\nemperor-args = "--uid a"\n[tool.emperor-dev.check]\nemperor-args = "--uid b"\n'
+    )
+    profile = load_profile(tmp_path)
+    assert profile.deprecated == (
+        f'{tmp_path / "pyproject.toml"}: "emperor-args" in [tool.emperor-dev.check] is deprecated: set emperor-args '
+        "in [tool.emperor-dev] instead (read by pytest, up and check alike)",
+    )
+    assert resolve(profile, profile.check_layer())["emperor-args"] == ("--uid", "b")  # check: its own copy wins
+    assert resolve(profile)["emperor-args"] == ("--uid", "a")
 
 
 @pytest.mark.parametrize(
@@ -48,6 +86,9 @@ def test_check_settings_are_found_upwards_in_either_file(tmp_path: Path) -> None
         ("pyproject.toml", "[tool.emperor-dev]\ncheck = 1\n", r"\[tool.emperor-dev.check\] must be a table"),
         ("emperor-dev.toml", "apps = 'one'\n", r"emperor-dev.toml: \"apps\" must be a list"),
         ("emperor-dev.toml", "nginx-site = 3\n", r"emperor-dev.toml: \"nginx-site\" must be a path"),
+        ("pyproject.toml", "[tool.emperor-dev]\ntimeout = -1\n", r"\[tool.emperor-dev\] \"timeout\" must be seconds"),
+        ("emperor-dev.toml", "emperor-args = 3\n", r"\"emperor-args\" must be production's emperor flags such as"),
+        ("emperor-dev.toml", "nginx-user = 33\n", r"\"nginx-user\" must be a user name such as \"www-data\", not 33"),
         ("pyproject.toml", "[tool.emperor-dev\n", r"pyproject.toml is not valid TOML"),
         ("pyproject.toml", "[tool.emperor-dev.check]\ntimeout = 'abc'\n", r"\] \"timeout\" must be seconds"),
         ("pyproject.toml", "[tool.emperor-dev.check]\nselect = 3\n", r"\"select\" must be a list of rule codes"),
@@ -58,6 +99,6 @@ def test_check_settings_are_found_upwards_in_either_file(tmp_path: Path) -> None
 def test_errors_name_the_file_and_the_key(tmp_path: Path, file: str, text: str, message: str) -> None:
     (tmp_path / file).write_text(text)
     with pytest.raises(ConfigFileError, match=message) as info:
-        load_project(tmp_path)
+        find_profile(tmp_path)
     assert isinstance(info.value, ConfigError)  # `up` reports it as bad usage, like any other config error
     assert str(tmp_path / file) in str(info.value)

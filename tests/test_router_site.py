@@ -17,7 +17,7 @@ from router_fixtures import fronted
 
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.errors import ConfigError, RouteMismatch
-from pytest_emperor.project_config import load_project
+from pytest_emperor.project_config import load_profile, resolve
 from pytest_emperor.routing.nginx_site import SiteError, load_site, render_site
 
 SEED = Path(__file__).parent / "sites" / "seed.conf"
@@ -126,12 +126,12 @@ def test_missing_site_file(tmp_path: Path) -> None:
 
 
 def test_emperor_dev_reads_nginx_site_from_its_config(tmp_path: Path) -> None:
-    assert load_project(tmp_path).nginx_site is None
+    assert resolve(load_profile(tmp_path))["nginx-site"] is None
     (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev]\napps = ["a"]\nnginx-site = "deploy/api.conf"\n')
-    assert load_project(tmp_path).nginx_site == tmp_path / "deploy" / "api.conf"
+    assert resolve(load_profile(tmp_path))["nginx-site"] == tmp_path / "deploy" / "api.conf"
     (tmp_path / "emperor-dev.toml").write_text("apps = []\nnginx-site = 3\n")
     with pytest.raises(ConfigError, match=r"emperor-dev.toml: \"nginx-site\" must be a path"):
-        load_project(tmp_path)
+        load_profile(tmp_path)
 
 
 # -- real nginx running a site ----------------------------------------------------------------------------------

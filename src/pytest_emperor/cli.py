@@ -24,6 +24,7 @@ COMMANDS = {
     "down": "pytest_emperor.dev.cli",
     "request": "pytest_emperor.dev.cli",
     "check": "pytest_emperor.check.cli",
+    "config": "pytest_emperor.dev.cli",
 }
 
 

@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from pytest_emperor.convention import APP_INI, DEFAULT_DOMAIN, DEFAULT_SOCKET_TEMPLATE, DEFAULT_TIMEOUT, MAX_BODY_SIZE
+from pytest_emperor.convention import APP_INI, DEFAULT_SOCKET_TEMPLATE, MAX_BODY_SIZE
 from pytest_emperor.errors import ConfigError, EmperorError, UnsafePath, UwsgiNotFound
 
 if TYPE_CHECKING:
     from pytest_emperor.engine.emperor import Emperor
     from pytest_emperor.engine.vassal import Vassal
+    from pytest_emperor.project_config import Settings as ProjectSettings
     from pytest_emperor.routing.resolve import LoopbackNames
     from pytest_emperor.routing.router import Router
     from pytest_emperor.routing.routes import RouteMap
@@ -60,6 +61,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="your production nginx site file: its server blocks route the tests (listen/logs rewritten)",
     )
     group.addoption(
+        "--emperor-args", metavar="ARGS",
+        help="production's emperor flags, e.g. '--uid www-data --gid www-data': the vassals run as that user (needs "
+        "root); '' for none",
+    )
+    group.addoption(
         "--emperor-server-name", metavar="REGEX",
         help=r"nginx server_name regex with a named group app, e.g. '~^(?<app>[^.]+)\.api\.mycompany\.com$' "
         "(default: from --emperor-domain)",
@@ -76,13 +82,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--emperor-max-body-size", type=int, metavar="BYTES", help=f"client_max_body_size ({MAX_BODY_SIZE})"
     )
     group.addoption("--emperor-upstream-timeout", type=float, metavar="SECONDS", help="uwsgi_read_timeout (60)")
-    parser.addini("emperor_apps", "app dirs or ini files to deploy for app_vassal", type="paths")
-    parser.addini("emperor_uwsgi", "uwsgi binary to run")
-    parser.addini("emperor_timeout", "default wait for a vassal, in seconds", default=f"{DEFAULT_TIMEOUT:g}")
+    # The settings pytest shares with `emperor-dev up` and `check` belong in the project's profile
+    # ([tool.emperor-dev]); their ini keys still work, with a DeprecationWarning, for one release.
+    for key, ini in _DEPRECATED_INI.items():
+        if key == "apps":
+            parser.addini(ini, f"deprecated: set {key} in [tool.emperor-dev]", type="paths")
+        else:
+            parser.addini(ini, f"deprecated: set {key} in [tool.emperor-dev]")
     parser.addini("emperor_keep", "keep the run dir for debugging", type="bool", default=False)
-    parser.addini("emperor_domain", "vassal hosts are <name>.<domain>", default=DEFAULT_DOMAIN)
-    parser.addini("emperor_nginx", "nginx binary for the router", default="")
-    parser.addini("emperor_nginx_site", "production nginx site file routing the tests (relative to the ini file)")
     parser.addini("emperor_server_name", "nginx server_name regex with a named group app", default="")
     parser.addini(
         "emperor_socket_template", f"socket of an app, e.g. {DEFAULT_SOCKET_TEMPLATE}", default=DEFAULT_SOCKET_TEMPLATE
@@ -92,18 +99,76 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("emperor_upstream_timeout", "uwsgi_read_timeout in seconds", default="60")
 
 
-def _ini_path(config: pytest.Config, name: str) -> Path | None:
-    """An ini option naming a file, relative to the ini file (as ``emperor_apps``), or None when unset."""
-    value = str(config.getini(name) or "")
-    if not value:
-        return None
-    base = config.inipath.parent if config.inipath is not None else config.rootpath
-    return base / value
+#: The shared settings (project_config.KEYS) pytest has a command-line option for: key -> option dest.
+_OPTIONS = {
+    "apps": "emperor_app", "domain": "emperor_domain", "nginx": "emperor_nginx", "nginx-site": "emperor_nginx_site",
+    "uwsgi": "emperor_uwsgi", "timeout": "emperor_timeout", "emperor-args": "emperor_args",
+}
+#: The ini keys of shared settings, deprecated in favour of the profile: key -> ini name.
+_DEPRECATED_INI = {
+    "apps": "emperor_apps", "uwsgi": "emperor_uwsgi", "timeout": "emperor_timeout", "domain": "emperor_domain",
+    "nginx": "emperor_nginx", "nginx-site": "emperor_nginx_site",
+}
+
+
+def _shared_settings(config: pytest.Config) -> ProjectSettings:
+    """The settings pytest shares with ``up`` and ``check`` (project_config.resolve): the command line, then the
+    deprecated ini keys (each a DeprecationWarning naming the profile key), then the profile found from the
+    rootdir upwards, then the defaults."""
+    from pytest_emperor.dev.apps import split_app_arg
+    from pytest_emperor.project_config import Setting, emperor_args_of, find_profile, resolve
+
+    # Command-line paths are the caller's (relative to where pytest was started), ini paths the ini file's.
+    here = config.invocation_params.dir
+    command_line: dict[str, Setting] = {}
+    for key, dest in _OPTIONS.items():
+        value = config.getoption(dest)
+        if value is None:
+            continue
+        if key == "apps":
+            value = [str(here / p) for p in value]
+        elif key == "nginx-site":
+            value = here / value
+        elif key == "emperor-args":
+            value = emperor_args_of(value)
+        command_line[key] = Setting(value, f"command line (--{dest.replace('_', '-')})", here)
+    ini_base = config.inipath.parent if config.inipath is not None else config.rootpath
+    ini_file = config.inipath.name if config.inipath is not None else "the ini file"
+    ini: dict[str, Setting] = {}
+    for key, name in _DEPRECATED_INI.items():
+        value = config.getini(name)
+        if not value:
+            continue
+        config.issue_config_time_warning(
+            DeprecationWarning(
+                f"pytest-emperor: the ini key {name} in {ini_file} is deprecated: set {key} = ... in "
+                "[tool.emperor-dev] (pyproject.toml) or emperor-dev.toml, read by pytest, emperor-dev up and check "
+                "alike (docs/settings.md)"
+            ),
+            stacklevel=2,
+        )
+        if key == "apps":
+            value = [str(p) for p in value]
+        elif key == "nginx-site":
+            value = ini_base / str(value)
+        elif key == "timeout":
+            value = float(value)
+        ini[key] = Setting(value, f"{ini_file} {name} (deprecated)", ini_base)
+    try:
+        settings = resolve(find_profile(config.rootpath), command_line, ini)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pytest-emperor: {exc}") from exc
+    apps = settings.values["apps"]
+    if apps.value is not None and apps.base is not None:  # NAME=PATH (as `up` takes it): pytest deploys PATH
+        apps = Setting([str(apps.base / split_app_arg(a)[1]) for a in apps.value], apps.source, apps.base)
+        settings = type(settings)({**settings.values, "apps": apps})
+    return settings
 
 
 @dataclass
 class _Settings:
-    """Options resolved from the command line, then the ini file, then the defaults."""
+    """Options resolved from the command line, then (pytest's own options) the ini file, then the project's
+    profile, then the defaults (docs/settings.md)."""
 
     uwsgi: str | None
     timeout: float
@@ -111,29 +176,28 @@ class _Settings:
     apps: list[Path]
     route_map: RouteMap
     router_options: dict[str, Any]
+    emperor_args: tuple[str, ...] = ()
+    run_owner: tuple[int, int] | None = None  # the (uid, gid) emperor_args drop to
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> _Settings:
+        from pytest_emperor.engine.privileges import drop_of
         from pytest_emperor.routing.routes import RouteMap
 
         def pick(option: str, ini: str) -> Any:
             value = config.getoption(option)
             return config.getini(ini) if value is None else value
 
-        # Command-line paths are the caller's (relative to where pytest was started), ini paths the ini file's.
-        here = config.invocation_params.dir
-        apps = [here / p for p in config.getoption("emperor_app") or []] or list(config.getini("emperor_apps"))
-        domain = str(pick("emperor_domain", "emperor_domain"))
+        shared = _shared_settings(config)
         server_name = str(pick("emperor_server_name", "emperor_server_name"))
         host_template = str(pick("emperor_host_template", "emperor_host_template"))
-        site_option = config.getoption("emperor_nginx_site")
-        site_path = here / site_option if site_option else _ini_path(config, "emperor_nginx_site")
+        site_path = shared["nginx-site"]
         site = None
         if site_path is not None:
             if server_name:
                 raise pytest.UsageError(
                     "pytest-emperor routing: give --emperor-nginx-site or --emperor-server-name, not both "
-                    "(the site file's server_name is the routing)"
+                    f"(the site file's server_name is the routing; nginx-site from {shared.source('nginx-site')})"
                 )
             from pytest_emperor.routing.nginx_site import SiteError, load_site
 
@@ -149,22 +213,28 @@ class _Settings:
                     host_template,
                 )
                 if server_name
-                else RouteMap.for_domain(domain)
+                else RouteMap.for_domain(shared["domain"], shared["socket-dir"])
             )
         except ValueError as exc:
             raise pytest.UsageError(f"pytest-emperor routing: {exc}") from exc
+        try:
+            user = drop_of(shared["emperor-args"], shared.source("emperor-args"))
+        except ConfigError as exc:
+            raise pytest.UsageError(f"pytest-emperor: {exc}") from exc
         return cls(
-            uwsgi=pick("emperor_uwsgi", "emperor_uwsgi") or None,
-            timeout=float(pick("emperor_timeout", "emperor_timeout")),
+            uwsgi=shared["uwsgi"],
+            timeout=float(shared["timeout"]),
             keep=bool(pick("emperor_keep", "emperor_keep")),
-            apps=apps,
+            apps=[Path(app) for app in shared["apps"] or []],
             route_map=route_map,
             router_options={
-                "nginx": pick("emperor_nginx", "emperor_nginx") or None,
+                "nginx": shared["nginx"],
                 "site": site,
                 "max_body_size": int(pick("emperor_max_body_size", "emperor_max_body_size")),
                 "upstream_timeout": float(pick("emperor_upstream_timeout", "emperor_upstream_timeout")),
             },
+            emperor_args=tuple(shared["emperor-args"]),
+            run_owner=(user.uid, user.gid) if user is not None else None,
         )
 
 
@@ -195,7 +265,8 @@ class _Session:
                 self.settings.uwsgi, route_map=self.settings.route_map, front=self.get_router,
                 keep=self.settings.keep, timeout=self.settings.timeout,
                 vassal_options=self.coverage[0].vassal_options() if self.coverage else (),
-                extra_args=self.coverage[0].emperor_flags() if self.coverage else (),
+                extra_args=[*self.settings.emperor_args, *(self.coverage[0].emperor_flags() if self.coverage else ())],
+                run_owner=self.settings.run_owner,
             )
             try:
                 self.emperor = emperor.start()

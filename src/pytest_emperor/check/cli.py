@@ -14,14 +14,12 @@ from typing import Any
 
 import click
 
-from pytest_emperor.check.privileges import parse_emperor_args
 from pytest_emperor.check.report import FORMATS, render
 from pytest_emperor.check.rules import RULES, Severity
 from pytest_emperor.check.runner import APP_INI, CheckSettings, InputError, run_check
-from pytest_emperor.convention import DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT
 from pytest_emperor.engine.binary import find_uwsgi
 from pytest_emperor.errors import ConfigFileError, UwsgiNotFound
-from pytest_emperor.project_config import load_check
+from pytest_emperor.project_config import Setting, emperor_args_of, find_profile, resolve
 
 __all__ = ["check"]
 
@@ -42,14 +40,6 @@ def _pick(cli: Any, config: dict[str, Any], key: str, default: Any) -> Any:
     if cli not in (None, ()):
         return cli
     return config.get(key, default)
-
-
-def _emperor_args(value: object) -> list[str]:
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    if isinstance(value, str):
-        return parse_emperor_args(value)[0]
-    raise click.UsageError(f"emperor-args must be a string or a list of strings, not {value!r}")
 
 
 def _env(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -85,7 +75,8 @@ def _rules_table() -> str:
     help="Production's emperor flags, e.g. '--uid www-data --gid www-data': checked for what they imply, and "
     "used for the boot check when run as root.",
 )
-@click.option("--nginx-user", help="The user nginx's workers run as (default: www-data).")
+@click.option("--nginx-user", help="The user nginx's workers run as (default: nginx-user in the profile, else "
+              "www-data).")
 @click.option(
     "--convention/--no-convention",
     default=None,
@@ -143,32 +134,40 @@ def check(
         click.echo(_rules_table(), nl=False)
         return
     try:
-        config = load_check(Path.cwd()).values
+        profile = find_profile(Path.cwd())
     except ConfigFileError as exc:
         raise click.UsageError(str(exc)) from exc
+    for line in profile.deprecated:
+        click.echo(f"warning: {line}", err=True)
+    config = profile.check.values
+    given = {"socket-dir": socket_dir, "timeout": timeout, "uwsgi": uwsgi_path, "nginx-user": nginx_user,
+             "emperor-args": emperor_args_of(emperor_args) if emperor_args is not None else None}
+    # The shared settings: the command line, then their deprecated copies in the check table, then the profile.
+    shared = resolve(profile, {k: Setting(v, "command line") for k, v in given.items() if v is not None},
+                     profile.check_layer())
     # Without paths: this app dir's file, else the app dirs below (what `emperor-dev up` runs from here).
     here = Path(APP_INI) if Path(APP_INI).exists() else Path(".")
     targets = list(paths) or [Path(p) for p in config.get("paths", [])] or [here]
     static_only = bool(_pick(static, config, "static", False))
     binary: Path | None = None
     try:
-        binary = find_uwsgi(uwsgi_path)
+        binary = find_uwsgi(shared["uwsgi"])
     except UwsgiNotFound as exc:
-        if uwsgi_path is not None:
+        if shared["uwsgi"] is not None:
             raise click.UsageError(str(exc)) from exc
         click.echo("note: no uwsgi binary found: unknown-option, plugin and boot checks skipped", err=True)
     settings = CheckSettings(
         name=name,
-        socket_dir=str(_pick(socket_dir, config, "socket-dir", DEFAULT_SOCKET_DIR)),
+        socket_dir=str(shared["socket-dir"]),
         boot=not static_only,
         probe=str(_pick(probe, config, "probe", "/")),
         expect_status=_pick(expect_status, config, "expect-status", None),
-        timeout=float(_pick(timeout, config, "timeout", DEFAULT_TIMEOUT)),
+        timeout=float(shared["timeout"]),
         select=_codes(_pick(select, config, "select", ())),
         ignore=_codes(_pick(ignore, config, "ignore", ())),
         uwsgi=binary,
-        emperor_args=tuple(_emperor_args(_pick(emperor_args, config, "emperor-args", ""))),
-        nginx_user=str(_pick(nginx_user, config, "nginx-user", "www-data")),
+        emperor_args=tuple(shared["emperor-args"]),
+        nginx_user=str(shared["nginx-user"] or "www-data"),  # production's usual worker user, judged by E603
         convention=_pick(convention, config, "convention", None),
         run_commands=bool(_pick(run_commands, config, "exec", False)),
         check_timeout=float(_pick(check_timeout, config, "check-timeout", 60.0)),

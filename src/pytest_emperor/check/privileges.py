@@ -8,62 +8,18 @@ search permission), the way the kernel decides for a non-root user; nothing is o
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import re
-import shlex
 import stat
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_emperor.check.rules import SOCKET_KEYS, AppConfig, Finding, finding, where
 from pytest_emperor.convention import routed_socket
+from pytest_emperor.engine.privileges import User, emperor_user, parse_emperor_args
 
 __all__ = ["User", "check_privileges", "emperor_user", "parse_emperor_args"]
 
 _DEFAULT_UMASK = 0o022  # uWSGI keeps the emperor's umask unless `umask` is set; 022 is the usual one
-
-
-@dataclass(frozen=True)
-class User:
-    """A user as the kernel sees it: uid, primary gid and every group it is in."""
-
-    name: str
-    uid: int
-    gid: int
-    groups: frozenset[int]
-
-    @classmethod
-    def lookup(cls, user: str, group: str | None = None) -> User:
-        """``user`` (name or number) with its groups; ``group`` overrides the primary group. KeyError if unknown."""
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-        gid = entry.pw_gid
-        if group is not None:
-            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-        groups = {gid, *(g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem)}
-        return cls(entry.pw_name, entry.pw_uid, gid, frozenset(groups))
-
-
-def parse_emperor_args(args: str | Sequence[str]) -> tuple[list[str], str | None, str | None]:
-    """The emperor's extra flags as a list, and the ``--uid``/``--gid`` among them (``--uid=x`` or ``--uid x``)."""
-    items = shlex.split(args) if isinstance(args, str) else list(args)
-    found: dict[str, str] = {}
-    for index, item in enumerate(items):
-        for flag in ("uid", "gid"):
-            if item == f"--{flag}" and index + 1 < len(items):
-                found[flag] = items[index + 1]
-            elif item.startswith(f"--{flag}="):
-                found[flag] = item.partition("=")[2]
-    return items, found.get("uid"), found.get("gid")
-
-
-def emperor_user(uid: str | None, gid: str | None) -> User | None:
-    """The user production's emperor drops to (None when it stays root). KeyError if unknown here."""
-    if uid is None:
-        return None
-    return User.lookup(uid, gid)
 
 
 def _allowed(user: User, st: os.stat_result, bits: str) -> bool:

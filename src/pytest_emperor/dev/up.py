@@ -58,6 +58,8 @@ class UpOptions:
     timeout: float = DEFAULT_TIMEOUT
     uwsgi: str | None = None
     cov: tuple[str, ...] | None = None  # measure coverage in the apps (sources; empty: coverage.py's default)
+    emperor_args: tuple[str, ...] = ()  # production's emperor flags (--uid/--gid: the apps run as that user)
+    run_owner: tuple[int, int] | None = None  # the (uid, gid) those flags drop to: the run dir is handed to it
 
 
 class DevServer:
@@ -182,7 +184,8 @@ class DevServer:
         route_map = site.route_map if site is not None else RouteMap.for_domain(options.domain, options.socket_dir)
         self._emperor = Emperor(
             options.uwsgi, name_suffix="", route_map=route_map,
-            timeout=options.timeout, vassal_options=vassal_options, extra_args=flags,
+            timeout=options.timeout, vassal_options=vassal_options, extra_args=[*options.emperor_args, *flags],
+            run_owner=options.run_owner,
         )
         self._stack.callback(self._emperor.stop)  # registered first: stop() is a no-op on an emperor not started
         self._emperor.start()

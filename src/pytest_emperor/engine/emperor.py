@@ -47,7 +47,7 @@ from pytest_emperor.engine.processes import (
 )
 from pytest_emperor.engine.registry import Registry
 from pytest_emperor.engine.route_guard import follow_event, listener_check
-from pytest_emperor.engine.runs import UWSGI_DIR, RunDir, socket_is_live
+from pytest_emperor.engine.runs import UWSGI_DIR, RunDir, shared_runs_root, socket_is_live
 from pytest_emperor.engine.stats import EmperorStats, StatsClient
 from pytest_emperor.engine.vassal import STOP_GRACE, Lent, Vassal
 from pytest_emperor.engine.vassal_clients import Front
@@ -194,7 +194,10 @@ class Emperor:
 
     def start(self) -> Emperor:
         """Start the emperor and return once its stats socket answers."""
-        self._run = RunDir.create(self._runs_root)
+        runs_root = self._runs_root
+        if runs_root is None and self.run_owner is not None:  # the dropped user must reach its run dir
+            runs_root = shared_runs_root()
+        self._run = RunDir.create(runs_root)
         self._run_path = self._run.path
         if self.name_suffix is None:
             self.name_suffix = f"-{self._run.tag}"
@@ -243,7 +246,7 @@ class Emperor:
             raise
         (self.run_dir / "emperor.pid").write_text(f"{self._proc.pid}\n")
         log = self._log = EventLog(self.log_path)
-        self._stats = StatsClient(str(self.stats_path), log)
+        self._stats = StatsClient(str(self.stats_path), log, self._proc.pid)
         self._lent = Lent(
             events=log,
             stats=self._stats,

@@ -61,6 +61,17 @@ def runs_root() -> Path:
     return base / f"pytest-emperor-{os.getuid()}"
 
 
+def shared_runs_root() -> Path:
+    """The runs root of emperors that drop privileges (``--uid``): beside the private one, and searchable (0711,
+    not listable), since the user they drop to must reach the run dir handed to it (``RunDir.hand_over``)."""
+    private = runs_root()
+    root = private.with_name(f"{private.name}-shared")
+    root.mkdir(mode=0o700, exist_ok=True)
+    check_private_dir(root, "runs root")  # ours, not a symlink, before it is opened to search
+    os.chmod(root, 0o711)
+    return root
+
+
 def socket_is_live(path: str | Path) -> bool:
     """True if something accepts connections on the unix socket ``path``."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:

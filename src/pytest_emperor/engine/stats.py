@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import select
 import socket
+import struct
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from pytest_emperor.errors import UnsafePath
 
 if TYPE_CHECKING:
     from pytest_emperor.engine.events import EventLog
@@ -76,16 +79,38 @@ def parse_stats(document: bytes) -> EmperorStats:
     return EmperorStats(pid=int(raw["pid"]), vassals=vassals, blacklist=blacklist, raw=raw)
 
 
-def read_stats(path: str, timeout: float = 5.0) -> EmperorStats:
-    """Connect to the stats socket at ``path`` and read one document.
+def connect(path: str, emperor_pid: int | None = None, timeout: float | None = None) -> socket.socket:
+    """A connection to the stats socket at ``path``; with ``emperor_pid``, UnsafePath unless the process that
+    listens on it is that emperor. Under a privilege drop the socket lives in a dir its user owns, who could swap
+    it for one of their own: the kernel's ``SO_PEERCRED`` (the listener's pid as of its ``listen()``) cannot be
+    forged by the listener."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect(path)
+        if emperor_pid is not None:
+            creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid, uid, _ = struct.unpack("3i", creds)
+            if pid != emperor_pid:
+                raise UnsafePath(
+                    f"the stats socket {path} is served by pid {pid} (uid {uid}), not by the emperor (pid "
+                    f"{emperor_pid}): not read (another process replaced it)"
+                )
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def read_stats(path: str, timeout: float = 5.0, emperor_pid: int | None = None) -> EmperorStats:
+    """Connect to the stats socket at ``path`` (served by ``emperor_pid``, when given: see ``connect``) and read
+    one document.
 
     A connection is also the emperor's doorbell: it wakes its event loop, after which it runs its directory
     scanner, so a vassal file created just before is picked up now rather than at the next ``--emperor-freq``.
     """
     chunks = []
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
+    with connect(path, emperor_pid, timeout) as s:
         while True:
             chunk = s.recv(65536)
             if not chunk:
@@ -97,8 +122,9 @@ def read_stats(path: str, timeout: float = 5.0) -> EmperorStats:
 class StatsClient:
     """Reads one emperor's stats, shares recent snapshots between callers, and rings its doorbell."""
 
-    def __init__(self, path: str, events: EventLog) -> None:
+    def __init__(self, path: str, events: EventLog, emperor_pid: int | None = None) -> None:
         self.path = path
+        self.emperor_pid = emperor_pid  # the only process whose socket is read (``connect``)
         self._events = events
         self._lock = threading.Lock()
         self._recent: tuple[int, EmperorStats] | None = None  # (last_seq when read, the snapshot)
@@ -108,7 +134,7 @@ class StatsClient:
     def read(self) -> EmperorStats:
         """Read the emperor's stats (and wake it up: see ``read_stats``)."""
         seen = self._events.last_seq
-        stats = read_stats(self.path)
+        stats = read_stats(self.path, emperor_pid=self.emperor_pid)
         self._recent = (seen, stats)
         return stats
 
@@ -131,12 +157,7 @@ class StatsClient:
         answer into the socket buffer, and closed once answered: closed earlier, the emperor's write would fail
         and log an error.
         """
-        bell = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            bell.connect(self.path)
-        except OSError:
-            bell.close()
-            raise
+        bell = connect(self.path, self.emperor_pid)
         with self._bells_lock:
             self._bells.append(bell)
             self._close_bells(answered_only=True)

@@ -1,0 +1,82 @@
+"""Production's privilege drop: the user an emperor started with ``--uid``/``--gid`` runs as, and its vassals
+with it. The run dir is handed to that user (``RunDir.hand_over``, docs/run-dir.md); ``emperor-dev check``
+also judges what the drop implies for an app's files (check/privileges.py).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pytest_emperor.errors import ConfigError
+
+__all__ = ["User", "drop_of", "emperor_user", "parse_emperor_args"]
+
+
+@dataclass(frozen=True)
+class User:
+    """A user as the kernel sees it: uid, primary gid and every group it is in."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: frozenset[int]
+
+    @classmethod
+    def lookup(cls, user: str, group: str | None = None) -> User:
+        """``user`` (name or number) with its groups; ``group`` overrides the primary group. KeyError if unknown."""
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        gid = entry.pw_gid
+        if group is not None:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        groups = {gid, *(g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem)}
+        return cls(entry.pw_name, entry.pw_uid, gid, frozenset(groups))
+
+
+def parse_emperor_args(args: str | Sequence[str]) -> tuple[list[str], str | None, str | None]:
+    """The emperor's extra flags as a list, and the ``--uid``/``--gid`` among them (``--uid=x`` or ``--uid x``)."""
+    items = shlex.split(args) if isinstance(args, str) else list(args)
+    found: dict[str, str] = {}
+    for index, item in enumerate(items):
+        for flag in ("uid", "gid"):
+            if item == f"--{flag}" and index + 1 < len(items):
+                found[flag] = items[index + 1]
+            elif item.startswith(f"--{flag}="):
+                found[flag] = item.partition("=")[2]
+    return items, found.get("uid"), found.get("gid")
+
+
+def emperor_user(uid: str | None, gid: str | None) -> User | None:
+    """The user production's emperor drops to (None when it stays root). KeyError if unknown here."""
+    if uid is None:
+        return None
+    return User.lookup(uid, gid)
+
+
+def drop_of(args: Sequence[str], source: str) -> User | None:
+    """The user an emperor run with ``args`` drops to, None when it does not drop (no ``--uid``, or the caller's
+    own). ConfigError, naming ``source`` (where the args were set) and the fix, for a user unknown here or a
+    caller that is not root: uWSGI can only drop privileges it has, and running the apps as the caller instead
+    would hide what production's drop does to them."""
+    _, uid, gid = parse_emperor_args(args)
+    try:
+        user = emperor_user(uid, gid)
+    except KeyError:
+        raise ConfigError(
+            f"emperor-args ({source}) drop to --uid {uid}{f' --gid {gid}' if gid else ''}, which this machine does "
+            f"not know: create that user (useradd --system {uid}) or change emperor-args"
+        ) from None
+    if user is None or (user.uid == os.geteuid() and user.gid == os.getegid()):
+        return None
+    if os.geteuid() != 0:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        raise ConfigError(
+            f"emperor-args ({source}) drop privileges to {user.name} (--uid), which only root can do; this runs as "
+            f"{me}: run as root (as CI containers do), or override emperor-args for this run (--emperor-args '' "
+            "on the command line), and the apps then run as you, not as production runs them"
+        )
+    return user
