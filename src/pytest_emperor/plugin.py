@@ -178,6 +178,7 @@ class _Settings:
     router_options: dict[str, Any]
     emperor_args: tuple[str, ...] = ()
     run_owner: tuple[int, int] | None = None  # the (uid, gid) emperor_args drop to
+    drop: str | None = None  # who that is and which setting said so, for the report header
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> _Settings:
@@ -235,6 +236,7 @@ class _Settings:
             },
             emperor_args=tuple(shared["emperor-args"]),
             run_owner=(user.uid, user.gid) if user is not None else None,
+            drop=f"{user.name} (emperor-args from {shared.source('emperor-args')})" if user is not None else None,
         )
 
 
@@ -382,6 +384,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
     # Plain requests.get(vassal.url) never waits on DNS.
     config.stash[_NAMES] = install(settings.route_map, settings.router_options["site"])
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Who the apps run as, when the emperor drops privileges as production's does."""
+    session = config.stash.get(_SESSION, None)
+    if session is None or session.settings.drop is None:
+        return []
+    return [f"pytest-emperor: the emperor drops to {session.settings.drop}: the apps run as that user"]
 
 
 def _interrupt(signum: int, _frame: Optional[FrameType]) -> None:  # noqa: UP045 (a runtime annotation on 3.9)

@@ -1,0 +1,209 @@
+"""Production's privilege drop in the test and dev doors: ``emperor-args = "--uid U --gid U"`` in the project's
+``[tool.emperor-dev]`` runs the emperor of ``pytest --emperor`` and ``emperor-dev up`` as production runs it, so an
+app that writes where its user may not fails its test as it fails in production. Real users, real uWSGI, real
+nginx; run as root (as CI is), with a throwaway user made for the test."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dev_helpers import Up, assert_nothing_left, up_process, workspace  # noqa: F401 (fixtures)
+from plugin_helpers import Sandbox
+from plugin_helpers import assert_nothing_left as assert_nothing_left_in
+from unprivileged import python_unusable_as
+
+from pytest_emperor._protocol.client import direct_session
+from pytest_emperor.engine.privileges import drop_of
+from pytest_emperor.engine.processes import processes_with_marker
+from pytest_emperor.errors import ConfigError
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+RUN_TIMEOUT = 180
+
+# GET / says who serves it; POST /orders writes into DATA, a directory only root may write (as a shop writing its
+# sqlite database next to code deployed by root): production's user gets EACCES there.
+APP_PY = """\
+import os
+import pwd
+
+DATA = {data!r}
+
+
+def application(environ, start_response):
+    if environ["REQUEST_METHOD"] == "POST":
+        with open(os.path.join(DATA, "orders.txt"), "a") as f:
+            f.write("one order\\n")
+        start_response("201 Created", [("Content-Type", "text/plain")])
+        return [b"ordered"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [("served by " + pwd.getpwuid(os.geteuid()).pw_name).encode()]
+"""
+
+APP_INI = """\
+[uwsgi]
+chdir = {app}
+socket = {sockets}/%n.api.sock
+module = shop
+master = true
+vacuum = true
+processes = 2
+"""
+
+TESTS_PY = """\
+import os
+
+
+def test_get(app_vassal):
+    response = app_vassal.http.get("/")
+    assert response.text == "served by {user}"
+    # every process of the vassal (its master and workers) runs as production's user
+    master = app_vassal.pid
+    children = open(f"/proc/{{master}}/task/{{master}}/children").read().split()
+    assert len(children) == 2
+    assert {{os.stat(f"/proc/{{pid}}").st_uid for pid in [master, *children]}} == {{{uid}}}
+
+
+def test_post(app_vassal):
+    response = app_vassal.http.post("/orders")
+    assert response.status_code == 201, response.text
+"""
+
+
+@pytest.fixture
+def user() -> Iterator[str]:
+    """A real unprivileged user and its group, deleted after the test."""
+    name = f"pe{secrets.token_hex(4)}"
+    subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        yield name
+    finally:
+        # --force: after a failed assertion the run's processes (this user's) may still be on their way out
+        subprocess.run(["userdel", "--force", name], check=True)
+        subprocess.run(["groupdel", name], check=False, capture_output=True)  # gone with the user on most systems
+
+
+def write_shop(app: Path, sockets: Path) -> Path:
+    """The shop app in ``app`` (readable by everyone, as deployed code is), its data dir root's: returns that."""
+    data = app.parent / "data"
+    data.mkdir(mode=0o755)
+    app.mkdir(mode=0o755)
+    (app / "shop.py").write_text(APP_PY.format(data=str(data)))
+    (app / "app.uwsgi.ini").write_text(APP_INI.format(app=app, sockets=sockets))
+    return data
+
+
+def test_pytest_runs_the_vassals_as_the_profiles_user(
+    pytester: pytest.Pytester, user: str, uwsgi_bin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    why = python_unusable_as(user, uwsgi_bin)
+    if why:
+        pytest.skip(why)
+    box = Sandbox.create()
+    try:
+        for name, value in box.env().items():
+            monkeypatch.setenv(name, value)
+        for name in os.environ:
+            if name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT", "COV_CORE")):
+                monkeypatch.delenv(name)
+        box.root.chmod(0o755)  # the app and the runs root below must be reachable by the user
+        shutil.chown(box.sockets, user)  # where the app, run as the user, binds its socket
+        repo = box.root / "repo"
+        repo.mkdir(mode=0o755)
+        data = write_shop(repo / "shop", box.sockets)
+        (repo / "pyproject.toml").write_text(
+            f'[tool.emperor-dev]\napps = ["shop"]\nemperor-args = "--uid {user} --gid {user}"\n'
+            f'socket-dir = "{box.sockets}"\n'
+        )
+        uid = pwd.getpwnam(user).pw_uid
+        (repo / "test_shop.py").write_text(TESTS_PY.format(user=user, uid=uid))
+        monkeypatch.chdir(repo)
+        result = pytester.runpytest_subprocess("--emperor", "-p", "no:cacheprovider", timeout=RUN_TIMEOUT)
+        result.assert_outcomes(passed=1, failed=1)
+        # The header says who the apps run as and which setting said so; the failing test's report holds the
+        # app's own error, naming the path production's user may not write.
+        result.stdout.fnmatch_lines([
+            f"pytest-emperor: the emperor drops to {user} (emperor-args from {repo / 'pyproject.toml'}*",
+            "*test_post*",
+            "*assert 502 == 201*",  # uWSGI answers nothing when the app raises before start_response: nginx 502s
+            f"*PermissionError: [[]Errno 13[]] Permission denied: '{data}/orders.txt'*",
+        ])
+        assert not (data / "orders.txt").exists()
+        # the same run as root (--emperor-args '' overrides the profile): the POST passes, hiding the problem
+        result = pytester.runpytest_subprocess(
+            "--emperor", "--emperor-args", "", "-p", "no:cacheprovider", "-k", "post", timeout=RUN_TIMEOUT
+        )
+        result.assert_outcomes(passed=1, deselected=1)
+        assert (data / "orders.txt").read_text() == "one order\n"
+        assert_nothing_left_in(box)
+        shared = box.tmpdir / f"pytest-emperor-{os.getuid()}-shared"
+        assert sorted(p.name for p in shared.iterdir()) == []
+    finally:
+        box.remove()
+
+
+def test_up_runs_the_apps_as_the_profiles_user(
+    workspace: Path, user: str, uwsgi_bin: Path, up_process: list[Up]  # noqa: F811
+) -> None:
+    why = python_unusable_as(user, uwsgi_bin)
+    if why:
+        pytest.skip(why)
+    workspace.chmod(0o755)
+    apps = workspace / "apps"
+    apps.chmod(0o755)
+    name = f"shop{secrets.token_hex(3)}"
+    data = write_shop(apps / name, Path("/tmp"))
+    (apps / "pyproject.toml").write_text(f'[tool.emperor-dev]\nemperor-args = ["--uid", "{user}", "--gid", "{user}"]\n')
+    up = Up(workspace)
+    up_process.append(up)
+    up.started()
+    assert up.get(name) == (200, f"served by {user}")
+    assert up.instance is not None
+    marked = processes_with_marker(up.instance.run_dir)
+    # the emperor, the app's master and its 2 workers: every one production's user (up and nginx are unmarked)
+    assert len(marked) == 4 and {os.stat(f"/proc/{pid}").st_uid for pid in marked} == {pwd.getpwnam(user).pw_uid}
+    socket = Path(f"/tmp/{name}.api.sock")
+    assert socket.stat().st_uid == pwd.getpwnam(user).pw_uid
+    router = ("127.0.0.1", up.instance.router_port)
+    with direct_session(router, "http", f"http://{name}.api.localhost/", timeout=30) as session:
+        assert session.post("/orders").status_code == 502  # as in production: the app raised, uWSGI sent nothing
+    up.expect(rf"{name}.*PermissionError: \[Errno 13\] Permission denied: '{data}/orders.txt'")
+    assert up.stop() == 0
+    assert not (data / "orders.txt").exists()
+    assert_nothing_left(up, [name])
+
+
+def test_a_drop_needs_root_and_says_so(user: str) -> None:
+    """Not root: a clear error naming the user, where the setting came from and the fix, never a silent run of the
+    apps as the caller. Checked in a process that gave up root for real (its effective uid)."""
+    entry = pwd.getpwnam(user)
+    code = textwrap.dedent(f"""\
+        import os
+        from pytest_emperor._protocol.client import direct_session
+from pytest_emperor.engine.privileges import drop_of
+        from pytest_emperor.errors import ConfigError
+        os.setegid({entry.pw_gid}); os.seteuid({entry.pw_uid})
+        try:
+            drop_of(["--uid", "www-data"], "pyproject.toml [tool.emperor-dev]")
+        except ConfigError as exc:
+            print(exc)
+        """)
+    with tempfile.TemporaryDirectory() as cwd:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=cwd)
+    assert done.stdout.startswith(
+        "emperor-args (pyproject.toml [tool.emperor-dev]) drop privileges to www-data (--uid), which only root can "
+        f"do; this runs as {user}: run as root"
+    ), done.stdout + done.stderr
+    assert drop_of(["--uid", user, "--gid", user], "x") is not None  # root: the drop is made
+    assert drop_of(["--processes", "2"], "x") is None
+    with pytest.raises(ConfigError, match=r"emperor-args \(x\) drop to --uid nosuchuser9, which this machine does"):
+        drop_of(["--uid", "nosuchuser9"], "x")
