@@ -408,9 +408,11 @@ def test_ini_options_and_command_line_precedence(
     write_app(repo, box.sockets, "nearest app")
     write_app(repo / "apps" / "outside", box.sockets, "outside app")
     write_app(repo / "apps" / "second", box.sockets, "second app")
+    write_app(repo / "apps" / "third", box.sockets, "third app")
     (repo / "pe_sync.py").write_text(SYNC_PY)
-    (repo / "pytest.ini").write_text(
-        "[pytest]\nemperor_timeout = 45\nemperor_apps = apps/outside\nemperor_domain = ini.example\n"
+    # The profile pytest shares with up and check; pytest.ini's copies of its keys are deprecated, and still win.
+    (repo / "pyproject.toml").write_text(
+        '[tool.emperor-dev]\ntimeout = 45\napps = ["apps/outside"]\ndomain = "profile.example"\n'
     )
     write_tests(repo, test_options="""
         import os
@@ -422,16 +424,28 @@ def test_ini_options_and_command_line_precedence(
             publish(os.environ["PE_RUN"], timeout=emperor.timeout, host=app_vassal.host, body=body)
         """
     )
+    (repo / "pytest.ini").write_text("[pytest]\n")
     for run, args in {
         "ini": [],
         "cli": ["--emperor-timeout", "50", "--emperor-domain", "cli.example", "--emperor-app", "apps/second"],
     }.items():
         monkeypatch.setenv("PE_RUN", run)
         pytester.runpytest_subprocess("--emperor", *args, timeout=RUN_TIMEOUT).assert_outcomes(passed=1)
+    (repo / "pytest.ini").write_text("[pytest]\nemperor_timeout = 55\nemperor_apps = apps/third\n")
+    monkeypatch.setenv("PE_RUN", "deprecated")
+    result = pytester.runpytest_subprocess("--emperor", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(passed=1, warnings=2)
+    result.stdout.fnmatch_lines([
+        "*DeprecationWarning: pytest-emperor: the ini key emperor_timeout in pytest.ini is deprecated: set timeout = "
+        "... in [[]tool.emperor-dev[]] (pyproject.toml) or emperor-dev.toml*",
+    ])
+    deprecated = box.records()["deprecated"]
+    assert (deprecated["timeout"], deprecated["body"]) == (55, "third app at /\n")
+    assert deprecated["host"].endswith(".profile.example")  # not set in the ini: the profile's
     records = box.records()
     assert records["ini"]["timeout"] == 45
     assert records["ini"]["host"].startswith("outside-")
-    assert records["ini"]["host"].endswith(".ini.example")
+    assert records["ini"]["host"].endswith(".profile.example")
     assert records["ini"]["body"] == "outside app at /\n"
     assert records["cli"]["timeout"] == 50
     assert records["cli"]["host"].startswith("second-")

@@ -187,7 +187,7 @@ def test_a_site_routing_elsewhere_is_reported_before_any_request(tmp_path: Path)
 
 
 @pytest.mark.usefixtures("uwsgi_bin")
-def test_pytest_option_from_the_ini_file(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pytest_reads_the_site_file_from_the_profile(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     box = Sandbox.create()
     try:
         for name, value in box.env().items():
@@ -203,7 +203,8 @@ def test_pytest_option_from_the_ini_file(pytester: pytest.Pytester, monkeypatch:
             "server {\n    listen 443;\n    server_name ~^(?<app>[^.]+)\\.api\\.mycompany\\.com$;\n"
             f"    location / {{ include uwsgi_params; uwsgi_pass unix:{box.sockets}/$app.api.sock; }}\n}}\n"
         )
-        (repo / "pytest.ini").write_text("[pytest]\nemperor_nginx_site = deploy/api.conf\n")
+        # once, in the profile pytest shares with up and check
+        (repo / "pyproject.toml").write_text('[tool.emperor-dev]\nnginx-site = "deploy/api.conf"\n')
         (repo / "test_site.py").write_text(
             "def test_through_the_site(app_vassal):\n"
             "    assert app_vassal.host.endswith('.api.mycompany.com')\n"
@@ -211,6 +212,7 @@ def test_pytest_option_from_the_ini_file(pytester: pytest.Pytester, monkeypatch:
         )
         monkeypatch.chdir(repo)
         pytester.runpytest_subprocess("--emperor", timeout=90).assert_outcomes(passed=1)
+        # the deprecated ini key still works (and wins over the profile) for one release
         (repo / "pytest.ini").write_text("[pytest]\nemperor_nginx_site = deploy/missing.conf\n")
         result = pytester.runpytest_subprocess("--emperor", timeout=90)
         assert result.ret == pytest.ExitCode.USAGE_ERROR

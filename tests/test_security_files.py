@@ -301,3 +301,38 @@ def test_up_log_stream_never_shows_a_symlinked_log(shared_dir: Path, other_user:
         ("shop", f"(not shown: {run}/logs/shop.log is a symlink: not followed (another user may have planted it))"),
     ]
     assert tail.read() == []  # said once
+
+
+# The dropped user's stand-in for the emperor's stats socket: the real one moved aside, its own bound in its place,
+# answering a made-up document (no vassals) to whoever connects.
+IMPOSTOR = """
+import os, socket, sys
+path = sys.argv[1]
+os.rename(path, path + ".real")
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(8)
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(b'{"pid": 1, "vassals": [], "blacklist": []}')
+    c.close()
+"""
+
+
+def test_a_swapped_stats_socket_is_not_read(dropped: tuple[Emperor, str]) -> None:
+    emperor, user = dropped
+    path = emperor.stats_path
+    assert emperor.stats().pid == emperor.pid
+    impostor = subprocess.Popen(["/usr/bin/python3", "-c", IMPOSTOR, str(path)], user=user, cwd="/",
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert impostor.stdout is not None and impostor.stdout.readline() == "listening\n"
+        with pytest.raises(UnsafePath, match=rf"the stats socket {path} is served by pid {impostor.pid} \(uid "
+                           rf"{pwd.getpwnam(user).pw_uid}\), not by the emperor \(pid {emperor.pid}\): not read"):
+            emperor.stats()
+    finally:
+        impostor.kill()
+        impostor.wait()
+    os.replace(f"{path}.real", path)  # the emperor's own again, for its stop
+    assert emperor.stats().pid == emperor.pid
