@@ -77,6 +77,27 @@ def test_pyproject_config_and_default_path(tmp_path: Path, uwsgi_bin: Path) -> N
     assert run("--static", cwd=tmp_path / "svc").returncode == 2
 
 
+def test_shared_settings_come_from_the_profile_and_the_old_check_keys_warn(tmp_path: Path, uwsgi_bin: Path) -> None:
+    """socket-dir set once in [tool.emperor-dev] (as pytest and up read it) is check's too; its old place in the
+    check table still works for one release, with a warning naming the new key."""
+    shutil.copytree(CASES / "good", tmp_path / "svc")
+    (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev]\nsocket-dir = "/run/apps"\n')
+    done = run("--static", "--format", "json", "svc", cwd=tmp_path)
+    [found] = json.loads(done.stdout)["findings"]
+    assert found["code"] == "W303" and "/run/apps/svc.api.sock" in found["message"], done.stderr
+    (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev]\n[tool.emperor-dev.check]\nsocket-dir = "/run/x"\n')
+    done = run("--static", "--format", "json", "svc", cwd=tmp_path)
+    assert "/run/x/svc.api.sock" in json.loads(done.stdout)["findings"][0]["message"]
+    assert done.stderr.startswith(
+        f'warning: {tmp_path / "pyproject.toml"}: "socket-dir" in [tool.emperor-dev.check] is deprecated: set '
+        "socket-dir in [tool.emperor-dev] instead"
+    ), done.stderr
+    (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev]\nemperor-args = 3\n')
+    done = run("--static", "svc", cwd=tmp_path)
+    assert done.returncode == 2
+    assert '[tool.emperor-dev] "emperor-args" must be production\'s emperor flags' in done.stderr
+
+
 def test_default_path_above_app_dirs_checks_each_of_them(tmp_path: Path, uwsgi_bin: Path) -> None:
     """Where `emperor-dev up` finds its apps (the dirs below), `check` without a path checks them too."""
     for name in ("good", "bad-import"):

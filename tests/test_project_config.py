@@ -4,6 +4,9 @@ that name the file and the key."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +105,43 @@ def test_errors_name_the_file_and_the_key(tmp_path: Path, file: str, text: str, 
         find_profile(tmp_path)
     assert isinstance(info.value, ConfigError)  # `up` reports it as bad usage, like any other config error
     assert str(tmp_path / file) in str(info.value)
+
+
+def config(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest_emperor.dev", "config", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_emperor_dev_config_prints_every_setting_and_where_it_came_from(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.emperor-dev]\nemperor-args = "--uid www-data --gid www-data"\nnginx-site = "deploy/api.conf"\n'
+        '[tool.emperor-dev.check]\ntimeout = 9\n'
+    )
+    below = tmp_path / "service"
+    below.mkdir()
+    done = config(below)  # the profile is found upwards, as every door finds it
+    assert done.returncode == 0, done.stderr
+    source = f"{tmp_path / 'pyproject.toml'} [tool.emperor-dev]"
+    lines = done.stdout.splitlines()
+    assert len({line.index("  # ") for line in lines}) == 1  # the sources in one column
+    assert [tuple(part.strip() for part in line.split("  # ")) for line in lines] == [
+        ("apps = (unset)", "default"),
+        ('domain = "api.localhost"', "default"),
+        ('socket-dir = "/tmp"', "default"),
+        ("nginx = (unset)", "default"),
+        (f'nginx-site = "{tmp_path}/deploy/api.conf"', source),
+        ("uwsgi = (unset)", "default"),
+        ("timeout = 30", "default"),
+        ('emperor-args = ["--uid", "www-data", "--gid", "www-data"]', source),
+        ("nginx-user = (unset)", "default"),
+    ]
+    assert '"timeout" in [tool.emperor-dev.check] is deprecated: set timeout in [tool.emperor-dev]' in done.stderr
+    document = json.loads(config(below, "--json").stdout)
+    assert list(document) == list(KEYS)
+    assert document["nginx-site"] == {"value": str(tmp_path / "deploy" / "api.conf"), "source": source}
+    assert document["timeout"] == {"value": 30.0, "source": "default"}
+    (tmp_path / "emperor-dev.toml").write_text("timeout = 'soon'\n")
+    done = config(below)
+    assert done.returncode == 2
+    bad = tmp_path / "emperor-dev.toml"
+    assert done.stderr == f"emperor-dev: {bad}: \"timeout\" must be seconds, such as 30, not 'soon'\n"

@@ -187,7 +187,9 @@ def test_a_site_routing_elsewhere_is_reported_before_any_request(tmp_path: Path)
 
 
 @pytest.mark.usefixtures("uwsgi_bin")
-def test_pytest_reads_the_site_file_from_the_profile(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pytest_reads_the_site_file_from_the_profile(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     box = Sandbox.create()
     try:
         for name, value in box.env().items():
