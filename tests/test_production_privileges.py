@@ -79,8 +79,7 @@ def test_post(app_vassal):
 """
 
 
-@pytest.fixture
-def user() -> Iterator[str]:
+def make_user() -> Iterator[str]:
     """A real unprivileged user and its group, deleted after the test."""
     name = f"pe{secrets.token_hex(4)}"
     subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name], check=True)
@@ -90,6 +89,10 @@ def user() -> Iterator[str]:
         # --force: after a failed assertion the run's processes (this user's) may still be on their way out
         subprocess.run(["userdel", "--force", name], check=True)
         subprocess.run(["groupdel", name], check=False, capture_output=True)  # gone with the user on most systems
+
+
+user = pytest.fixture(make_user)
+other_user = pytest.fixture(make_user)
 
 
 def write_shop(app: Path, sockets: Path) -> Path:
@@ -103,7 +106,7 @@ def write_shop(app: Path, sockets: Path) -> Path:
 
 
 def test_pytest_runs_the_vassals_as_the_profiles_user(
-    pytester: pytest.Pytester, user: str, uwsgi_bin: Path, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, user: str, other_user: str, uwsgi_bin: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     why = python_unusable_as(user, uwsgi_bin)
     if why:
@@ -144,6 +147,16 @@ def test_pytest_runs_the_vassals_as_the_profiles_user(
         )
         result.assert_outcomes(passed=1, deselected=1)
         assert (data / "orders.txt").read_text() == "one order\n"
+        # nginx's workers as another user: the app's socket (the user's, 755 from the umask) refuses them, as it
+        # would production's nginx, and the report has nginx's own line saying so
+        with (repo / "pyproject.toml").open("a") as f:
+            f.write(f'nginx-user = "{other_user}"\n')
+        result = pytester.runpytest_subprocess("--emperor", "-p", "no:cacheprovider", "-k", "get", timeout=RUN_TIMEOUT)
+        result.assert_outcomes(failed=1, deselected=1)
+        result.stdout.fnmatch_lines([
+            "*502 Bad Gateway*",
+            f"*connect() to unix:{box.sockets}/shop-*.api.sock failed (13: Permission denied)*",
+        ])
         assert_nothing_left_in(box)
         shared = box.tmpdir / f"pytest-emperor-{os.getuid()}-shared"
         assert sorted(p.name for p in shared.iterdir()) == []
@@ -162,7 +175,9 @@ def test_up_runs_the_apps_as_the_profiles_user(
     apps.chmod(0o755)
     name = f"shop{secrets.token_hex(3)}"
     data = write_shop(apps / name, Path("/tmp"))
-    (apps / "pyproject.toml").write_text(f'[tool.emperor-dev]\nemperor-args = ["--uid", "{user}", "--gid", "{user}"]\n')
+    (apps / "pyproject.toml").write_text(
+        f'[tool.emperor-dev]\nemperor-args = ["--uid", "{user}", "--gid", "{user}"]\nnginx-user = "{user}"\n'
+    )
     up = Up(workspace)
     up_process.append(up)
     up.started()
@@ -171,6 +186,9 @@ def test_up_runs_the_apps_as_the_profiles_user(
     marked = processes_with_marker(up.instance.run_dir)
     # the emperor, the app's master and its 2 workers: every one production's user (up and nginx are unmarked)
     assert len(marked) == 4 and {os.stat(f"/proc/{pid}").st_uid for pid in marked} == {pwd.getpwnam(user).pw_uid}
+    nginx = int((Path(up.instance.run_dir) / "nginx" / "nginx.pid").read_text())
+    workers = Path(f"/proc/{nginx}/task/{nginx}/children").read_text().split()
+    assert workers and {os.stat(f"/proc/{pid}").st_uid for pid in workers} == {pwd.getpwnam(user).pw_uid}
     socket = Path(f"/tmp/{name}.api.sock")
     assert socket.stat().st_uid == pwd.getpwnam(user).pw_uid
     router = ("127.0.0.1", up.instance.router_port)
@@ -188,21 +206,26 @@ def test_a_drop_needs_root_and_says_so(user: str) -> None:
     entry = pwd.getpwnam(user)
     code = textwrap.dedent(f"""\
         import os
-        from pytest_emperor._protocol.client import direct_session
-from pytest_emperor.engine.privileges import drop_of
+        from pytest_emperor.engine.privileges import drop_of, nginx_worker_of
         from pytest_emperor.errors import ConfigError
         os.setegid({entry.pw_gid}); os.seteuid({entry.pw_uid})
-        try:
-            drop_of(["--uid", "www-data"], "pyproject.toml [tool.emperor-dev]")
-        except ConfigError as exc:
-            print(exc)
+        for check, value in ((drop_of, ["--uid", "www-data"]), (nginx_worker_of, "www-data")):
+            try:
+                check(value, "pyproject.toml [tool.emperor-dev]")
+            except ConfigError as exc:
+                print(exc)
         """)
     with tempfile.TemporaryDirectory() as cwd:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=cwd)
-    assert done.stdout.startswith(
+    dropped, worker = done.stdout.splitlines()
+    assert dropped.startswith(
         "emperor-args (pyproject.toml [tool.emperor-dev]) drop privileges to www-data (--uid), which only root can "
         f"do; this runs as {user}: run as root"
     ), done.stdout + done.stderr
+    assert worker.startswith(
+        "nginx-user (pyproject.toml [tool.emperor-dev]) runs nginx's workers as www-data, which only root can do; "
+        f"this runs as {user}: run as root"
+    )
     assert drop_of(["--uid", user, "--gid", user], "x") is not None  # root: the drop is made
     assert drop_of(["--processes", "2"], "x") is None
     with pytest.raises(ConfigError, match=r"emperor-args \(x\) drop to --uid nosuchuser9, which this machine does"):

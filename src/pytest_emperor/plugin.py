@@ -182,7 +182,7 @@ class _Settings:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> _Settings:
-        from pytest_emperor.engine.privileges import drop_of
+        from pytest_emperor.engine.privileges import drop_of, nginx_worker_of
         from pytest_emperor.routing.routes import RouteMap
 
         def pick(option: str, ini: str) -> Any:
@@ -220,6 +220,7 @@ class _Settings:
             raise pytest.UsageError(f"pytest-emperor routing: {exc}") from exc
         try:
             user = drop_of(shared["emperor-args"], shared.source("emperor-args"))
+            worker = nginx_worker_of(shared["nginx-user"], shared.source("nginx-user"))
         except ConfigError as exc:
             raise pytest.UsageError(f"pytest-emperor: {exc}") from exc
         return cls(
@@ -233,6 +234,7 @@ class _Settings:
                 "site": site,
                 "max_body_size": int(pick("emperor_max_body_size", "emperor_max_body_size")),
                 "upstream_timeout": float(pick("emperor_upstream_timeout", "emperor_upstream_timeout")),
+                "user": worker.name if worker is not None else None,
             },
             emperor_args=tuple(shared["emperor-args"]),
             run_owner=(user.uid, user.gid) if user is not None else None,
@@ -268,7 +270,7 @@ class _Session:
                 keep=self.settings.keep, timeout=self.settings.timeout,
                 vassal_options=self.coverage[0].vassal_options() if self.coverage else (),
                 extra_args=[*self.settings.emperor_args, *(self.coverage[0].emperor_flags() if self.coverage else ())],
-                run_owner=self.settings.run_owner,
+                run_owner=self.settings.run_owner, searchable_run=self.settings.router_options["user"] is not None,
             )
             try:
                 self.emperor = emperor.start()

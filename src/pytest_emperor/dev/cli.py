@@ -158,6 +158,8 @@ def _settings(base: Path, given: dict[str, Any]) -> Settings:
               help="Production's emperor flags, e.g. '--uid www-data --gid www-data': the emperor runs with them, "
               "so the apps run as production's user (needs root); '' for none (default: emperor-args in the "
               "profile).")
+@click.option("--nginx-user", help="The user nginx's workers run as, as production's `user` directive says (needs "
+              "root; default: nginx-user in the profile, else the caller).")
 @click.option("--cov", multiple=True, is_flag=False, flag_value="", metavar="[SOURCE]",
               help="Measure coverage in the apps (of SOURCE, repeatable); a combined .coverage is written on stop. "
               "Put it after the apps, or write --cov=SOURCE.")
@@ -165,7 +167,7 @@ def _settings(base: Path, given: dict[str, Any]) -> Settings:
 def up(
     apps: tuple[str, ...], nginx: str | None, nginx_site: Path | None, port: int, host: str, domain: str | None,
     socket_dir: str | None, reload: bool, timeout: float | None, uwsgi: str | None, emperor_args: str | None,
-    cov: tuple[str, ...], state_dir: Path,
+    nginx_user: str | None, cov: tuple[str, ...], state_dir: Path,
 ) -> None:
     """Run apps under a real uWSGI emperor behind a router, the way production does; Ctrl-C stops them all.
 
@@ -188,7 +190,7 @@ def up(
     """
     from pytest_emperor.dev.apps import default_apps, resolve_apps
     from pytest_emperor.dev.output import Output
-    from pytest_emperor.engine.privileges import drop_of
+    from pytest_emperor.engine.privileges import drop_of, nginx_worker_of
     from pytest_emperor.project_config import emperor_args_of
 
     base = Path.cwd()
@@ -196,10 +198,12 @@ def up(
         "nginx": nginx, "nginx-site": nginx_site.resolve() if nginx_site is not None else None, "domain": domain,
         "socket-dir": socket_dir, "timeout": timeout, "uwsgi": uwsgi,
         "emperor-args": emperor_args_of(emperor_args) if emperor_args is not None else None,
+        "nginx-user": nginx_user,
     })
     try:
         specs = resolve_apps(apps, base) if apps else default_apps(base, settings.values["apps"])
         user = drop_of(settings["emperor-args"], settings.source("emperor-args"))
+        worker = nginx_worker_of(settings["nginx-user"], settings.source("nginx-user"))
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
 
@@ -210,6 +214,7 @@ def up(
         socket_dir=settings["socket-dir"], reload=reload, timeout=settings["timeout"], uwsgi=settings["uwsgi"],
         cov=tuple(s for s in cov if s) if cov else None, emperor_args=settings["emperor-args"],
         run_owner=(user.uid, user.gid) if user is not None else None,
+        nginx_user=worker.name if worker is not None else None,
     )
     if cov and importlib.util.find_spec("coverage") is None:
         _die(f"--cov needs coverage.py beside emperor-dev, in {sys.prefix}: pip install coverage", EXIT_USAGE)

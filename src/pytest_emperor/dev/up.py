@@ -60,6 +60,7 @@ class UpOptions:
     cov: tuple[str, ...] | None = None  # measure coverage in the apps (sources; empty: coverage.py's default)
     emperor_args: tuple[str, ...] = ()  # production's emperor flags (--uid/--gid: the apps run as that user)
     run_owner: tuple[int, int] | None = None  # the (uid, gid) those flags drop to: the run dir is handed to it
+    nginx_user: str | None = None  # the user nginx's workers run as (default: the caller)
 
 
 class DevServer:
@@ -185,7 +186,7 @@ class DevServer:
         self._emperor = Emperor(
             options.uwsgi, name_suffix="", route_map=route_map,
             timeout=options.timeout, vassal_options=vassal_options, extra_args=[*options.emperor_args, *flags],
-            run_owner=options.run_owner,
+            run_owner=options.run_owner, searchable_run=options.nginx_user is not None,
         )
         self._stack.callback(self._emperor.stop)  # registered first: stop() is a no-op on an emperor not started
         self._emperor.start()
@@ -201,6 +202,7 @@ class DevServer:
                 env=self._emperor.process_env,
                 preexec_fn=die_with_parent(signal.SIGTERM),
                 timeout=options.timeout,
+                user=options.nginx_user,
             )
         except RouterError as exc:
             raise RouterError(

@@ -87,7 +87,8 @@ class Emperor:
     (``start_router(emperor.route_map, emperor.run_dir, env=emperor.process_env, ...)``).
     ``keep_app_logto`` leaves a vassal's own ``logto`` in force (the run's per-vassal log is then only for vassals
     without one); ``extra_args`` are more emperor flags (production's ``--uid``/``--gid``), and ``run_owner`` (uid,
-    gid) hands the run dir to the user such flags drop to. ``vassal_options`` (``(key, value)`` pairs) are given to
+    gid) hands the run dir to the user such flags drop to; ``searchable_run`` lets other users enter the run dir by
+    path (nginx's workers run as production's ``nginx-user``). ``vassal_options`` (``(key, value)`` pairs) are given to
     every vassal on top of its own ini file (coverage: testing/coverage.py).
     """
 
@@ -106,12 +107,14 @@ class Emperor:
         keep_app_logto: bool = False,
         extra_args: Sequence[str] = (),
         run_owner: tuple[int, int] | None = None,
+        searchable_run: bool = False,
         vassal_options: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.uwsgi = find_uwsgi(uwsgi)
         self.keep_app_logto = keep_app_logto
         self.extra_args = tuple(extra_args)
         self.run_owner = run_owner
+        self.searchable_run = searchable_run or run_owner is not None
         self.vassal_options = list(vassal_options)
         self.name_suffix = name_suffix
         self.route_map = route_map or RouteMap.for_domain(domain)
@@ -195,7 +198,7 @@ class Emperor:
     def start(self) -> Emperor:
         """Start the emperor and return once its stats socket answers."""
         runs_root = self._runs_root
-        if runs_root is None and self.run_owner is not None:  # the dropped user must reach its run dir
+        if runs_root is None and self.searchable_run:  # another user (dropped emperor, nginx's workers) enters it
             runs_root = shared_runs_root()
         self._run = RunDir.create(runs_root)
         self._run_path = self._run.path
@@ -220,6 +223,8 @@ class Emperor:
         include.write_text(f"[uwsgi]\n{logto}{recorder}{extra}")
         if self.run_owner is not None:  # an emperor told to drop privileges (`--uid`): what it needs of the run
             self._run.hand_over(self.run_owner)
+        elif self.searchable_run:
+            self._run.path.chmod(0o711)  # entered by path, never listed (docs/run-dir.md)
         cmd = [
             str(self.uwsgi),
             "--emperor", str(self.vassal_dir),

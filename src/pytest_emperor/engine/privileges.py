@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pytest_emperor.errors import ConfigError
 
-__all__ = ["User", "drop_of", "emperor_user", "parse_emperor_args"]
+__all__ = ["User", "drop_of", "emperor_user", "nginx_worker_of", "parse_emperor_args"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +80,27 @@ def drop_of(args: Sequence[str], source: str) -> User | None:
             "on the command line), and the apps then run as you, not as production runs them"
         )
     return user
+
+
+def nginx_worker_of(user: str | None, source: str) -> User | None:
+    """The user nginx's workers are to run as (``nginx-user``, set in ``source``), None when unset or the caller.
+    ConfigError for a user unknown here or a caller that is not root (nginx then ignores its ``user`` directive,
+    and its workers would reach the apps' sockets as the caller, not as production's do)."""
+    if user is None:
+        return None
+    try:
+        found = User.lookup(user)
+    except KeyError:
+        raise ConfigError(
+            f"nginx-user ({source}) is {user}, which this machine does not know: create that user "
+            f"(useradd --system {user}) or change nginx-user"
+        ) from None
+    if found.uid == os.geteuid():
+        return None
+    if os.geteuid() != 0:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        raise ConfigError(
+            f"nginx-user ({source}) runs nginx's workers as {found.name}, which only root can do; this runs as {me}: "
+            "run as root (as CI containers do), or leave nginx-user out for this run"
+        )
+    return found

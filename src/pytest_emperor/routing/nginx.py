@@ -37,7 +37,7 @@ from pytest_emperor._protocol.uwsgi import DOCUMENT_ROOT
 from pytest_emperor.convention import DEFAULT_TIMEOUT, ROUTER_HOST
 from pytest_emperor.errors import NginxNotFound
 from pytest_emperor.routing.nginx_site import NginxSite, render_site
-from pytest_emperor.routing.route_table import RouteTable
+from pytest_emperor.routing.route_table import RouteState, RouteTable
 from pytest_emperor.routing.router import Router, RouterSettings, wait_for
 from pytest_emperor.routing.routes import RouteMap
 
@@ -285,10 +285,14 @@ def start_router(
     env: Mapping[str, str] | None = None,
     preexec_fn: Callable[[], None] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    user: str | None = None,
     **options: Any,
 ) -> Router:
     """Start a private nginx in front of the vassal sockets (its config written into ``run_dir``); return
     the :class:`~.router.Router` once nginx accepts on its unix socket.
+
+    ``user`` (root only): the user nginx's workers run as, as production's ``user`` directive says (production's
+    ``nginx-user``); the run dir must then be searchable by it (``Emperor(searchable_run=True)``).
 
     nginx parses the whole config at start-up exactly as ``nginx -t`` does (ngx_init_cycle) and exits on the
     first error, so the start is the check: a rejected config is a RouterError with nginx's own message. A
@@ -311,13 +315,22 @@ def start_router(
         listener.listen(511)  # nginx's default backlog on Linux; it does not listen() inherited sockets
         tcp = (host, listener.getsockname()[1])
         routes.serve_on(tcp[1])
-        user = None
-        if os.geteuid() == 0:  # else nginx ignores `user` (with a warning): workers run as we do
-            user = f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
+        if os.geteuid() != 0:  # nginx ignores `user` (with a warning): workers run as we do
+            worker = None
+        elif user is not None:
+            entry = pwd.getpwnam(user)
+            worker = f"{entry.pw_name} {grp.getgrgid(entry.pw_gid).gr_name}"
+            # The workers test the route table per request: its directories become searchable (not listable) by
+            # their group; its entries' names are all they see.
+            for table_dir in (routes.directory, *(routes.directory / state.value for state in RouteState)):
+                os.chown(table_dir, -1, entry.pw_gid)
+                os.chmod(table_dir, 0o710)
+        else:
+            worker = f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
         conf = directory / "nginx.conf"
         conf.write_text(
             render_config(
-                route_map, directory, routes=routes, tcp=tcp, unix_path=unix_path, settings=settings, user=user,
+                route_map, directory, routes=routes, tcp=tcp, unix_path=unix_path, settings=settings, user=worker,
                 site=site,
             )
         )
