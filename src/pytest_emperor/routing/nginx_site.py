@@ -62,7 +62,9 @@ def load_site(path: str | os.PathLike[str], host_template: str = "") -> NginxSit
 
     path = Path(path).resolve()
     if not path.is_file():
-        raise SiteError(f"nginx site file {path} does not exist (--emperor-nginx-site / emperor_nginx_site)")
+        raise SiteError(
+            f"nginx site file {path} does not exist (--emperor-nginx-site / nginx-site in [tool.emperor-dev])"
+        )
     payload = crossplane.parse(str(path), single=True, check_ctx=False, check_args=False, comments=False)
     if payload["errors"]:
         error = payload["errors"][0]
