@@ -230,3 +230,16 @@ def test_a_drop_needs_root_and_says_so(user: str) -> None:
     assert drop_of(["--processes", "2"], "x") is None
     with pytest.raises(ConfigError, match=r"emperor-args \(x\) drop to --uid nosuchuser9, which this machine does"):
         drop_of(["--uid", "nosuchuser9"], "x")
+
+
+def test_up_refuses_coverage_under_a_drop(tmp_path: Path, user: str) -> None:
+    """Coverage inside vassals that dropped privileges is not supported yet: a clear refusal, not data lost."""
+    (tmp_path / "pyproject.toml").write_text(f'[tool.emperor-dev]\nemperor-args = "--uid {user}"\n')
+    write_shop(tmp_path / "shop", Path("/tmp"))
+    done = subprocess.run([sys.executable, "-m", "pytest_emperor.dev", "up", "--cov", "x"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"emperor-dev: --cov is not supported yet with emperor-args that drop privileges ({tmp_path}/pyproject.toml "
+        "[tool.emperor-dev]): run without --cov, or with --emperor-args ''\n"
+    )

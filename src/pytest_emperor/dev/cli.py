@@ -216,6 +216,9 @@ def up(
         run_owner=(user.uid, user.gid) if user is not None else None,
         nginx_user=worker.name if worker is not None else None,
     )
+    if cov and user is not None:  # the coverage dir is the caller's: the apps could not write their data there
+        _die(f"--cov is not supported yet with emperor-args that drop privileges ({settings.source('emperor-args')}):"
+             " run without --cov, or with --emperor-args ''", EXIT_USAGE)
     if cov and importlib.util.find_spec("coverage") is None:
         _die(f"--cov needs coverage.py beside emperor-dev, in {sys.prefix}: pip install coverage", EXIT_USAGE)
     try:
