@@ -92,6 +92,14 @@ def test_shared_settings_come_from_the_profile_and_the_old_check_keys_warn(tmp_p
         f'warning: {tmp_path / "pyproject.toml"}: "socket-dir" in [tool.emperor-dev.check] is deprecated: set '
         "socket-dir in [tool.emperor-dev] instead"
     ), done.stderr
+    # the site file given once in the profile: check judges the socket by where it routes
+    (tmp_path / "api.conf").write_text(
+        "server {\n    listen 80;\n    server_name ~^(?<app>[^.]+)\\.api\\.example\\.com$;\n"
+        "    location / { include uwsgi_params; uwsgi_pass unix:/run/site/$app.api.sock; }\n}\n"
+    )
+    (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev]\nnginx-site = "api.conf"\n')
+    done = run("--static", "--format", "json", "svc", cwd=tmp_path)
+    assert "/run/site/svc.api.sock" in json.loads(done.stdout)["findings"][0]["message"], done.stderr
     (tmp_path / "pyproject.toml").write_text('[tool.emperor-dev]\nemperor-args = 3\n')
     done = run("--static", "svc", cwd=tmp_path)
     assert done.returncode == 2

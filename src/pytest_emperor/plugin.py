@@ -152,7 +152,13 @@ def _shared_settings(config: pytest.Config) -> ProjectSettings:
         elif key == "nginx-site":
             value = ini_base / str(value)
         elif key == "timeout":
-            value = float(value)
+            try:
+                value = float(value)
+            except ValueError:
+                raise pytest.UsageError(
+                    f"pytest-emperor: {name} = {value} in {ini_file} must be seconds, such as 30 (better: timeout = 30 "
+                    "in [tool.emperor-dev])"
+                ) from None
         ini[key] = Setting(value, f"{ini_file} {name} (deprecated)", ini_base)
     try:
         settings = resolve(find_profile(config.rootpath), command_line, ini)

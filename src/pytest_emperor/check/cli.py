@@ -17,6 +17,7 @@ import click
 from pytest_emperor.check.report import FORMATS, render
 from pytest_emperor.check.rules import RULES, Severity
 from pytest_emperor.check.runner import APP_INI, CheckSettings, InputError, run_check
+from pytest_emperor.convention import SOCKET_SUFFIX
 from pytest_emperor.engine.binary import find_uwsgi
 from pytest_emperor.errors import ConfigFileError, UwsgiNotFound
 from pytest_emperor.project_config import Setting, emperor_args_of, find_profile, resolve
@@ -40,6 +41,25 @@ def _pick(cli: Any, config: dict[str, Any], key: str, default: Any) -> Any:
     if cli not in (None, ()):
         return cli
     return config.get(key, default)
+
+
+def _site_socket_dir(site_file: Path, default: str) -> str:
+    """Where production's site file routes ``<app>``'s requests to (``uwsgi_pass unix:<dir>/$app.api.sock``): the
+    socket dir the rules judge by. A site that routes elsewhere (another name pattern) is judged by ``default``,
+    with a note: check's rules know the convention's layout only."""
+    from pytest_emperor.routing.nginx_site import SiteError, load_site
+
+    try:
+        template = load_site(site_file).route_map.socket_template
+    except SiteError as exc:
+        raise click.UsageError(str(exc)) from exc
+    template = template.removeprefix("unix:")
+    directory, _, name = template.rpartition("/")
+    if name == f"$app{SOCKET_SUFFIX}" and directory:
+        return directory
+    click.echo(f"note: {site_file} routes to {template}, not <dir>/$app{SOCKET_SUFFIX}: sockets are judged by "
+               f"{default}/<name>{SOCKET_SUFFIX}", err=True)
+    return default
 
 
 def _env(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -145,6 +165,9 @@ def check(
     # The shared settings: the command line, then their deprecated copies in the check table, then the profile.
     shared = resolve(profile, {k: Setting(v, "command line") for k, v in given.items() if v is not None},
                      profile.check_layer())
+    socket_dir = str(shared["socket-dir"])
+    if shared["nginx-site"] is not None and shared.source("socket-dir") == "default":
+        socket_dir = _site_socket_dir(shared["nginx-site"], socket_dir)
     # Without paths: this app dir's file, else the app dirs below (what `emperor-dev up` runs from here).
     here = Path(APP_INI) if Path(APP_INI).exists() else Path(".")
     targets = list(paths) or [Path(p) for p in config.get("paths", [])] or [here]
@@ -158,7 +181,7 @@ def check(
         click.echo("note: no uwsgi binary found: unknown-option, plugin and boot checks skipped", err=True)
     settings = CheckSettings(
         name=name,
-        socket_dir=str(shared["socket-dir"]),
+        socket_dir=socket_dir,
         boot=not static_only,
         probe=str(_pick(probe, config, "probe", "/")),
         expect_status=_pick(expect_status, config, "expect-status", None),
