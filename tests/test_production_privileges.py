@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dev_helpers import Up, assert_nothing_left, up_process, workspace  # noqa: F401 (fixtures)
+from dev_helpers import Up, assert_nothing_left, cli, up_process, workspace  # noqa: F401 (fixtures)
 from plugin_helpers import Sandbox
 from plugin_helpers import assert_nothing_left as assert_nothing_left_in
 from unprivileged import python_unusable_as
@@ -194,6 +194,8 @@ def test_up_runs_the_apps_as_the_profiles_user(
     router = ("127.0.0.1", up.instance.router_port)
     with direct_session(router, "http", f"http://{name}.api.localhost/", timeout=30) as session:
         assert session.post("/orders").status_code == 502  # as in production: the app raised, uWSGI sent nothing
+    # straight to the app's socket: its listener is production's user, and one of up's
+    assert cli(workspace, "request", name, "/", "--direct").stdout == f"served by {user}"
     up.expect(rf"{name}.*PermissionError: \[Errno 13\] Permission denied: '{data}/orders.txt'")
     assert up.stop() == 0
     assert not (data / "orders.txt").exists()

@@ -417,6 +417,7 @@ def request(
     from pytest_emperor._protocol.client import direct_session
     from pytest_emperor.engine.deploy_plan import SocketSpec
     from pytest_emperor.engine.route_guard import listener_check
+    from pytest_emperor.engine.runs import vassal_uid
 
     instance = _running(state_dir)
     method = (method or ("POST" if data is not None else "GET")).upper()
@@ -432,8 +433,10 @@ def request(
             if app["socket"] is None:
                 _die(f"no app named {name!r} with a socket is running", EXIT_FAILED)
             spec = SocketSpec(app["socket"], app["protocol"], 0)
-            # Only `up`'s own vassal gets the request: its listener must be this user's and of up's run.
-            check = listener_check(instance.run_dir, {os.geteuid()})
+            # Only `up`'s own vassal gets the request: its listener must be this user's (or, under production's
+            # privilege drop, the vassals' user's) and of up's run.
+            dropped = vassal_uid(Path(instance.run_dir))
+            check = listener_check(instance.run_dir, {os.geteuid(), *([dropped] if dropped is not None else [])})
             session = direct_session(spec.connect_address(), spec.protocol, f"http://{host}/", check=check)
         else:
             if not app.get("routed"):

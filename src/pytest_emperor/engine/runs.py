@@ -264,7 +264,7 @@ class RunDir:
         identity = _unlinkable(self.path, path, _recorded_sockets(self.path).get(path, set()))
         if identity is not None:
             return remove_stale_socket(path, identity)
-        if _vassal_uid(self.path) is not None and socket_identity(path) is not None:
+        if vassal_uid(self.path) is not None and socket_identity(path) is not None:
             return False  # a dead socket of the vassals' user's is theirs to remove, another's never ours
         return remove_stale_socket(path)
 
@@ -293,7 +293,7 @@ class RunDir:
         self._lock.release()
 
 
-def _vassal_uid(run_path: Path) -> int | None:
+def vassal_uid(run_path: Path) -> int | None:
     """The user the run's vassals run as when it is not the caller (the owner of ``uwsgi/``, which only the
     caller could have chowned), else None."""
     try:
@@ -338,19 +338,19 @@ def _unlinkable(run_path: Path, path: str, known: set[SocketIdentity]) -> Socket
     identity = (st.st_dev, st.st_ino, st.st_ctime_ns)
     if not stat.S_ISSOCK(st.st_mode) or identity not in known:
         return None
-    vassal_uid = _vassal_uid(run_path)
-    return identity if vassal_uid is None or st.st_uid == vassal_uid else None
+    vassals = vassal_uid(run_path)
+    return identity if vassals is None or st.st_uid == vassals else None
 
 
 def _record_bound(run_path: Path, paths: list[str] | set[str]) -> None:
-    vassal_uid = _vassal_uid(run_path)
+    vassals = vassal_uid(run_path)
     lines = []
     for path in paths:
         try:
             st = os.lstat(path)
         except OSError:
             continue
-        theirs = vassal_uid is None or st.st_uid == vassal_uid
+        theirs = vassals is None or st.st_uid == vassals
         if stat.S_ISSOCK(st.st_mode) and theirs and "\n" not in path and "\t" not in path:
             lines.append(identity_line(path, st))
     if lines:
