@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_emperor.errors import ConfigError, ConfigFileError
-from pytest_emperor.project_config import KEYS, Setting, find_profile, load_profile, resolve
+from pytest_emperor.project_config import DEFAULTS, KEYS, Profile, Setting, find_profile, load_profile, resolve
 
 
 def test_a_check_only_pyproject_configures_no_apps(tmp_path: Path) -> None:
@@ -145,3 +147,23 @@ def test_emperor_dev_config_prints_every_setting_and_where_it_came_from(tmp_path
     assert done.returncode == 2
     bad = tmp_path / "emperor-dev.toml"
     assert done.stderr == f"emperor-dev: {bad}: \"timeout\" must be seconds, such as 30, not 'soon'\n"
+
+
+_LAYER = st.dictionaries(st.sampled_from(KEYS), st.integers(), max_size=len(KEYS))
+
+
+@given(layers=st.lists(_LAYER, max_size=3), profile=_LAYER)
+def test_the_first_layer_that_sets_a_key_wins_then_the_profile_then_the_default(
+    layers: list[dict[str, int]], profile: dict[str, int]
+) -> None:
+    given_layers = [{k: Setting(v, f"layer {i}") for k, v in layer.items()} for i, layer in enumerate(layers)]
+    settings = resolve(Profile(Path("/"), {k: Setting(v, "profile") for k, v in profile.items()}), *given_layers)
+    for key in KEYS:
+        setters = [i for i, layer in enumerate(layers) if key in layer]
+        if setters:
+            expected = (layers[setters[0]][key], f"layer {setters[0]}")
+        elif key in profile:
+            expected = (profile[key], "profile")
+        else:
+            expected = (DEFAULTS[key], "default")
+        assert (settings[key], settings.source(key)) == expected

@@ -32,6 +32,7 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 __all__ = [
     "CHECK_KEYS",
     "CONFIG_FILE",
+    "DEFAULTS",
     "KEYS",
     "PYPROJECT_TABLE",
     "CheckConfig",
