@@ -251,8 +251,8 @@ def load_profile(directory: Path) -> Profile:
         if check.source is None and "check" in table:
             check = CheckConfig(dict(table["check"]), source)
             deprecated += [
-                f'{source}: "{key}" in [{_check_table(source)}] is deprecated: set {key} in '
-                f"{top or 'the top of the file'} instead (read by pytest, up and check alike)"
+                f'{source}: "{key}" in [{_check_table(source)}] is deprecated: set {key} '
+                f"{'in ' + top if top else 'at the top of the file'} instead (read by pytest, up and check alike)"
                 for key in MOVED_CHECK_KEYS
                 if key in table["check"]
             ]
