@@ -21,7 +21,9 @@ from plugin_helpers import Sandbox
 from pytest_emperor.engine.emperor import Emperor
 
 # CI runs a fixed set of examples, so that what passed here passes there; local runs keep exploring new ones.
-settings.register_profile("ci", derandomize=True, print_blob=True)
+# No per-example deadline there: hypothesis's 200 ms is a timing assertion, and a loaded CI machine stretched one
+# example of a 0.1 ms property to 300 ms (speed is measured by benchmarks/, not by tests).
+settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None)
 if os.environ.get("CI") == "true":
     settings.load_profile("ci")
 
