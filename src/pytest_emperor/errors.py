@@ -31,7 +31,8 @@ class ConfigError(EmperorError):
 
 
 class SocketInUse(EmperorError):
-    """A vassal would bind a unix socket that another live process is serving; it is never unlinked."""
+    """A vassal would bind a unix socket that another live process is serving (it is never unlinked), or take a
+    name or socket another run holds (a vassal deployed under production's name, ``exact=True``)."""
 
 
 class UnsafePath(EmperorError, PermissionError):

@@ -89,6 +89,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(ini, f"deprecated: set {key} in [tool.emperor-dev]", type="paths")
         else:
             parser.addini(ini, f"deprecated: set {key} in [tool.emperor-dev]")
+    group.addoption(
+        "--emperor-exact-names", action="store_true", default=None,
+        help="deploy app_vassal under the app's own name, as production does (%%n = shop, no run tag); one run "
+        "at a time per name: not with -n",
+    )
     parser.addini("emperor_keep", "keep the run dir for debugging", type="bool", default=False)
     parser.addini("emperor_server_name", "nginx server_name regex with a named group app", default="")
     parser.addini(
@@ -97,6 +102,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("emperor_host_template", "Host for an app, e.g. $app.api.mycompany.com", default="")
     parser.addini("emperor_max_body_size", "client_max_body_size in bytes", default=str(MAX_BODY_SIZE))
     parser.addini("emperor_upstream_timeout", "uwsgi_read_timeout in seconds", default="60")
+    parser.addini(
+        "emperor_exact_names", "deploy app_vassal under the app's own name (%n), without the run tag",
+        type="bool", default=False,
+    )
 
 
 #: The shared settings (project_config.KEYS) pytest has a command-line option for: key -> option dest.
@@ -180,6 +189,7 @@ class _Settings:
     timeout: float
     keep: bool
     apps: list[Path]
+    exact_names: bool  # app_vassal under the app's own name: %n is production's
     route_map: RouteMap
     router_options: dict[str, Any]
     emperor_args: tuple[str, ...] = ()
@@ -234,6 +244,7 @@ class _Settings:
             timeout=float(shared["timeout"]),
             keep=bool(pick("emperor_keep", "emperor_keep")),
             apps=[Path(app) for app in shared["apps"] or []],
+            exact_names=bool(pick("emperor_exact_names", "emperor_exact_names")),
             route_map=route_map,
             router_options={
                 "nginx": shared["nginx"],
@@ -335,7 +346,7 @@ class _Session:
             raise self.failed[key].with_traceback(None)
         if key not in self.apps:
             try:
-                self.apps[key] = self.get_emperor().deploy(app)
+                self.apps[key] = self.get_emperor().deploy(app, exact=self.settings.exact_names)
             except EmperorError as exc:
                 self.failed[key] = exc
                 raise
@@ -461,17 +472,24 @@ def emperor(pytestconfig: pytest.Config) -> Iterator[Emperor]:
 
 @pytest.fixture
 def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., Vassal]]:
-    """Factory: ``deploy_app(path, name=None, *, wait=True, timeout=None)`` deploys an app dir or ini file
-    (relative paths are taken from the rootdir) and returns its Vassal, ready unless ``wait=False``. Every
-    vassal it deployed is removed after the test, in the background: the next test waits for that only if it
-    deploys the same name or socket again."""
+    """Factory: ``deploy_app(path, name=None, *, exact=False, wait=True, timeout=None)`` deploys an app dir or
+    ini file (relative paths are taken from the rootdir) and returns its Vassal, ready unless ``wait=False``.
+    ``exact``: under ``name`` itself (default: the app dir's), without the run tag, so ``%n`` is production's;
+    refused while another run or xdist worker holds that name or socket. Every vassal it deployed is removed
+    after the test, in the background: the next test waits for that only if it deploys the same name or socket
+    again."""
     deployed: list[Vassal] = []
 
     def deploy(
-        path: str | os.PathLike[str], name: str | None = None, *, wait: bool = True, timeout: float | None = None
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        exact: bool = False,
+        wait: bool = True,
+        timeout: float | None = None,
     ) -> Vassal:
         __tracebackhide__ = True
-        vassal = emperor.deploy(request.config.rootpath / path, name, wait=False)
+        vassal = emperor.deploy(request.config.rootpath / path, name, exact=exact, wait=False)
         deployed.append(_use(request, vassal))
         if wait:
             vassal.wait_ready(timeout)

@@ -47,7 +47,7 @@ from pytest_emperor.engine.processes import (
 )
 from pytest_emperor.engine.registry import Registry
 from pytest_emperor.engine.route_guard import follow_event, listener_check
-from pytest_emperor.engine.runs import UWSGI_DIR, RunDir, shared_runs_root, socket_is_live
+from pytest_emperor.engine.runs import UWSGI_DIR, Reservation, RunDir, reserve, shared_runs_root, socket_is_live
 from pytest_emperor.engine.stats import EmperorStats, StatsClient
 from pytest_emperor.engine.vassal import STOP_GRACE, Lent, Vassal
 from pytest_emperor.engine.vassal_clients import Front
@@ -80,7 +80,9 @@ class Emperor:
 
     ``name_suffix`` is appended to every vassal name, and so (through ``%n``) to socket paths like
     ``/tmp/%n.api.sock``: by default ``-<run tag>``, unique per run, so that concurrent runs and xdist workers
-    never bind the same path. Pass ``""`` to deploy under the apps' own names, as production does.
+    never bind the same path. Pass ``""`` to deploy under the apps' own names, as production does (or
+    ``deploy(..., exact=True)`` for one vassal). Every vassal's name and unix sockets are reserved while it is
+    deployed (runs.py, ``reserve``): another run's deploy of the same name or socket is refused.
 
     ``route_map`` (default: ``<app>.<domain>`` -> ``/tmp/<app>.api.sock``) is the nginx routing; ``front`` gives
     the router a front door runs before the emperor, called on first use of ``vassal.url``, ``http`` or ``httpx``
@@ -140,6 +142,7 @@ class Emperor:
         self._log: EventLog | None = None
         self._stats: StatsClient | None = None
         self._lent: Lent | None = None
+        self._reserved: dict[Vassal, list[Reservation]] = {}  # what each deployed vassal holds (runs.reserve)
         # the binary's version (%V of the vassals' inis): its stats say it for free, where `uwsgi --version`
         # (binary.uwsgi_version, what emperor-dev check asks without an emperor) costs a process start
         self.version = ""
@@ -322,6 +325,8 @@ class Emperor:
                     self._reader.join(timeout=5)
                 if self._stats is not None:
                     self._stats.close()
+                for held in list(self._reserved):  # every process of the run is gone: its names are free
+                    self._unreserve(held)
                 # The read end of the emperor's output pipe (one fd per run otherwise), once the reader is done
                 # with it: closing a buffered file another thread is blocked reading waits for that read, i.e.
                 # forever if something still holds the write end.
@@ -366,11 +371,17 @@ class Emperor:
             wake_emperor()
 
     def _release(self, vassal: Vassal, stopped: bool, timeout: float | None) -> None:
-        """A vassal removed for good: forget it (``stopped``) or stop it in the background."""
+        """A vassal removed for good: forget it (``stopped``) or stop it in the background; its name and sockets
+        are free for others once it is gone."""
         if stopped:
             self.vassals.forget(vassal)
+            self._unreserve(vassal)
         else:
-            self.vassals.remove_in_background(vassal, timeout)
+            self.vassals.remove_in_background(vassal, timeout, then=lambda: self._unreserve(vassal))
+
+    def _unreserve(self, vassal: Vassal) -> None:
+        for held in self._reserved.pop(vassal, []):
+            held.release()
 
     def finish_removals(self) -> None:
         """Wait for every ``vassal.remove(wait=False)`` still finishing; raise the first error one of them met."""
@@ -480,16 +491,23 @@ class Emperor:
     # -- deploying --------------------------------------------------------------------------------------------
 
     def deploy(
-        self, path: str | os.PathLike[str], name: str | None = None, *, wait: bool = True, timeout: float | None = None
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        exact: bool = False,
+        wait: bool = True,
+        timeout: float | None = None,
     ) -> Vassal:
         """Deploy an app dir (its ``app.uwsgi.ini``) or an ini file as vassal ``<name><suffix>``, by symlink.
 
-        The default name is the app dir's. With ``wait`` (the default) return once it is ready (accepting, and a
-        probe request answered); raise VassalCursed with its error lines if the emperor curses it first, after
-        removing it again.
+        The default name is the app dir's. ``exact``: without the suffix, so ``%n`` (and a ``/tmp/%n.api.sock``)
+        is production's own; refused (SocketInUse) while another run holds that name or socket, or a live process
+        serves the socket. With ``wait`` (the default) return once it is ready (accepting, and a probe request
+        answered); raise VassalCursed with its error lines if the emperor curses it first, after removing it again.
         """
         __tracebackhide__ = True
-        vassal = self._prepare(Path(path), name)
+        vassal = self._prepare(Path(path), name, exact)
         for socket_path in vassal.socket_paths:
             self._run_or_fail().record_socket(socket_path)
         self.vassals.add(vassal)
@@ -504,29 +522,54 @@ class Emperor:
                 raise
         return vassal
 
-    def _prepare(self, path: Path, name: str | None) -> Vassal:
-        """Validate an app for deployment and build its (not yet linked) Vassal."""
+    def _prepare(self, path: Path, name: str | None, exact: bool) -> Vassal:
+        """Validate an app for deployment, reserve its name and sockets, and build its (not yet linked) Vassal."""
         __tracebackhide__ = True
         ini = resolve_ini(path)
-        full = vassal_name(ini, name, self.name_suffix or "", self.route_map)
+        full = vassal_name(ini, name, "" if exact else self.name_suffix or "", self.route_map)
         self.vassals.finish_removals(full)
         if full in self.vassals:
             raise ConfigError(f"a vassal named {full!r} is already deployed; remove it first or choose another name")
-        link = self.vassal_dir.resolve() / f"{full}.ini"
-        plan = plan_deploy(ini, link, version=self.version, binary_path=str(self.uwsgi))
+        reserved = [self._reserve(full, f"{ini}: vassal name {full!r} is held by", full)]
         try:
-            self.vassals.finish_removals(sockets=[s.address for s in plan.sockets if s.is_unix])
-            for socket in plan.sockets:
-                if socket.is_unix and socket_is_live(socket.address):
-                    raise SocketInUse(
-                        f"{ini}:{socket.line}: vassal {full!r} would bind {socket.address}, which another live "
-                        "process is serving; uWSGI would unlink it and steal it, so nothing was deployed. Stop that "
-                        "process or deploy under another name"
-                    )
+            link = self.vassal_dir.resolve() / f"{full}.ini"
+            plan = plan_deploy(ini, link, version=self.version, binary_path=str(self.uwsgi))
+            try:
+                self.vassals.finish_removals(sockets=[s.address for s in plan.sockets if s.is_unix])
+                for socket in plan.sockets:
+                    if not socket.is_unix:
+                        continue
+                    at = f"{ini}:{socket.line}: vassal {full!r} would bind {socket.address}, which"
+                    if socket.address.startswith("/"):  # a relative one is the vassal dir's, the run's own
+                        reserved.append(self._reserve(socket.address, f"{at} is held by", full))
+                    if socket_is_live(socket.address):
+                        raise SocketInUse(
+                            f"{at} another live process is serving; uWSGI would unlink it and steal it, so nothing "
+                            "was deployed. Stop that process or deploy under another name"
+                        )
+            except BaseException:
+                plan.discard()
+                raise
         except BaseException:
-            plan.discard()
+            for held in reserved:
+                held.release()
             raise
-        return Vassal(self._started()[2], full, plan)
+        vassal = Vassal(self._started()[2], full, plan)
+        self._reserved[vassal] = reserved
+        return vassal
+
+    def _reserve(self, key: str, refusal: str, name: str) -> Reservation:
+        """Reserve a vassal name or socket path for the vassal ``name`` (SocketInUse, starting with ``refusal``,
+        if another holds it)."""
+        __tracebackhide__ = True
+        run = self._run_or_fail()
+        held = reserve(run.path.parent, key, f"the run {run.path} (pid {os.getpid()}) for its vassal {name!r}")
+        if isinstance(held, str):
+            raise SocketInUse(
+                f"{refusal} {held}, so nothing was deployed: two vassals with one name or socket would take each "
+                "other's; wait for that run to end, or deploy under another name"
+            )
+        return held
 
     def _run_or_fail(self) -> RunDir:
         if self._run is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -53,8 +53,9 @@ class Registry(Mapping[str, "Vassal"]):
         if self._vassals.get(vassal.name) is vassal:
             del self._vassals[vassal.name]
 
-    def remove_in_background(self, vassal: Vassal, timeout: float | None) -> None:
-        """Forget ``vassal`` now and stop it in a thread; :meth:`finish_removals` waits for it."""
+    def remove_in_background(self, vassal: Vassal, timeout: float | None, then: Callable[[], None]) -> None:
+        """Forget ``vassal`` now and stop it in a thread, then call ``then``; :meth:`finish_removals` waits for
+        both."""
         removal = _Removal(vassal)
 
         def run() -> None:
@@ -62,6 +63,8 @@ class Registry(Mapping[str, "Vassal"]):
                 vassal.stop(timeout)
             except BaseException as exc:  # raised to whoever waits for the removal
                 removal.error = exc
+            finally:
+                then()
 
         removal.thread = threading.Thread(target=run, name=f"remove-{vassal.name}", daemon=True)
         with self._lock:

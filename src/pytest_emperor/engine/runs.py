@@ -23,12 +23,20 @@ An emperor that drops privileges (``--uid``) gets the run handed over (``hand_ov
 ``logs/`` and ``uwsgi/`` become its user's, the rest stays the caller's. What that user writes is a claim, never
 an instruction: a socket it says it bound is unlinked only if it is a path the run predicted and the file there
 is that user's; a log is read only if it is a regular file of that user's (docs/run-dir.md).
+
+Every vassal's name and unix socket paths are reserved (``reserve``: ``<root>/name-<name>.reserved``, one file
+a socket path, named by its hash) while it is
+deployed, so that a vassal deployed under its production name (``%n`` = ``shop``, no run tag) is refused while
+another run or xdist worker holds that name or one of its sockets. A reservation is a flock, so it ends with its
+process; the next run's recovery removes the files a killed one left (and its processes, first).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import hashlib
 import os
 import secrets
 import shutil
@@ -51,6 +59,8 @@ AF_UNIX_MAX = 107
 UWSGI_DIR = CLAIMS_DIR
 # A claims file larger than this is not read whole: nothing a run's vassals bind comes near it.
 _CLAIMS_LIMIT = 1 << 20
+# The suffix of a reservation's file in the runs root (``reserve``).
+_RESERVED = ".reserved"
 
 
 def runs_root() -> Path:
@@ -410,4 +420,86 @@ def recover_abandoned(root: Path) -> list[Recovered]:
             recovered.append(Recovered(run_path, leftover, removed))
         finally:
             lock.release()
+    _sweep_reservations(root)
     return recovered
+
+
+@dataclass
+class Reservation:
+    """A vassal name or socket path this process holds (an exclusive flock on its file in the runs root) until
+    ``release()``, or until the process dies."""
+
+    key: str
+    path: Path
+    _fd: int = field(repr=False)
+
+    def release(self) -> None:
+        """Give the name or path up: the file goes first, then the lock (whoever opened the file meanwhile sees
+        that it is gone once it gets the lock, and takes a new one). Safe to call twice."""
+        if self._fd < 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = -1
+
+
+def _reservation_file(root: Path, key: str) -> Path:
+    # a vassal name is one DNS label (naming.py), readable as a file name; a socket path is hashed
+    if "/" in key:
+        return root / f"socket-{hashlib.sha256(os.fsencode(key)).hexdigest()[:32]}{_RESERVED}"
+    return root / f"name-{key}{_RESERVED}"
+
+
+def _lock_file(path: Path, *, create: bool) -> int | None:
+    """An fd of ``path`` locked (flock, exclusive) by this process; None if another holds it, or if it is gone
+    (``create=False``)."""
+    while True:
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # released (unlinked) between our open and our lock: that file is no one's any more
+        if not create:
+            return None
+
+
+def reserve(root: Path, key: str, holder: str) -> Reservation | str:
+    """Reserve ``key`` (a vassal name or a unix socket path) for this process under the runs root ``root``,
+    saying ``holder`` to whoever asks for it next; or, if another holds it, that one's ``holder`` text.
+
+    A reservation a killed run left (its file was not removed) is taken over after that run is recovered: its
+    processes may still serve the socket."""
+    path = _reservation_file(root, key)
+    fd = _lock_file(path, create=True)
+    if fd is None:
+        try:
+            with open(path, "rb") as f:  # written right after its lock is taken: empty only for a moment
+                return f.read(4096).decode("utf-8", "replace").strip() or "another run, starting"
+        except FileNotFoundError:
+            return reserve(root, key, holder)  # released meanwhile
+    if os.fstat(fd).st_size:  # a holder died without releasing it
+        recover_abandoned(root)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{holder}\n".encode(), 0)
+    return Reservation(key, path, fd)
+
+
+def _sweep_reservations(root: Path) -> None:
+    """Remove the reservation files of holders that died without releasing them (nobody holds their lock)."""
+    for path in root.glob(f"*{_RESERVED}"):
+        fd = _lock_file(path, create=False)
+        if fd is not None:
+            Reservation("", path, fd).release()
