@@ -93,6 +93,16 @@ def test_callable_missing(tmp_path: Path) -> None:
     assert check(tmp_path, GOOD, **{"app.py": "if True:\n    def application(e, s): return []\n"}) == []
 
 
+def test_callable_missing_names_the_app_the_file_defines(tmp_path: Path) -> None:
+    # a Flask app is `app`; uWSGI looks for `application`
+    check(tmp_path, GOOD, **{"app.py": "import flask\nconfig = {}\napp = flask.Flask(__name__)\n"})
+    [found] = run_check([tmp_path / "svc"], CheckSettings(boot=False)).findings
+    assert found.code == "E508" and found.message.endswith("; it defines `app`: `callable = app`")
+    check(tmp_path, GOOD, **{"app.py": "def wsgi_app(environ, start_response):\n    return []\n"})
+    [found] = run_check([tmp_path / "svc"], CheckSettings(boot=False)).findings
+    assert found.message.endswith("`callable = wsgi_app`")
+
+
 def test_small_buffer_size_is_an_error(tmp_path: Path) -> None:
     # measured: `buffer-size = 32k` is 32 bytes, and uWSGI resets every request nginx sends
     check(tmp_path, GOOD + "buffer-size = 32k\nharakiri = 2m\n")

@@ -44,6 +44,7 @@ class VassalError(EmperorError):
     """A vassal did not reach the state a caller waited for; ``lines`` holds its own log lines."""
 
     def __init__(self, message: str, lines: Sequence[str] = ()) -> None:
+        self.reason = message  # the message without the log lines
         self.lines = list(lines)
         if self.lines:
             message += "\n--- vassal log ---\n" + "\n".join(self.lines)

@@ -271,6 +271,7 @@ class _Session:
     apps: dict[Path, Vassal] = field(default_factory=dict)
     failed: dict[Path, EmperorError] = field(default_factory=dict)
     kept: list[Path] = field(default_factory=list)
+    warned: set[tuple[Path, int, int]] = field(default_factory=set)  # ini files whose ignored options were told
     cov_config: pytest.Config | None = None  # set when pytest-cov measures: the vassals are measured too
     coverage: tuple[VassalCoverage, Path] | None = None  # their coverage dir, and pytest-cov's data file
 
@@ -346,11 +347,27 @@ class _Session:
             raise self.failed[key].with_traceback(None)
         if key not in self.apps:
             try:
-                self.apps[key] = self.get_emperor().deploy(app, exact=self.settings.exact_names)
+                vassal = self.deploy(app, None, exact=self.settings.exact_names)
+                self.apps[key] = _ready(vassal, self.get_emperor().uwsgi, None, remove=True)
             except EmperorError as exc:
                 self.failed[key] = exc
                 raise
         return self.apps[key]
+
+    def deploy(self, app: Path, name: str | None, *, exact: bool) -> Vassal:
+        """Deploy ``app`` (not waiting for it), warning of every option uWSGI would ignore in its ini: a typo,
+        with check's did-you-mean (once per ini file and version of it)."""
+        vassal = self.get_emperor().deploy(app, name, exact=exact, wait=False)
+        st = vassal.ini.stat()
+        key = (vassal.ini, st.st_mtime_ns, st.st_size)
+        if key not in self.warned:
+            self.warned.add(key)
+            from pytest_emperor.check.at_deploy import ignored_options, static_findings
+
+            for typo in ignored_options(static_findings(vassal.ini, vassal.name, self.get_emperor().uwsgi)):
+                # at the ini's line, as a compiler's warning is
+                warnings.warn_explicit(f"pytest-emperor: {typo.message}", pytest.PytestWarning, typo.path, typo.line)
+        return vassal
 
     def close(self) -> None:
         for vassal in self.apps.values():
@@ -489,17 +506,32 @@ def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Cal
         timeout: float | None = None,
     ) -> Vassal:
         __tracebackhide__ = True
-        vassal = emperor.deploy(request.config.rootpath / path, name, exact=exact, wait=False)
+        session = request.config.stash[_SESSION]
+        vassal = session.deploy(request.config.rootpath / path, name, exact=exact)
         deployed.append(_use(request, vassal))
-        if wait:
-            vassal.wait_ready(timeout)
-        return vassal
+        return _ready(vassal, emperor.uwsgi, timeout, remove=False) if wait else vassal
 
     deploy.__qualname__ = deploy.__name__ = "deploy_app"  # a TypeError names the fixture, not a local
     yield deploy
     for vassal in reversed(deployed):
         vassal.close_clients()
         vassal.remove(wait=False)  # the next test waits only if it deploys the same name or socket again
+
+
+def _ready(vassal: Vassal, uwsgi: Path, timeout: float | None, *, remove: bool) -> Vassal:
+    """``vassal.wait_ready(timeout)``; a failure (cursed, never ready) is led by what check's static rules find in
+    its ini, which likely says why (removing the vassal first, if ``remove``)."""
+    __tracebackhide__ = True
+    from pytest_emperor.errors import VassalError
+
+    try:
+        return vassal.wait_ready(timeout)
+    except VassalError as exc:
+        if remove:  # nothing left for the emperor to retry all session
+            vassal.remove()
+        from pytest_emperor.check.at_deploy import explained
+
+        raise explained(exc, vassal.ini, vassal.name, uwsgi) from None
 
 
 @pytest.fixture

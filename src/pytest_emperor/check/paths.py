@@ -94,6 +94,23 @@ def _defines(source: Path, name: str) -> bool | None:
     return False
 
 
+def _app_names(source: Path) -> list[str]:
+    """The module-level names of ``source`` that look like its WSGI app (``app = Flask(__name__)``, ``def
+    wsgi_app(environ, start_response)``): bound by an assignment or a ``def``, with ``app`` in the name."""
+    try:
+        tree = ast.parse(source.read_bytes(), str(source))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.extend(t.id for t in targets if isinstance(t, ast.Name))
+    return sorted({n for n in names if "app" in n.lower()}, key=lambda n: (n != "app", n))
+
+
 def check_paths(
     app: AppConfig, *, cwd: Path, python_version: str, dropped: bool = False, production: Production | None = None
 ) -> list[Finding]:
@@ -176,6 +193,9 @@ def check_paths(
             callable_ = module.partition(":")[2] or callable_
     if source is not None and _defines(source, callable_) is False:
         message = f"`{source.name}` defines no `{callable_}` at module level"
+        named = _app_names(source)
+        if named:  # the usual miss: a Flask app is `app`, uWSGI looks for `application`
+            message += f"; it defines `{named[0]}`: `callable = {named[0]}`"
         findings.append(finding("E508", *at(key), message))
     return findings
 

@@ -1,0 +1,49 @@
+"""What ``emperor-dev check``'s static rules say about an app as a front door deploys it (``pytest --emperor``,
+``emperor-dev up``): the findings that explain a failed deploy lead its error, and an option uWSGI would ignore
+(a typo) is a warning with check's did-you-mean. The engine knows nothing of check: the front doors call this."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pytest_emperor.check.rules import Finding, Severity
+from pytest_emperor.check.runner import CheckSettings, run_check
+from pytest_emperor.errors import EmperorError, VassalError
+
+__all__ = ["explained", "ignored_options", "static_findings"]
+
+# an option uWSGI does not know, so silently ignores (with its did-you-mean): a typo at deploy
+_IGNORED = "E201"
+# the checker itself failed or gave up: it explains nothing
+_CHECKER = ("X002", "X003")
+
+
+def static_findings(ini: Path, name: str, uwsgi: Path | None = None) -> list[Finding]:
+    """check's static findings on ``ini`` deployed as the vassal ``name`` (``%n``), with the options of the
+    ``uwsgi`` binary that runs it; [] if the check cannot read it (the deploy's own error says why)."""
+    try:
+        result = run_check([ini], CheckSettings(name=name, boot=False, uwsgi=uwsgi))
+    except EmperorError:
+        return []
+    return [f for f in result.findings if f.code not in _CHECKER]
+
+
+def ignored_options(findings: Sequence[Finding]) -> list[Finding]:
+    """The options uWSGI would ignore (a typo), each with check's did-you-mean in its message."""
+    return [f for f in findings if f.code == _IGNORED]
+
+
+def explained(error: VassalError, ini: Path, name: str, uwsgi: Path | None = None) -> VassalError:
+    """``error`` (a failed deploy of ``ini`` as ``name``) led by check's error findings on that ini; ``error``
+    itself when check finds none. An ignored option is among them only when nothing else is: the front door has
+    warned of it already, and a typo seldom kills a vassal (a misspelt ``module`` does)."""
+    errors = [f for f in static_findings(ini, name, uwsgi) if f.severity is Severity.ERROR]
+    errors = [f for f in errors if f.code != _IGNORED] or errors
+    if not errors:
+        return error
+    lead = "\n".join(f"{f.path}:{f.line}: {f.code} {f.message}\n    fix: {f.hint}" for f in errors)
+    told = "the finding above is" if len(errors) == 1 else "the findings above are"
+    message = f"{lead}\n{error.reason}; {told} `emperor-dev check --static {os.path.relpath(ini)}`'s"
+    return type(error)(message, error.lines)
