@@ -147,7 +147,7 @@ def assert_nothing_left(up: Up, names: list[str]) -> None:
     assert not Path(run_dir).exists()
     assert not Path(up.instance.control).exists()
     assert not (up.workspace / "state").exists()
-    assert [p for p in (up.workspace / "tmp").rglob("*") if p.suffix in (".lock", ".sock")] == []
+    assert [p for p in (up.workspace / "tmp").rglob("*") if p.suffix in (".lock", ".sock", ".reserved")] == []
     for name in names:
         assert not Path(f"/tmp/{name}.api.sock").exists(), name
 

@@ -4,11 +4,17 @@ option uWSGI would ignore (a typo) is a warning of the run, with check's did-you
 from __future__ import annotations
 
 import re
+import signal
 import textwrap
+from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES
+from dev_helpers import Up, copy_example, names_for_test, up_process, workspace
+from dev_helpers import assert_nothing_left as assert_up_left_nothing
 from plugin_helpers import Sandbox, assert_nothing_left
+
+__all__ = ["up_process", "workspace"]  # fixtures of dev_helpers.py
 
 # A Flask shop as a new user writes it: `module = app`, so uWSGI looks for `application` and finds only `app`.
 FLASK_INI = """\
@@ -77,3 +83,19 @@ def test_a_flask_app_without_its_callable_fails_saying_callable_app(
                      r"did you mean `processes`\?", out), out
     assert out.count("did you mean `processes`") == 1
     assert_nothing_left(box)
+
+
+def test_up_warns_of_a_typo_and_says_why_an_app_failed(workspace: Path, up_process: list[Up]) -> None:
+    good, broken = names_for_test()
+    app = copy_example(workspace, "service3", "service3")
+    ini = app / "app.uwsgi.ini"
+    ini.write_text(ini.read_text() + "proceses = 2\n")
+    copy_example(workspace, "broken-config", "broken-config")
+    up = Up(workspace, f"{good}=service3", f"{broken}=broken-config")
+    up_process.append(up)
+    up.started()
+    up.expect(rf"^warning: {good}: service3/app.uwsgi.ini:11: .*`proceses`: .*did you mean `processes`\?$")
+    after = up.expect(rf"^{broken} failed to start; emperor-dev check finds:$")
+    assert re.match(r"broken-config/app.uwsgi.ini:5: E501 .*does-not-exist", up.lines[after]), up.lines[after:]
+    assert up.stop(signal.SIGINT) == 0
+    assert_up_left_nothing(up, [good, broken])

@@ -12,7 +12,7 @@ from pytest_emperor.check.rules import Finding, Severity
 from pytest_emperor.check.runner import CheckSettings, run_check
 from pytest_emperor.errors import EmperorError, VassalError
 
-__all__ = ["explained", "ignored_options", "static_findings"]
+__all__ = ["causes", "explained", "ignored_options", "shown", "static_findings"]
 
 # an option uWSGI does not know, so silently ignores (with its did-you-mean): a typo at deploy
 _IGNORED = "E201"
@@ -35,15 +35,25 @@ def ignored_options(findings: Sequence[Finding]) -> list[Finding]:
     return [f for f in findings if f.code == _IGNORED]
 
 
+def causes(findings: Sequence[Finding]) -> list[Finding]:
+    """The findings that likely explain a failed deploy: check's errors. An ignored option is among them only
+    when nothing else is: the front door has warned of it already, and a typo seldom kills a vassal (a misspelt
+    ``module`` does)."""
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    return [f for f in errors if f.code != _IGNORED] or errors
+
+
+def shown(findings: Sequence[Finding]) -> str:
+    """Findings as check's text report shows them: ``path:line: code message``, then the fix."""
+    return "\n".join(f"{f.path}:{f.line}: {f.code} {f.message}\n    fix: {f.hint}" for f in findings)
+
+
 def explained(error: VassalError, ini: Path, name: str, uwsgi: Path | None = None) -> VassalError:
-    """``error`` (a failed deploy of ``ini`` as ``name``) led by check's error findings on that ini; ``error``
-    itself when check finds none. An ignored option is among them only when nothing else is: the front door has
-    warned of it already, and a typo seldom kills a vassal (a misspelt ``module`` does)."""
-    errors = [f for f in static_findings(ini, name, uwsgi) if f.severity is Severity.ERROR]
-    errors = [f for f in errors if f.code != _IGNORED] or errors
-    if not errors:
+    """``error`` (a failed deploy of ``ini`` as ``name``) led by the findings of check that likely explain it
+    (``causes``); ``error`` itself when check finds none."""
+    lead = causes(static_findings(ini, name, uwsgi))
+    if not lead:
         return error
-    lead = "\n".join(f"{f.path}:{f.line}: {f.code} {f.message}\n    fix: {f.hint}" for f in errors)
-    told = "the finding above is" if len(errors) == 1 else "the findings above are"
-    message = f"{lead}\n{error.reason}; {told} `emperor-dev check --static {os.path.relpath(ini)}`'s"
+    told = "the finding above is" if len(lead) == 1 else "the findings above are"
+    message = f"{shown(lead)}\n{error.reason}; {told} `emperor-dev check --static {os.path.relpath(ini)}`'s"
     return type(error)(message, error.lines)

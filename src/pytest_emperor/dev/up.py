@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Optional
 
+from pytest_emperor.check.at_deploy import causes, ignored_options, shown, static_findings
 from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT, ROUTER_HOST
 from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
@@ -278,6 +279,8 @@ class DevServer:
                 self.misrouted[spec.name] = f"{problem}: requests through the router will get 502 ({fix})"
         if problem is not None:
             self.output.note(f"warning: {self.misrouted[spec.name]}", error=True)
+        for typo in ignored_options(static_findings(vassal.ini, vassal.name, self.emperor.uwsgi)):
+            self.output.note(f"warning: {spec.name}: {typo.path}:{typo.line}: {typo.message}", error=True)
         return vassal
 
     def deploy_all(self, specs: Sequence[AppSpec]) -> None:
@@ -300,7 +303,10 @@ class DevServer:
         try:
             vassal.wait_ready()
             state = VassalState.READY.value  # the emperor said so and a probe was answered: no stats read needed
-        except VassalError:  # shown in the table with its error lines
+        except VassalError:  # shown in the table with its error lines, after what check finds in its ini
+            lead = causes(static_findings(vassal.ini, vassal.name, self.emperor.uwsgi))
+            if lead and not self.stopping.is_set():
+                self.output.note(f"{vassal.name} failed to start; emperor-dev check finds:\n{shown(lead)}", error=True)
             try:
                 state = self.app_status(vassal.name).state
             except (EmperorError, OSError):  # the emperor died meanwhile: _watch_emperor says so
