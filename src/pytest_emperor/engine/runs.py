@@ -486,7 +486,7 @@ def reserve(root: Path, key: str, holder: str) -> Reservation | str:
     fd = _lock_file(path, create=True)
     if fd is None:
         try:
-            with open(path, "rb") as f:  # written right after its lock is taken: empty only for a moment
+            with open_owned(path) as f:  # written right after its lock is taken: empty only for a moment
                 return f.read(4096).decode("utf-8", "replace").strip() or "another run, starting"
         except FileNotFoundError:
             return reserve(root, key, holder)  # released meanwhile
