@@ -516,7 +516,13 @@ def test_a_cursed_deploy_reads_as_the_tests_own_failure(pytester: pytest.Pyteste
     write_tests(repo, test_cursed="def test_deploys_a_broken_app(deploy_app):\n    deploy_app('broken')\n")
     result = pytester.runpytest_subprocess("--emperor", timeout=RUN_TIMEOUT)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([">       deploy_app('broken')", "E       *VassalCursed: vassal broken-*"])
+    # led by what `emperor-dev check` finds in the ini, then uWSGI's verdict
+    result.stdout.fnmatch_lines([
+        ">       deploy_app('broken')",
+        "E       *VassalCursed: broken/app.uwsgi.ini:3: E501 the `chdir` directory does not exist*",
+        "E           fix: *",
+        "E       vassal broken-* was cursed by the emperor while starting*",
+    ])
     # pytest shows only the test's own frame: none of the plugin's.
     failure = result.stdout.str().split("FAILURES")[1].split("-- vassal broken-")[0]
     assert "pytest_emperor/" not in failure and ">       deploy_app('broken')" in failure, failure

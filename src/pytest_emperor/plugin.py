@@ -357,6 +357,7 @@ class _Session:
     def deploy(self, app: Path, name: str | None, *, exact: bool) -> Vassal:
         """Deploy ``app`` (not waiting for it), warning of every option uWSGI would ignore in its ini: a typo,
         with check's did-you-mean (once per ini file and version of it)."""
+        __tracebackhide__ = True
         vassal = self.get_emperor().deploy(app, name, exact=exact, wait=False)
         st = vassal.ini.stat()
         key = (vassal.ini, st.st_mtime_ns, st.st_size)
