@@ -24,11 +24,11 @@ An emperor that drops privileges (``--uid``) gets the run handed over (``hand_ov
 an instruction: a socket it says it bound is unlinked only if it is a path the run predicted and the file there
 is that user's; a log is read only if it is a regular file of that user's (docs/run-dir.md).
 
-Every vassal's name and unix socket paths are reserved (``reserve``: ``<root>/name-<name>.reserved``, one file
-a socket path, named by its hash) while it is
-deployed, so that a vassal deployed under its production name (``%n`` = ``shop``, no run tag) is refused while
-another run or xdist worker holds that name or one of its sockets. A reservation is a flock, so it ends with its
-process; the next run's recovery removes the files a killed one left (and its processes, first).
+Every vassal's name and unix socket paths are reserved (``reserve``: ``<root>/name-<name>.reserved``, and one
+file a socket path, named by its hash) while it is deployed, so that a vassal deployed under its production name
+(``%n`` = ``shop``, no run tag) is refused while another run or xdist worker holds that name or one of its
+sockets. A reservation is a flock, so it ends with its process; the next run's recovery removes the files a
+killed one left (and its processes, first).
 """
 
 from __future__ import annotations
