@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def static_findings(ini: Path, name: str, uwsgi: Path | None = None) -> list[Fin
     ``uwsgi`` binary that runs it; [] if the check cannot read it (the deploy's own error says why)."""
     try:
         result = run_check([ini], CheckSettings(name=name, boot=False, uwsgi=uwsgi))
-    except EmperorError:
+    except (EmperorError, OSError, subprocess.SubprocessError):  # the binary's options could not be asked either
         return []
     return [f for f in result.findings if f.code not in _CHECKER]
 
