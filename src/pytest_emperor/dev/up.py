@@ -22,8 +22,9 @@ from pytest_emperor.check.at_deploy import causes, ignored_options, shown, stati
 from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT, ROUTER_HOST
 from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
-from pytest_emperor.dev.logs import LogTail, follow
+from pytest_emperor.dev.logs import LogLine, LogTail, describe, follow
 from pytest_emperor.dev.output import EMPEROR, Output
+from pytest_emperor.dev.page import UpPage
 from pytest_emperor.dev.state import Instance, StateDir
 from pytest_emperor.dev.watch import AppWatcher
 from pytest_emperor.engine.emperor import Emperor
@@ -84,6 +85,7 @@ class DevServer:
         self._emperor: Emperor | None = None
         self._router: Router | None = None
         self._watcher: AppWatcher | None = None
+        self._page: UpPage | None = None
 
     @property
     def emperor(self) -> Emperor:
@@ -120,6 +122,8 @@ class DevServer:
             self._start()
             with self._lock:
                 self.apps.update((spec.name, spec) for spec in specs)
+            if self._page is not None:  # the apps are shown starting, and each as it settles
+                self._stack.callback(self._page.start().stop)
             # Watch before deploying: the watch is set up while the apps start, so an edit made as soon as the
             # table is printed is seen.
             self._watcher = AppWatcher(self._specs, self._restart_in_background, code=self.options.reload).start()
@@ -192,6 +196,7 @@ class DevServer:
         self._stack.callback(self._emperor.stop)  # registered first: stop() is a no-op on an emperor not started
         self._emperor.start()
         run_dir = self._emperor.run_dir
+        page = self._page = UpPage(run_dir / "page", self.status, {"pid": os.getpid()}).install()
         try:
             router = self._router = start_router(
                 route_map,
@@ -200,6 +205,7 @@ class DevServer:
                 port=options.port,
                 nginx=options.nginx,
                 site=site,
+                own_page=page.directory,
                 env=self._emperor.process_env,
                 preexec_fn=die_with_parent(signal.SIGTERM),
                 timeout=options.timeout,
@@ -227,10 +233,18 @@ class DevServer:
     def _stream(self, muted: Sequence[str]) -> None:
         """Start the log stream (``muted``: apps the emperor is retrying) and the emperor's death watch."""
         stop = threading.Event()
+        page = self._page
+        if page is not None:  # what the stream starts after: the apps' start-up, as the table showed it
+            page.feed([line for line in map(describe, self.emperor.events()) if line is not None and line.event])
         tail = LogTail(self.emperor.run_dir, from_end=True)
+
+        def emit(lines: list[LogLine]) -> None:
+            self.output.log_lines(lines)
+            if page is not None:
+                page.feed(lines)  # the page shows the same events as the terminal
+
         streamer = threading.Thread(
-            target=follow, args=(tail, self.output.log_lines, stop), kwargs={"muted": muted}, name="emperor-dev-logs",
-            daemon=True,
+            target=follow, args=(tail, emit, stop), kwargs={"muted": muted}, name="emperor-dev-logs", daemon=True,
         )
         streamer.start()
         self._stack.callback(streamer.join)
@@ -281,7 +295,12 @@ class DevServer:
             self.output.note(f"warning: {self.misrouted[spec.name]}", error=True)
         for typo in ignored_options(static_findings(vassal.ini, vassal.name, self.emperor.uwsgi)):
             self.output.note(f"warning: {spec.name}: {typo.path}:{typo.line}: {typo.message}", error=True)
+        self._page_changed()
         return vassal
+
+    def _page_changed(self) -> None:
+        if self._page is not None:
+            self._page.changed()
 
     def deploy_all(self, specs: Sequence[AppSpec]) -> None:
         """Deploy every app at once, then wait for all of them at once: each is shown as soon as it is ready (or
@@ -345,6 +364,7 @@ class DevServer:
                 self.apps.pop(name, None)
                 self.failures.pop(name, None)
                 self.misrouted.pop(name, None)
+        self._page_changed()
         if self._watcher is not None:
             self._watcher.apps_changed()
 

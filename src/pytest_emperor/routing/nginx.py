@@ -281,6 +281,7 @@ def start_router(
     *,
     nginx: str | os.PathLike[str] | None = None,
     site: NginxSite | None = None,
+    own_page: Path | None = None,
     host: str = ROUTER_HOST,
     port: int = 0,
     env: Mapping[str, str] | None = None,
@@ -292,7 +293,8 @@ def start_router(
     """Start a private nginx in front of the vassal sockets (its config written into ``run_dir``); return
     the :class:`~.router.Router` once nginx accepts on its unix socket.
 
-    ``user`` (root only): the user nginx's workers run as, as production's ``user`` directive says (production's
+    With ``own_page`` (a directory), this machine's Hosts get its files (``emperor-dev up``'s page,
+    route_table.py). ``user`` (root only): the user nginx's workers run as, as production's ``user`` directive says (production's
     ``nginx-user``); the run dir must then be searchable by it (``Emperor(searchable_run=True)``).
 
     nginx parses the whole config at start-up exactly as ``nginx -t`` does (ngx_init_cycle) and exits on the
@@ -315,7 +317,7 @@ def start_router(
         listener.bind((host, port))
         listener.listen(511)  # nginx's default backlog on Linux; it does not listen() inherited sockets
         tcp = (host, listener.getsockname()[1])
-        routes.serve_on(tcp[1])
+        routes.serve_on(tcp[1], own_page)
         if os.geteuid() != 0:  # nginx ignores `user` (with a warning): workers run as we do
             worker = None
         elif user is not None:

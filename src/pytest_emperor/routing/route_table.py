@@ -12,6 +12,10 @@ per request on a directory private to the run (docs/security.md):
 - neither: a 404 page naming the Host and listing the apps that are deployed (``no-such-app.html``, with the Host
   and port put in by nginx's SSI, HTML-escaped).
 
+A router may also serve a page of its own (``emperor-dev up``'s, dev/page.py: :meth:`RouteTable.serve_on` with a
+directory) to the Hosts that name this machine rather than an app (``localhost``, ``127.0.0.1``, ``[::1]``): only
+those, so a web page whose own name a DNS rebinding points at the router still gets the 404 page, not that page.
+
 An update is a file created or removed (and, when an app comes or goes, the page rewritten): no nginx reload, so
 a deploy pays well under a millisecond for it and the next request sees the change (benchmarks/route_table.py).
 """
@@ -40,6 +44,16 @@ PAGE = "no-such-app.html"
 PAGE_URI = "/.pytest-emperor/not-routed"
 #: The entry of ``ready/`` that lets the page's own request through (no app name starts with a dot).
 PAGE_KEY = ".page"
+#: Where a router's own page (``serve_on(port, own_page=...)``) is served from, internally.
+OWN_PAGE_URI = "/.pytest-emperor/up/"
+#: The Hosts that get the router's own page: this machine's names, as nginx's ``$host`` spells them (lowercase,
+#: without the port). Never a name from outside: see the module's docstring.
+OWN_PAGE_HOSTS = r"^(localhost|127\.0\.0\.1|\[::1\])$"
+#: The own page's Content-Security-Policy: its own files only, no inline script, no framing by another site.
+_OWN_PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 class RouteState(enum.Enum):
@@ -60,6 +74,7 @@ class RouteTable:
         self.directory = directory
         self.route_map = route_map
         self.port: int | None = None  # the router's TCP port, for the page's links (see serve_on)
+        self.own_page: Path | None = None  # the directory of the router's own page, if it serves one
         self._lock = threading.Lock()
         # No parents: a table is never made for a run dir that is gone (an event read after the run closed).
         directory.mkdir(mode=0o700, exist_ok=True)
@@ -79,10 +94,12 @@ class RouteTable:
                 table = _tables[directory] = cls(directory, route_map)
             return table
 
-    def serve_on(self, port: int) -> None:
-        """The router listens on ``port``: the page's links name it."""
+    def serve_on(self, port: int, own_page: Path | None = None) -> None:
+        """The router listens on ``port``: the page's links name it. With ``own_page`` (a directory), the Hosts
+        of this machine get the files in it (``index.html`` for ``/``), and the 404 page links to it."""
         with self._lock:
             self.port = port
+            self.own_page = own_page
             self._write_page()
 
     def set(self, name: str, state: RouteState | None) -> None:
@@ -128,7 +145,7 @@ set $pytest_emperor_route $app;
 if ($uri = {PAGE_URI}) {{
     set $pytest_emperor_route {PAGE_KEY};
 }}
-if (-f "{self.directory}/{RouteState.DOWN.value}/$pytest_emperor_route") {{
+{self._own_page_directives()}if (-f "{self.directory}/{RouteState.DOWN.value}/$pytest_emperor_route") {{
     return {NOT_SERVING_STATUS};
 }}
 if (!-f "{self.directory}/{RouteState.READY.value}/$pytest_emperor_route") {{
@@ -144,6 +161,39 @@ location = {PAGE_URI} {{
 }}
 """
 
+    def _own_page_directives(self) -> str:
+        """The directives that serve the router's own page to this machine's Hosts, if it serves one."""
+        if self.own_page is None:
+            return ""
+        # `rewrite ... last` at the server level skips the tests below and picks the page's internal location.
+        # "/" is rewritten to the file itself: the index module's internal redirect would run these directives
+        # again, and the prefixed URI would be prefixed twice.
+        # The page reads only files of its own directory; its headers forbid every other source (no inline
+        # script, nothing from elsewhere), so a name or log line that slipped past its escaping still cannot run,
+        # and no other site may frame it. The JSON it polls changes several times a second: never cached.
+        return f"""\
+if ($host ~ "{OWN_PAGE_HOSTS}") {{
+    rewrite ^/$ {OWN_PAGE_URI}index.html last;
+    rewrite ^(.*)$ {OWN_PAGE_URI.rstrip("/")}$1 last;
+}}
+location ^~ {OWN_PAGE_URI} {{
+    internal;
+    alias "{self.own_page}/";
+    types {{
+        text/html html;
+        text/css css;
+        text/javascript js;
+        application/json json;
+    }}
+    etag off;
+    if_modified_since off;
+    add_header Cache-Control "no-store" always;
+    add_header X-Content-Type-Options "nosniff" always;
+    add_header Referrer-Policy "no-referrer" always;
+    add_header Content-Security-Policy "{_OWN_PAGE_POLICY}" always;
+}}
+"""
+
     def _write_page(self) -> None:
         """Rewrite the page of a Host that routes nowhere, atomically (nginx may be serving it): the page is a
         symlink swapped to a new file. Renaming a new regular file over the old one cost 2-4 ms on the emperor's
@@ -151,7 +201,7 @@ location = {PAGE_URI} {{
         page = self.directory / PAGE
         fresh = f"page-{secrets.token_hex(6)}.html"
         with open(self.directory / fresh, "x") as f:
-            f.write(render_page(self.route_map, list(self.states()), self.port))
+            f.write(render_page(self.route_map, list(self.states()), self.port, own_page=self.own_page is not None))
         try:
             old = os.readlink(page)
         except OSError:  # the first page
@@ -164,16 +214,19 @@ location = {PAGE_URI} {{
                 os.unlink(self.directory / old)
 
 
-def render_page(route_map: RouteMap, names: list[str], port: int | None) -> str:
+def render_page(route_map: RouteMap, names: list[str], port: int | None, *, own_page: bool = False) -> str:
     """The page for a request the router does not route, listing the apps deployed (``names``) with links to
-    the router's ``port``; nginx's SSI fills in the Host (as HTML entities) and says whether the Host's app is
-    deployed but not serving."""
+    the router's ``port`` (and, with ``own_page``, to the router's own page, which shows their states); nginx's SSI
+    fills in the Host (as HTML entities) and says whether the Host's app is deployed but not serving."""
     rows = "".join(
         f'<li><a href="http://{html.escape(route_map.host_for(name))}{f":{port}" if port else ""}/">'
         f"{html.escape(name)}</a></li>\r\n"
         for name in names
     )
     listing = f"<p>Apps deployed here:</p>\r\n<ul>\r\n{rows}</ul>" if rows else "<p>No app is deployed here.</p>"
+    if own_page:
+        home = f"http://localhost{f':{port}' if port else ''}/"
+        listing += f'\r\n<p>Their states, logs and errors: <a href="{home}">{home}</a></p>'
     return (
         '<!--# if expr="$status = 502" --><!--# set var="title" value="502 Bad Gateway" -->'
         '<!--# else --><!--# set var="title" value="404 Not Found" --><!--# endif -->'
