@@ -22,7 +22,7 @@ from pytest_emperor.check.at_deploy import causes, ignored_options, shown, stati
 from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT, ROUTER_HOST
 from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
-from pytest_emperor.dev.logs import LogLine, LogTail, describe, follow
+from pytest_emperor.dev.logs import LogLine, LogTail, RetryMuter, describe, follow
 from pytest_emperor.dev.output import EMPEROR, Output
 from pytest_emperor.dev.page import UpPage
 from pytest_emperor.dev.state import Instance, StateDir
@@ -234,8 +234,12 @@ class DevServer:
         """Start the log stream (``muted``: apps the emperor is retrying) and the emperor's death watch."""
         stop = threading.Event()
         page = self._page
-        if page is not None:  # what the stream starts after: the apps' start-up, as the table showed it
-            page.feed([line for line in map(describe, self.emperor.events()) if line is not None and line.event])
+        if page is not None:  # the events the stream starts after: the apps' start-up, kept as the stream keeps them
+            muter = RetryMuter()
+            page.feed([
+                line for line in map(describe, self.emperor.events())
+                if line is not None and line.event and muter.keep(line)
+            ])
         tail = LogTail(self.emperor.run_dir, from_end=True)
 
         def emit(lines: list[LogLine]) -> None:
