@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
@@ -273,6 +273,7 @@ class _Session:
     kept: list[Path] = field(default_factory=list)
     warned: set[tuple[Path, int, int]] = field(default_factory=set)  # ini files whose ignored options were told
     cov_config: pytest.Config | None = None  # set when pytest-cov measures: the vassals are measured too
+    current_test: Path | None = None  # the file of the test being set up (base_url's app is that test's)
     coverage: tuple[VassalCoverage, Path] | None = None  # their coverage dir, and pytest-cov's data file
 
     def get_emperor(self) -> Emperor:
@@ -430,6 +431,46 @@ def pytest_configure(config: pytest.Config) -> None:
 
     # Plain requests.get(vassal.url) never waits on DNS.
     config.stash[_NAMES] = install(settings.route_map, settings.router_options["site"])
+    if _base_url_unset(config):
+        # Registered after every installed plugin (pytest-base-url, pytest-playwright's fallback), so its
+        # fixtures are the ones tests get; a conftest's own base_url still wins.
+        config.pluginmanager.register(_app_base_url(), "emperor-base-url")
+
+
+def _base_url_unset(config: pytest.Config) -> bool:
+    """True when a plugin offers ``base_url`` (pytest-base-url, or pytest-playwright without it) and the user gave
+    none: no ``--base-url``, no ``$PYTEST_BASE_URL``, no ``base_url`` ini value."""
+    if not hasattr(config.option, "base_url"):
+        return False
+    try:
+        ini = config.getini("base_url")
+    except ValueError:  # no such ini key (neither plugin registered it)
+        ini = None
+    return not config.getoption("base_url") and not ini
+
+
+def _app_base_url() -> ModuleType:
+    """A plugin whose ``base_url`` is the app under test's URL, so that a browser test (pytest-playwright's
+    ``page``) opens the app with no glue. A module, as a plugin file would be: pytest reads fixtures from a plain
+    object's class only, and deprecates session-scoped fixtures that are methods."""
+
+    @pytest.fixture(scope="session")
+    def base_url(pytestconfig: pytest.Config) -> str:
+        """The URL of ``app_vassal`` for the first test that asks (session-scoped, as pytest-base-url's is)."""
+        __tracebackhide__ = True
+        session = pytestconfig.stash[_SESSION]
+        return session.app_vassal(session.app_for(session.current_test or pytestconfig.rootpath)).url
+
+    @pytest.fixture(scope="session", autouse=True)
+    def _verify_url(request: pytest.FixtureRequest) -> None:
+        """pytest-base-url's check, which asks every test for ``base_url``: here it asks only with
+        ``--verify-base-url``, so that the app is deployed by the tests that need it, not by every test."""
+        if request.config.getoption("verify_base_url", False):
+            request.getfixturevalue("base_url")  # deploying it waits until it answers
+
+    plugin = ModuleType(f"{__name__}.base_url")
+    vars(plugin).update(base_url=base_url, _verify_url=_verify_url)
+    return plugin
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -616,6 +657,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     are set up, so that ``log_text()`` of one deployed by a module-scoped fixture holds this test's lines only
     (a vassal deployed during the set-up starts at its deploy)."""
     session = item.config.stash.get(_SESSION, None)
+    if session is not None:
+        session.current_test = item.path
     emperor = session.emperor if session is not None else None
     item.stash[_TEST_START] = emperor.last_seq if emperor is not None else 0
     if emperor is not None:  # else the router has not started: all it will log is this test's
