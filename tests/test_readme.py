@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
+from browser_helpers import CHROMIUM
+from components import require_component
 from plugin_helpers import Sandbox, assert_nothing_left
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,6 +18,7 @@ README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 SERVICE1 = ROOT / "example_apps" / "service1"
 RUN_TIMEOUT = 240
+CHROMIUM_PATH = str(CHROMIUM)  # the README's browser test names the system's Chromium
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
@@ -64,6 +67,8 @@ def test_readme_python_examples_pass(pytester: pytest.Pytester, box: Sandbox, mo
     (repo / "venv-bottle").symlink_to(SERVICE1 / "venv-bottle")
     (repo / "pytest.ini").write_text("[pytest]\n")
     examples = blocks("python")
+    if any(CHROMIUM_PATH in source for source in examples) and not Path(CHROMIUM_PATH).exists():
+        require_component("chromium", f"the README's browser test runs in {CHROMIUM_PATH} (apt-get install chromium)")
     for number, source in enumerate(examples, 1):
         (repo / f"test_readme_{number}.py").write_text(source)
     monkeypatch.chdir(repo)
