@@ -23,9 +23,11 @@ from pytest_emperor.dev.control import AppStatus
 from pytest_emperor.dev.logs import LogLine
 from pytest_emperor.dev.page import UpPage, process_facts
 from pytest_emperor.engine.emperor_log import EventKind
+from pytest_emperor.routing.route_table import OWN_PAGE_URI, RouteTable
+from pytest_emperor.routing.routes import RouteMap
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Locator, Page
 
 __all__ = ["chromium", "tab", "up_process", "workspace"]  # fixtures
 
@@ -35,7 +37,7 @@ HOSTILE = (
 )
 
 
-def row(page: Page, name: str, cell: str) -> object:
+def row(page: Page, name: str, cell: str) -> Locator:
     return page.locator(f'tr.app[data-app="{name}"] td.{cell}')
 
 
@@ -171,3 +173,15 @@ def test_the_page_reads_nothing_of_another_users_process() -> None:
         other.kill()
         other.wait()
 
+
+
+def test_only_a_router_given_a_page_serves_one(tmp_path: Path) -> None:
+    table = RouteTable(tmp_path / "routes", RouteMap.for_domain())
+    table.serve_on(8080)  # the plugin's router: this machine's names get the 404 page like any other Host
+    assert OWN_PAGE_URI not in table.server_directives()
+    assert "http://localhost:8080/" not in (tmp_path / "routes" / "no-such-app.html").read_text()
+    table.serve_on(8080, tmp_path / "page")
+    assert f'alias "{tmp_path / "page"}/";' in table.server_directives()
+    assert 'Their states and errors: <a href="http://localhost:8080/">' in (
+        tmp_path / "routes" / "no-such-app.html"
+    ).read_text()

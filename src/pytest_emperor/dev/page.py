@@ -201,5 +201,5 @@ class UpPage:
                 return
             try:
                 self.refresh()
-            except (EmperorError, OSError):  # the emperor is stopping: the page then says up stopped answering
-                continue
+            except (EmperorError, OSError, ValueError):  # the emperor is stopping (a stats read cut short): the
+                continue  # page says so once up stops answering

@@ -226,7 +226,7 @@ def render_page(route_map: RouteMap, names: list[str], port: int | None, *, own_
     listing = f"<p>Apps deployed here:</p>\r\n<ul>\r\n{rows}</ul>" if rows else "<p>No app is deployed here.</p>"
     if own_page:
         home = f"http://localhost{f':{port}' if port else ''}/"
-        listing += f'\r\n<p>Their states, logs and errors: <a href="{home}">{home}</a></p>'
+        listing += f'\r\n<p>Their states and errors: <a href="{home}">{home}</a></p>'
     return (
         '<!--# if expr="$status = 502" --><!--# set var="title" value="502 Bad Gateway" -->'
         '<!--# else --><!--# set var="title" value="404 Not Found" --><!--# endif -->'
