@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (.ci/run installs it)
-WAIT_MS = 30_000  # generous: two cores shared with other test runs
+WAIT_MS = 60_000  # as long as dev_helpers waits for up: two cores shared with other test runs
 
 
 def chromium_browser() -> Iterator[Browser]:
