@@ -165,12 +165,13 @@ location = {PAGE_URI} {{
         """The directives that serve the router's own page to this machine's Hosts, if it serves one."""
         if self.own_page is None:
             return ""
-        # `rewrite ... last` at the server level skips the tests below and picks the page's internal location.
-        # "/" is rewritten to the file itself: the index module's internal redirect would run these directives
-        # again, and the prefixed URI would be prefixed twice.
+        # How nginx reads these (docs/uwsgi-behaviour.md, "Serving up's page"): `rewrite ... last` at the server
+        # level skips the tests below and picks the page's internal location; "/" is rewritten to the file itself,
+        # as the index module's internal redirect would run these directives again; the types are listed, as the
+        # config includes no mime.types; ETags are second-granular, and the JSON changes several times a second.
         # The page reads only files of its own directory; its headers forbid every other source (no inline
         # script, nothing from elsewhere), so a name or log line that slipped past its escaping still cannot run,
-        # and no other site may frame it. The JSON it polls changes several times a second: never cached.
+        # and no other site may frame it.
         return f"""\
 if ($host ~ "{OWN_PAGE_HOSTS}") {{
     rewrite ^/$ {OWN_PAGE_URI}index.html last;
