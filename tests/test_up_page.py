@@ -158,6 +158,14 @@ def test_the_document_counts_requests_from_request_lines_and_keeps_events(tmp_pa
     assert [(e["app"], e["text"], e["kind"]) for e in written["events"]] == [("a", "ready", "ready")]
     assert page.refresh() is False  # nothing changed: not rewritten
     assert page.writes == 2
+    # At start, the count already logged: the latest request line near the end of each app's log.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_text("[pid: 7|app: 0|req: 1/7] 127.0.0.1 () GET /\n" + "x" * 100_000 + "\n"
+                                "[pid: 7|app: 0|req: 2/8] 127.0.0.1 () GET /\nnot a request line\n")
+    page.count_logged(logs)
+    page.refresh()
+    assert json.loads((page.directory / "up.json").read_text())["apps"][0]["requests"] == 8
 
 
 def test_the_page_reads_nothing_of_another_users_process() -> None:

@@ -31,7 +31,8 @@ from typing import Any
 from pytest_emperor.dev.control import AppStatus
 from pytest_emperor.dev.logs import LogLine
 from pytest_emperor.engine.processes import children_of
-from pytest_emperor.errors import EmperorError
+from pytest_emperor.engine.runs import open_owned
+from pytest_emperor.errors import EmperorError, UnsafePath
 
 #: The page's files, shipped beside this module (``page_assets/``), copied into the run dir's page directory.
 ASSETS = ("index.html", "page.css", "page.js")
@@ -45,6 +46,8 @@ EVENTS_KEPT = 100
 # uWSGI's request line counts the instance's requests: "[pid: 123|app: 0|req: 5/17]" is its 17th (all workers;
 # docs/uwsgi-behaviour.md, "Request log lines").
 _REQUEST_COUNT = re.compile(r"\|req: -?\d+/(\d+)\]")
+#: How much of the end of an app's log is read for its request count at start: many request lines' worth.
+_COUNT_TAIL = 64 * 1024
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -150,6 +153,21 @@ class UpPage:
     def changed(self) -> None:
         """Something changed (an app added, removed, reloaded): rewrite the document now."""
         self._wake.set()
+
+    def count_logged(self, logs_dir: Path) -> None:
+        """Take each app's request count from its log as it is now (the stream then follows from its end): its
+        latest request line, in the last :data:`_COUNT_TAIL` bytes."""
+        for log in logs_dir.glob("*.log"):
+            try:
+                with open_owned(log) as f:  # never through a link a vassal that dropped privileges put there
+                    f.seek(max(0, f.seek(0, os.SEEK_END) - _COUNT_TAIL))
+                    tail = f.read().decode("utf-8", "replace")
+            except (OSError, UnsafePath):
+                continue
+            counts = _REQUEST_COUNT.findall(tail)
+            if counts:
+                with self._lock:
+                    self._requests[log.stem] = int(counts[-1])
 
     def feed(self, lines: Sequence[LogLine]) -> None:
         """Lines of ``up``'s log stream: an event is kept and shown at once; an app's request line updates its

@@ -234,7 +234,8 @@ class DevServer:
         """Start the log stream (``muted``: apps the emperor is retrying) and the emperor's death watch."""
         stop = threading.Event()
         page = self._page
-        if page is not None:  # the events the stream starts after: the apps' start-up, kept as the stream keeps them
+        if page is not None:  # what the stream starts after: the apps' start-up, kept as the stream keeps it
+            page.count_logged(self.emperor.logs_dir)
             muter = RetryMuter()
             page.feed([
                 line for line in map(describe, self.emperor.events())
