@@ -141,7 +141,16 @@ def test_an_unknown_host_lists_the_running_apps_and_only_this_machines_names_get
 
 
 def test_the_document_counts_requests_from_request_lines_and_keeps_events(tmp_path: Path) -> None:
-    apps = [AppStatus("a", "http://a.api.localhost:1/", "ready", os.getpid(), "/x/app.uwsgi.ini", None, None, [], True)]
+    master = subprocess.Popen(["sleep", "60"])  # an app's master, whose memory stays put between two looks
+    try:
+        check_the_document(tmp_path, master.pid)
+    finally:
+        master.kill()
+        master.wait()
+
+
+def check_the_document(tmp_path: Path, master: int) -> None:
+    apps = [AppStatus("a", "http://a.api.localhost:1/", "ready", master, "/x/app.uwsgi.ini", None, None, [], True)]
     page = UpPage(tmp_path / "page", lambda: apps, {"pid": 1}).install()
     assert json.loads((page.directory / "up.json").read_text()) == {"up": {"pid": 1}, "apps": [], "events": []}
     assert sorted(p.name for p in page.directory.iterdir()) == ["index.html", "page.css", "page.js", "up.json"]
