@@ -294,8 +294,9 @@ def start_router(
     the :class:`~.router.Router` once nginx accepts on its unix socket.
 
     With ``own_page`` (a directory), this machine's Hosts get its files (``emperor-dev up``'s page,
-    route_table.py). ``user`` (root only): the user nginx's workers run as, as production's ``user`` directive says (production's
-    ``nginx-user``); the run dir must then be searchable by it (``Emperor(searchable_run=True)``).
+    route_table.py). ``user`` (root only): the user nginx's workers run as, as production's ``user`` directive
+    says (production's ``nginx-user``); the run dir must then be searchable by it
+    (``Emperor(searchable_run=True)``).
 
     nginx parses the whole config at start-up exactly as ``nginx -t`` does (ngx_init_cycle) and exits on the
     first error, so the start is the check: a rejected config is a RouterError with nginx's own message. A
