@@ -88,6 +88,15 @@ class ConfigFileError(ConfigError, ValueError):
     wrong type, invalid TOML; the message names the file and the key."""
 
 
+class RevisionError(ConfigError):
+    """A revision that cannot be deployed: the path is not in a git repository, the revision does not exist there,
+    or the app is not in it at that revision; the message names the path and the revision."""
+
+
+class SetupError(RevisionError):
+    """A revision's ``setup`` command failed in its checkout; the message carries the command's output."""
+
+
 class InputError(EmperorError):
     """A path that is neither an app dir, a dir of app dirs, nor a readable ini file (``check`` exit code 2)."""
 

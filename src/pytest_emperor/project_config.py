@@ -78,6 +78,8 @@ _TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
     "timeout": (_is_seconds, "seconds, such as 30"),
     "emperor-args": (_is_str_or_strs, _EMPEROR_ARGS),
     "nginx-user": (_is_str, 'a user name such as "www-data"'),
+    "setup": (_is_str, 'a shell command such as "python3 -m venv venv && venv/bin/pip install -r requirements.txt"'),
+    "setup-inputs": (_is_strs, 'a list of globs such as ["requirements*.txt", "pyproject.toml"]'),
 }
 #: The shared settings, in the order ``emperor-dev config`` prints them.
 KEYS = tuple(_TYPES)
@@ -92,6 +94,9 @@ DEFAULTS: dict[str, Any] = {
     "timeout": DEFAULT_TIMEOUT,
     "emperor-args": (),
     "nginx-user": None,
+    # how a revision's checkout is prepared (revisions/), and the files that command reads (its cache key)
+    "setup": None,
+    "setup-inputs": None,
 }
 _TOP_KEYS = frozenset({*KEYS, "check"})
 
