@@ -16,8 +16,9 @@ PACKAGE = Path(pytest_emperor.__file__).parent
 
 # room -> the rooms it must never import (not even lazily, inside a function)
 FORBIDDEN = {
-    "engine": ("testing", "dev", "check", "plugin", "cli"),
-    "routing": ("engine", "testing", "dev", "check", "plugin", "cli"),
+    "engine": ("testing", "dev", "check", "plugin", "cli", "revisions"),
+    "routing": ("engine", "testing", "dev", "check", "plugin", "cli", "revisions"),
+    "revisions": ("testing", "dev", "check", "plugin", "cli"),
     "_protocol": ("engine", "routing", "testing", "dev", "check", "plugin", "cli"),
     "testing": ("dev", "check", "plugin", "cli"),
     # the ini reader is pure: it imports nothing else of the package (its caller hands it a ConfigSource)

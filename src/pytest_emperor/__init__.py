@@ -21,13 +21,16 @@ if TYPE_CHECKING:
     from pytest_emperor.engine.stats import BlacklistEntry, EmperorStats, VassalStats
     from pytest_emperor.engine.vassal import Vassal, VassalState
     from pytest_emperor.errors import (
+        AnswersDiffer,
         ConfigError,
         ConfigFileError,
         EmperorError,
         IsolationError,
         NginxNotFound,
+        RevisionError,
         RouteMismatch,
         RouterError,
+        SetupError,
         SiteError,
         SocketInUse,
         UnsafePath,
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from pytest_emperor.routing.router import Router
     from pytest_emperor.routing.routes import RouteMap
     from pytest_emperor.testing.broken import BROKEN_KINDS
+    from pytest_emperor.testing.compare import Difference, assert_same_answers, compare_answers
     from pytest_emperor.testing.isolation import Attempt, IsolationReport, VassalReport
 
 __version__ = "0.2.0"
@@ -47,11 +51,13 @@ from pytest_emperor.convention import APP_INI as APP_INI  # the file an app dir 
 
 __all__ = [
     "BROKEN_KINDS",
+    "AnswersDiffer",
     "Attempt",
     "BlacklistEntry",
     "ConfigError",
     "ConfigFileError",
     "DeployPlan",
+    "Difference",
     "Emperor",
     "EmperorError",
     "EmperorEvent",
@@ -60,10 +66,12 @@ __all__ = [
     "IsolationError",
     "IsolationReport",
     "NginxNotFound",
+    "RevisionError",
     "RouteMap",
     "RouteMismatch",
     "Router",
     "RouterError",
+    "SetupError",
     "SiteError",
     "SocketAdapter",
     "SocketInUse",
@@ -80,18 +88,22 @@ __all__ = [
     "VassalStats",
     "VassalTimeout",
     "__version__",
+    "assert_same_answers",
+    "compare_answers",
     "direct_session",
     "find_uwsgi",
 ]
 
 # Public name -> the module that defines it.
 _EXPORTS = {
+    "AnswersDiffer": "errors",
     "Attempt": "testing.isolation",
     "BROKEN_KINDS": "testing.broken",
     "BlacklistEntry": "engine.stats",
     "ConfigError": "errors",
     "ConfigFileError": "errors",
     "DeployPlan": "engine.deploy_plan",
+    "Difference": "testing.compare",
     "Emperor": "engine.emperor",
     "EmperorError": "errors",
     "EmperorEvent": "engine.emperor_log",
@@ -100,10 +112,12 @@ _EXPORTS = {
     "IsolationError": "errors",
     "IsolationReport": "testing.isolation",
     "NginxNotFound": "errors",
+    "RevisionError": "errors",
     "RouteMap": "routing.routes",
     "RouteMismatch": "errors",
     "Router": "routing.router",
     "RouterError": "errors",
+    "SetupError": "errors",
     "SiteError": "errors",
     "SocketAdapter": "_protocol.client",
     "SocketInUse": "errors",
@@ -119,6 +133,8 @@ _EXPORTS = {
     "VassalState": "engine.vassal",
     "VassalStats": "engine.stats",
     "VassalTimeout": "errors",
+    "assert_same_answers": "testing.compare",
+    "compare_answers": "testing.compare",
     "direct_session": "_protocol.client",
     "find_uwsgi": "engine.binary",
 }

@@ -25,6 +25,7 @@ COMMANDS = {
     "request": "pytest_emperor.dev.cli",
     "check": "pytest_emperor.check.cli",
     "config": "pytest_emperor.dev.cli",
+    "revisions": "pytest_emperor.revisions.cli",
 }
 
 

@@ -97,6 +97,14 @@ class SetupError(RevisionError):
     """A revision's ``setup`` command failed in its checkout; the message carries the command's output."""
 
 
+class AnswersDiffer(EmperorError, AssertionError):
+    """Two copies of an app answered the same requests differently; ``differences`` holds each difference."""
+
+    def __init__(self, message: str, differences: Sequence[Any] = ()) -> None:
+        self.differences = list(differences)
+        super().__init__(message)
+
+
 class InputError(EmperorError):
     """A path that is neither an app dir, a dir of app dirs, nor a readable ini file (``check`` exit code 2)."""
 

@@ -531,12 +531,13 @@ def emperor(pytestconfig: pytest.Config) -> Iterator[Emperor]:
 
 @pytest.fixture
 def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Callable[..., Vassal]]:
-    """Factory: ``deploy_app(path, name=None, *, exact=False, wait=True, timeout=None)`` deploys an app dir or
-    ini file (relative paths are taken from the rootdir) and returns its Vassal, ready unless ``wait=False``.
-    ``exact``: under ``name`` itself (default: the app dir's), without the run tag, so ``%n`` is production's;
-    refused while another run or xdist worker holds that name or socket. Every vassal it deployed is removed
-    after the test, in the background: the next test waits for that only if it deploys the same name or socket
-    again."""
+    """Factory: ``deploy_app(path, name=None, *, exact=False, rev=None, wait=True, timeout=None)`` deploys an app
+    dir or ini file (relative paths are taken from the rootdir) and returns its Vassal, ready unless
+    ``wait=False``. ``exact``: under ``name`` itself (default: the app dir's), without the run tag, so ``%n`` is
+    production's; refused while another run or xdist worker holds that name or socket. ``rev`` (a tag, branch or
+    commit): that revision's checkout, made and prepared once per commit (docs/revisions.md), named
+    ``<app>-<rev>`` unless given a name. Every vassal it deployed is removed after the test, in the background:
+    the next test waits for that only if it deploys the same name or socket again."""
     deployed: list[Vassal] = []
 
     def deploy(
@@ -544,12 +545,19 @@ def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Cal
         name: str | None = None,
         *,
         exact: bool = False,
+        rev: str | None = None,
         wait: bool = True,
         timeout: float | None = None,
     ) -> Vassal:
         __tracebackhide__ = True
+        target = request.config.rootpath / path
+        if rev is not None:
+            from pytest_emperor.revisions.cache import checkout
+
+            made = checkout(target, rev)
+            target, name = made.path, name if name is not None else made.default_name
         session = request.config.stash[_SESSION]
-        vassal = session.deploy(request.config.rootpath / path, name, exact=exact)
+        vassal = session.deploy(target, name, exact=exact)
         deployed.append(_use(request, vassal))
         return _ready(vassal, emperor.uwsgi, timeout, remove=False) if wait else vassal
 

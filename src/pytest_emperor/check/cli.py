@@ -19,7 +19,7 @@ from pytest_emperor.check.rules import RULES, Severity
 from pytest_emperor.check.runner import APP_INI, CheckSettings, InputError, run_check
 from pytest_emperor.convention import SOCKET_SUFFIX
 from pytest_emperor.engine.binary import find_uwsgi
-from pytest_emperor.errors import ConfigFileError, UwsgiNotFound
+from pytest_emperor.errors import ConfigFileError, RevisionError, UwsgiNotFound
 from pytest_emperor.project_config import Setting, emperor_args_of, find_profile, resolve
 
 __all__ = ["check"]
@@ -71,6 +71,15 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _target(path: Path) -> Path:
+    """A path to check; ``PATH@REV``: that revision's checkout, made and prepared as a deploy makes it
+    (docs/revisions.md), so its ini is judged beside its own files."""
+    from pytest_emperor.revisions.cache import checkout, split_revision
+
+    where, rev = split_revision(str(path))
+    return path if rev is None else checkout(Path(where), rev).path
 
 
 def _rules_table() -> str:
@@ -149,6 +158,7 @@ def check(
       emperor-dev check                       # ./app.uwsgi.ini (else the app dirs below), static + boot
       emperor-dev check --static --format github example_apps/
       emperor-dev check sites/service1 --name service1-beta --format sarif -o check.sarif
+      emperor-dev check .@v1.0                 # the ini of the tag v1.0, in its own checkout
     """
     if list_rules:
         click.echo(_rules_table(), nl=False)
@@ -170,7 +180,11 @@ def check(
         socket_dir = _site_socket_dir(shared["nginx-site"], socket_dir)
     # Without paths: this app dir's file, else the app dirs below (what `emperor-dev up` runs from here).
     here = Path(APP_INI) if Path(APP_INI).exists() else Path(".")
-    targets = list(paths) or [Path(p) for p in config.get("paths", [])] or [here]
+    try:
+        targets = [_target(p) for p in paths] or [Path(p) for p in config.get("paths", [])] or [here]
+    except RevisionError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     static_only = bool(_pick(static, config, "static", False))
     binary: Path | None = None
     try:

@@ -2,7 +2,8 @@
 app subdirectory.
 
 An APP is an app dir (holding ``app.uwsgi.ini``), an ini file, or ``NAME=PATH`` to deploy it under another
-vassal name, like ``docker compose``'s service names or a Procfile's process names.
+vassal name, like ``docker compose``'s service names or a Procfile's process names. ``PATH@REV`` deploys a
+revision of the app's git repository (``shop-v1=.@v1.0``): its checkout, made once per commit (revisions/).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pytest_emperor.convention import APP_INI
 from pytest_emperor.engine.naming import app_inis, default_name, resolve_ini
 from pytest_emperor.errors import ConfigError
 from pytest_emperor.project_config import CONFIG_FILE, PYPROJECT_TABLE, Setting, find_profile
+from pytest_emperor.revisions.cache import checkout, split_revision
 
 # ``NAME=PATH``: NAME is what a vassal name may start as (no path separator), so ``./a=b`` stays a path.
 _NAMED = re.compile(r"(?P<name>[^/=]+)=(?P<path>.+)")
@@ -43,9 +45,14 @@ def split_app_arg(arg: str) -> tuple[str | None, str]:
 
 
 def resolve_app(arg: str, base: Path) -> AppSpec:
-    """Resolve one APP argument, relative paths against ``base``; ConfigError says what is wrong."""
+    """Resolve one APP argument, relative paths against ``base`` (``PATH@REV``: in that revision's checkout);
+    ConfigError says what is wrong."""
     name, path = split_app_arg(arg)
-    ini = resolve_ini(base / path)
+    path, rev = split_revision(str(base / path))
+    if rev is not None:
+        made = checkout(Path(path), rev)
+        return AppSpec(name if name is not None else made.default_name, resolve_ini(made.path))
+    ini = resolve_ini(Path(path))
     return AppSpec(name if name is not None else default_name(ini), ini)
 
 

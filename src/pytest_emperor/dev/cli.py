@@ -171,7 +171,8 @@ def up(
 ) -> None:
     """Run apps under a real uWSGI emperor behind a router, the way production does; Ctrl-C stops them all.
 
-    Each APP is an app dir (holding app.uwsgi.ini), an ini file, or NAME=PATH to run it under another name.
+    Each APP is an app dir (holding app.uwsgi.ini), an ini file, or NAME=PATH to run it under another name;
+    PATH@REV runs a revision of its git repository (a checkout made once per commit, docs/revisions.md).
     Without APP: the `apps` list of the profile (emperor-dev.toml or [tool.emperor-dev] in pyproject.toml, here
     or above), else every subdirectory holding an app.uwsgi.ini. Each app answers at
     http://<name>.<domain>:<port>/. `emperor-dev config` shows every setting and where it came from.
@@ -184,6 +185,7 @@ def up(
       emperor-dev up                           # every app dir here
       emperor-dev up service1 service2 --reload
       emperor-dev up service1 beta=service1    # the same app twice, as service1 and beta
+      emperor-dev up app=. app-v1=.@v1         # this tree beside its tag v1
       emperor-dev up --port 0 --nginx-site /etc/nginx/sites-available/api
       emperor-dev up service1 --cov=service1   # .coverage of what service1 ran, on stop
       curl http://service1.api.localhost:8080/

@@ -229,6 +229,16 @@ def _run_setup(revision: Revision, setup: _Setup, tree: Path, log: Path) -> None
         )
 
 
+def kept(root: Path | None = None) -> list[tuple[Path, str]]:
+    """Each checkout in the cache and what setup it got: "no setup", "prepared", or "setup unfinished"."""
+    root = root or cache_root()
+    found = []
+    for tree in sorted(p for p in root.glob("*/*") if p.is_dir() and not p.name.startswith(".")):
+        state = _state(tree.with_name(tree.name + ".setup.json"))
+        found.append((tree, "no setup" if state is None else "prepared" if state.get("done") else "setup unfinished"))
+    return found
+
+
 def clean(root: Path | None = None) -> tuple[list[Path], list[Path]]:
     """Remove every checkout in the cache: (the checkouts removed, the ones left because a process is making
     them). The empty lock files stay: a process waiting on one must never end up holding a lock nobody else

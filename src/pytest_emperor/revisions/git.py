@@ -65,7 +65,7 @@ def resolve(path: Path, rev: str) -> Revision:
     if not rev or rev.startswith("-"):
         raise RevisionError(f"{path}@{rev}: {rev!r} is not a revision; give a tag, branch or commit such as v1.0")
     if shutil.which("git") is None:
-        raise RevisionError(f"{path}@{rev}: a revision is a commit of the app's git repository, and git is not installed")
+        raise RevisionError(f"{path}@{rev}: a revision is a commit of the app's repository, and git is not installed")
     start = next((p for p in (path, *path.parents) if p.is_dir()), Path("/"))
     found = git(["rev-parse", "--show-toplevel"], start)
     if found.returncode != 0:
