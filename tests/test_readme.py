@@ -6,6 +6,7 @@ starts with the user: the two set-up commands, then install, ``addopts = --emper
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -58,20 +59,35 @@ def test_the_readme_starts_with_the_user() -> None:
     assert "pip install pytest-emperor" in before and "addopts = --emperor" in before
 
 
-@pytest.mark.usefixtures("uwsgi_bin", "example_venvs")
-def test_readme_python_examples_pass(pytester: pytest.Pytester, box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    repo = pytester.path / "service1"  # the README's examples name the app service1
+def readme_repo(where: Path, examples: list[str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The README's app repo, ``service1`` under ``where``, with ``examples`` as its test modules: a git repo with
+    one commit of all of it (the venv's symlink too, so that a checkout of a revision runs in the same venv), the
+    current directory, with a user cache dir of its own (revisions' checkouts)."""
+    repo = where / "service1"  # the README's examples name the app service1
     repo.mkdir()
     (repo / "app.uwsgi.ini").write_text(app_ini())
     (repo / "app.py").write_text((SERVICE1 / "app.py").read_text())
     (repo / "venv-bottle").symlink_to(SERVICE1 / "venv-bottle")
     (repo / "pytest.ini").write_text("[pytest]\n")
+    (repo / ".gitignore").write_text("__pycache__/\n")
+    for number, source in enumerate(examples, 1):
+        (repo / f"test_readme_{number}.py").write_text(source)
+    for command in (
+        ["init", "-q"], ["config", "user.name", "README"], ["config", "user.email", "readme@example.invalid"],
+        ["add", "-A"], ["commit", "-q", "-m", "service1"],
+    ):
+        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(where / "cache"))
+    monkeypatch.chdir(repo)
+    return repo
+
+
+@pytest.mark.usefixtures("uwsgi_bin", "example_venvs")
+def test_readme_python_examples_pass(pytester: pytest.Pytester, box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     examples = blocks("python")
     if any(CHROMIUM_PATH in source for source in examples) and not Path(CHROMIUM_PATH).exists():
         require_component("chromium", f"the README's browser test runs in {CHROMIUM_PATH} (apt-get install chromium)")
-    for number, source in enumerate(examples, 1):
-        (repo / f"test_readme_{number}.py").write_text(source)
-    monkeypatch.chdir(repo)
+    readme_repo(pytester.path, examples, monkeypatch)
     result = pytester.runpytest_subprocess("--emperor", "-p", "no:cacheprovider", "-W", "error", timeout=RUN_TIMEOUT)
     tests = sum(len(re.findall(r"^def test_", source, re.MULTILINE)) for source in examples)
     result.assert_outcomes(passed=tests)

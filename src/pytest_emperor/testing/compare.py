@@ -72,30 +72,30 @@ def _shown(value: Any) -> str:
 
 def compare_answers(
     old: Vassal, new: Vassal, requests: Iterable[RequestSpec], *, headers: Collection[str] = HEADERS,
-    via: str = "direct",
+    host: str | None = None,
 ) -> list[Difference]:
-    """Send each request to ``old``, then to ``new`` (``via="direct"``: to their sockets; ``"router"``:
-    through nginx) and return every difference between their answers, in request order."""
-    senders = {"direct": lambda v: v.session, "router": lambda v: v.http}
-    if via not in senders:
-        raise ValueError(f"via must be 'direct' or 'router', not {via!r}")
+    """Send each request to ``old``, then to ``new``, straight to their sockets and with one Host for both
+    (``host``, default ``old``'s: a page that names its own URL must not differ by the copy's name), and return
+    every difference between their answers, in request order."""
+    asked_as = host if host is not None else old.host
     found: list[Difference] = []
     for spec in requests:
         method, path, options = _parts(spec)
-        before, after = (senders[via](vassal).request(method, path, **options) for vassal in (old, new))
+        url = f"http://{asked_as}{path}"
+        before, after = (vassal.session.request(method, url, **options) for vassal in (old, new))
         found += (Difference(f"{method} {path}", where, a, b) for where, a, b in _differences(before, after, headers))
     return found
 
 
 def assert_same_answers(
     old: Vassal, new: Vassal, requests: Iterable[RequestSpec], *, headers: Collection[str] = HEADERS,
-    via: str = "direct", show: int = 10,
+    host: str | None = None, show: int = 10,
 ) -> None:
     """Fail (``AnswersDiffer``, an AssertionError) unless ``old`` and ``new`` answer every request alike; the
     message names both vassals and the first ``show`` differences (``compare_answers`` for the arguments)."""
     __tracebackhide__ = True
     asked = list(requests)
-    found = compare_answers(old, new, asked, headers=headers, via=via)
+    found = compare_answers(old, new, asked, headers=headers, host=host)
     if found:
         requests_differing = len({d.request for d in found})
         more = f"\n  ... and {len(found) - show} more" if len(found) > show else ""
