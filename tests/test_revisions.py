@@ -239,3 +239,14 @@ def test_clean_removes_every_checkout(repo: Path, cache: Path) -> None:
     assert left == {c for r in (v1, v2) for c in (r.revision.commit, f"{r.revision.commit}/shop.lock")}
     assert clean() == ([], [])
     assert checkout(repo, "v1").path == v1.path  # made again on the next ask
+
+
+def test_ctrl_c_in_a_setup_stops_all_of_it(repo: Path, tmp_path: Path, makers: list[subprocess.Popen[str]]) -> None:
+    started, _ = blocking_setup(repo, tmp_path)
+    interrupted = start_maker(makers, repo, "HEAD")
+    setup_pid = int(started.read_text())
+    interrupted.send_signal(signal.SIGINT)
+    assert interrupted.wait(WAIT) != 0
+    with pytest.raises(ProcessLookupError):  # killed with its process group, and reaped
+        os.kill(setup_pid, 0)
+    assert kept()[0][1] == "setup unfinished"
