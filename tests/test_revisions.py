@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from revision_helpers import git, repo_state, setups, versioned_repo
 
-from pytest_emperor.errors import RevisionError, SetupError
+from pytest_emperor.errors import ConfigFileError, RevisionError, SetupError
 from pytest_emperor.revisions.cache import checkout, clean, kept, split_revision
 
 WAIT = 60.0  # for a subprocess on a loaded two-core machine
@@ -250,3 +250,18 @@ def test_ctrl_c_in_a_setup_stops_all_of_it(repo: Path, tmp_path: Path, makers: l
     with pytest.raises(ProcessLookupError):  # killed with its process group, and reaped
         os.kill(setup_pid, 0)
     assert kept()[0][1] == "setup unfinished"
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        ("setup = 3", r'"setup" must be a shell command'),
+        ('setup = "  "', r'"setup" must be a shell command'),
+        ('setup = "make"\nsetup-inputs = "requirements.txt"', r'"setup-inputs" must be a list of globs'),
+    ],
+)
+def test_a_bad_setup_in_the_profile_names_the_file_and_key(repo: Path, profile: str, message: str) -> None:
+    (repo / "pyproject.toml").write_text(f"[tool.emperor-dev]\n{profile}\n")
+    git(repo, "commit", "-q", "-am", "a bad profile")
+    with pytest.raises(ConfigFileError, match=rf"pyproject.toml: {message}"):
+        checkout(repo, "HEAD")
