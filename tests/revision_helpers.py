@@ -49,7 +49,7 @@ def write_version(repo: Path, version: str, sockets: Path) -> None:
 def versioned_repo(repo: Path, sockets: Path) -> Path:
     """A git repo at ``repo`` whose app (at its top) answers ``v1`` at the tag v1 and ``v2`` at v2, with a working
     tree that is neither: edited (``working``), prepared by hand, a stash entry and a second branch."""
-    repo.mkdir(parents=True)
+    repo.mkdir(parents=True, exist_ok=True)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "config", "user.name", "Revision Test")
     git(repo, "config", "user.email", "revisions@example.invalid")

@@ -53,9 +53,9 @@ def test_up_serves_a_revision_beside_the_working_tree(
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(workspace / "cache"))
     app, old = names_for_test()
-    repo = versioned_repo(workspace / "apps" / "shop", Path("/tmp"))
+    repo = versioned_repo(workspace / "apps", Path("/tmp"))  # where `up` runs
     before = repo_state(repo)
-    up = Up(workspace, f"{app}=shop", f"{old}=shop@v1")
+    up = Up(workspace, f"{app}=.", f"{old}=.@v1")
     up_process.append(up)
     up.started()
     assert up.get(app) == (200, "working by hand\n")
