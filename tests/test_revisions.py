@@ -8,6 +8,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,6 +167,39 @@ def read_line(process: subprocess.Popen[str], timeout: float = WAIT) -> str:
     return process.stdout.readline()
 
 
+def setup_started(fifo: Path, timeout: float = WAIT) -> int:
+    """The pid a blocking setup wrote into ``fifo`` once it ran, waited for with a deadline (a plain open would
+    wait for ever on a maker that failed before its setup)."""
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # Linux reports no hang-up before a first writer came
+    try:
+        data = b""
+        deadline = time.monotonic() + timeout
+        while not data.endswith(b"\n"):
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"no setup started within {timeout} s (read so far: {data!r})"
+            data += os.read(fd, 64)
+        return int(data)
+    finally:
+        os.close(fd)
+
+
+def let_setup_finish(fifo: Path, timeout: float = WAIT) -> None:
+    """Write the line a blocking setup waits for on ``fifo``, once it has the fifo open."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO while no reader has it open
+            break
+        except OSError:
+            # A fifo says nothing when a reader opens it: this polls, tightly, up to a deadline.
+            assert time.monotonic() < deadline, f"no setup waited on {fifo} within {timeout} s"
+            time.sleep(0.01)
+    try:
+        os.write(fd, b"go\n")
+    finally:
+        os.close(fd)
+
+
 def blocking_setup(repo: Path, tmp_path: Path) -> tuple[Path, Path]:
     """Give HEAD a setup that says it started (its pid, on the fifo ``started``) and then waits for a line on the
     fifo ``go``, as a long pip install would take its time; counted in setups.txt."""
@@ -183,10 +217,10 @@ def test_two_processes_asking_for_one_revision_make_it_once(
 ) -> None:
     started, go = blocking_setup(repo, tmp_path)
     first = start_maker(makers, repo, "HEAD")
-    assert started.read_text().strip().isdigit()  # blocks until the first one's setup runs
+    setup_started(started)  # the first one holds the lock, in its setup
     second = start_maker(makers, repo, "HEAD")
     assert read_line(second).startswith(f"waiting for another process making {repo}@HEAD")
-    go.write_text("go\n")
+    let_setup_finish(go)
     assert read_line(first) == read_line(second)  # "made <the same path>"
     assert first.wait(WAIT) == 0 and second.wait(WAIT) == 0
     assert (tmp_path / "setups.txt").read_text() == "run\n"
@@ -197,7 +231,7 @@ def test_a_maker_killed_in_its_setup_leaves_nothing_that_is_used(
 ) -> None:
     started, go = blocking_setup(repo, tmp_path)
     killed = start_maker(makers, repo, "HEAD")
-    setup_pid = int(started.read_text())
+    setup_pid = setup_started(started)
     killed.kill()  # SIGKILL: no cleanup of its own runs
     killed.wait()
     os.kill(setup_pid, signal.SIGKILL)  # its setup, in a session of its own, outlived it
@@ -205,9 +239,9 @@ def test_a_maker_killed_in_its_setup_leaves_nothing_that_is_used(
     assert state == "setup unfinished"
     (kept_tree / "from-the-killed-setup").write_text("half\n")
     again = start_maker(makers, repo, "HEAD")
-    assert started.read_text().strip().isdigit()  # its setup runs: in a checkout written again
+    setup_started(started)  # its setup runs: in a checkout written again
     assert not (kept_tree / "from-the-killed-setup").exists()
-    go.write_text("go\n")
+    let_setup_finish(go)
     assert read_line(again) == f"made {kept_tree}\n"
     assert again.wait(WAIT) == 0
     assert (tmp_path / "setups.txt").read_text() == "run\nrun\n"
@@ -244,7 +278,7 @@ def test_clean_removes_every_checkout(repo: Path, cache: Path) -> None:
 def test_ctrl_c_in_a_setup_stops_all_of_it(repo: Path, tmp_path: Path, makers: list[subprocess.Popen[str]]) -> None:
     started, _ = blocking_setup(repo, tmp_path)
     interrupted = start_maker(makers, repo, "HEAD")
-    setup_pid = int(started.read_text())
+    setup_pid = setup_started(started)
     interrupted.send_signal(signal.SIGINT)
     assert interrupted.wait(WAIT) != 0
     with pytest.raises(ProcessLookupError):  # killed with its process group, and reaped

@@ -48,6 +48,7 @@ from pytest_emperor.revisions.git import Revision, blob_ids, resolve, write_tree
 DEFAULT_SETUP_INPUTS = ("requirements*.txt", "pyproject.toml")
 # How long a process waits for another that is making the same checkout: its setup may install a virtualenv.
 MAKE_WAIT = 900.0
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 _SHOWN_LINES = 60  # of a failed setup's output in the error; the whole of it is in setup.log
 
 
@@ -206,17 +207,25 @@ def _run_setup(revision: Revision, setup: _Setup, tree: Path, log: Path) -> None
     """Run the setup in its dir of the checkout, its output kept in ``log`` and shown only if it fails."""
     __tracebackhide__ = True
     cwd = tree / setup.directory
-    process = subprocess.Popen(
-        ["/bin/sh", "-c", setup.command], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    # Ctrl-C or SIGTERM (which the front doors turn into one) must find the setup's process group known to this
+    # frame: held back until the Popen has returned, they are raised inside the try below, never between.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
     try:
-        output, _ = process.communicate()
-    except BaseException:  # Ctrl-C, SIGTERM: nothing of the setup (pip and its children) outlives the run
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", setup.command], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, held),  # the setup's mask as ours was
+        )
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            output, _ = process.communicate()
+        except BaseException:  # Ctrl-C, SIGTERM: nothing of the setup (pip and its children) outlives the run
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     log.write_bytes(output)
     if process.returncode != 0:
         lines = output.decode(errors="replace").rstrip("\n").splitlines()
