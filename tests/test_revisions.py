@@ -261,7 +261,11 @@ def test_a_checkout_killed_while_written_is_never_used(repo: Path, cache: Path) 
 
 def test_clean_removes_every_checkout(repo: Path, cache: Path) -> None:
     v1, v2 = checkout(repo, "v1"), checkout(repo, "v2")
-    assert [tree for tree, _ in kept()] == sorted([v1.path, v2.path])
+    listed = subprocess.run(
+        [sys.executable, "-m", "pytest_emperor.dev", "revisions", "list"], capture_output=True, text=True,
+        timeout=WAIT, check=True,
+    )
+    assert listed.stdout.splitlines() == sorted(f"{p}  prepared" for p in (v1.path, v2.path))
     result = subprocess.run(
         [sys.executable, "-m", "pytest_emperor.dev", "revisions", "clean"], capture_output=True, text=True,
         timeout=WAIT, check=False,
