@@ -23,7 +23,7 @@ FORBIDDEN = {
     "testing": ("dev", "check", "plugin", "cli"),
     # the ini reader is pure: it imports nothing else of the package (its caller hands it a ConfigSource)
     "ini": (
-        "engine", "routing", "_protocol", "testing", "dev", "check", "plugin", "cli",
+        "engine", "routing", "_protocol", "testing", "dev", "check", "plugin", "cli", "revisions",
         "convention", "errors", "project_config",
     ),
 }
