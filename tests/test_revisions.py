@@ -135,7 +135,7 @@ import sys
 from pathlib import Path
 from pytest_emperor.revisions.cache import checkout
 
-made = checkout(Path(sys.argv[1]), sys.argv[2], on_wait=lambda message: print(message, flush=True))
+made = checkout(Path(sys.argv[1]), sys.argv[2], note=lambda message: print(message, flush=True))
 print("made", made.path, flush=True)
 """
 
@@ -221,6 +221,7 @@ def test_two_processes_asking_for_one_revision_make_it_once(
     second = start_maker(makers, repo, "HEAD")
     assert read_line(second).startswith(f"waiting for another process making {repo}@HEAD")
     let_setup_finish(go)
+    assert read_line(first).startswith(f"preparing {repo}@HEAD")
     assert read_line(first) == read_line(second)  # "made <the same path>"
     assert first.wait(WAIT) == 0 and second.wait(WAIT) == 0
     assert (tmp_path / "setups.txt").read_text() == "run\n"
@@ -242,6 +243,7 @@ def test_a_maker_killed_in_its_setup_leaves_nothing_that_is_used(
     setup_started(started)  # its setup runs: in a checkout written again
     assert not (kept_tree / "from-the-killed-setup").exists()
     let_setup_finish(go)
+    assert read_line(again).startswith("preparing ")
     assert read_line(again) == f"made {kept_tree}\n"
     assert again.wait(WAIT) == 0
     assert (tmp_path / "setups.txt").read_text() == "run\nrun\n"

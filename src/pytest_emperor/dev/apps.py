@@ -9,7 +9,7 @@ revision of the app's git repository (``shop-v1=.@v1.0``): its checkout, made on
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,24 +44,24 @@ def split_app_arg(arg: str) -> tuple[str | None, str]:
     return match["name"], match["path"]
 
 
-def resolve_app(arg: str, base: Path) -> AppSpec:
-    """Resolve one APP argument, relative paths against ``base`` (``PATH@REV``: in that revision's checkout);
-    ConfigError says what is wrong."""
+def resolve_app(arg: str, base: Path, note: Callable[[str], None] = lambda _: None) -> AppSpec:
+    """Resolve one APP argument, relative paths against ``base`` (``PATH@REV``: in that revision's checkout,
+    ``note`` told what takes time); ConfigError says what is wrong."""
     name, path = split_app_arg(arg)
     path, rev = split_revision(str(base / path))
     if rev is not None:
-        made = checkout(Path(path), rev)
+        made = checkout(Path(path), rev, note=note)
         return AppSpec(name if name is not None else made.default_name, resolve_ini(made.path))
     ini = resolve_ini(Path(path))
     return AppSpec(name if name is not None else default_name(ini), ini)
 
 
-def resolve_apps(args: Iterable[str], base: Path) -> list[AppSpec]:
+def resolve_apps(args: Iterable[str], base: Path, note: Callable[[str], None] = lambda _: None) -> list[AppSpec]:
     """Resolve APP arguments; two apps under one name is an error (the second would replace the first)."""
     specs: list[AppSpec] = []
     seen: dict[str, AppSpec] = {}
     for arg in args:
-        spec = resolve_app(arg, base)
+        spec = resolve_app(arg, base, note)
         if spec.name in seen:
             raise ConfigError(
                 f"two apps would be named {spec.name!r} ({seen[spec.name].ini} and {spec.ini}); name one of them "
@@ -72,14 +72,17 @@ def resolve_apps(args: Iterable[str], base: Path) -> list[AppSpec]:
     return specs
 
 
-def default_apps(directory: Path, configured: Setting | None = None) -> list[AppSpec]:
+def default_apps(
+    directory: Path, configured: Setting | None = None, note: Callable[[str], None] = lambda _: None
+) -> list[AppSpec]:
     """The apps ``up`` runs without arguments: ``configured`` ones (the resolved ``apps`` setting; default: the
     profile's, found from ``directory`` upwards), else the ones ``directory`` holds (itself when it is an app dir,
-    else its app subdirectories: ``naming.app_inis``, as ``emperor-dev check`` reads it); ConfigError if none."""
+    else its app subdirectories: ``naming.app_inis``, as ``emperor-dev check`` reads it); ConfigError if none.
+    ``note`` hears what a revision's checkout takes time for."""
     if configured is None:
         configured = find_profile(directory).values.get("apps")
     if configured is not None and configured.value is not None:
-        return resolve_apps(configured.value, configured.base or directory)
+        return resolve_apps(configured.value, configured.base or directory, note)
     found = [str(ini.parent.relative_to(directory)) for ini in app_inis(directory)]
     if not found:
         raise ConfigError(

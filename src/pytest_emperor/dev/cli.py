@@ -195,6 +195,9 @@ def up(
     from pytest_emperor.engine.privileges import drop_of, nginx_worker_of
     from pytest_emperor.project_config import emperor_args_of
 
+    def note(message: str) -> None:  # what a revision's checkout takes time for: its setup, another maker
+        click.echo(printable(message), err=True)
+
     base = Path.cwd()
     settings = _settings(base, {
         "nginx": nginx, "nginx-site": nginx_site.resolve() if nginx_site is not None else None, "domain": domain,
@@ -203,7 +206,7 @@ def up(
         "nginx-user": nginx_user,
     })
     try:
-        specs = resolve_apps(apps, base) if apps else default_apps(base, settings.values["apps"])
+        specs = resolve_apps(apps, base, note) if apps else default_apps(base, settings.values["apps"], note)
         user = drop_of(settings["emperor-args"], settings.source("emperor-args"))
         worker = nginx_worker_of(settings["nginx-user"], settings.source("nginx-user"))
     except ConfigError as exc:

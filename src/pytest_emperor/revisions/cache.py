@@ -87,10 +87,10 @@ class Checkout:
 
 
 def checkout(
-    path: Path, rev: str, *, root: Path | None = None, on_wait: Callable[[str], None] | None = None
+    path: Path, rev: str, *, root: Path | None = None, note: Callable[[str], None] = lambda _: None
 ) -> Checkout:
     """The checkout of revision ``rev`` of the app at ``path``, made (and prepared by the project's ``setup``)
-    unless the cache holds it; ``on_wait`` is told when another process is making it and this one waits."""
+    unless the cache holds it; ``note`` is told what takes time: waiting for another process making it, a setup."""
     __tracebackhide__ = True
     revision = resolve(path, rev)
     base = _private(root or cache_root()) / revision.commit
@@ -100,8 +100,7 @@ def checkout(
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        if on_wait is not None:
-            on_wait(f"waiting for another process making {revision} (it holds {lock.lock_file})")
+        note(f"waiting for another process making {revision} (it holds {lock.lock_file})")
         try:
             lock.acquire(timeout=MAKE_WAIT)
         except Timeout:
@@ -110,7 +109,7 @@ def checkout(
                 f"{lock.lock_file}; stop it, or see what its setup does"
             ) from None
     try:
-        return _made(revision, base, name)
+        return _made(revision, base, name, note)
     finally:
         lock.release()
 
@@ -128,7 +127,7 @@ class _Setup:
     key: str  # the command, its dir and the content of the files it reads
 
 
-def _made(revision: Revision, base: Path, name: str) -> Checkout:
+def _made(revision: Revision, base: Path, name: str, note: Callable[[str], None]) -> Checkout:
     """The checkout under ``base``, made and prepared as needed; the caller holds its lock."""
     __tracebackhide__ = True
     tree = base / name
@@ -148,6 +147,7 @@ def _made(revision: Revision, base: Path, name: str) -> Checkout:
             _write(revision, base, name)
         if setup is not None:
             _write_state(state_file, {"key": setup.key, "done": False})
+            note(f"preparing {revision}: {setup.command}")
             _run_setup(revision, setup, tree, base / f"{name}.setup.log")
             _write_state(state_file, {"key": setup.key, "done": True})
     return Checkout(revision, tree, None if setup is None else setup.command)
