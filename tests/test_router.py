@@ -571,7 +571,7 @@ def test_an_app_changing_state_is_never_missing_from_the_table(tmp_path: Path, m
     assert seen[-1] is None  # removed: then, and only then, it is gone
 
 
-# -- the router's lines for a failing test's report (plugin.py) ---------------------------------------------------
+# -- the router's lines for a failing test's report (plugin/) ---------------------------------------------------
 
 
 def test_log_lines_since_a_mark_keep_requests_and_problems_not_start_up_notices(tmp_path: Path) -> None:

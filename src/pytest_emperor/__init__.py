@@ -1,7 +1,7 @@
 """pytest-emperor: test WSGI apps under a real uWSGI emperor with nginx-style wildcard routing.
 
 The public names are imported on first use (PEP 562), not with the package: pytest imports the package for its
-plugin in every run, including the many that never ask for ``--emperor`` (see plugin.py). They are what a user
+plugin in every run, including the many that never ask for ``--emperor`` (see plugin/__init__.py). They are what a user
 holds and catches: the emperor and its vassals, what their methods return (events, stats, socket specs, the
 isolation report, the router), and every error they raise.
 """
