@@ -46,6 +46,8 @@ def test_runs_root_is_short_and_per_user() -> None:
 def test_create_and_close(short_dir: Path) -> None:
     run = RunDir.create(short_dir)
     assert run.path.is_dir() and (short_dir / f"{run.tag}.lock").exists()
+    # no one else may open the lock (and hold it: a killed run would look alive), the shared runs root included
+    assert (short_dir / f"{run.tag}.lock").stat().st_mode & 0o777 == 0o600
     run.record_socket("/tmp/a.sock")
     assert list(_recorded_sockets(run.path)) == ["/tmp/a.sock"]
     run.close()

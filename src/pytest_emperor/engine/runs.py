@@ -221,7 +221,9 @@ class RunDir:
         while True:
             tag = secrets.token_hex(3)
             lock_path = root / f"{tag}.lock"
-            lock = FileLock(str(lock_path), timeout=0)
+            # 0600: in the shared runs root (searchable by a dropped user) no one else may open and hold a run's
+            # lock, which would make a killed run look alive to the next one's recovery (docs/run-dir.md).
+            lock = FileLock(str(lock_path), timeout=0, mode=0o600)
             # Another process's recovery (recover_abandoned, at its own start) may take this fresh lock file for an
             # abandoned run's between its creation and our lock: it then holds it, or has removed it. Either way
             # the tag is drawn again (two xdist workers starting together: a worker's session failed so, on CI).
@@ -404,7 +406,7 @@ def recover_abandoned(root: Path) -> list[Recovered]:
     check_private_dir(root, "runs root")
     recovered = []
     for lock_path in sorted(root.glob("*.lock")):
-        lock = FileLock(str(lock_path), timeout=0)
+        lock = FileLock(str(lock_path), timeout=0, mode=0o600)
         try:
             lock.acquire()
         except Timeout:
