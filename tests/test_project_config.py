@@ -136,6 +136,8 @@ def test_emperor_dev_config_prints_every_setting_and_where_it_came_from(tmp_path
         ("timeout = 30", "default"),
         ('emperor-args = ["--uid", "www-data", "--gid", "www-data"]', source),
         ("nginx-user = (unset)", "default"),
+        ("setup = (unset)", "default"),
+        ("setup-inputs = (unset)", "default"),
     ]
     assert '"timeout" in [tool.emperor-dev.check] is deprecated: set timeout in [tool.emperor-dev]' in done.stderr
     document = json.loads(config(below, "--json").stdout)

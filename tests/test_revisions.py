@@ -303,5 +303,5 @@ def test_ctrl_c_in_a_setup_stops_all_of_it(repo: Path, tmp_path: Path, makers: l
 def test_a_bad_setup_in_the_profile_names_the_file_and_key(repo: Path, profile: str, message: str) -> None:
     (repo / "pyproject.toml").write_text(f"[tool.emperor-dev]\n{profile}\n")
     git(repo, "commit", "-q", "-am", "a bad profile")
-    with pytest.raises(ConfigFileError, match=rf"pyproject.toml: {message}"):
+    with pytest.raises(ConfigFileError, match=rf"pyproject.toml: \[tool.emperor-dev\] {message}"):
         checkout(repo, "HEAD")
