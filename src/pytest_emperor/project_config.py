@@ -78,7 +78,10 @@ _TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
     "timeout": (_is_seconds, "seconds, such as 30"),
     "emperor-args": (_is_str_or_strs, _EMPEROR_ARGS),
     "nginx-user": (_is_str, 'a user name such as "www-data"'),
-    "setup": (lambda v: _is_str(v) and bool(str(v).strip()), 'a shell command such as "python3 -m venv venv && venv/bin/pip install -r requirements.txt"'),
+    "setup": (
+        lambda v: _is_str(v) and bool(str(v).strip()),
+        'a shell command such as "python3 -m venv venv && venv/bin/pip install -r requirements.txt"',
+    ),
     "setup-inputs": (_is_strs, 'a list of globs such as ["requirements*.txt", "pyproject.toml"]'),
 }
 #: The shared settings, in the order ``emperor-dev config`` prints them.
