@@ -276,9 +276,15 @@ def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Cal
 
     deploy.__qualname__ = deploy.__name__ = "deploy_app"  # a TypeError names the fixture, not a local
     yield deploy
+    _remove_all(deployed)
+
+
+def _remove_all(deployed: list[Vassal]) -> None:
+    """Remove what a factory fixture deployed, newest first, in the background: the next test waits for a removal
+    only if it deploys the same name or socket again."""
     for vassal in reversed(deployed):
         vassal.close_clients()
-        vassal.remove(wait=False)  # the next test waits only if it deploys the same name or socket again
+        vassal.remove(wait=False)
 
 
 @pytest.fixture
@@ -311,9 +317,7 @@ def broken_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
 
     deploy.__qualname__ = deploy.__name__ = "broken_vassal"  # a TypeError names the fixture, not a local
     yield deploy
-    for vassal in reversed(deployed):
-        vassal.close_clients()
-        vassal.remove(wait=False)  # the next test waits only if it deploys the same name or socket again
+    _remove_all(deployed)
 
 
 @pytest.fixture
