@@ -2,7 +2,7 @@
 single line, on a unix socket only its user can open (like docker's or overmind's control sockets).
 
 The codec is pure (``encode``/``decode``); :class:`ControlServer` serves it from a thread of ``up`` and
-:func:`call` is the client. Requests are ``{"cmd": "status" | "add" | "rm" | "reload" | "down", ...}``;
+:func:`call` is the client. Requests are ``{"cmd": "status" | "add" | "wait" | "rm" | "reload" | "down", ...}``;
 responses are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
 """
 

@@ -28,6 +28,7 @@ from pytest_emperor.dev.page import UpPage
 from pytest_emperor.dev.state import Instance, StateDir
 from pytest_emperor.dev.watch import AppWatcher
 from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.emperor_log import EventKind
 from pytest_emperor.engine.processes import die_with_parent, wait_exit
 from pytest_emperor.engine.runs import remove_stale_socket
 from pytest_emperor.engine.stats import EmperorStats
@@ -338,8 +339,9 @@ class DevServer:
         if not self.stopping.is_set():
             self.output.line(EMPEROR, f"{vassal.name}: {state}")
 
-    def add(self, arg: str, name: str | None = None) -> AppStatus:
-        """Deploy one more app (``arg`` as on the command line, absolute) and wait until it is ready."""
+    def add(self, arg: str, name: str | None = None, *, wait: bool = True) -> AppStatus:
+        """Deploy one more app (``arg`` as on the command line, absolute) and, with ``wait``, wait until it is
+        ready (without: return once it is linked, as a test's ``deploy_app(..., wait=False)`` asks)."""
         spec = resolve_app(arg, Path("/"))
         if name:
             spec = AppSpec(name, spec.ini)
@@ -355,8 +357,29 @@ class DevServer:
             raise ConfigError(failure)
         if self._watcher is not None:
             self._watcher.apps_changed()
-        vassal.wait_ready()
+        if wait:
+            vassal.wait_ready()
         return self.app_status(spec.name)
+
+    def wait_for(self, name: str, until: str, timeout: float | None) -> AppStatus:
+        """Wait, in this process that owns the app's events, until app ``name`` is ``until``: "ready" (accepting
+        and answering a probe), or the next "cursed" or "throttled" event (a test's broken vassal reaching its
+        state); VassalError (its error lines) if it cannot."""
+        self._spec(name)
+        vassal = self.emperor.vassals.get(name)
+        if vassal is None:
+            raise ConfigError(f"{name!r} is not deployed: {self.failures.get(name, 'it is still being deployed')}")
+        if until == "ready":
+            # Waits consume the vassal's events: the ready event of an app up waited for itself is gone.
+            if vassal.state is not VassalState.READY:
+                vassal.wait_ready(timeout)
+        elif until == "cursed":
+            vassal.wait_cursed(timeout)
+        elif until == "throttled":
+            vassal.wait_event({EventKind.THROTTLED}, timeout)
+        else:
+            raise ConfigError(f"bad request: wait until {until!r} (ready, cursed or throttled)")
+        return self.app_status(name)
 
     def remove(self, name: str) -> None:
         """Undeploy an app (its vassal stops, its socket goes)."""
@@ -457,7 +480,12 @@ class DevServer:
             if cmd == "status":
                 return {"ok": True, "pid": os.getpid(), "apps": [s.to_dict() for s in self.status()]}
             if cmd == "add":
-                return {"ok": True, "app": self.add(str(request["path"]), request.get("name")).to_dict()}
+                wait = request.get("wait", True) is not False
+                return {"ok": True, "app": self.add(str(request["path"]), request.get("name"), wait=wait).to_dict()}
+            if cmd == "wait":
+                timeout = None if request.get("timeout") is None else float(request["timeout"])
+                until = str(request.get("until", "ready"))
+                return {"ok": True, "app": self.wait_for(str(request["name"]), until, timeout).to_dict()}
             if cmd == "rm":
                 self.remove(str(request["name"]))
                 return {"ok": True}
@@ -469,7 +497,7 @@ class DevServer:
                 return {"ok": True, "pid": os.getpid()}
         except KeyError as exc:
             return {"ok": False, "error": f"bad request: {cmd} needs {exc}"}
-        except EmperorError as exc:
-            return {"ok": False, "error": str(exc)}
+        except EmperorError as exc:  # its kind lets a client raise the same error (dev/attach.py)
+            return {"ok": False, "error": str(exc), "kind": type(exc).__name__}
         return {"ok": False, "error": f"bad request: unknown command {cmd!r}"}
 
