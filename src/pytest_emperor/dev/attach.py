@@ -16,6 +16,9 @@ import functools
 import os
 import re
 import secrets
+import shutil
+import stat
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 
 #: A deploy of an attached pytest: ``<app>-pt<its pid>x<4 hex digits>``.
 TAGGED = re.compile(r"-pt(\d+)x[0-9a-f]{4}$")
+_SCRATCH = re.compile(r"pt(\d+)x[0-9a-f]{4}")
+_SCRATCH_PREFIX = "pytest-emperor-attach-"  # + the tag: <tmp>/pytest-emperor-attach-pt<pid>x<hex><random>
 # How much longer than the wait itself a control request may take (up answers once its wait ends).
 _CALL_MARGIN = 10.0
 
@@ -66,6 +71,7 @@ class AttachedEmperor:
         #: every handle given out, by name: the session's deploys and up's own apps
         self.vassals: dict[str, AttachedVassal] = {}
         self._tag = f"pt{os.getpid()}x{secrets.token_hex(2)}"
+        self._scratch: Path | None = None
         #: the deploys of killed attached pytests, removed at attach
         self.leftovers = self._remove_leftovers()
 
@@ -93,7 +99,21 @@ class AttachedEmperor:
         for name in left:
             with contextlib.suppress(ConfigError):  # another attached pytest removed it first
                 self.call({"cmd": "rm", "name": name})
+        # Then the files of their broken vassals: only dirs of ours, by name, owner and kind (never a symlink).
+        for path in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*"):
+            m = _SCRATCH.match(path.name[len(_SCRATCH_PREFIX) :])
+            st = path.lstat()
+            if m and not _pid_alive(int(m[1])) and stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+                shutil.rmtree(path, ignore_errors=True)
+                left.append(str(path))
         return left
+
+    def scratch_dir(self) -> Path:
+        """A private dir for the files of this session's own apps (its broken vassals), removed by :meth:`stop`
+        (or, if this pytest is killed, by the next attach)."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{self._tag}"))
+        return self._scratch
 
     # -- what the fixtures use --------------------------------------------------------------------------------
 
@@ -176,6 +196,9 @@ class AttachedEmperor:
             if vassal.owned:
                 vassal.remove()
         self.vassals.clear()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
 
 class AttachedVassal:
@@ -251,6 +274,17 @@ class AttachedVassal:
         if names != {"throttled"}:
             raise ConfigError(f"an attached vassal waits for throttled only, not {sorted(names)}")
         self._wait("throttled", timeout)
+
+    @property
+    def workers(self) -> list[int]:
+        """PIDs of the vassal's worker processes (its master's children running the same command line)."""
+        from pytest_emperor.engine.processes import children_of, command_line
+
+        master = self.pid
+        if master is None:
+            return []
+        own = command_line(master)
+        return [pid for pid in children_of(master) if command_line(pid) == own]
 
     def remove(self, timeout: float | None = None, *, wait: bool = True) -> None:
         """Remove a vassal this session deployed (``up`` stops it); ConfigError for one of ``up``'s own."""

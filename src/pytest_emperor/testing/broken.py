@@ -81,12 +81,19 @@ def write_broken_app(directory: Path, kind: str, *, need_app: bool = False) -> P
 
 
 def deploy_broken(
-    emperor: Emperor, kind: str, name: str | None = None, *, need_app: bool = False, timeout: float | None = None
+    emperor: Emperor,
+    kind: str,
+    name: str | None = None,
+    *,
+    need_app: bool = False,
+    timeout: float | None = None,
+    directory: Path | None = None,
 ) -> Vassal:
-    """Deploy a broken vassal of ``kind`` and return it once it reached its kind's state (see the module doc)."""
+    """Deploy a broken vassal of ``kind`` and return it once it reached its kind's state (see the module doc).
+    Its files go under ``directory`` (default: the emperor's run dir, removed with it)."""
     __tracebackhide__ = True
     name = name or kind + ("-need-app" if need_app else "")
-    app = write_broken_app(emperor.run_dir / "broken" / name, kind, need_app=need_app)
+    app = write_broken_app((directory or emperor.run_dir / "broken") / name, kind, need_app=need_app)
     vassal = emperor.deploy(app, name, wait=False)
     try:
         _reach_state(vassal, kind, need_app, emperor.timeout if timeout is None else timeout)
