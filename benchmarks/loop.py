@@ -2,6 +2,8 @@
 
 1. plugin installed, not asked for: ``pytest --co -q`` on a one-test dir, beside ``pytest -p no:emperor``;
 2. one-test ``pytest --emperor`` (start, deploy_app, one request, stop), beside the same run without ``--emperor``;
+   and one-test ``pytest --emperor --emperor-attach`` against a running ``emperor-dev up`` (app_vassal, one
+   request), beside the same run without ``--emperor``;
 3. a vassal's removal: ``deploy_app``'s teardown (``remove(wait=False)``) and a waited ``remove()``, beside uWSGI
    alone (unlink the symlink, poll the stats until the vassal is gone);
 4. ``emperor-dev up`` with N apps until its table, beside a raw ``uwsgi --emperor`` started from nothing over the
@@ -11,7 +13,7 @@
 Runs alternate the measured command and its reference so that machine noise hits both alike; medians are printed
 (with CPU time for the plugin, whose wall time on a shared machine is noisier than the figure).
 
-    .venv/bin/python benchmarks/loop.py [--rounds 5] [--apps 50] [--only plugin,pytest,remove,up]
+    .venv/bin/python benchmarks/loop.py [--rounds 5] [--apps 50] [--only plugin,pytest,attach,remove,up]
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ def test_one(deploy_app):
     assert deploy_app({str(APP)!r}).request("GET", "/").status_code == 200
 """
 
+ATTACHED_TEST = """\
+def test_attached(app_vassal):
+    assert app_vassal.request("GET", "/").status_code == 200
+"""
+
 
 PLUGIN_IMPORT = """\
 import time, pytest
@@ -87,11 +94,11 @@ print(json.dumps({{n: b - a for n, a, b in zip(names, t, t[1:])}}))
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def timed(command: list[str], cwd: Path) -> tuple[float, float]:
+def timed(command: list[str], cwd: Path, env: dict[str, str] = ENV) -> tuple[float, float]:
     """Run ``command`` to completion; return its wall and CPU (user + system, children) seconds."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, cwd=cwd, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -141,6 +148,51 @@ def bench_pytest(rounds: int, work: Path) -> None:
     print("  of which, in a fresh process: " + ", ".join(
         f"{name} {statistics.median(p[name]for p in phases) * 1000:.0f} ms" for name in phases[0]
     ))
+
+
+def bench_attach(rounds: int, work: Path) -> None:
+    """One test of the app a running ``up`` serves, attached to it, beside the same run without ``--emperor``."""
+    (work / "test_attached.py").write_text(ATTACHED_TEST)
+    state = work / "attach-state"
+    env = dict(ENV, EMPEROR_DEV_STATE_DIR=str(state))
+    up = subprocess.Popen(
+        [sys.executable, "-m", "pytest_emperor.dev", "up", "--port", "0", "--state-dir", str(state),
+         f"lp{secrets.token_hex(2)}={APP}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+    )
+    try:
+        assert up.stdout is not None
+        for text in up.stdout:
+            if "1 of 1 apps ready" in text:
+                break
+        else:
+            raise RuntimeError("emperor-dev up exited before its app was ready")
+        before = up_apps(state)
+        base = [str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "test_attached.py"]
+        attached = [*base, "--emperor", "--emperor-attach", "--emperor-app", str(APP)]
+        timed(attached, work, env)  # writes the bytecode caches (see ENV)
+        ours, ref = [], []
+        for _ in range(rounds * 2):
+            ours.append(timed(attached, work, env))
+            ref.append(timed(base, work, env))
+        for i, what in ((0, "wall"), (1, "CPU")):
+            figures = [statistics.median(x[i] for x in s) for s in (ours, ref)]
+            line(f"one-test pytest --emperor --emperor-attach: {what}", *figures, "without --emperor (skips)",
+                 "target +<= 150 ms")
+        if up_apps(state) != before:
+            raise RuntimeError(f"up changed: {before} before the runs, {up_apps(state)} after")
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=60)
+
+
+def up_apps(state: Path) -> list[tuple[str, int | None]]:
+    """The apps of the ``up`` on ``state`` and their pids, from ``emperor-dev status --json``."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_emperor.dev", "status", "--json", "--state-dir", str(state)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return [(app["name"], app["pid"]) for app in json.loads(out)["apps"]]
 
 
 def bench_remove(rounds: int) -> None:
@@ -286,7 +338,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--apps", type=int, default=50)
-    parser.add_argument("--only", default="plugin,pytest,remove,up")
+    parser.add_argument("--only", default="plugin,pytest,attach,remove,up")
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(f"median of {args.rounds} alternating rounds (x2 for the plugin, x3 for removals); app: {APP}")
@@ -296,6 +348,8 @@ def main() -> None:
             bench_plugin(args.rounds, work)
         if "pytest" in only:
             bench_pytest(args.rounds, work)
+        if "attach" in only:
+            bench_attach(args.rounds, work)
         if "remove" in only:
             bench_remove(args.rounds)
         if "up" in only:
