@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import re
 import secrets
 import shutil
 import stat
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,11 @@ _SCRATCH = re.compile(r"pt(\d+)x[0-9a-f]{4}")
 _SCRATCH_PREFIX = "pytest-emperor-attach-"  # + the tag: <tmp>/pytest-emperor-attach-pt<pid>x<hex><random>
 # How much longer than the wait itself a control request may take (up answers once its wait ends).
 _CALL_MARGIN = 10.0
+
+
+def _import_clients() -> None:
+    importlib.import_module("pytest_emperor._protocol.client")
+    importlib.import_module("pytest_emperor.engine.route_guard")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -72,8 +79,11 @@ class AttachedEmperor:
         self.vassals: dict[str, AttachedVassal] = {}
         self._tag = f"pt{os.getpid()}x{secrets.token_hex(2)}"
         self._scratch: Path | None = None
+        # The clients need requests (a tenth of a second to import): imported while pytest collects, not after.
+        threading.Thread(target=_import_clients, name="emperor-attach-import", daemon=True).start()
+        self._first_status: dict[str, AppStatus] | None = self.status()  # the first app() reads it
         #: the deploys of killed attached pytests, removed at attach
-        self.leftovers = self._remove_leftovers()
+        self.leftovers = self._remove_leftovers(self._first_status)
 
     def __repr__(self) -> str:
         return f"<AttachedEmperor up pid {self.instance.pid} on {self.state_dir.path}>"
@@ -94,8 +104,8 @@ class AttachedEmperor:
         """``up``'s apps, by name, as ``emperor-dev status`` shows them."""
         return {app["name"]: AppStatus.from_dict(app) for app in self.call({"cmd": "status"})["apps"]}
 
-    def _remove_leftovers(self) -> list[str]:
-        left = [name for name in self.status() if (m := TAGGED.search(name)) and not _pid_alive(int(m[1]))]
+    def _remove_leftovers(self, apps: dict[str, AppStatus]) -> list[str]:
+        left = [name for name in apps if (m := TAGGED.search(name)) and not _pid_alive(int(m[1]))]
         for name in left:
             with contextlib.suppress(ConfigError):  # another attached pytest removed it first
                 self.call({"cmd": "rm", "name": name})
@@ -137,7 +147,8 @@ class AttachedEmperor:
         from pytest_emperor.engine.naming import resolve_ini
 
         ini = resolve_ini(path).resolve()
-        apps = self.status()
+        # The status read at attach, once: a one-test run asks up once, not twice.
+        apps, self._first_status = self._first_status or self.status(), None
         found = [app for app in apps.values() if Path(app.ini).resolve() == ini and not TAGGED.search(app.name)]
         if not found:
             raise ConfigError(
@@ -146,7 +157,7 @@ class AttachedEmperor:
                 "without --emperor-attach"
             )
         vassal = self.vassals.setdefault(found[0].name, AttachedVassal(self, found[0], owned=False))
-        return vassal.wait_ready()
+        return vassal if found[0].state == "ready" else vassal.wait_ready()
 
     def deploy(
         self,
