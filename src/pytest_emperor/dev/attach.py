@@ -112,8 +112,13 @@ class AttachedEmperor:
         # Then the files of their broken vassals: only dirs of ours, by name, owner and kind (never a symlink).
         for path in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*"):
             m = _SCRATCH.match(path.name[len(_SCRATCH_PREFIX) :])
-            st = path.lstat()
-            if m and not _pid_alive(int(m[1])) and stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+            if not m or _pid_alive(int(m[1])):
+                continue
+            try:
+                st = path.lstat()
+            except FileNotFoundError:  # another attach removed it first
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
                 shutil.rmtree(path, ignore_errors=True)
                 left.append(str(path))
         return left
@@ -197,7 +202,7 @@ class AttachedEmperor:
     def remove(self, name: str) -> None:
         """Remove a deploy of this session from ``up`` (a name ``up`` no longer runs is already gone)."""
         self.vassals.pop(name, None)
-        if name in self.status():
+        with contextlib.suppress(ConfigError):  # "no app named ...": up no longer runs it
             self.call({"cmd": "rm", "name": name})
 
     def stop(self) -> None:
