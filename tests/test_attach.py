@@ -27,7 +27,10 @@ ATTACHED_TESTS = """\
 import os
 import re
 
+import pytest
+
 from pytest_emperor.engine.vassal import VassalState
+from pytest_emperor.errors import ConfigError
 
 TAG = rf"-pt{os.getpid()}x[0-9a-f]{{4}}"
 
@@ -48,12 +51,16 @@ def test_app_vassal_is_the_app_up_runs(app_vassal):
 def test_deploys_go_into_up_under_tagged_names(deploy_app, broken_vassal):
     vassal = deploy_app(".")
     crashing = broken_vassal("crash-loop")
-    record(vassal.name, crashing.name)
+    throttled = broken_vassal("bad-config")
+    record(vassal.name, crashing.name, throttled.name)
     assert re.fullmatch("service3" + TAG, vassal.name) and re.fullmatch("crash-loop" + TAG, crashing.name)
     assert vassal.request("GET", "/mine").text == "hello from service3 at /mine\\n"
     assert vassal.http.get("/routed").status_code == 200
-    assert crashing.state is VassalState.CURSED
+    assert crashing.state in (VassalState.CURSED, VassalState.THROTTLED)  # its deaths soon get it throttled
+    assert throttled.state is VassalState.THROTTLED
     assert "GET /mine" in vassal.log_text()
+    with pytest.raises(ConfigError, match="refused under --emperor-attach"):
+        deploy_app(".", exact=True)  # the exact names are up's own apps'
 
 
 def test_a_failing_test_s_deploys_are_removed_too(deploy_app):
@@ -123,7 +130,7 @@ def test_attached_tests_use_ups_app_deploy_into_it_and_leave_it_unchanged(
     assert "AssertionError: fails on purpose" in result.stdout
     assert "GET /before-failing" in result.stdout  # the failing test's report has the log of what it deployed
     deployed = record.read_text().split()
-    assert len(deployed) == 3 and deployed[2].startswith("fails-pt")
+    assert len(deployed) == 4 and deployed[3].startswith("fails-pt")
     assert up_state(workspace) == before  # same up, same apps, same pids: what the tests deployed is gone
     for name in deployed:
         assert not Path(f"/tmp/{name}.api.sock").exists(), name
