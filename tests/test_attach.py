@@ -63,6 +63,11 @@ def test_deploys_go_into_up_under_tagged_names(deploy_app, broken_vassal):
         deploy_app(".", exact=True)  # the exact names are up's own apps'
 
 
+def test_isolation_needs_a_session_s_own_emperor(request):
+    with pytest.raises(ConfigError, match="the isolation fixture needs the session's own emperor"):
+        request.getfixturevalue("isolation")
+
+
 def test_a_failing_test_s_deploys_are_removed_too(deploy_app):
     vassal = deploy_app(".", "fails")
     record(vassal.name)
@@ -126,7 +131,7 @@ def test_attached_tests_use_ups_app_deploy_into_it_and_leave_it_unchanged(
         UP_APP_URL=f"http://{good}.api.localhost:{up.instance.router_port}/" if up.instance is not None else "",
     )
 
-    assert "1 failed, 2 passed" in result.stdout, result.stdout + result.stderr
+    assert "1 failed, 3 passed" in result.stdout, result.stdout + result.stderr
     assert "AssertionError: fails on purpose" in result.stdout
     assert "GET /before-failing" in result.stdout  # the failing test's report has the log of what it deployed
     deployed = record.read_text().split()
@@ -189,8 +194,9 @@ def test_the_next_attach_removes_what_a_killed_pytest_deployed(workspace: Path, 
 
     (workspace / "apps" / "service3" / "test_killed.py").unlink()
     (workspace / "apps" / "service3" / "test_noop.py").write_text("def test_noop(app_vassal):\n    pass\n")
-    again = run_pytest(workspace, "test_noop.py")
+    again = run_pytest(workspace, "test_noop.py", "--cov=.")
 
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "the apps are not measured under --emperor-attach: run `emperor-dev up --cov`" in again.stdout
     assert up_state(workspace) == before
     assert not Path(f"/tmp/{name}.api.sock").exists()
