@@ -18,14 +18,13 @@ user's runs root, and only the control socket at this dir's own path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-from filelock import FileLock, Timeout
+from typing import TYPE_CHECKING, Any
 
 from pytest_emperor.engine.runs import (
     AF_UNIX_MAX,
@@ -38,6 +37,9 @@ from pytest_emperor.engine.runs import (
     socket_is_live,
 )
 from pytest_emperor.errors import EmperorError, UnsafePath
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 DEFAULT_STATE_DIR = ".emperor"
 STATE_FILE = "up.json"
@@ -91,7 +93,13 @@ class StateDir:
 
     def __init__(self, path: Path) -> None:
         self.path = path.absolute()
-        self._lock = FileLock(str(self.path / LOCK_FILE), timeout=0)
+
+    @functools.cached_property
+    def _lock(self) -> FileLock:
+        # Made on first use: the commands that only find the running ``up`` never import filelock (runs._file_lock).
+        from filelock import FileLock
+
+        return FileLock(str(self.path / LOCK_FILE), timeout=0)
 
     @property
     def state_file(self) -> Path:
@@ -140,7 +148,7 @@ class StateDir:
                 )
         try:
             self._lock.acquire()
-        except Timeout:
+        except TimeoutError:  # filelock.Timeout: another up holds it
             holder = self.read()
             who = f"pid {holder.pid}" if holder is not None else "a process that is still starting"
             raise AlreadyRunning(

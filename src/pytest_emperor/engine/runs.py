@@ -45,13 +45,14 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
-
-from filelock import FileLock, Timeout
+from typing import TYPE_CHECKING, BinaryIO
 
 from pytest_emperor.engine.bound_recorder import CLAIMS_DIR, CLAIMS_FILE, identity_line
 from pytest_emperor.engine.processes import kill_marked, processes_with_marker
 from pytest_emperor.errors import UnsafePath
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 # Linux's sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 AF_UNIX_MAX = 107
@@ -204,6 +205,17 @@ def create_private(path: Path, data: bytes = b"") -> None:
         os.close(fd)
 
 
+def _file_lock(path: Path) -> FileLock:
+    """A non-blocking lock on ``path`` (acquire() raises filelock.Timeout, a TimeoutError, when it is held).
+    filelock is imported here, not with the module: ``pytest --emperor-attach`` reads a state dir through this
+    module and never locks one, and filelock costs ~10 ms to import. 0600: in the shared runs root (searchable by
+    a dropped user) no one else may open and hold a run's lock, which would make a killed run look alive to the next
+    one's recovery (docs/run-dir.md)."""
+    from filelock import FileLock
+
+    return FileLock(str(path), timeout=0, mode=0o600)
+
+
 @dataclass
 class RunDir:
     """A locked, private directory for one emperor run."""
@@ -221,15 +233,13 @@ class RunDir:
         while True:
             tag = secrets.token_hex(3)
             lock_path = root / f"{tag}.lock"
-            # 0600: in the shared runs root (searchable by a dropped user) no one else may open and hold a run's
-            # lock, which would make a killed run look alive to the next one's recovery (docs/run-dir.md).
-            lock = FileLock(str(lock_path), timeout=0, mode=0o600)
+            lock = _file_lock(lock_path)
             # Another process's recovery (recover_abandoned, at its own start) may take this fresh lock file for an
             # abandoned run's between its creation and our lock: it then holds it, or has removed it. Either way
             # the tag is drawn again (two xdist workers starting together: a worker's session failed so, on CI).
             try:
                 lock.acquire()
-            except Timeout:
+            except TimeoutError:  # filelock.Timeout
                 continue
             if not lock_path.exists():
                 lock.release()
@@ -406,11 +416,11 @@ def recover_abandoned(root: Path) -> list[Recovered]:
     check_private_dir(root, "runs root")
     recovered = []
     for lock_path in sorted(root.glob("*.lock")):
-        lock = FileLock(str(lock_path), timeout=0, mode=0o600)
+        lock = _file_lock(lock_path)
         try:
             lock.acquire()
-        except Timeout:
-            continue  # a live run holds it
+        except TimeoutError:  # filelock.Timeout: a live run holds it
+            continue
         try:
             if not lock_path.exists():
                 continue  # its owner closed it (unlink, then release) while we waited: not abandoned
