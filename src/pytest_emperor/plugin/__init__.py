@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, Optional
 import pytest
 
 from pytest_emperor.convention import APP_INI, DEFAULT_SOCKET_TEMPLATE, MAX_BODY_SIZE
-from pytest_emperor.errors import UwsgiNotFound
+from pytest_emperor.errors import ConfigError, EmperorError, UwsgiNotFound
 from pytest_emperor.plugin.session import DEPRECATED_INI, PytestSettings, Session, ready
 
 if TYPE_CHECKING:
+    from pytest_emperor.dev.attach import AttachedEmperor
     from pytest_emperor.engine.emperor import Emperor
     from pytest_emperor.engine.vassal import Vassal
     from pytest_emperor.routing.resolve import LoopbackNames
@@ -91,6 +92,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="deploy app_vassal under the app's own name, as production does (%%n = shop, no run tag); one run "
         "at a time per name: not with -n",
     )
+    group.addoption(
+        "--emperor-attach", action="store_true", default=None,
+        help="use the emperor and router of the `emperor-dev up` running here (its state dir: "
+        "$EMPEROR_DEV_STATE_DIR, else ./.emperor): app_vassal is its app, deploys go into it and are removed",
+    )
     parser.addini("emperor_keep", "keep the run dir for debugging", type="bool", default=False)
     parser.addini("emperor_server_name", "nginx server_name regex with a named group app", default="")
     parser.addini(
@@ -103,6 +109,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "emperor_exact_names", "deploy app_vassal under the app's own name (%n), without the run tag",
         type="bool", default=False,
     )
+    parser.addini("emperor_attach", "use the running `emperor-dev up` of this project", type="bool", default=False)
 
 
 _SESSION = pytest.StashKey[Session]()
@@ -122,8 +129,20 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_emperor.engine.binary import find_uwsgi
 
     settings = PytestSettings.from_config(config)
-    config.stash[_SESSION] = Session(settings, config.rootpath)
-    if config.getoption("cov_source", None) is not None and not config.getoption("no_cov", False):
+    session = config.stash[_SESSION] = Session(settings, config.rootpath)
+    attach = config.getoption("emperor_attach")
+    measured = config.getoption("cov_source", None) is not None and not config.getoption("no_cov", False)
+    if attach if attach is not None else config.getini("emperor_attach"):
+        session.attached = _attach(config, settings)
+        if measured:  # up's apps are up's: it measures them itself
+            config.issue_config_time_warning(
+                pytest.PytestWarning(
+                    "pytest-emperor: the apps are not measured under --emperor-attach: run `emperor-dev up --cov` "
+                    "(it writes their .coverage when it stops)"
+                ),
+                stacklevel=2,
+            )
+    elif measured:
         if settings.drop is not None:  # the coverage dir is the caller's: the vassals could not write their data
             config.issue_config_time_warning(
                 pytest.PytestWarning(
@@ -133,9 +152,10 @@ def pytest_configure(config: pytest.Config) -> None:
                 stacklevel=2,
             )
         else:
-            config.stash[_SESSION].cov_config = config  # pytest-cov measures: so do the vassals (testing/coverage.py)
+            session.cov_config = config  # pytest-cov measures: so do the vassals (testing/coverage.py)
     try:
-        find_uwsgi(settings.uwsgi)
+        if session.attached is None:
+            find_uwsgi(settings.uwsgi)
     except UwsgiNotFound as exc:
         raise pytest.UsageError(str(exc)) from exc
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
@@ -192,6 +212,25 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if session is None or session.settings.drop is None:
         return []
     return [f"pytest-emperor: the emperor drops to {session.settings.drop}: the apps run as that user"]
+
+
+def _attach(config: pytest.Config, settings: PytestSettings) -> AttachedEmperor:
+    """The running ``up`` of the state dir ``emperor-dev`` would use from where pytest runs; a usage error
+    saying how to start one if none runs there."""
+    from pytest_emperor.dev.attach import AttachedEmperor
+    from pytest_emperor.dev.state import DEFAULT_STATE_DIR, NotRunning
+
+    state_dir = config.invocation_params.dir / os.environ.get("EMPEROR_DEV_STATE_DIR", DEFAULT_STATE_DIR)
+    try:
+        return AttachedEmperor(state_dir, settings.timeout, settings.uwsgi)
+    except NotRunning as exc:
+        raise pytest.UsageError(
+            f"--emperor-attach needs the running `emperor-dev up` of this project: {exc}. Start one in "
+            f"{state_dir.parent} (or set EMPEROR_DEV_STATE_DIR to its --state-dir), or run pytest without "
+            "--emperor-attach"
+        ) from None
+    except (EmperorError, OSError) as exc:  # a state dir another user planted, their `up`, an `up` not answering
+        raise pytest.UsageError(f"--emperor-attach: {exc}") from None
 
 
 def _interrupt(signum: int, _frame: Optional[FrameType]) -> None:  # noqa: UP045 (a runtime annotation on 3.9)
@@ -311,7 +350,9 @@ def broken_vassal(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[
         __tracebackhide__ = True
         from pytest_emperor.testing.broken import deploy_broken
 
-        vassal = deploy_broken(emperor, kind, name, need_app=need_app, timeout=timeout)
+        attached = request.config.stash[_SESSION].attached  # its files are ours, never in up's run dir
+        directory = attached.scratch_dir() if attached is not None else None
+        vassal = deploy_broken(emperor, kind, name, need_app=need_app, timeout=timeout, directory=directory)
         deployed.append(_use(request, vassal))
         return vassal
 
@@ -334,6 +375,8 @@ def isolation(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Call
     ``isolation(*healthy, p99_budget=0.5, via="direct")`` starts
     steady traffic to ``healthy`` now; when the test ends it fails unless none of them noticed anything (an
     error in teardown; not checked when the test itself already failed)."""
+    if request.config.stash[_SESSION].attached is not None:
+        raise ConfigError("the isolation fixture needs the session's own emperor: run without --emperor-attach")
     guards: list[Isolation] = []
 
     def watch(*healthy: Vassal, p99_budget: float = 0.5, via: str = "direct") -> IsolationReport:
@@ -367,7 +410,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     session = item.config.stash.get(_SESSION, None)
     if session is not None:
         session.current_test = item.path
-    emperor = session.emperor if session is not None else None
+    emperor = session.running if session is not None else None
     item.stash[_TEST_START] = emperor.last_seq if emperor is not None else 0
     if emperor is not None:  # else the router has not started: all it will log is this test's
         from pytest_emperor.routing.nginx import log_marks
@@ -405,7 +448,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append((f"vassal {vassal.name} log", "\n".join(lines) or "(nothing logged during this test)"))
         if emperor_lines:
             report.sections.append((f"emperor about {vassal.name}", "\n".join(emperor_lines[-REPORT_LINES:])))
-    emperor = item.config.stash[_SESSION].emperor
+    emperor = item.config.stash[_SESSION].running
     if emperor is not None:  # the router's lines for this test's requests, if it served any
         from pytest_emperor.routing.nginx import log_lines_since
 

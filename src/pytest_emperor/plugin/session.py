@@ -8,7 +8,7 @@ import signal
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -16,6 +16,7 @@ from pytest_emperor.convention import APP_INI
 from pytest_emperor.errors import ConfigError, EmperorError, UnsafePath
 
 if TYPE_CHECKING:
+    from pytest_emperor.dev.attach import AttachedEmperor
     from pytest_emperor.engine.emperor import Emperor
     from pytest_emperor.engine.vassal import Vassal
     from pytest_emperor.project_config import Settings as ProjectSettings
@@ -190,9 +191,19 @@ class Session:
     warned: set[tuple[Path, int, int]] = field(default_factory=set)  # ini files whose ignored options were told
     cov_config: pytest.Config | None = None  # set when pytest-cov measures: the vassals are measured too
     current_test: Path | None = None  # the file of the test being set up (base_url's app is that test's)
+    attached: AttachedEmperor | None = None  # --emperor-attach: the running `up`'s emperor, instead of our own
     coverage: tuple[VassalCoverage, Path] | None = None  # their coverage dir, and pytest-cov's data file
 
+    @property
+    def running(self) -> Emperor | None:
+        """The emperor the tests use, once started (or attached to)."""
+        # The attached one answers what the hooks and fixtures ask of an Emperor (deploy, run_dir, timeout,
+        # vassals, last_seq): dev/attach.py.
+        return cast("Emperor", self.attached) if self.attached is not None else self.emperor
+
     def get_emperor(self) -> Emperor:
+        if self.attached is not None:
+            return cast("Emperor", self.attached)
         if self.emperor is None:
             from pytest_emperor.testing.isolation import EmperorUnderTest
 
@@ -264,8 +275,11 @@ class Session:
             raise self.failed[key].with_traceback(None)
         if key not in self.apps:
             try:
-                vassal = self.deploy(app, None, exact=self.settings.exact_names)
-                self.apps[key] = ready(vassal, self.get_emperor().uwsgi, None, remove=True)
+                if self.attached is not None:  # the app up runs, never deployed again
+                    self.apps[key] = cast("Vassal", self.attached.app(app))
+                else:
+                    vassal = self.deploy(app, None, exact=self.settings.exact_names)
+                    self.apps[key] = ready(vassal, self.get_emperor().uwsgi, None, remove=True)
             except EmperorError as exc:
                 self.failed[key] = exc
                 raise
@@ -290,6 +304,8 @@ class Session:
     def close(self) -> None:
         for vassal in self.apps.values():
             vassal.close_clients()
+        if self.attached is not None:
+            self.attached.stop()  # what this session deployed; up's own apps are left running
         if self.router is not None:
             router, self.router = self.router, None
             router.stop()
