@@ -56,7 +56,9 @@ def test_deploys_go_into_up_under_tagged_names(deploy_app, broken_vassal):
     assert re.fullmatch("service3" + TAG, vassal.name) and re.fullmatch("crash-loop" + TAG, crashing.name)
     assert vassal.request("GET", "/mine").text == "hello from service3 at /mine\\n"
     assert vassal.http.get("/routed").status_code == 200
-    assert crashing.state in (VassalState.CURSED, VassalState.THROTTLED)  # its deaths soon get it throttled
+    # Cursed twice before broken_vassal returned (up waited for it): started at least twice. Not its state now: a
+    # crash loop is ready again between its deaths (a state check failed so, 1 run in 4 at load 12).
+    assert crashing.log_text(since="deploy").count("*** Starting uWSGI") >= 2
     assert throttled.state is VassalState.THROTTLED
     assert "GET /mine" in vassal.log_text()
     with pytest.raises(ConfigError, match="refused under --emperor-attach"):
