@@ -194,6 +194,13 @@ def test_up_runs_the_apps_as_the_profiles_user(
     router = ("127.0.0.1", up.instance.router_port)
     with direct_session(router, "http", f"http://{name}.api.localhost/", timeout=30) as session:
         assert session.post("/orders").status_code == 502  # as in production: the app raised, uWSGI sent nothing
+    # up's page, served by nginx's workers as that user: its files are readable by their group (no one else's)
+    with direct_session(router, "http", "http://localhost/", timeout=30) as session:
+        assert [session.get(path).status_code for path in ("/", "/page.js", "/up.json")] == [200, 200, 200]
+    page = Path(up.instance.run_dir) / "page"
+    assert {(p.stat().st_gid, p.stat().st_mode & 0o007) for p in [page, *page.iterdir()]} == {
+        (pwd.getpwnam(user).pw_gid, 0)
+    }
     # straight to the app's socket: its listener is production's user, and one of up's
     assert cli(workspace, "request", name, "/", "--direct").stdout == f"served by {user}"
     up.expect(rf"{name}.*PermissionError: \[Errno 13\] Permission denied: '{data}/orders.txt'")

@@ -114,8 +114,13 @@ def document(
 class UpPage:
     """The page's directory in a run dir, and the thread that keeps its document current."""
 
-    def __init__(self, directory: Path, status: Callable[[], list[AppStatus]], up: dict[str, Any]) -> None:
+    def __init__(
+        self, directory: Path, status: Callable[[], list[AppStatus]], up: dict[str, Any], group: int | None = None
+    ) -> None:
         self.directory = directory
+        #: the group of nginx's workers when they run as another user (``nginx-user``): the directory is searchable
+        #: and its files readable by that group, never by others (as the route table's, routing/nginx.py)
+        self.group = group
         self._status = status
         self._up = up
         self._lock = threading.Lock()
@@ -130,10 +135,14 @@ class UpPage:
     def install(self) -> UpPage:
         """Make the directory, copy the page's files into it, and write a first document (no app yet)."""
         self.directory.mkdir(mode=0o700, exist_ok=True)
+        if self.group is not None:
+            os.chown(self.directory, -1, self.group)
+            os.chmod(self.directory, 0o710)
         source = resources.files("pytest_emperor.dev").joinpath("page_assets")
         for name in ASSETS:
             with resources.as_file(source.joinpath(name)) as path:
                 shutil.copyfile(path, self.directory / name)
+            self._share(self.directory / name)
         self._write(document([], {}, {}, [], self._up))
         return self
 
@@ -206,10 +215,17 @@ class UpPage:
         fresh = self.directory / f".{DOCUMENT}.new"
         with open(fresh, "w", encoding="utf-8") as f:
             f.write(text)
+        self._share(fresh)
         os.replace(fresh, self.directory / DOCUMENT)
         self._written = text
         self.writes += 1
         return True
+
+    def _share(self, path: Path) -> None:
+        """A file of the page: readable by nginx's workers' group, if they run as another user; by no one else."""
+        if self.group is not None:
+            os.chown(path, -1, self.group)
+        os.chmod(path, 0o640)
 
     def _run(self) -> None:
         while not self._stop.is_set():

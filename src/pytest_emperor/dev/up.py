@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import pwd
 import signal
 import threading
 from collections.abc import Mapping, Sequence
@@ -197,7 +198,8 @@ class DevServer:
         self._stack.callback(self._emperor.stop)  # registered first: stop() is a no-op on an emperor not started
         self._emperor.start()
         run_dir = self._emperor.run_dir
-        page = self._page = UpPage(run_dir / "page", self.status, {"pid": os.getpid()}).install()
+        worker_group = pwd.getpwnam(options.nginx_user).pw_gid if options.nginx_user is not None else None
+        page = self._page = UpPage(run_dir / "page", self.status, {"pid": os.getpid()}, worker_group).install()
         try:
             router = self._router = start_router(
                 route_map,
