@@ -90,11 +90,12 @@ def test_up_warns_of_a_typo_and_says_why_an_app_failed(workspace: Path, up_proce
     app = copy_example(workspace, "service3", "service3")
     ini = app / "app.uwsgi.ini"
     ini.write_text(ini.read_text() + "proceses = 2\n")
+    typo_line = len(ini.read_text().splitlines())
     copy_example(workspace, "broken-config", "broken-config")
     up = Up(workspace, f"{good}=service3", f"{broken}=broken-config")
     up_process.append(up)
     up.started()
-    up.expect(rf"^warning: {good}: service3/app.uwsgi.ini:11: .*`proceses`: .*did you mean `processes`\?$")
+    up.expect(rf"^warning: {good}: service3/app.uwsgi.ini:{typo_line}: .*`proceses`: .*did you mean `processes`\?$")
     after = up.expect(rf"^{broken} failed to start; emperor-dev check finds:$")
     assert re.match(r"broken-config/app.uwsgi.ini:5: E501 .*does-not-exist", up.lines[after]), up.lines[after:]
     assert up.stop(signal.SIGINT) == 0
