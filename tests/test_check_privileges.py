@@ -6,14 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from unprivileged import CLAIM_ROOTS_SOCKET, python_unusable_as
+from unprivileged import CLAIM_ROOTS_SOCKET, python_unusable_as, throwaway_user
 
 from pytest_emperor.check.privileges import parse_emperor_args
 from pytest_emperor.check.runner import CheckSettings, run_check
@@ -24,13 +22,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creating a user needs
 
 @pytest.fixture
 def user() -> Iterator[str]:
-    name = f"ec{uuid.uuid4().hex[:10]}"
-    subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["userdel", name], check=True)
-        subprocess.run(["groupdel", name], check=False, capture_output=True)  # gone with the user on most systems
+    yield from throwaway_user("ec")
 
 
 @pytest.fixture

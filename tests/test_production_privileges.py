@@ -20,7 +20,7 @@ import pytest
 from dev_helpers import Up, assert_nothing_left, cli, up_process, workspace  # noqa: F401 (fixtures)
 from plugin_helpers import Sandbox
 from plugin_helpers import assert_nothing_left as assert_nothing_left_in
-from unprivileged import python_unusable_as
+from unprivileged import python_unusable_as, throwaway_user
 
 from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.engine.privileges import drop_of
@@ -81,14 +81,7 @@ def test_post(app_vassal):
 
 def make_user() -> Iterator[str]:
     """A real unprivileged user and its group, deleted after the test."""
-    name = f"pe{secrets.token_hex(4)}"
-    subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name], check=True)
-    try:
-        yield name
-    finally:
-        # --force: after a failed assertion the run's processes (this user's) may still be on their way out
-        subprocess.run(["userdel", "--force", name], check=True)
-        subprocess.run(["groupdel", name], check=False, capture_output=True)  # gone with the user on most systems
+    yield from throwaway_user("pe")
 
 
 user = pytest.fixture(make_user)

@@ -24,6 +24,7 @@ import pytest
 import requests
 from dev_helpers import Up, cli, copy_example, names_for_test, up_process, workspace
 from router_fixtures import fronted
+from unprivileged import throwaway_user
 
 from pytest_emperor.dev.control import ControlServer, Message, call
 from pytest_emperor.dev.state import Instance, StateDir
@@ -63,12 +64,7 @@ for action in sys.argv[1:]:
 @pytest.fixture
 def other_user() -> Iterator[str]:
     """A real unprivileged local user, removed (with its files) after the test."""
-    name = f"pe{secrets.token_hex(4)}"
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["userdel", name], check=True)
+    yield from throwaway_user("pe", user_group=False)
 
 
 def as_user(user: str, *actions: str) -> list[str]:

@@ -4,8 +4,12 @@ unprivileged user. It does not where that interpreter lives in a directory only 
 
 from __future__ import annotations
 
+import pwd
+import secrets
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PROBE = 'import encodings, json, sys; print("python ok", sys.version_info[:2], flush=True)\n'
@@ -56,3 +60,49 @@ for record in (os.path.join(run, "sockets"), os.path.join(run, "uwsgi", "bound")
         except OSError:
             pass
 """
+
+
+def throwaway_user(prefix: str, *, user_group: bool = True) -> Iterator[str]:
+    """A real unprivileged local user (and its group), deleted after the test: the body of the suite's user
+    fixtures. Deleted once no process runs as it any more: a process the test started as that user (a vassal, a
+    probe) may still be exiting as the test returns (`userdel` then fails, "currently used by process N", 1 run
+    in 5 of a CI matrix); one still there after ``USER_GONE_WITHIN`` seconds is a leak, and fails the test naming
+    it."""
+    name = f"{prefix}{secrets.token_hex(4)}"
+    subprocess.run(
+        ["useradd", "--no-create-home", *(["--user-group"] if user_group else []), "--shell", "/usr/sbin/nologin",
+         name],
+        check=True,
+    )
+    uid = pwd.getpwnam(name).pw_uid
+    try:
+        yield name
+    finally:
+        deadline = time.monotonic() + USER_GONE_WITHIN
+        left = _processes_of(uid)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling /proc, with a deadline: no event says a process of a uid has exited
+            left = _processes_of(uid)
+        subprocess.run(["userdel", "--force", name], check=True)
+        subprocess.run(["groupdel", name], check=False, capture_output=True)  # gone with the user on most systems
+        assert not left, f"processes of the test's user {name} still running {USER_GONE_WITHIN} s after it: {left}"
+
+
+USER_GONE_WITHIN = 10.0
+
+
+def _processes_of(uid: int) -> list[str]:
+    """The live processes (not zombies) running as ``uid``: pid and command line."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("Uid", "").split()[:1] == [str(uid)] and not fields.get("State", "").strip().startswith("Z"):
+            found.append(f"{entry.name} {command!r}")
+    return found
