@@ -610,8 +610,8 @@ def test_failing_test_report_has_the_routers_lines_for_its_requests_only(
             assert requests.get(app_vassal.url + "earlier", timeout=10).status_code == 200
 
         def test_fails_through_the_router(app_vassal):
-            # One keep-alive connection: nginx logs the first request before it reads the second, and logs the
-            # second's error before answering it, so both lines are there when the test fails.
+            # nginx writes an access line after the response: the report waits until the router has logged
+            # what it answered (the 413's line comes once the session's close ends nginx's lingering close).
             with requests.Session() as session:
                 assert session.get(app_vassal.url + "first", timeout=10).status_code == 200
                 assert session.post(app_vassal.url + "big", data=b"x" * 100, timeout=10).status_code == 413
@@ -631,7 +631,9 @@ def test_failing_test_report_has_the_routers_lines_for_its_requests_only(
     router = through.get("router")
     assert router is not None, f"no router section; sections: {list(through)}"
     assert re.search(r'^access\.log:\n.*"GET /first HTTP/1\.1" 200 ', router, re.M), router
+    assert '"POST /big HTTP/1.1" 413 ' in router, router
     assert re.search(r"^error\.log:\n.*\[error\] .*client intended to send too large body: 100 bytes", router, re.M)
+    # The test before's line, written after the client had its response, is logged before this test's mark.
     assert "/earlier" not in router, "the section has lines of an earlier test"
     without = reports["test_fails_without_the_router"]
     assert "router" not in without and without, without

@@ -412,10 +412,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         session.current_test = item.path
     emperor = session.running if session is not None else None
     item.stash[_TEST_START] = emperor.last_seq if emperor is not None else 0
-    if emperor is not None:  # else the router has not started: all it will log is this test's
+    if session is not None and emperor is not None:  # else the router has not started: it will log this test only
         from pytest_emperor.routing.nginx import log_marks
 
-        item.stash[_ROUTER_MARKS] = log_marks(emperor.run_dir)
+        # Once the router has logged every request it answered: the test before's last lines come before the mark.
+        item.stash[_ROUTER_MARKS] = log_marks(emperor.run_dir, session.router)
     for vassal in list(emperor.vassals.values()) if emperor is not None else []:
         vassal.begin_test(item.stash[_TEST_START])
 
@@ -448,10 +449,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append((f"vassal {vassal.name} log", "\n".join(lines) or "(nothing logged during this test)"))
         if emperor_lines:
             report.sections.append((f"emperor about {vassal.name}", "\n".join(emperor_lines[-REPORT_LINES:])))
-    emperor = item.config.stash[_SESSION].running
+    session = item.config.stash[_SESSION]
+    emperor = session.running
     if emperor is not None:  # the router's lines for this test's requests, if it served any
         from pytest_emperor.routing.nginx import log_lines_since
 
-        router_lines = log_lines_since(emperor.run_dir, item.stash.get(_ROUTER_MARKS, (0, 0)))
+        router_lines = log_lines_since(emperor.run_dir, item.stash.get(_ROUTER_MARKS, (0, 0)), session.router)
         if router_lines:
             report.sections.append(("router", "\n".join(router_lines[-REPORT_LINES:])))

@@ -28,6 +28,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -105,9 +106,17 @@ _LOGS = ("access.log", "error.log")
 _REPORTED_LEVELS = ("[warn]", "[error]", "[crit]", "[alert]", "[emerg]")
 
 
-def log_marks(run_dir: Path) -> tuple[int, int]:
+#: How long a log mark waits for the router's workers to write what they answered. A worker still busy after it
+#: (requests in flight from a background thread) leaves its lines to whichever test's section they fall into.
+_SETTLE_LIMIT = 1.0
+
+
+def log_marks(run_dir: Path, router: Router | None = None) -> tuple[int, int]:
     """Where the router's access and error logs of ``run_dir`` end now (0 for a log not written yet, as before the
-    router starts): :func:`log_lines_since` reads what comes after."""
+    router starts): :func:`log_lines_since` reads what comes after. With ``router``, first waits until every
+    request it answered is logged (:func:`_settle`), so that a request of the test before is never after the
+    mark."""
+    _settle(router)
     sizes = []
     for name in _LOGS:
         try:
@@ -117,11 +126,11 @@ def log_marks(run_dir: Path) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def log_lines_since(run_dir: Path, marks: tuple[int, int]) -> list[str]:
+def log_lines_since(run_dir: Path, marks: tuple[int, int], router: Router | None = None) -> list[str]:
     """The router's lines after ``marks``: its access lines, then its error lines of level warn and above, each
-    under its file's name; empty when it logged nothing (it served no request). nginx writes a request's access
-    line after sending the response (its log phase), so a request answered a moment ago may not be there yet; its
-    error lines come before the response."""
+    under its file's name; empty when it logged nothing (it served no request). With ``router``, once every
+    request it answered is logged (:func:`_settle`); error lines come before the response anyway."""
+    _settle(router)
     found: list[str] = []
     for name, mark in zip(_LOGS, marks):
         try:
@@ -135,6 +144,41 @@ def log_lines_since(run_dir: Path, marks: tuple[int, int]) -> list[str]:
         if lines:
             found += [f"{name}:", *lines]
     return found
+
+
+def _settle(router: Router | None, timeout: float = _SETTLE_LIMIT) -> None:
+    """Return once each of ``router``'s workers has been seen asleep in the kernel (``timeout`` at most).
+
+    nginx writes a request's access line after sending its response, in the same pass of its event loop, and a
+    worker sleeps (state S, in epoll_wait) only between passes; so once each worker was seen asleep, every request
+    answered before is logged (docs/uwsgi-behaviour.md, "Routing through nginx"). Linux only (``/proc``):
+    elsewhere, and for a router that is not running, there is nothing to wait on.
+    """
+    if router is None or router.process.poll() is not None:
+        return
+    master = router.process.pid
+    try:
+        with open(f"/proc/{master}/task/{master}/children", "rb") as f:
+            busy = [int(pid) for pid in f.read().split()]
+    except OSError:  # not Linux, or a kernel without the file
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = [pid for pid in busy if _state(pid) not in (b"S", b"Z", b"")]
+        if not busy or time.monotonic() > deadline:
+            return
+        # Nothing signals the end of a worker's pass: poll, giving the CPU to the worker meanwhile.
+        time.sleep(0.0005)
+
+
+def _state(pid: int) -> bytes:
+    """The state letter of ``pid`` in ``/proc`` (R running or runnable, S asleep, D in uninterruptible sleep, Z a
+    zombie ...); empty when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return b""
 
 
 def uwsgi_params_path() -> Path:
