@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -14,6 +15,7 @@ import pytest
 
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.emperor_log import EventKind
+from pytest_emperor.engine.processes import children_of
 from pytest_emperor.engine.vassal import Vassal, VassalState
 from pytest_emperor.errors import ConfigError, VassalTimeout
 from pytest_emperor.testing.broken import BROKEN_KINDS, deploy_broken
@@ -120,16 +122,21 @@ def test_operator_and_crash_helpers(live_emperor: Emperor, make_app: MakeApp) ->
 def test_a_death_the_emperor_reaps_before_reading_its_pipe_is_a_death_without_pid(
     live_emperor: Emperor, make_app: MakeApp
 ) -> None:
-    # The emperor reads one ready fd per pass, then reaps. A stats connection (a pid or state read, a ring)
-    # queued before the master's pipe reports EOF is served first, and the reap that follows finds the master
-    # dead: the emperor logs only "removed uwsgi instance", with no pid (docs/uwsgi-behaviour.md, "The engine").
-    # Here the order is made certain: the emperor is paused while the connection queues and the master dies.
+    # The master's workers hold its end of the emperor's pipe: its EOF comes when the last of them has exited, a few
+    # ms after the master. A pass of the emperor's loop woken in between (a stats connection: a pid or state read,
+    # a ring) reaps the dead master before any EOF: the emperor logs only "removed uwsgi instance", with no pid
+    # (docs/uwsgi-behaviour.md, "The engine"). Here the order is made certain: the emperor and the workers are
+    # paused while the connection queues and the master dies, so the pass that serves it cannot see an EOF.
     vassal = live_emperor.deploy(make_app("victim"))
     master = vassal.pid
     assert master is not None
+    workers = children_of(master)
+    assert workers, f"the master {master} has no workers"
     pidfd = os.pidfd_open(master)
     os.kill(live_emperor.pid, signal.SIGSTOP)
     try:
+        for worker in workers:  # stopped at once: a stopped process runs no code, so it cannot exit
+            os.kill(worker, signal.SIGSTOP)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as bell:
             bell.connect(str(live_emperor.stats_path))
             os.kill(master, signal.SIGKILL)
@@ -138,6 +145,9 @@ def test_a_death_the_emperor_reaps_before_reading_its_pipe_is_a_death_without_pi
             event = vassal.wait_cursed()
     finally:
         os.kill(live_emperor.pid, signal.SIGCONT)
+        for worker in workers:  # they see their master gone and exit
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGCONT)
         os.close(pidfd)
     assert (event.kind, event.pid, event.is_death) == (EventKind.REMOVED, None, True)
     assert vassal.curses == 1
