@@ -122,11 +122,12 @@ def test_operator_and_crash_helpers(live_emperor: Emperor, make_app: MakeApp) ->
 def test_a_death_the_emperor_reaps_before_reading_its_pipe_is_a_death_without_pid(
     live_emperor: Emperor, make_app: MakeApp
 ) -> None:
-    # The master's workers hold its end of the emperor's pipe: its EOF comes when the last of them has exited, a few
-    # ms after the master. A pass of the emperor's loop woken in between (a stats connection: a pid or state read,
-    # a ring) reaps the dead master before any EOF: the emperor logs only "removed uwsgi instance", with no pid
-    # (docs/uwsgi-behaviour.md, "The engine"). Here the order is made certain: the emperor and the workers are
-    # paused while the connection queues and the master dies, so the pass that serves it cannot see an EOF.
+    # A pass of the emperor's loop handles every ready fd, then reaps. The master's workers hold its end of the
+    # emperor's pipe, so the EOF comes a few ms after the master's death, once they exited: a pass in between (woken
+    # by a stats connection: a pid or state read, a ring) reaps the dead master first, and the emperor logs only
+    # "removed uwsgi instance", with no pid (docs/uwsgi-behaviour.md, "The engine"). Here the order is made certain:
+    # the emperor and the workers are paused while the connection queues and the master dies. Paused in epoll_wait,
+    # the emperor resumes with EINTR and reaps; paused elsewhere in its pass, its next wait finds no EOF either.
     vassal = live_emperor.deploy(make_app("victim"))
     master = vassal.pid
     assert master is not None
