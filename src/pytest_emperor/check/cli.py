@@ -5,9 +5,11 @@ Exit codes: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 2 us
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -19,6 +21,7 @@ from pytest_emperor.check.rules import RULES, Severity
 from pytest_emperor.check.runner import APP_INI, CheckSettings, InputError, run_check
 from pytest_emperor.convention import SOCKET_SUFFIX
 from pytest_emperor.engine.binary import find_uwsgi
+from pytest_emperor.engine.privileges import emperor_user, parse_emperor_args
 from pytest_emperor.errors import ConfigFileError, RevisionError, UwsgiNotFound
 from pytest_emperor.project_config import Setting, emperor_args_of, find_profile, resolve
 
@@ -73,13 +76,21 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _target(path: Path) -> Path:
+def _target(path: Path, emperor_args: Sequence[str]) -> Path:
     """A path to check; ``PATH@REV``: that revision's checkout, made and prepared as a deploy makes it
-    (docs/revisions.md), so its ini is judged beside its own files."""
+    (docs/revisions.md), so its ini is judged beside its own files; run as root with ``emperor_args`` that drop
+    privileges (the boot check then drops), given to that user's group, as ``up`` and pytest give it."""
     from pytest_emperor.revisions.cache import checkout, split_revision
 
     where, rev = split_revision(str(path))
-    return path if rev is None else checkout(Path(where), rev).path
+    if rev is None:
+        return path
+    _, uid, gid = parse_emperor_args(emperor_args)
+    try:
+        user = emperor_user(uid, gid) if os.geteuid() == 0 else None
+    except KeyError:
+        user = None  # unknown here: the check reports it (run_check), and boots nothing as that user
+    return checkout(Path(where), rev, readable_by=user).path
 
 
 def _rules_table() -> str:
@@ -181,7 +192,8 @@ def check(
     # Without paths: this app dir's file, else the app dirs below (what `emperor-dev up` runs from here).
     here = Path(APP_INI) if Path(APP_INI).exists() else Path(".")
     try:
-        targets = [_target(p) for p in paths] or [Path(p) for p in config.get("paths", [])] or [here]
+        targets = ([_target(p, shared["emperor-args"]) for p in paths] or [Path(p) for p in config.get("paths", [])]
+                   or [here])
     except RevisionError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -8,42 +8,16 @@ search permission), the way the kernel decides for a non-root user; nothing is o
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from pathlib import Path
 
 from pytest_emperor.check.rules import SOCKET_KEYS, AppConfig, Finding, finding, where
 from pytest_emperor.convention import routed_socket
-from pytest_emperor.engine.privileges import User, emperor_user, parse_emperor_args
+from pytest_emperor.engine.privileges import User, blocked, emperor_user, parse_emperor_args
 
 __all__ = ["User", "check_privileges", "emperor_user", "parse_emperor_args"]
 
 _DEFAULT_UMASK = 0o022  # uWSGI keeps the emperor's umask unless `umask` is set; 022 is the usual one
-
-
-def _allowed(user: User, st: os.stat_result, bits: str) -> bool:
-    shift = 6 if st.st_uid == user.uid else 3 if st.st_gid in user.groups else 0
-    want = sum({"r": 4, "w": 2, "x": 1}[b] for b in bits)
-    return (st.st_mode >> shift) & want == want
-
-
-def _blocked(user: User, path: Path, bits: str) -> str | None:
-    """Why ``user`` cannot get ``bits`` on ``path`` (the first ancestor lacking search permission first)."""
-    path = Path(os.path.abspath(path))
-    for parent in reversed(path.parents):
-        try:
-            if not _allowed(user, parent.stat(), "x"):
-                return f"`{parent}` is not searchable by {user.name}"
-        except OSError:
-            return None  # a missing path is another rule's (E50x)
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    if not _allowed(user, st, bits):
-        return f"`{path}` ({stat.filemode(st.st_mode)}, uid {st.st_uid}) lacks `{bits}` for {user.name}"
-    return None
 
 
 def check_privileges(
@@ -58,17 +32,17 @@ def check_privileges(
         option = app.ini.option(key)
         return (where(app, option.file), option.line) if option else (app.path, 1)
 
-    why = _blocked(user, paths.pop("", Path(app.path)), "r")
+    why = blocked(user, paths.pop("", Path(app.path)), "r")
     if why:  # uWSGI cannot even open the config: nothing in it applies, the vassal is cursed at once
         return [finding("E601", app.path, 1, f"the config itself: {why}")]
     for key, target in paths.items():
-        why = _blocked(user, target, "rx" if target.is_dir() else "r")
+        why = blocked(user, target, "rx" if target.is_dir() else "r")
         if why:
             found.append(finding("E601", *at(key), why))
     logto = r.last("logto")
     if logto and ("/" in logto or ":" not in logto):
         log = cwd / logto
-        why = _blocked(user, log, "w") if log.exists() else _blocked(user, log.parent, "wx")
+        why = blocked(user, log, "w") if log.exists() else blocked(user, log.parent, "wx")
         if why:
             found.append(finding("E602", *at("logto"), why))
     for key in ("uid", "gid"):

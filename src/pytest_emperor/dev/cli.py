@@ -206,8 +206,9 @@ def up(
         "nginx-user": nginx_user,
     })
     try:
-        specs = resolve_apps(apps, base, note) if apps else default_apps(base, settings.values["apps"], note)
         user = drop_of(settings["emperor-args"], settings.source("emperor-args"))
+        specs = (resolve_apps(apps, base, note, user) if apps
+                 else default_apps(base, settings.values["apps"], note, user))
         worker = nginx_worker_of(settings["nginx-user"], settings.source("nginx-user"))
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)

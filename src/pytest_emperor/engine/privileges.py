@@ -9,12 +9,14 @@ import grp
 import os
 import pwd
 import shlex
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from pytest_emperor.errors import ConfigError
 
-__all__ = ["User", "drop_of", "emperor_user", "nginx_worker_of", "parse_emperor_args"]
+__all__ = ["User", "allowed", "blocked", "drop_of", "emperor_user", "nginx_worker_of", "parse_emperor_args"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,33 @@ class User:
             gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
         groups = {gid, *(g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem)}
         return cls(entry.pw_name, entry.pw_uid, gid, frozenset(groups))
+
+
+def allowed(user: User, st: os.stat_result, bits: str) -> bool:
+    """Whether the mode bits of ``st`` give ``user`` each of ``bits`` (``"r"``, ``"w"``, ``"x"``), as the kernel
+    decides for a user that is not root: the owner's bits, else the group's, else the others'."""
+    shift = 6 if st.st_uid == user.uid else 3 if st.st_gid in user.groups else 0
+    want = sum({"r": 4, "w": 2, "x": 1}[b] for b in bits)
+    return (st.st_mode >> shift) & want == want
+
+
+def blocked(user: User, path: Path, bits: str) -> str | None:
+    """Why ``user`` cannot get ``bits`` on ``path`` (the first ancestor lacking search permission first), None if
+    it can or the path is missing."""
+    path = Path(os.path.abspath(path))
+    for parent in reversed(path.parents):
+        try:
+            if not allowed(user, parent.stat(), "x"):
+                return f"`{parent}` is not searchable by {user.name}"
+        except OSError:
+            return None  # a missing path is another rule's (E50x)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if not allowed(user, st, bits):
+        return f"`{path}` ({stat.filemode(st.st_mode)}, uid {st.st_uid}) lacks `{bits}` for {user.name}"
+    return None
 
 
 def parse_emperor_args(args: str | Sequence[str]) -> tuple[list[str], str | None, str | None]:

@@ -303,12 +303,13 @@ def deploy_app(emperor: Emperor, request: pytest.FixtureRequest) -> Iterator[Cal
     ) -> Vassal:
         __tracebackhide__ = True
         target = request.config.rootpath / path
+        session = request.config.stash[_SESSION]
         if rev is not None:
             from pytest_emperor.revisions.cache import checkout
 
-            made = checkout(target, rev)
+            # under a drop, the checkout is given to the dropped user's group: the vassal reads it as that user
+            made = checkout(target, rev, readable_by=session.settings.drop_user)
             target, name = made.path, name if name is not None else made.default_name
-        session = request.config.stash[_SESSION]
         vassal = session.deploy(target, name, exact=exact)
         deployed.append(_use(request, vassal))
         return ready(vassal, emperor.uwsgi, timeout, remove=False) if wait else vassal

@@ -18,6 +18,7 @@ from pytest_emperor.errors import ConfigError, EmperorError, UnsafePath
 if TYPE_CHECKING:
     from pytest_emperor.dev.attach import AttachedEmperor
     from pytest_emperor.engine.emperor import Emperor
+    from pytest_emperor.engine.privileges import User
     from pytest_emperor.engine.vassal import Vassal
     from pytest_emperor.project_config import Settings as ProjectSettings
     from pytest_emperor.routing.router import Router
@@ -111,6 +112,7 @@ class PytestSettings:
     router_options: dict[str, Any]
     emperor_args: tuple[str, ...] = ()
     run_owner: tuple[int, int] | None = None  # the (uid, gid) emperor_args drop to
+    drop_user: User | None = None  # who that is: a revision's checkout is given to its group
     drop: str | None = None  # who that is and which setting said so, for the report header
 
     @classmethod
@@ -172,6 +174,7 @@ class PytestSettings:
             },
             emperor_args=tuple(shared["emperor-args"]),
             run_owner=(user.uid, user.gid) if user is not None else None,
+            drop_user=user,
             drop=f"{user.name} (emperor-args from {shared.source('emperor-args')})" if user is not None else None,
         )
 

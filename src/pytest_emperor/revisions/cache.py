@@ -10,6 +10,7 @@ Layout, under ``$XDG_CACHE_HOME/pytest-emperor/revisions/`` (``~/.cache/...`` by
                                  commit's as written
     <commit>/<name>.setup.log    the setup's output
     <commit>/.<name>.tmp-*/      a checkout being written (its index file and tree), renamed into place whole
+    <commit>/<name>.group        the gid the checkout was given to (a run that drops privileges); absent: none
 
 The user's cache dir, not ``up``'s state dir: a checkout belongs to a commit, not to one project dir or one run,
 so every run, ``up`` and ``check`` of any clone reuses it, and it is rebuildable data that a cache cleaner may
@@ -30,6 +31,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -39,6 +41,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pytest_emperor.engine.naming import default_name, resolve_ini, routable_name
+from pytest_emperor.engine.privileges import User, blocked
 from pytest_emperor.engine.runs import check_private_dir
 from pytest_emperor.errors import RevisionError, SetupError
 from pytest_emperor.project_config import load_profile
@@ -87,13 +90,21 @@ class Checkout:
 
 
 def checkout(
-    path: Path, rev: str, *, root: Path | None = None, note: Callable[[str], None] = lambda _: None
+    path: Path,
+    rev: str,
+    *,
+    root: Path | None = None,
+    note: Callable[[str], None] = lambda _: None,
+    readable_by: User | None = None,
 ) -> Checkout:
     """The checkout of revision ``rev`` of the app at ``path``, made (and prepared by the project's ``setup``)
-    unless the cache holds it; ``note`` is told what takes time: waiting for another process making it, a setup."""
+    unless the cache holds it; ``note`` is told what takes time: waiting for another process making it, a setup.
+    ``readable_by``: the user a run drops privileges to, whose group is given read of the checkout (and search of
+    the cache dirs to it), no one else; RevisionError if that user still cannot reach it."""
     __tracebackhide__ = True
     revision = resolve(path, rev)
-    base = _private(root or cache_root()) / revision.commit
+    cache = _private(root or cache_root())
+    base = cache / revision.commit
     base.mkdir(mode=0o700, exist_ok=True)
     name = revision.top.name
     lock = FileLock(str(base / f"{name}.lock"))
@@ -109,15 +120,57 @@ def checkout(
                 f"{lock.lock_file}; stop it, or see what its setup does"
             ) from None
     try:
-        return _made(revision, base, name, note)
+        made = _made(revision, base, name, note)
+        if readable_by is not None:
+            _give(made.top, (cache, base), readable_by.gid)
     finally:
         lock.release()
+    if readable_by is not None:
+        _reachable(made, cache, readable_by)
+    return made
 
 
 def _private(root: Path) -> Path:
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     check_private_dir(root, "revisions cache")
     return root
+
+
+def _give(tree: Path, dirs: tuple[Path, ...], gid: int) -> None:
+    """Give group ``gid`` read of ``tree`` (setup's output included: a virtualenv the vassal runs) and search of
+    ``dirs`` above it, taking every other user's bits away; the caller holds the checkout's lock. The tree is
+    walked once per group: ``<name>.group`` records it, and a checkout written again (``_write``) loses it."""
+    for directory in dirs:  # search only: the group cannot list the cache, only reach a checkout it is given
+        os.chown(directory, -1, gid)
+        directory.chmod(0o710)
+    given = tree.with_name(tree.name + ".group")
+    if given.exists() and given.read_text() == str(gid):
+        return
+    for where, subdirs, files in os.walk(tree):
+        for entry in (where, *(os.path.join(where, name) for name in (*subdirs, *files))):
+            os.chown(entry, -1, gid, follow_symlinks=False)
+            st = os.lstat(entry)
+            if not stat.S_ISLNK(st.st_mode):  # a link's own mode is never used
+                # like chmod g=rX,o=: read, search for dirs and for what the owner may run; nothing for others
+                run = 0o010 if stat.S_ISDIR(st.st_mode) or st.st_mode & 0o100 else 0
+                os.chmod(entry, (st.st_mode & 0o700) | 0o040 | run)
+    given.write_text(str(gid))
+
+
+def _reachable(made: Checkout, cache: Path, user: User) -> None:
+    """RevisionError unless ``user`` may read the checkout's ini, every dir above it searchable by them."""
+    __tracebackhide__ = True
+    why = blocked(user, resolve_ini(made.path), "r")
+    if why is None:
+        return
+    if blocked(user, cache.parent, "x") is not None:  # above the cache, which is the user's own to open
+        fix = f"set XDG_CACHE_HOME to a dir {user.name} can search (its checkouts are given to its group alone)"
+    else:  # in the cache: regrouped since, by a run dropping to another group
+        fix = f"run again: it is given back to {user.name}'s group (one drop group at a time shares the cache)"
+    raise RevisionError(
+        f"{made.revision}: the emperor drops privileges to {user.name} (emperor-args), who cannot read its "
+        f"checkout: {why}; {fix}"
+    )
 
 
 @dataclass(frozen=True)
@@ -154,6 +207,7 @@ def _made(revision: Revision, base: Path, name: str, note: Callable[[str], None]
 
 
 def _write(revision: Revision, base: Path, name: str) -> None:
+    (base / f"{name}.group").unlink(missing_ok=True)  # fresh files: given to no group yet
     aside = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=base))
     write_tree(revision, aside / "tree", aside / "index")
     (aside / "tree").rename(base / name)
@@ -272,7 +326,7 @@ def clean(root: Path | None = None) -> tuple[list[Path], list[Path]]:
             if (base / name).is_dir():
                 _discard(base / name, base, name)
                 removed.append(base / name)
-            for extra in (".setup.json", ".setup.json.new", ".setup.log"):
+            for extra in (".setup.json", ".setup.json.new", ".setup.log", ".group"):
                 (base / f"{name}{extra}").unlink(missing_ok=True)
         finally:
             lock.release()
