@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from dev_helpers import Up, assert_nothing_left, names_for_test, up_process, workspace  # noqa: F401 (fixtures)
+from dev_helpers import Up, assert_nothing_left, cli, names_for_test, up_process, workspace  # noqa: F401 (fixtures)
 from plugin_helpers import Sandbox
 from plugin_helpers import assert_nothing_left as assert_run_left_nothing
 from revision_helpers import repo_state, versioned_repo
@@ -142,3 +142,19 @@ def test_a_checkout_made_before_is_given_and_an_unreachable_cache_is_named(user:
             checkout(repo, "v1", root=root, readable_by=User.lookup(user))
     finally:
         shutil.rmtree(top)
+
+
+def test_check_boots_a_revision_as_the_dropped_user(
+    workspace: Path, user: str, other_user: str, uwsgi_bin: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    why = python_unusable_as(user, uwsgi_bin)
+    if why:
+        pytest.skip(why)
+    workspace.chmod(0o755)
+    (workspace / "apps").chmod(0o755)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workspace / "cache"))
+    versioned_repo(workspace / "apps" / "shop", Path("/tmp"))
+    drop = f"--uid {user} --gid {user}"
+    passed = cli(workspace, "check", "--fail-on", "error", "--select", "B,E601", "--emperor-args", drop, "shop@v1")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert_given_to(workspace / "cache", user, other_user)
