@@ -11,6 +11,7 @@ Layout, under ``$XDG_CACHE_HOME/pytest-emperor/revisions/`` (``~/.cache/...`` by
     <commit>/<name>.setup.log    the setup's output
     <commit>/.<name>.tmp-*/      a checkout being written (its index file and tree), renamed into place whole
     <commit>/<name>.group        the gid the checkout was given to (a run that drops privileges); absent: none
+                                 (the cache root and <commit> then have that group and 0710: docs/revisions.md)
 
 The user's cache dir, not ``up``'s state dir: a checkout belongs to a commit, not to one project dir or one run,
 so every run, ``up`` and ``check`` of any clone reuses it, and it is rebuildable data that a cache cleaner may
@@ -164,7 +165,8 @@ def _reachable(made: Checkout, cache: Path, user: User) -> None:
     if why is None:
         return
     if blocked(user, cache.parent, "x") is not None:  # above the cache, which is the user's own to open
-        fix = f"set XDG_CACHE_HOME to a dir {user.name} can search (its checkouts are given to its group alone)"
+        fix = (f"set XDG_CACHE_HOME to a dir {user.name} can search, e.g. XDG_CACHE_HOME=/var/cache (checkouts "
+               "are given to its group alone)")
     else:  # in the cache: regrouped since, by a run dropping to another group
         fix = f"run again: it is given back to {user.name}'s group (one drop group at a time shares the cache)"
     raise RevisionError(
