@@ -164,7 +164,7 @@ def _reachable(made: Checkout, cache: Path, user: User) -> None:
     why = blocked(user, resolve_ini(made.path), "r")
     if why is None:
         return
-    if blocked(user, cache.parent, "x") is not None:  # above the cache, which is the user's own to open
+    if blocked(user, cache.parent, "x") is not None:  # above the cache: the home dir, not the cache's to open
         fix = (f"set XDG_CACHE_HOME to a dir {user.name} can search, e.g. XDG_CACHE_HOME=/var/cache (checkouts "
                "are given to its group alone)")
     else:  # in the cache: regrouped since, by a run dropping to another group
