@@ -59,6 +59,7 @@ def assert_given_to(cache: Path, user: str, other: str) -> None:
                 assert st.st_gid == gid and st.st_mode & 0o040 and not st.st_mode & 0o007, entry
         ini = tree / "app.uwsgi.ini"
         assert reads(user, ini) and not reads(other, ini)
+        assert not reads(user, tree.with_name(tree.name + ".setup.log"))  # the setup's output is root's alone
 
 
 def test_pytest_deploys_a_revision_that_the_dropped_user_reads(

@@ -282,7 +282,11 @@ def _run_setup(revision: Revision, setup: _Setup, tree: Path, log: Path) -> None
             raise
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-    log.write_bytes(output)
+    # 0600 (a log of before keeps its mode: made anew): a drop's group may search the commit's dir (_give), and a
+    # setup's output may hold an index's token
+    log.unlink(missing_ok=True)
+    with open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(output)
     if process.returncode != 0:
         lines = output.decode(errors="replace").rstrip("\n").splitlines()
         shown = "\n".join(lines[-_SHOWN_LINES:])
