@@ -11,6 +11,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,7 @@ from dev_helpers import Up, assert_nothing_left, cli, names_for_test, up_process
 from plugin_helpers import Sandbox
 from plugin_helpers import assert_nothing_left as assert_run_left_nothing
 from revision_helpers import repo_state, versioned_repo
-from test_production_privileges import make_user
-from unprivileged import python_unusable_as
+from unprivileged import python_unusable_as, throwaway_user
 
 from pytest_emperor.engine.privileges import User
 from pytest_emperor.errors import RevisionError
@@ -27,6 +27,13 @@ from pytest_emperor.revisions.cache import checkout
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 RUN_TIMEOUT = 180
+
+
+def make_user() -> Iterator[str]:
+    """A real unprivileged user and its group, deleted after the test."""
+    yield from throwaway_user("pe")
+
+
 user = pytest.fixture(make_user)
 other_user = pytest.fixture(make_user)
 
