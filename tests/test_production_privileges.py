@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import pytest
 from dev_helpers import Up, assert_nothing_left, cli, up_process, workspace  # noqa: F401 (fixtures)
 from plugin_helpers import Sandbox
 from plugin_helpers import assert_nothing_left as assert_nothing_left_in
-from unprivileged import python_unusable_as, throwaway_user
+from unprivileged import dropped_box, python_unusable_as, throwaway_user  # noqa: F401 (a fixture)
 
 from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.engine.privileges import drop_of
@@ -99,62 +98,49 @@ def write_shop(app: Path, sockets: Path) -> Path:
 
 
 def test_pytest_runs_the_vassals_as_the_profiles_user(
-    pytester: pytest.Pytester, user: str, other_user: str, uwsgi_bin: Path, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, user: str, other_user: str, dropped_box: Sandbox,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    why = python_unusable_as(user, uwsgi_bin)
-    if why:
-        pytest.skip(why)
-    box = Sandbox.create()
-    try:
-        for name, value in box.env().items():
-            monkeypatch.setenv(name, value)
-        for name in os.environ:
-            if name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT", "COV_CORE")):
-                monkeypatch.delenv(name)
-        box.root.chmod(0o755)  # the app and the runs root below must be reachable by the user
-        shutil.chown(box.sockets, user)  # where the app, run as the user, binds its socket
-        repo = box.root / "repo"
-        repo.mkdir(mode=0o755)
-        data = write_shop(repo / "shop", box.sockets)
-        (repo / "pyproject.toml").write_text(
-            f'[tool.emperor-dev]\napps = ["shop"]\nemperor-args = "--uid {user} --gid {user}"\n'
-            f'socket-dir = "{box.sockets}"\n'
-        )
-        uid = pwd.getpwnam(user).pw_uid
-        (repo / "test_shop.py").write_text(TESTS_PY.format(user=user, uid=uid))
-        monkeypatch.chdir(repo)
-        result = pytester.runpytest_subprocess("--emperor", "-p", "no:cacheprovider", timeout=RUN_TIMEOUT)
-        result.assert_outcomes(passed=1, failed=1)
-        # The header says who the apps run as and which setting said so; the failing test's report holds the
-        # app's own error, naming the path production's user may not write.
-        result.stdout.fnmatch_lines([
-            f"pytest-emperor: the emperor drops to {user} (emperor-args from {repo / 'pyproject.toml'}*",
-            "*test_post*",
-            "*assert 502 == 201*",  # uWSGI answers nothing when the app raises before start_response: nginx 502s
-            f"*PermissionError: [[]Errno 13[]] Permission denied: '{data}/orders.txt'*",
-        ])
-        assert not (data / "orders.txt").exists()
-        # the same run as root (--emperor-args '' overrides the profile): the POST passes, hiding the problem
-        result = pytester.runpytest_subprocess(
-            "--emperor", "--emperor-args", "", "-p", "no:cacheprovider", "-k", "post", timeout=RUN_TIMEOUT
-        )
-        result.assert_outcomes(passed=1, deselected=1)
-        assert (data / "orders.txt").read_text() == "one order\n"
-        # nginx's workers as another user: the app's socket (the user's, 755 from the umask) refuses them, as it
-        # would production's nginx, and the report has nginx's own line saying so
-        with (repo / "pyproject.toml").open("a") as f:
-            f.write(f'nginx-user = "{other_user}"\n')
-        result = pytester.runpytest_subprocess("--emperor", "-p", "no:cacheprovider", "-k", "get", timeout=RUN_TIMEOUT)
-        result.assert_outcomes(failed=1, deselected=1)
-        result.stdout.fnmatch_lines([
-            "*502 Bad Gateway*",
-            f"*connect() to unix:{box.sockets}/shop-*.api.sock failed (13: Permission denied)*",
-        ])
-        assert_nothing_left_in(box)
-        shared = box.tmpdir / f"pytest-emperor-{os.getuid()}-shared"
-        assert sorted(p.name for p in shared.iterdir()) == []
-    finally:
-        box.remove()
+    repo = dropped_box.root / "repo"
+    repo.mkdir(mode=0o755)
+    data = write_shop(repo / "shop", dropped_box.sockets)
+    (repo / "pyproject.toml").write_text(
+        f'[tool.emperor-dev]\napps = ["shop"]\nemperor-args = "--uid {user} --gid {user}"\n'
+        f'socket-dir = "{dropped_box.sockets}"\n'
+    )
+    uid = pwd.getpwnam(user).pw_uid
+    (repo / "test_shop.py").write_text(TESTS_PY.format(user=user, uid=uid))
+    monkeypatch.chdir(repo)
+    result = pytester.runpytest_subprocess("--emperor", "-p", "no:cacheprovider", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(passed=1, failed=1)
+    # The header says who the apps run as and which setting said so; the failing test's report holds the
+    # app's own error, naming the path production's user may not write.
+    result.stdout.fnmatch_lines([
+        f"pytest-emperor: the emperor drops to {user} (emperor-args from {repo / 'pyproject.toml'}*",
+        "*test_post*",
+        "*assert 502 == 201*",  # uWSGI answers nothing when the app raises before start_response: nginx 502s
+        f"*PermissionError: [[]Errno 13[]] Permission denied: '{data}/orders.txt'*",
+    ])
+    assert not (data / "orders.txt").exists()
+    # the same run as root (--emperor-args '' overrides the profile): the POST passes, hiding the problem
+    result = pytester.runpytest_subprocess(
+        "--emperor", "--emperor-args", "", "-p", "no:cacheprovider", "-k", "post", timeout=RUN_TIMEOUT
+    )
+    result.assert_outcomes(passed=1, deselected=1)
+    assert (data / "orders.txt").read_text() == "one order\n"
+    # nginx's workers as another user: the app's socket (the user's, 755 from the umask) refuses them, as it
+    # would production's nginx, and the report has nginx's own line saying so
+    with (repo / "pyproject.toml").open("a") as f:
+        f.write(f'nginx-user = "{other_user}"\n')
+    result = pytester.runpytest_subprocess("--emperor", "-p", "no:cacheprovider", "-k", "get", timeout=RUN_TIMEOUT)
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines([
+        "*502 Bad Gateway*",
+        f"*connect() to unix:{dropped_box.sockets}/shop-*.api.sock failed (13: Permission denied)*",
+    ])
+    assert_nothing_left_in(dropped_box)
+    shared = dropped_box.tmpdir / f"pytest-emperor-{os.getuid()}-shared"
+    assert sorted(p.name for p in shared.iterdir()) == []
 
 
 def test_up_runs_the_apps_as_the_profiles_user(

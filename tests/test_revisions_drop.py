@@ -19,7 +19,7 @@ from dev_helpers import Up, assert_nothing_left, cli, names_for_test, up_process
 from plugin_helpers import Sandbox
 from plugin_helpers import assert_nothing_left as assert_run_left_nothing
 from revision_helpers import repo_state, versioned_repo
-from unprivileged import python_unusable_as, throwaway_user
+from unprivileged import dropped_box, python_unusable_as, throwaway_user  # noqa: F401 (a fixture)
 
 from pytest_emperor.engine.privileges import User
 from pytest_emperor.errors import RevisionError
@@ -70,35 +70,22 @@ def assert_given_to(cache: Path, user: str, other: str) -> None:
 
 
 def test_pytest_deploys_a_revision_that_the_dropped_user_reads(
-    pytester: pytest.Pytester, user: str, other_user: str, uwsgi_bin: Path, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, user: str, other_user: str, dropped_box: Sandbox,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    why = python_unusable_as(user, uwsgi_bin)
-    if why:
-        pytest.skip(why)
-    box = Sandbox.create()
-    try:
-        for name, value in box.env().items():
-            monkeypatch.setenv(name, value)
-        for name in os.environ:
-            if name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT", "COV_CORE")):
-                monkeypatch.delenv(name)
-        box.root.chmod(0o755)  # the working tree and the runs root below must be reachable by the user
-        shutil.chown(box.sockets, user)  # where the app, run as the user, binds its socket
-        repo = versioned_repo(box.root / "shop", box.sockets)
-        with (repo / "pyproject.toml").open("a") as f:
-            f.write(f'emperor-args = "--uid {user} --gid {user}"\nsocket-dir = "{box.sockets}"\n')
-        (repo / "pytest.ini").write_text("[pytest]\n")
-        (repo / "test_v1.py").write_text(V1_AS_THE_USER)
-        cache = box.root / "cache"  # root's cache, as ~/.cache is: its top private
-        monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-        monkeypatch.chdir(repo)
-        for _ in range(2):  # the second run finds the checkout given already
-            result = pytester.runpytest_subprocess("--emperor", "-p", "no:cacheprovider", timeout=RUN_TIMEOUT)
-            result.assert_outcomes(passed=1)
-        assert_given_to(cache, user, other_user)
-        assert_run_left_nothing(box)
-    finally:
-        box.remove()
+    repo = versioned_repo(dropped_box.root / "shop", dropped_box.sockets)
+    with (repo / "pyproject.toml").open("a") as f:
+        f.write(f'emperor-args = "--uid {user} --gid {user}"\nsocket-dir = "{dropped_box.sockets}"\n')
+    (repo / "pytest.ini").write_text("[pytest]\n")
+    (repo / "test_v1.py").write_text(V1_AS_THE_USER)
+    cache = dropped_box.root / "cache"  # root's cache, as ~/.cache is: its top private
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.chdir(repo)
+    for _ in range(2):  # the second run finds the checkout given already
+        result = pytester.runpytest_subprocess("--emperor", "-p", "no:cacheprovider", timeout=RUN_TIMEOUT)
+        result.assert_outcomes(passed=1)
+    assert_given_to(cache, user, other_user)
+    assert_run_left_nothing(dropped_box)
 
 
 def test_up_serves_a_revision_that_the_dropped_user_reads(

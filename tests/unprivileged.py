@@ -4,13 +4,18 @@ unprivileged user. It does not where that interpreter lives in a directory only 
 
 from __future__ import annotations
 
+import os
 import pwd
 import secrets
+import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+from plugin_helpers import Sandbox
 
 PROBE = 'import encodings, json, sys; print("python ok", sys.version_info[:2], flush=True)\n'
 
@@ -106,3 +111,25 @@ def _processes_of(uid: int) -> list[str]:
         if fields.get("Uid", "").split()[:1] == [str(uid)] and not fields.get("State", "").strip().startswith("Z"):
             found.append(f"{entry.name} {command!r}")
     return found
+
+
+@pytest.fixture
+def dropped_box(user: str, uwsgi_bin: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """A private sandbox for a nested ``pytest --emperor`` whose apps run as ``user``: its env set, the outer run's
+    xdist and coverage variables dropped, reachable by the user, its socket dir the user's; removed after the test.
+    Skipped where uwsgi's embedded Python cannot start as the user."""
+    why = python_unusable_as(user, uwsgi_bin)
+    if why:
+        pytest.skip(why)
+    box = Sandbox.create()
+    try:
+        for name, value in box.env().items():
+            monkeypatch.setenv(name, value)
+        for name in os.environ:
+            if name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT", "COV_CORE")):
+                monkeypatch.delenv(name)
+        box.root.chmod(0o755)  # the apps and the runs root below must be reachable by the user
+        shutil.chown(box.sockets, user)  # where the apps, run as the user, bind their sockets
+        yield box
+    finally:
+        box.remove()
