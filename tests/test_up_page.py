@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from pytest_emperor.dev.control import AppStatus
 from pytest_emperor.dev.logs import LogLine
 from pytest_emperor.dev.page import UpPage, process_facts
 from pytest_emperor.engine.emperor_log import EventKind
+from pytest_emperor.engine.processes import is_sleeping
 from pytest_emperor.routing.route_table import OWN_PAGE_URI, RouteTable
 from pytest_emperor.routing.routes import RouteMap
 
@@ -141,8 +143,15 @@ def test_an_unknown_host_lists_the_running_apps_and_only_this_machines_names_get
 
 
 def test_the_document_counts_requests_from_request_lines_and_keeps_events(tmp_path: Path) -> None:
-    master = subprocess.Popen(["sleep", "60"])  # an app's master, whose memory stays put between two looks
+    # An app's master, whose memory stays put between two looks once it says so: a `sleep` looked at before its
+    # exec (or while loading) had another size at the second look (the document was rewritten, 1 CI env in 5).
+    code = "import sys; print('ready', flush=True); sys.stdin.read()"
+    master = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
+        assert master.stdout is not None and master.stdout.readline() == b"ready\n"
+        deadline = time.monotonic() + 10
+        while not is_sleeping(master.pid) and time.monotonic() < deadline:  # blocked in its read, not in Python
+            time.sleep(0.005)
         check_the_document(tmp_path, master.pid)
     finally:
         master.kill()
