@@ -21,7 +21,6 @@ import pytest
 from pytest_emperor._protocol.client import direct_session
 from pytest_emperor.dev.state import Instance, StateDir
 from pytest_emperor.engine.processes import processes_with_marker
-from pytest_emperor.engine.runs import recover_abandoned
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
 CLI = [sys.executable, "-m", "pytest_emperor.dev"]
@@ -133,15 +132,11 @@ class Up:
 @pytest.fixture
 def up_process(workspace: Path) -> Iterator[list[Up]]:
     """Every ``Up`` a test starts, SIGKILLed after it if still running (the emperor then stops its vassals on its
-    parent-death signal), then the workspace's runs recovered, as the next run would (what a failing test left).
-    Under a privilege drop that recovery is what stops the emperor: its setuid cleared the parent-death signal
-    (docs/run-dir.md); dropped emperors of failed tests outlived their workspace before."""
+    parent-death signal, and the next run recovers the rest)."""
     started: list[Up] = []
     yield started
     for up in started:
         up.kill()
-    for root in sorted((workspace / "tmp").glob("pytest-emperor-*")):
-        recover_abandoned(root)
 
 
 def assert_nothing_left(up: Up, names: list[str]) -> None:
