@@ -114,6 +114,11 @@ class Up:
         finally:
             self._reader.join(5)
 
+    def stopped(self, sig: int = signal.SIGINT) -> None:
+        """Stop ``up`` with ``sig`` and assert it exited 0, showing its last lines if not."""
+        code = self.stop(sig)
+        assert code == 0, f"up exited {code}; its last lines:\n" + "\n".join(self.lines[-60:])
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()

@@ -244,8 +244,7 @@ def test_emperor_dev_up_cov_writes_a_combined_coverage_on_stop(workspace: Path, 
     up_process.append(up)
     up.started()
     assert up.get(name, "/hello") == (200, "hello from service3 at /hello\n")
-    code = up.stop(signal.SIGINT)
-    assert code == 0, "up's last lines:\n" + "\n".join(up.lines[-60:])  # exit 1 once in 30 CI envs: say why
+    up.stopped(signal.SIGINT)
     up.expect(rf"coverage: the data of \d+ app processes combined into {workspace}/apps/\.coverage$")
     data = CoverageData(basename=str(workspace / "apps" / ".coverage"))
     data.read()

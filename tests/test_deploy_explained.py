@@ -98,5 +98,5 @@ def test_up_warns_of_a_typo_and_says_why_an_app_failed(workspace: Path, up_proce
     up.expect(rf"^warning: {good}: service3/app.uwsgi.ini:{typo_line}: .*`proceses`: .*did you mean `processes`\?$")
     after = up.expect(rf"^{broken} failed to start; emperor-dev check finds:$")
     assert re.match(r"broken-config/app.uwsgi.ini:5: E501 .*does-not-exist", up.lines[after]), up.lines[after:]
-    assert up.stop(signal.SIGINT) == 0
+    up.stopped(signal.SIGINT)
     assert_up_left_nothing(up, [good, broken])

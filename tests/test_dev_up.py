@@ -58,7 +58,7 @@ def test_up_serves_through_the_router_isolates_a_broken_app_and_stops_clean_on_c
     # The good app keeps answering while the broken one is retried.
     assert up.get(good, "/still")[0] == 200
 
-    assert up.stop(signal.SIGINT) == 0
+    up.stopped(signal.SIGINT)
     assert up.lines[-1] == "stopped: the apps, the router and the emperor are gone"
     # The broken app, retried every second, was muted rather than flooding the stream with uWSGI's banner.
     assert f"{broken} is muted while the emperor retries it (all of it: emperor-dev logs {broken})" in up.lines
@@ -124,7 +124,7 @@ def test_other_terminals_add_reload_rm_request_logs_and_down(workspace: Path, up
 
     down = cli(workspace, "down")
     assert (down.returncode, down.stdout) == (0, "stopped\n")
-    assert up.stop() == 0
+    up.stopped()
     assert_nothing_left(up, [good, extra])
 
 
@@ -143,7 +143,7 @@ def test_a_broken_app_comes_back_when_its_ini_is_fixed(workspace: Path, up_proce
     up.expect(rf"^emperor\s+\| {broken}: ready", after=mark)
     assert up.get(broken, "/fixed") == (200, "hello from service3 at /fixed\n")
     assert not [line for line in up.lines[mark:] if "reload failed" in line], up.lines[mark:]
-    assert up.stop(signal.SIGTERM) == 0
+    up.stopped(signal.SIGTERM)
     assert_nothing_left(up, [good, broken])
 
 
@@ -174,7 +174,7 @@ def test_reload_flag_reloads_only_the_app_whose_code_changed(workspace: Path, up
     assert up.get(one, "/v2") == (200, "hello again at /v2\n")
     assert up.get(two, "/v1") == (200, "hello from service3 at /v1\n")
     assert not any(re.search(rf"\| {two}: (reloading|ready)", line) for line in up.lines[mark:end])
-    assert up.stop() == 0
+    up.stopped()
     assert_nothing_left(up, [one, two])
 
 
@@ -200,7 +200,7 @@ def test_a_second_up_is_refused_and_a_killed_up_is_recovered(workspace: Path, up
     third.expect(rf"recovered the state of a killed `up` \(pid {first.process.pid}\)")
     assert not Path(killed_run).exists()
     assert third.get(good)[0] == 200
-    assert third.stop(signal.SIGTERM) == 0
+    third.stopped(signal.SIGTERM)
     assert_nothing_left(third, [good])
 
 
@@ -214,7 +214,7 @@ def test_bare_up_discovers_apps_beside_a_pyproject_with_only_check_settings(
     up_process.append(up)
     up.started()
     assert up.get(good)[0] == 200
-    assert up.stop() == 0
+    up.stopped()
     assert_nothing_left(up, [good])
 
 
@@ -256,5 +256,5 @@ def test_up_by_a_site_file_says_how_curl_opens_its_production_urls(workspace: Pa
     opened = subprocess.run([curl, "-sS", "--resolve", resolve.group(1), row.group(1) + "hello"],
                             capture_output=True, text=True, timeout=30, check=False)
     assert (opened.returncode, opened.stdout) == (0, "hello from service3 at /hello\n"), opened.stderr
-    assert up.stop(signal.SIGINT) == 0
+    up.stopped(signal.SIGINT)
     assert_nothing_left(up, [good])

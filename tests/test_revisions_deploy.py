@@ -61,7 +61,7 @@ def test_up_serves_a_revision_beside_the_working_tree(
     up.expect(r"^preparing .*/apps@v1 \(\w{12}\): echo prepared > prepared.txt")  # what it was waiting for
     assert up.get(app) == (200, "working by hand\n")
     assert up.get(old) == (200, "v1 prepared\n")
-    assert up.stop() == 0
+    up.stopped()
     assert_nothing_left(up, [app, old])
     assert repo_state(repo) == before
 

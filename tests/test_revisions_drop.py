@@ -88,29 +88,34 @@ def test_pytest_deploys_a_revision_that_the_dropped_user_reads(
     assert_run_left_nothing(dropped_box)
 
 
-def test_up_serves_a_revision_that_the_dropped_user_reads(
-    workspace: Path, user: str, other_user: str, uwsgi_bin: Path, up_process: list[Up],  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def shared_workspace(workspace: Path, user: str, uwsgi_bin: Path, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: F811
+    """The CLI's workspace, searchable by ``user`` (as a project dir is), with its own revisions cache."""
     why = python_unusable_as(user, uwsgi_bin)
     if why:
         pytest.skip(why)
     workspace.chmod(0o755)
     (workspace / "apps").chmod(0o755)
     monkeypatch.setenv("XDG_CACHE_HOME", str(workspace / "cache"))
+    return workspace
+
+
+def test_up_serves_a_revision_that_the_dropped_user_reads(
+    shared_workspace: Path, user: str, other_user: str, up_process: list[Up],  # noqa: F811
+) -> None:
     app, old = names_for_test()
-    repo = versioned_repo(workspace / "apps", Path("/tmp"))  # where `up` runs
+    repo = versioned_repo(shared_workspace / "apps", Path("/tmp"))  # where `up` runs
     with (repo / "pyproject.toml").open("a") as f:
         f.write(f'emperor-args = "--uid {user} --gid {user}"\n')
     before = repo_state(repo)
-    up = Up(workspace, f"{app}=.", f"{old}=.@v1")
+    up = Up(shared_workspace, f"{app}=.", f"{old}=.@v1")
     up_process.append(up)
     up.started()
     assert up.get(app) == (200, "working by hand\n")
     assert up.get(old) == (200, "v1 prepared\n")
-    assert up.stop() == 0
+    up.stopped()
     assert_nothing_left(up, [app, old])
-    assert_given_to(workspace / "cache", user, other_user)
+    assert_given_to(shared_workspace / "cache", user, other_user)
     assert repo_state(repo) == before  # the working tree is deployed as it is: nothing given, nothing changed
 
 
@@ -139,17 +144,9 @@ def test_a_checkout_made_before_is_given_and_an_unreachable_cache_is_named(user:
         shutil.rmtree(top)
 
 
-def test_check_boots_a_revision_as_the_dropped_user(
-    workspace: Path, user: str, other_user: str, uwsgi_bin: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
-) -> None:
-    why = python_unusable_as(user, uwsgi_bin)
-    if why:
-        pytest.skip(why)
-    workspace.chmod(0o755)
-    (workspace / "apps").chmod(0o755)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(workspace / "cache"))
-    versioned_repo(workspace / "apps" / "shop", Path("/tmp"))
-    drop = f"--uid {user} --gid {user}"
-    passed = cli(workspace, "check", "--fail-on", "error", "--select", "B,E601", "--emperor-args", drop, "shop@v1")
+def test_check_boots_a_revision_as_the_dropped_user(shared_workspace: Path, user: str, other_user: str) -> None:
+    versioned_repo(shared_workspace / "apps" / "shop", Path("/tmp"))
+    drop = ("--emperor-args", f"--uid {user} --gid {user}")
+    passed = cli(shared_workspace, "check", "--fail-on", "error", "--select", "B,E601", *drop, "shop@v1")
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert_given_to(workspace / "cache", user, other_user)
+    assert_given_to(shared_workspace / "cache", user, other_user)

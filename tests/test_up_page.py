@@ -95,7 +95,7 @@ def test_the_page_shows_every_app_a_fixed_app_turns_ready_without_a_reload_and_l
     assert tab.locator(f'tr.errors[data-app="{broken}"]').is_hidden()
 
     # up stopped: the page says it is not answering rather than showing the last states as current.
-    assert up.stop(signal.SIGINT) == 0
+    up.stopped(signal.SIGINT)
     see(tab, tab.locator("#connection"), re.compile("emperor-dev up is not answering"), "the stop noticed", tmp_path)
     assert_nothing_left(up, [good, broken, hostile])
 
@@ -135,7 +135,7 @@ def test_an_unknown_host_lists_the_running_apps_and_only_this_machines_names_get
         assert "script-src 'self'" in page.headers["Content-Security-Policy"] and "<table id=\"apps\">" in page.text
         assert session.get("/page.js").headers["Content-Type"] == "text/javascript"
         assert session.post("/up.json").status_code == 405  # nothing to act on: the page only reads
-    assert up.stop(signal.SIGTERM) == 0
+    up.stopped(signal.SIGTERM)
     assert_nothing_left(up, [good, other])
 
 
