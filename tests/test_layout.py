@@ -131,7 +131,7 @@ def test_the_cycle_finder_sees_a_type_only_cycle() -> None:
 
 def test_no_module_left_at_the_top_but_the_shared_ones() -> None:
     top = sorted(p.stem for p in PACKAGE.glob("*.py"))
-    assert top == ["__init__", "cli", "convention", "errors", "project_config"]
+    assert top == ["__init__", "cli", "convention", "errors", "procfs", "project_config"]
 
 
 def test_the_default_wait_is_set_in_one_place() -> None:

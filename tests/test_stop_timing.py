@@ -16,13 +16,13 @@ from typing import Callable
 
 import pytest
 
+from pytest_emperor import procfs
 from pytest_emperor.engine.emperor import Emperor
 from pytest_emperor.engine.emperor_log import EventKind
 from pytest_emperor.engine.events import EventLog
 from pytest_emperor.engine.processes import (
     MARKER_ENV,
     _children_by_scan,
-    _state,
     catches,
     children_of,
     hasten_stop,
@@ -132,7 +132,7 @@ def test_a_starting_master_is_noted_frozen_before_the_kill(uwsgi_bin: Path) -> N
         assert not catches(master.pid, signal.SIGINT)
         noted: list[tuple[bytes, set[str]]] = []
         hasten_stop([master.pid], grace=5, timeout=10,
-                    note=lambda pids: noted.extend((_state(pid), bound_unix_paths([pid])) for pid in pids))
+                    note=lambda pids: noted.extend((procfs.state(pid), bound_unix_paths([pid])) for pid in pids))
         assert noted[:1] == [(b"T", {str(sock)})] and {state for state, _ in noted} == {b"T"}
         assert master.wait(5) == -signal.SIGKILL
     finally:
@@ -156,7 +156,7 @@ def test_a_frozen_master_gets_its_sigint_once_resumed() -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"1\n"
         states: list[bytes] = []
-        hasten_stop([proc.pid], grace=5, timeout=10, note=lambda pids: states.extend(_state(p) for p in pids))
+        hasten_stop([proc.pid], grace=5, timeout=10, note=lambda pids: states.extend(procfs.state(p) for p in pids))
         assert states[:1] == [b"T"] and set(states) == {b"T"}  # one round, or more if it is slow to exit
         assert proc.wait(5) == 3  # its SIGINT arrived: not the SIGKILL of the timeout
     finally:
@@ -173,7 +173,7 @@ def test_kill_marked_notes_each_round_frozen() -> None:
         for proc in procs:
             assert proc.stdout is not None and proc.stdout.readline() == b"1\n"
         noted: list[tuple[int, bytes]] = []
-        killed = kill_marked(marker, note=lambda pids: noted.extend((p, _state(p)) for p in pids))
+        killed = kill_marked(marker, note=lambda pids: noted.extend((p, procfs.state(p)) for p in pids))
         assert sorted(noted) == sorted((proc.pid, b"T") for proc in procs) and sorted(killed) == sorted(
             proc.pid for proc in procs
         )

@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+from pytest_emperor import procfs
 from pytest_emperor.engine.bound_recorder import MARKER_ENV as MARKER_ENV  # the one definition
 
 _PR_SET_PDEATHSIG = 1
@@ -24,18 +25,10 @@ _PR_SET_PDEATHSIG = 1
 def processes_with_marker(value: str) -> list[int]:
     """PIDs of live (non-zombie) processes whose environment holds ``MARKER_ENV=value``."""
     me = os.getpid()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me or not carries_marker(int(entry), value):
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:  # gone meanwhile
-            continue
-        if state != b"Z":
-            pids.append(int(entry))
-    return pids
+    return [
+        pid for pid, state, _ in procfs.every_process()
+        if pid != me and state != b"Z" and carries_marker(pid, value)
+    ]
 
 
 def carries_marker(pid: int, value: str) -> bool:
@@ -53,7 +46,7 @@ def of_run(pid: int, value: str) -> bool:
     env = _environ(pid)
     if env is not None:
         return f"{MARKER_ENV}={value}".encode() in env
-    parent = _parent(pid)
+    parent = procfs.parent(pid)
     return parent is not None and of_run(parent, value)
 
 
@@ -68,16 +61,6 @@ def _environ(pid: int) -> list[bytes] | None:
     except OSError:
         return []
     return data.split(b"\0") if data else None
-
-
-def _parent(pid: int) -> int | None:
-    """The parent pid of ``pid`` (None if it is gone or has none: the kernel's own processes)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            parent = int(f.read().rsplit(b")", 1)[1].split()[1])
-    except OSError:
-        return None
-    return parent or None
 
 
 def kill_marked(value: str, timeout: float = 5.0, note: Callable[[list[int]], None] | None = None) -> list[int]:
@@ -124,39 +107,16 @@ def children_of(pid: int) -> list[int]:
         return _children_by_scan(pid)
     except OSError:
         return []
-    return [child for child in listed if _state(child) not in (b"Z", b"")]
-
-
-def _state(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return b""
+    return [child for child in listed if procfs.state(child) not in (b"Z", b"")]
 
 
 def _children_by_scan(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != b"Z":
-            found.append(int(entry))
-    return found
+    return [child for child, state, parent in procfs.every_process() if parent == pid and state != b"Z"]
 
 
 def is_sleeping(pid: int) -> bool:
     """True if ``pid`` is blocked in the kernel (state S or D), i.e. not running Python code right now."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] in (b"S", b"D")
-    except OSError:
-        return False
+    return procfs.state(pid) in (b"S", b"D")
 
 
 def command_line(pid: int) -> bytes:
@@ -195,11 +155,7 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
+    return procfs.state(pid) not in (b"Z", b"")
 
 
 def _poll_until(done: Callable[[], bool], timeout: float) -> bool:
@@ -236,7 +192,7 @@ def catches(pid: int, sig: int) -> bool:
 def is_unexeced_fork(pid: int) -> bool:
     """True if ``pid`` is a fork of its parent that has not exec'd yet: its command line is still its parent's.
     (A uWSGI vassal is exec'd with ``--ini <name>``, its emperor runs with ``--emperor``: never the same.)"""
-    parent = _parent(pid)
+    parent = procfs.parent(pid)
     if parent is None:
         return False
     own = command_line(pid)
@@ -302,7 +258,7 @@ def frozen(held: list[_Process]) -> Iterator[None]:
     """
     for process in held:
         process.signal(signal.SIGSTOP)
-    _poll_until(lambda: all(process.exited() or _state(process.pid) in (b"T", b"t", b"") for process in held),
+    _poll_until(lambda: all(process.exited() or procfs.state(process.pid) in (b"T", b"t", b"") for process in held),
                 FREEZE_LIMIT)
     try:
         yield

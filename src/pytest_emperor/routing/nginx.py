@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pytest_emperor import procfs
 from pytest_emperor._protocol.uwsgi import DOCUMENT_ROOT
 from pytest_emperor.convention import DEFAULT_TIMEOUT, ROUTER_HOST
 from pytest_emperor.errors import NginxNotFound
@@ -164,21 +165,11 @@ def _settle(router: Router | None, timeout: float = _SETTLE_LIMIT) -> None:
         return
     deadline = time.monotonic() + timeout
     while True:
-        busy = [pid for pid in busy if _state(pid) not in (b"S", b"Z", b"")]
+        busy = [pid for pid in busy if procfs.state(pid) not in (b"S", b"Z", b"")]
         if not busy or time.monotonic() > deadline:
             return
         # Nothing signals the end of a worker's pass: poll, giving the CPU to the worker meanwhile.
         time.sleep(0.0005)
-
-
-def _state(pid: int) -> bytes:
-    """The state letter of ``pid`` in ``/proc`` (R running or runnable, S asleep, D in uninterruptible sleep, Z a
-    zombie ...); empty when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return b""
 
 
 def uwsgi_params_path() -> Path:

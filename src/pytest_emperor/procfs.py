@@ -1,0 +1,43 @@
+"""The one reader of ``/proc/<pid>/stat`` (Linux): a process's state letter and parent, as the engine (finding,
+freezing and killing a run's processes) and the router (waiting for nginx's workers to be asleep) need them.
+
+A process's name (field 2) is in parentheses and may itself hold spaces and ``)``, so the fields after it are
+split from the *last* ``)`` (proc(5)). Every function answers "gone" (empty, None) rather than raising: a process
+can exit between any two reads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+
+def _fields(pid: int | str) -> list[bytes]:
+    """The fields of ``/proc/<pid>/stat`` after the name: ``[state, ppid, pgrp, ...]``; empty if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def state(pid: int) -> bytes:
+    """The state letter of ``pid`` (R running or runnable, S asleep, D in uninterruptible sleep, T/t stopped, Z a
+    zombie ...); empty when it is gone."""
+    fields = _fields(pid)
+    return fields[0] if fields else b""
+
+
+def parent(pid: int) -> int | None:
+    """The parent pid of ``pid`` (None if it is gone or has none: the kernel's own processes)."""
+    fields = _fields(pid)
+    return (int(fields[1]) or None) if len(fields) > 1 else None
+
+
+def every_process() -> Iterator[tuple[int, bytes, int]]:
+    """``(pid, state, parent pid)`` of every process visible now (those gone meanwhile are skipped)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _fields(entry)
+            if len(fields) > 1:
+                yield int(entry), fields[0], int(fields[1])
