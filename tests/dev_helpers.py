@@ -109,6 +109,10 @@ class Up:
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for ``up`` to exit (and its last line to be read); its exit code."""
         try:
             return self.process.wait(timeout)
         finally:

@@ -8,6 +8,7 @@ and everything left-over checks look at are this test's only), and deploys under
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -20,7 +21,7 @@ from dev_helpers import EXAMPLES, Up, assert_nothing_left, cli, copy_example, na
 from pytest_emperor.dev.logs import LogLine, LogTail
 from pytest_emperor.engine.emperor_log import EventKind
 from pytest_emperor.engine.events import EventLog
-from pytest_emperor.engine.processes import processes_with_marker, wait_exit
+from pytest_emperor.engine.processes import children_of, command_line, processes_with_marker, wait_exit
 
 __all__ = ["up_process", "workspace"]  # fixtures of dev_helpers.py
 
@@ -257,4 +258,26 @@ def test_up_by_a_site_file_says_how_curl_opens_its_production_urls(workspace: Pa
                             capture_output=True, text=True, timeout=30, check=False)
     assert (opened.returncode, opened.stdout) == (0, "hello from service3 at /hello\n"), opened.stderr
     up.stopped(signal.SIGINT)
+    assert_nothing_left(up, [good])
+
+
+def test_a_second_ctrl_c_forces_a_stop_that_hangs_and_still_leaves_nothing(
+    workspace: Path, up_process: list[Up]
+) -> None:
+    good, _ = names_for_test()
+    copy_example(workspace, "service3", "service3")
+    up = Up(workspace, f"{good}=service3")
+    up_process.append(up)
+    up.started()
+    emperor = next(pid for pid in children_of(up.process.pid) if b"--emperor" in command_line(pid).split(b"\0"))
+    os.kill(emperor, signal.SIGSTOP)  # its shutdown cannot begin: the stop hangs (for 5 s, then kills by itself)
+    try:
+        up.process.send_signal(signal.SIGINT)
+        after = up.expect(r"^SIGINT: stopping every app \(Ctrl-C again to force\)$")
+        up.process.send_signal(signal.SIGINT)
+        up.expect(r"^forcing: killing every process of the run$", after=after)
+    finally:
+        os.kill(emperor, signal.SIGCONT)  # a no-op once killed
+    assert up.wait() == 130, "\n".join(up.lines[-30:])  # as a shell's 128 + SIGINT
+    assert up.lines[-1] == "stopped: the apps, the router and the emperor are gone"
     assert_nothing_left(up, [good])

@@ -16,13 +16,13 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from pytest_emperor.check.at_deploy import causes, ignored_options, shown, static_findings
 from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT, ROUTER_HOST
 from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
+from pytest_emperor.dev.interrupts import Interrupts
 from pytest_emperor.dev.logs import LogLine, LogTail, RetryMuter, describe, follow
 from pytest_emperor.dev.output import EMPEROR, Output
 from pytest_emperor.dev.page import UpPage
@@ -81,6 +81,7 @@ class DevServer:
         self.forced = False
         self.emperor_died = False
         self._serving = False
+        self._starting = False  # a first signal interrupts the start-up (KeyboardInterrupt), see run()
         self._lock = threading.Lock()  # guards apps/failures/misrouted and emperor.deploy's name check
         self._app_locks: dict[str, threading.Lock] = {}
         self._stack = contextlib.ExitStack()
@@ -119,63 +120,65 @@ class DevServer:
         for line in self.state.acquire():
             self.output.note(line)
         self._stack.callback(self.state.release)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            self._start()
-            with self._lock:
-                self.apps.update((spec.name, spec) for spec in specs)
-            if self._page is not None:  # the apps are shown starting, and each as it settles
-                self._stack.callback(self._page.start().stop)
-            # Watch before deploying: the watch is set up while the apps start, so an edit made as soon as the
-            # table is printed is seen.
-            self._watcher = AppWatcher(self._specs, self._restart_in_background, code=self.options.reload).start()
-            self._stack.callback(self._watcher.stop)
-            self.deploy_all(specs)
-            self._serving = True
-            table = self.status()
-            self.output.table(table)
-            hint = open_hint(self.router.route_map, self.router.tcp_address[1], self.options.host)
-            if hint is not None:
-                self.output.note(hint)
-            retried = [app.name for app in table if app.state in ("cursed", "throttled")]
-            for name in retried:
-                self.output.note(f"{name} is muted while the emperor retries it (all of it: emperor-dev logs {name})")
-            self.output.note(
-                f"{sum(app.state == 'ready' for app in table)} of {len(specs)} apps ready. Ctrl-C stops them all;"
-                f" from another terminal: emperor-dev status | logs -f | add PATH | rm NAME | reload NAME | down"
-            )
-            self._stream(retried)
-            self.stopping.wait()
-        except KeyboardInterrupt:
-            pass  # a signal during start-up: shut down what was started
-        finally:
+        # A second Ctrl-C while the stack below closes forces the stop: the signals stay ours until it is closed.
+        with Interrupts(self._stop_on_signal, self._force, interrupting=lambda: self._starting):
             try:
-                self._stack.close()
+                self._serve(specs)
+            except KeyboardInterrupt:  # the first signal, during start-up: shut down what was started
+                self.stopping.wait()  # once its note is said (interrupts.py)
             finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
+                self._starting = False  # from now on a signal asks for the stop or forces it, never cuts it short
+                self._stack.close()
         self.output.note("stopped: the apps, the router and the emperor are gone")
         if self.forced:
             return EXIT_FORCED
         return 1 if self.emperor_died else 0
 
-    def _on_signal(self, signum: int, _frame: Optional[FrameType]) -> None:  # noqa: UP045 (a runtime annotation on 3.9)
-        if self.stopping.is_set():
-            self._force()
-            return
-        self.stopping.set()
-        self.output.note(f"{signal.Signals(signum).name}: stopping every app (Ctrl-C again to force)")
-        if not self._serving:
-            raise KeyboardInterrupt(signum)
+    def _serve(self, specs: Sequence[AppSpec]) -> None:
+        """Start the emperor and router, deploy ``specs``, print the table, then stream logs until a stop."""
+        self._starting = True
+        self._start()
+        with self._lock:
+            self.apps.update((spec.name, spec) for spec in specs)
+        if self._page is not None:  # the apps are shown starting, and each as it settles
+            self._stack.callback(self._page.start().stop)
+        # Watch before deploying: the watch is set up while the apps start, so an edit made as soon as the
+        # table is printed is seen.
+        self._watcher = AppWatcher(self._specs, self._restart_in_background, code=self.options.reload).start()
+        self._stack.callback(self._watcher.stop)
+        self.deploy_all(specs)
+        self._starting, self._serving = False, True
+        table = self.status()
+        self.output.table(table)
+        hint = open_hint(self.router.route_map, self.router.tcp_address[1], self.options.host)
+        if hint is not None:
+            self.output.note(hint)
+        retried = [app.name for app in table if app.state in ("cursed", "throttled")]
+        for name in retried:
+            self.output.note(f"{name} is muted while the emperor retries it (all of it: emperor-dev logs {name})")
+        self.output.note(
+            f"{sum(app.state == 'ready' for app in table)} of {len(specs)} apps ready. Ctrl-C stops them all;"
+            f" from another terminal: emperor-dev status | logs -f | add PATH | rm NAME | reload NAME | down"
+        )
+        self._stream(retried)
+        self.stopping.wait()
 
-    def _force(self) -> None:
+    def _stop_on_signal(self, signum: int) -> None:
+        """The first Ctrl-C or SIGTERM (on the signals' own thread, see interrupts.py): say so, then stop."""
+        try:
+            self.output.note(f"{signal.Signals(signum).name}: stopping every app (Ctrl-C again to force)")
+        finally:
+            self.stopping.set()
+
+    def _force(self, _signum: int) -> None:
         """A second Ctrl-C: kill every process of the run now; the shutdown under way then finishes at once."""
         self.forced = True
         if self._emperor is not None and self._emperor.running:
             self.output.note("forcing: killing every process of the run", error=True)
             if self._router is not None:
                 self._router.kill()
-            self._emperor.kill_everything()
+            with contextlib.suppress(EmperorError):  # the shutdown under way finished meanwhile
+                self._emperor.kill_everything()
 
     def _start(self) -> None:
         options = self.options
