@@ -3,10 +3,9 @@
 A Python signal handler runs on the main thread between two of its bytecodes, wherever that thread was: inside
 ``threading.Event.wait()`` holding the event's lock, inside ``Thread.start()`` holding threading's own, or inside
 another handler. A handler that takes such a lock waits for itself forever (docs/up.md, "Stopping", says how
-that was checked). So the handler only
-writes the signal's number to a pipe (``os.write`` takes no Python lock) and, when asked to, interrupts a
-start-up under way; a thread of its own reads the pipe and does the work: the first signal asks for the stop,
-each later one forces it.
+that was checked). So the handler only writes the signal's number to a pipe (``os.write`` takes no Python lock)
+and, when asked to, interrupts a start-up under way; a thread of its own reads the pipe and does the work: the
+first signal asks for the stop, each later one forces it.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ class Interrupts:
         self._interrupting = interrupting
         self._count = 0
         self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)  # a handler never blocks (255 bytes pending would already be absurd)
+        os.set_blocking(self._write, False)  # a handler never blocks: a full pipe (64 KiB of signals) drops one
         self._thread = threading.Thread(target=self._run, name="emperor-dev-signals", daemon=True)
         self._previous: dict[signal.Signals, Any] = {}
 
