@@ -5,6 +5,8 @@ that name the file and the key."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pytest_emperor.engine.binary import find_uwsgi
 from pytest_emperor.errors import ConfigError, ConfigFileError
 from pytest_emperor.project_config import DEFAULTS, KEYS, Profile, Setting, find_profile, load_profile, resolve
+from pytest_emperor.routing.nginx import find_nginx
 
 
 def test_a_check_only_pyproject_configures_no_apps(tmp_path: Path) -> None:
@@ -130,9 +134,9 @@ def test_emperor_dev_config_prints_every_setting_and_where_it_came_from(tmp_path
         ("apps = (unset)", "default"),
         ('domain = "api.localhost"', "default"),
         ('socket-dir = "/tmp"', "default"),
-        ("nginx = (unset)", "default"),
+        ("nginx = (unset)", f"default, finds {find_nginx()}"),  # the binary the doors would run
         (f'nginx-site = "{tmp_path}/deploy/api.conf"', source),
-        ("uwsgi = (unset)", "default"),
+        ("uwsgi = (unset)", f"default, finds {find_uwsgi()}"),
         ("timeout = 30", "default"),
         ('emperor-args = ["--uid", "www-data", "--gid", "www-data"]', source),
         ("nginx-user = (unset)", "default"),
@@ -144,6 +148,11 @@ def test_emperor_dev_config_prints_every_setting_and_where_it_came_from(tmp_path
     assert list(document) == list(KEYS)
     assert document["nginx-site"] == {"value": str(tmp_path / "deploy" / "api.conf"), "source": source}
     assert document["timeout"] == {"value": 30.0, "source": "default"}
+    assert document["uwsgi"] == {"value": None, "source": "default", "found": str(find_uwsgi())}
+    missing = subprocess.run([sys.executable, "-m", "pytest_emperor.dev", "config"], cwd=below, text=True,
+                             capture_output=True, timeout=60, env=dict(os.environ, EMPEROR_UWSGI=str(tmp_path / "no")))
+    assert re.search(rf"^uwsgi = \(unset\) +# default, finds none: no usable uwsgi binary: {tmp_path}/no ",
+                     missing.stdout, re.M), missing.stdout
     (tmp_path / "emperor-dev.toml").write_text("timeout = 'soon'\n")
     done = config(below)
     assert done.returncode == 2

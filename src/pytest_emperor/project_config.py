@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT
@@ -203,11 +204,15 @@ class Settings:
 
         return {key: {"value": plain(s.value), "source": s.source} for key, s in self.values.items()}
 
-    def lines(self) -> list[str]:
-        """``key = value    # source``, one line a setting, the value as TOML would write it."""
+    def lines(self, found: Mapping[str, str] = MappingProxyType({})) -> list[str]:
+        """``key = value    # source``, one line a setting, the value as TOML would write it; ``found`` adds
+        what an unset key's default finds (``nginx``: the binary on $PATH) to its line."""
         shown = {key: _toml_value(setting["value"]) for key, setting in self.to_json().items()}
         width = max(len(f"{key} = {text}") for key, text in shown.items())
-        return [f"{f'{key} = {text}':<{width}}  # {self.source(key)}" for key, text in shown.items()]
+        return [
+            f"{f'{key} = {text}':<{width}}  # {self.source(key)}" + (f", finds {found[key]}" if key in found else "")
+            for key, text in shown.items()
+        ]
 
 
 def _toml_value(value: Any) -> str:

@@ -248,11 +248,24 @@ def config(as_json: bool) -> None:
       emperor-dev config
       emperor-dev config --json | jq -r '."emperor-args".value'
     """
+    from pytest_emperor.engine.binary import find_uwsgi
+    from pytest_emperor.routing.nginx import find_nginx
+
     settings = _settings(Path.cwd(), {})
+    found = {}  # what an unset binary's default finds here: the one the doors would run
+    for key, find in (("nginx", find_nginx), ("uwsgi", find_uwsgi)):
+        if settings[key] is None:
+            try:
+                found[key] = str(find(None))
+            except EmperorError as exc:
+                found[key] = "none: " + " ".join(line.strip() for line in str(exc).splitlines())
     if as_json:
-        click.echo(json.dumps(settings.to_json(), indent=2))
+        document = settings.to_json()
+        for key, binary in found.items():
+            document[key]["found"] = binary
+        click.echo(json.dumps(document, indent=2))
     else:
-        for line in settings.lines():
+        for line in settings.lines(found):
             click.echo(printable(line))
 
 
