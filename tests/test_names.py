@@ -8,6 +8,7 @@ ones (``shop``), which other runs of this suite on the machine use too.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import socket
@@ -117,7 +118,9 @@ def test_a_live_socket_of_a_real_deployment_refuses_the_name(emperors: list[Empe
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as production:
         production.bind(str(path))
         production.listen()
-        with pytest.raises(SocketInUse, match=rf"would bind {path}, which another live process is serving"):
+        me = pwd.getpwuid(os.getuid()).pw_name
+        holder = rf"pid {os.getpid()} \({me}: {re.escape(sys.executable)} .*\)"  # who to stop: this process
+        with pytest.raises(SocketInUse, match=rf"would bind {path}, which another live process is serving \({holder}"):
             emperors[0].deploy(shop, exact=True)
         assert socket_is_live(path)
     # refused, the name was given up again: the next deploy gets it

@@ -1,14 +1,16 @@
-"""procfs against real processes: a sleeping child, a zombie, a stopped one, one that is gone."""
+"""procfs against real processes: a sleeping child, a zombie, a stopped one, one that is gone; and how an error
+message names a process."""
 
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import sys
 
 from pytest_emperor import procfs
-from pytest_emperor.engine.processes import wait_exit
+from pytest_emperor.engine.processes import described, wait_exit
 
 
 def test_state_and_parent_of_real_processes() -> None:
@@ -46,3 +48,19 @@ def test_a_name_with_parentheses_and_spaces_is_skipped_whole() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_process_is_named_on_one_printable_line_for_an_error_message() -> None:
+    argv = [sys.executable, "-c", "print(flush=True);input()", "\x1b[31mred\nline", "x" * 100]
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"\n"
+        text = described(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    user = pwd.getpwuid(os.getuid()).pw_name
+    assert text.startswith(f"pid {child.pid} ({user}: {sys.executable} -c print(flush=True);input() ")
+    assert "\\x1b[31mred line xx" in text and text.endswith("…)") and len(text) < 120
+    assert text.isprintable()
+    assert described(child.pid) == f"pid {child.pid} (gone)"

@@ -266,6 +266,7 @@ def test_up_never_sends_a_request_to_another_user_s_listener_on_an_app_s_socket(
         assert cli(workspace, "rm", victim).returncode == 0
         added = cli(workspace, "add", "service3", "--name", victim)
         assert added.returncode == 1 and "which another live process is serving" in added.stderr
+        assert re.search(rf"serving \(pid \d+ \({other_user}: /usr/bin/python3 -c .*\)\); uWSGI would", added.stderr)
         status_after = cli(workspace, "status")
         assert status_after.returncode == 0, status_after.stderr
         assert victim not in status_after.stdout and good in status_after.stdout

@@ -1,5 +1,7 @@
-"""The one reader of ``/proc/<pid>/stat`` (Linux): a process's state letter and parent, as the engine (finding,
-freezing and killing a run's processes) and the router (waiting for nginx's workers to be asleep) need them.
+"""The one reader of ``/proc`` (Linux) for what the engine and the router ask of it: a process's state letter and
+parent (``/proc/<pid>/stat``: finding, freezing and killing a run's processes; waiting for nginx's workers to be
+asleep), its open files, and the bound unix sockets (``/proc/net/unix``: what a run's processes serve, and who
+serves a socket path a deploy would take).
 
 A process's name (field 2) is in parentheses and may itself hold spaces and ``)``, so the fields after it are
 split from the *last* ``)`` (proc(5)). Every function answers "gone" (empty, None) rather than raising: a process
@@ -41,3 +43,34 @@ def every_process() -> Iterator[tuple[int, bytes, int]]:
             fields = _fields(entry)
             if len(fields) > 1:
                 yield int(entry), fields[0], int(fields[1])
+
+
+def unix_socket_paths() -> dict[str, str]:
+    """Every bound unix socket with a filesystem path, from ``/proc/net/unix``, by the name its holders' fds link
+    to (``socket:[<inode>]``); empty where the file cannot be read."""
+    paths: dict[str, str] = {}
+    try:
+        with open("/proc/net/unix") as f:
+            next(f)  # the header
+            for line in f:
+                fields = line.split(maxsplit=7)
+                if len(fields) == 8 and fields[7].startswith("/"):
+                    paths[f"socket:[{fields[6]}]"] = fields[7].rstrip("\n")
+    except OSError:
+        return {}
+    return paths
+
+
+def open_files(pid: int) -> list[str]:
+    """What each open fd of ``pid`` links to (``/proc/<pid>/fd``); empty if it is gone or not ours to read."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    targets = []
+    for fd in fds:
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            continue
+    return targets

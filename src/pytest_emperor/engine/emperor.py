@@ -41,13 +41,22 @@ from pytest_emperor.engine.processes import (
     MARKER_ENV,
     WAKE_TICK,
     children_of,
+    described,
     die_with_parent,
     hasten_stop,
     wait_exit,
 )
 from pytest_emperor.engine.registry import Registry
 from pytest_emperor.engine.route_guard import follow_event, listener_check
-from pytest_emperor.engine.runs import UWSGI_DIR, Reservation, RunDir, reserve, shared_runs_root, socket_is_live
+from pytest_emperor.engine.runs import (
+    UWSGI_DIR,
+    Reservation,
+    RunDir,
+    reserve,
+    shared_runs_root,
+    socket_holders,
+    socket_is_live,
+)
 from pytest_emperor.engine.stats import EmperorStats, StatsClient
 from pytest_emperor.engine.vassal import STOP_GRACE, Lent, Vassal
 from pytest_emperor.engine.vassal_clients import Front
@@ -543,9 +552,12 @@ class Emperor:
                     if socket.address.startswith("/"):  # a relative one is the vassal dir's, the run's own
                         reserved.append(self._reserve(socket.address, f"{at} is held by", full))
                     if socket_is_live(socket.address):
+                        holders = ", ".join(map(described, socket_holders(socket.address))) or (
+                            f"a process you cannot see: `ss -xlp src {socket.address}` as root names it"
+                        )
                         raise SocketInUse(
-                            f"{at} another live process is serving; uWSGI would unlink it and steal it, so nothing "
-                            "was deployed. Stop that process or deploy under another name"
+                            f"{at} another live process is serving ({holders}); uWSGI would unlink it and steal it, "
+                            "so nothing was deployed. Stop that process or deploy under another name"
                         )
             except BaseException:
                 plan.discard()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pwd
 import select
 import signal
 import time
@@ -187,6 +188,22 @@ def catches(pid: int, sig: int) -> bool:
     except (OSError, ValueError, IndexError):
         pass
     return False
+
+
+def described(pid: int) -> str:
+    """``pid 123 (alice: python3 -m http.server 80)``: a process as an error message names it, for a person to find
+    it (its command line cut at 80 characters; ``?`` for what could not be read)."""
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return f"pid {pid} (gone)"
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = f"uid {uid}"
+    command = " ".join(command_line(pid).decode(errors="replace").replace("\0", " ").split()) or "?"  # one line
+    command = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in command)  # no ESC
+    return f"pid {pid} ({user}: {command if len(command) <= 80 else command[:79] + '…'})"
 
 
 def is_unexeced_fork(pid: int) -> bool:

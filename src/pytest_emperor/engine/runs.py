@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from pytest_emperor import procfs
 from pytest_emperor.engine.bound_recorder import CLAIMS_DIR, CLAIMS_FILE, identity_line
 from pytest_emperor.engine.processes import kill_marked, processes_with_marker
 from pytest_emperor.errors import UnsafePath
@@ -126,28 +127,14 @@ def remove_stale_socket(path: str | Path, identity: SocketIdentity | None = None
 def bound_unix_paths(pids: list[int]) -> set[str]:
     """The filesystem paths of the unix sockets that ``pids`` hold bound (listening or not yet), from
     ``/proc/net/unix`` (which lists each bound socket's sockfs inode and path) and the processes' fds."""
-    paths: dict[str, str] = {}
-    try:
-        with open("/proc/net/unix") as f:
-            next(f)
-            for line in f:
-                fields = line.split(maxsplit=7)
-                if len(fields) == 8 and fields[7].startswith("/"):
-                    paths[f"socket:[{fields[6]}]"] = fields[7].rstrip("\n")
-    except OSError:
-        return set()
-    found = set()
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target in paths:
-                    found.add(paths[target])
-    return found
+    paths = procfs.unix_socket_paths()
+    return {paths[target] for pid in pids for target in procfs.open_files(pid) if target in paths}
+
+
+def socket_holders(path: str) -> list[int]:
+    """The processes holding a unix socket bound at ``path`` (those this user may look into)."""
+    names = {name for name, bound in procfs.unix_socket_paths().items() if bound == path}
+    return [pid for pid, _, _ in procfs.every_process() if names.intersection(procfs.open_files(pid))] if names else []
 
 
 def check_private_dir(path: Path, what: str = "directory") -> None:
