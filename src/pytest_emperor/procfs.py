@@ -36,13 +36,17 @@ def parent(pid: int) -> int | None:
     return (int(fields[1]) or None) if len(fields) > 1 else None
 
 
+def pids() -> Iterator[int]:
+    """The pid of every process visible now."""
+    return (int(entry) for entry in os.listdir("/proc") if entry.isdigit())
+
+
 def every_process() -> Iterator[tuple[int, bytes, int]]:
     """``(pid, state, parent pid)`` of every process visible now (those gone meanwhile are skipped)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _fields(entry)
-            if len(fields) > 1:
-                yield int(entry), fields[0], int(fields[1])
+    for pid in pids():
+        fields = _fields(pid)
+        if len(fields) > 1:
+            yield pid, fields[0], int(fields[1])
 
 
 def unix_socket_paths() -> dict[str, str]:

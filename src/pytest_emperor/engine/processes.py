@@ -26,9 +26,10 @@ _PR_SET_PDEATHSIG = 1
 def processes_with_marker(value: str) -> list[int]:
     """PIDs of live (non-zombie) processes whose environment holds ``MARKER_ENV=value``."""
     me = os.getpid()
+    # the marker first: one read per process, as the state is read only for the few that carry it
     return [
-        pid for pid, state, _ in procfs.every_process()
-        if pid != me and state != b"Z" and carries_marker(pid, value)
+        pid for pid in procfs.pids()
+        if pid != me and carries_marker(pid, value) and procfs.state(pid) not in (b"Z", b"")
     ]
 
 
