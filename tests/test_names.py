@@ -119,7 +119,7 @@ def test_a_live_socket_of_a_real_deployment_refuses_the_name(emperors: list[Empe
         production.bind(str(path))
         production.listen()
         me = pwd.getpwuid(os.getuid()).pw_name
-        holder = rf"pid {os.getpid()} \({me}: {re.escape(sys.executable)} .*\)"  # who to stop: this process
+        holder = rf"pid {os.getpid()} \({me}: .*\)"  # who to stop: this process
         with pytest.raises(SocketInUse, match=rf"would bind {path}, which another live process is serving \({holder}"):
             emperors[0].deploy(shop, exact=True)
         assert socket_is_live(path)

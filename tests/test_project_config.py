@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_emperor.engine.binary import find_uwsgi
-from pytest_emperor.errors import ConfigError, ConfigFileError
+from pytest_emperor.errors import ConfigError, ConfigFileError, EmperorError
 from pytest_emperor.project_config import DEFAULTS, KEYS, Profile, Setting, find_profile, load_profile, resolve
 from pytest_emperor.routing.nginx import find_nginx
 
@@ -113,6 +114,14 @@ def test_errors_name_the_file_and_the_key(tmp_path: Path, file: str, text: str, 
     assert str(tmp_path / file) in str(info.value)
 
 
+def found(find: Callable[[None], Path], variable: str) -> str:
+    """What `emperor-dev config` says an unset binary finds here."""
+    try:
+        return str(find(None)) + (f" (${variable})" if os.environ.get(variable) else "")
+    except EmperorError as exc:
+        return "none: " + " ".join(line.strip() for line in str(exc).splitlines())
+
+
 def config(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pytest_emperor.dev", "config", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=60, check=False)
@@ -134,9 +143,9 @@ def test_emperor_dev_config_prints_every_setting_and_where_it_came_from(tmp_path
         ("apps = (unset)", "default"),
         ('domain = "api.localhost"', "default"),
         ('socket-dir = "/tmp"', "default"),
-        ("nginx = (unset)", f"default, finds {find_nginx()}"),  # the binary the doors would run
+        ("nginx = (unset)", f"default, finds {found(find_nginx, 'EMPEROR_NGINX')}"),  # the binary the doors would run
         (f'nginx-site = "{tmp_path}/deploy/api.conf"', source),
-        ("uwsgi = (unset)", f"default, finds {find_uwsgi()}"),
+        ("uwsgi = (unset)", f"default, finds {found(find_uwsgi, 'EMPEROR_UWSGI')}"),
         ("timeout = 30", "default"),
         ('emperor-args = ["--uid", "www-data", "--gid", "www-data"]', source),
         ("nginx-user = (unset)", "default"),
@@ -148,11 +157,12 @@ def test_emperor_dev_config_prints_every_setting_and_where_it_came_from(tmp_path
     assert list(document) == list(KEYS)
     assert document["nginx-site"] == {"value": str(tmp_path / "deploy" / "api.conf"), "source": source}
     assert document["timeout"] == {"value": 30.0, "source": "default"}
-    assert document["uwsgi"] == {"value": None, "source": "default", "found": str(find_uwsgi())}
+    assert document["uwsgi"] == {"value": None, "source": "default", "found": found(find_uwsgi, "EMPEROR_UWSGI")}
     missing = subprocess.run([sys.executable, "-m", "pytest_emperor.dev", "config"], cwd=below, text=True,
                              capture_output=True, timeout=60, env=dict(os.environ, EMPEROR_UWSGI=str(tmp_path / "no")))
-    assert re.search(rf"^uwsgi = \(unset\) +# default, finds none: no usable uwsgi binary: {tmp_path}/no ",
-                     missing.stdout, re.M), missing.stdout
+    nowhere = re.escape(str(tmp_path / "no"))
+    assert re.search(rf"^uwsgi = \(unset\) +# default, finds none: no usable uwsgi binary: {nowhere} ", missing.stdout,
+                     re.M), missing.stdout
     (tmp_path / "emperor-dev.toml").write_text("timeout = 'soon'\n")
     done = config(below)
     assert done.returncode == 2

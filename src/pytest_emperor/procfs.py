@@ -1,11 +1,10 @@
-"""The one reader of ``/proc`` (Linux) for what the engine and the router ask of it: a process's state letter and
-parent (``/proc/<pid>/stat``: finding, freezing and killing a run's processes; waiting for nginx's workers to be
-asleep), its open files, and the bound unix sockets (``/proc/net/unix``: what a run's processes serve, and who
-serves a socket path a deploy would take).
+"""The one reader of ``/proc/<pid>/stat`` and ``/proc/net/unix`` (Linux), and of a process's owner and open files:
+what the engine (finding, freezing and killing a run's processes; who serves a socket path a deploy would take),
+the router (waiting for nginx's workers to be asleep) and ``up``'s page (when an app started) ask of a process.
 
-A process's name (field 2) is in parentheses and may itself hold spaces and ``)``, so the fields after it are
-split from the *last* ``)`` (proc(5)). Every function answers "gone" (empty, None) rather than raising: a process
-can exit between any two reads.
+A process's name (field 2 of ``stat``) is in parentheses and may itself hold spaces and ``)``, so the fields after
+it are split from the *last* ``)`` (proc(5)). A process can exit between any two reads: each function answers
+"gone" (empty, None) for it rather than raising.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import os
 from collections.abc import Iterator
 
 
-def _fields(pid: int | str) -> list[bytes]:
+def _fields(pid: int) -> list[bytes]:
     """The fields of ``/proc/<pid>/stat`` after the name: ``[state, ppid, pgrp, ...]``; empty if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -36,6 +35,25 @@ def parent(pid: int) -> int | None:
     return (int(fields[1]) or None) if len(fields) > 1 else None
 
 
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks after boot (field 22, ``starttime``); None if it is gone."""
+    fields = _fields(pid)
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def owner(pid: int) -> int | None:
+    """The real uid of ``pid`` (``Uid:`` in ``/proc/<pid>/status``; the owner of ``/proc/<pid>`` is root for a
+    process that dropped privileges, which is then not dumpable); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def pids() -> Iterator[int]:
     """The pid of every process visible now."""
     return (int(entry) for entry in os.listdir("/proc") if entry.isdigit())
@@ -51,16 +69,17 @@ def every_process() -> Iterator[tuple[int, bytes, int]]:
 
 def unix_socket_paths() -> dict[str, str]:
     """Every bound unix socket with a filesystem path, from ``/proc/net/unix``, by the name its holders' fds link
-    to (``socket:[<inode>]``); empty where the file cannot be read."""
+    to (``socket:[<inode>]``); empty where the file cannot be read. Paths are decoded as the OS decodes file names
+    (``os.fsdecode``): any local user may bind a name that is not UTF-8."""
     paths: dict[str, str] = {}
     try:
-        with open("/proc/net/unix") as f:
+        with open("/proc/net/unix", "rb") as f:
             next(f)  # the header
             for line in f:
-                fields = line.split(maxsplit=7)
-                if len(fields) == 8 and fields[7].startswith("/"):
-                    paths[f"socket:[{fields[6]}]"] = fields[7].rstrip("\n")
-    except OSError:
+                fields = line.rstrip(b"\n").split(maxsplit=7)
+                if len(fields) == 8 and fields[7].startswith(b"/"):
+                    paths[f"socket:[{int(fields[6])}]"] = os.fsdecode(fields[7])
+    except (OSError, StopIteration, ValueError):
         return {}
     return paths
 

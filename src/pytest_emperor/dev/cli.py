@@ -253,11 +253,12 @@ def config(as_json: bool) -> None:
 
     settings = _settings(Path.cwd(), {})
     found = {}  # what an unset binary's default finds here: the one the doors would run
-    for key, find in (("nginx", find_nginx), ("uwsgi", find_uwsgi)):
+    for key, find, variable in (("nginx", find_nginx, "EMPEROR_NGINX"), ("uwsgi", find_uwsgi, "EMPEROR_UWSGI")):
         if settings[key] is None:
+            via = f" (${variable})" if os.environ.get(variable) else ""
             try:
-                found[key] = str(find(None))
-            except EmperorError as exc:
+                found[key] = f"{find(None)}{via}"
+            except (EmperorError, OSError) as exc:
                 found[key] = "none: " + " ".join(line.strip() for line in str(exc).splitlines())
     if as_json:
         document = settings.to_json()

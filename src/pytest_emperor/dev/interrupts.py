@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
@@ -47,25 +48,36 @@ class Interrupts:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        # The handlers stay until the thread is done: a signal meanwhile (a third Ctrl-C during a forced stop) is
+        # one more "again", never Python's default KeyboardInterrupt; one after the join is written to a pipe
+        # nobody reads. The pipe is closed last, once no handler of ours can write to it.
         os.write(self._write, bytes([_END]))
         self._thread.join()
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
         os.close(self._read)
         os.close(self._write)
 
     def _handle(self, signum: int, _frame: Optional[FrameType]) -> None:  # noqa: UP045 (a runtime annotation on 3.9)
         self._count += 1
+        count = self._count  # read before anything a second, nested handler could run in
         with contextlib.suppress(BlockingIOError):
             os.write(self._write, bytes([signum]))
-        if self._count == 1 and self._interrupting():
+        if count == 1 and self._interrupting():
             raise KeyboardInterrupt(signum)
 
     def _run(self) -> None:
         seen = 0
         while True:
-            for signum in os.read(self._read, 64):
+            data = os.read(self._read, 64)
+            for signum in data:
                 if signum == _END:
                     return
                 seen += 1
-                (self._first if seen == 1 else self._again)(signum)
+                try:
+                    (self._first if seen == 1 else self._again)(signum)
+                except Exception as exc:  # a later signal must still be heard: said, then go on
+                    with contextlib.suppress(OSError):
+                        sys.stderr.write(f"emperor-dev: handling {signal.Signals(signum).name} failed: {exc!r}\n")
+            if not data:  # the write end is gone: no signal can come any more
+                return

@@ -66,7 +66,7 @@ class Output:
             self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
         self._styles: dict[str, str] = {}
         self._width = len(EMPEROR)
-        self._lock = threading.RLock()  # re-entered by a signal handler's note() on the main thread
+        self._lock = threading.RLock()  # one writer at a time: the main thread, the log stream, the signals' thread
 
     def add_names(self, names: Iterable[str]) -> None:
         """Give each name its colour (in order of appearance) and widen the prefix column to fit it."""

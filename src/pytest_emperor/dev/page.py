@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pytest_emperor import procfs
 from pytest_emperor.dev.control import AppStatus
 from pytest_emperor.dev.logs import LogLine
 from pytest_emperor.engine.processes import children_of
@@ -77,9 +78,10 @@ def process_facts(master: int) -> ProcessFacts | None:
     try:
         if os.stat(f"/proc/{master}").st_uid != uid:
             return None
-        with open(f"/proc/{master}/stat", "rb") as f:
-            # Field 22, starttime, in clock ticks after boot; the fields after the command's ")" start at field 3.
-            started = int(f.read().rsplit(b")", 1)[1].split()[19]) / _CLOCK_TICKS + _boot_time()
+        ticks = procfs.start_ticks(master)
+        if ticks is None:
+            return None
+        started = ticks / _CLOCK_TICKS + _boot_time()
         memory = 0
         for pid in [master, *children_of(master)]:
             with contextlib.suppress(OSError):  # a worker that exited meanwhile

@@ -121,14 +121,17 @@ class DevServer:
             self.output.note(line)
         self._stack.callback(self.state.release)
         # A second Ctrl-C while the stack below closes forces the stop: the signals stay ours until it is closed.
+        self._starting = True
         with Interrupts(self._stop_on_signal, self._force, interrupting=lambda: self._starting):
             try:
                 self._serve(specs)
             except KeyboardInterrupt:  # the first signal, during start-up: shut down what was started
                 self.stopping.wait()  # once its note is said (interrupts.py)
             finally:
-                self._starting = False  # from now on a signal asks for the stop or forces it, never cuts it short
-                self._stack.close()
+                try:
+                    self._starting = False  # from now on a signal asks for the stop or forces it, never cuts it short
+                finally:
+                    self._stack.close()
         self.output.note("stopped: the apps, the router and the emperor are gone")
         if self.forced:
             return EXIT_FORCED
@@ -136,7 +139,6 @@ class DevServer:
 
     def _serve(self, specs: Sequence[AppSpec]) -> None:
         """Start the emperor and router, deploy ``specs``, print the table, then stream logs until a stop."""
-        self._starting = True
         self._start()
         with self._lock:
             self.apps.update((spec.name, spec) for spec in specs)
@@ -164,7 +166,11 @@ class DevServer:
         self.stopping.wait()
 
     def _stop_on_signal(self, signum: int) -> None:
-        """The first Ctrl-C or SIGTERM (on the signals' own thread, see interrupts.py): say so, then stop."""
+        """The first Ctrl-C or SIGTERM (on the signals' own thread, see interrupts.py): say so, then stop; after
+        `emperor-dev down` or the emperor's death, a stop is under way already: this one forces it."""
+        if self.stopping.is_set():
+            self._force(signum)
+            return
         try:
             self.output.note(f"{signal.Signals(signum).name}: stopping every app (Ctrl-C again to force)")
         finally:

@@ -552,8 +552,8 @@ class Emperor:
                     if socket.address.startswith("/"):  # a relative one is the vassal dir's, the run's own
                         reserved.append(self._reserve(socket.address, f"{at} is held by", full))
                     if socket_is_live(socket.address):
-                        holders = ", ".join(map(described, socket_holders(socket.address))) or (
-                            f"a process you cannot see: `ss -xlp src {socket.address}` as root names it"
+                        holders = _named(socket_holders(socket.address)) or (
+                            f"a process not named here: `ss -xlp src {socket.address}` as root names it"
                         )
                         raise SocketInUse(
                             f"{at} another live process is serving ({holders}); uWSGI would unlink it and steal it, "
@@ -587,3 +587,10 @@ class Emperor:
         if self._run is None:
             raise EmperorError("the emperor is not started")
         return self._run
+
+
+def _named(pids: list[int], most: int = 3) -> str:
+    """The first ``most`` of ``pids`` as an error message names them (a prefork server's workers hold its socket
+    too), and how many more."""
+    shown = ", ".join(map(described, pids[:most]))
+    return shown + (f" and {len(pids) - most} more" if len(pids) > most else "")

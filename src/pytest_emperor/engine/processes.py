@@ -194,9 +194,8 @@ def catches(pid: int, sig: int) -> bool:
 def described(pid: int) -> str:
     """``pid 123 (alice: python3 -m http.server 80)``: a process as an error message names it, for a person to find
     it (its command line cut at 80 characters; ``?`` for what could not be read)."""
-    try:
-        uid = os.stat(f"/proc/{pid}").st_uid
-    except OSError:
+    uid = procfs.owner(pid)
+    if uid is None:
         return f"pid {pid} (gone)"
     try:
         user = pwd.getpwuid(uid).pw_name

@@ -132,9 +132,11 @@ def bound_unix_paths(pids: list[int]) -> set[str]:
 
 
 def socket_holders(path: str) -> list[int]:
-    """The processes holding a unix socket bound at ``path`` (those this user may look into)."""
-    names = {name for name, bound in procfs.unix_socket_paths().items() if bound == path}
-    return [pid for pid, _, _ in procfs.every_process() if names.intersection(procfs.open_files(pid))] if names else []
+    """The processes holding a unix socket bound at ``path`` or where it leads (a symlink's target), among those
+    this user may look into: the listener, and any process that holds a connection accepted on it."""
+    spellings = {path, os.path.realpath(path)}
+    names = {name for name, bound in procfs.unix_socket_paths().items() if bound in spellings}
+    return [pid for pid in procfs.pids() if names.intersection(procfs.open_files(pid))] if names else []
 
 
 def check_private_dir(path: Path, what: str = "directory") -> None:
