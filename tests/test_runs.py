@@ -328,3 +328,15 @@ def test_a_master_records_its_socket_as_soon_as_it_has_bound_it(uwsgi_bin: Path)
             assert time.monotonic() < deadline, f"{path} never recorded: {_recorded_sockets(emperor.run_dir)}"
             time.sleep(0.01)
     assert not os.path.exists(path)
+
+
+def test_a_socket_name_that_is_not_utf8_never_stops_a_clean_up(short_dir: Path, uwsgi_bin: Path) -> None:
+    # /proc/net/unix lists every user's sockets; one bound at a name that is not UTF-8 (anyone may bind one) made
+    # the stop's record of what the run serves raise, so the hung vassal's socket was left behind.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as planted:
+        planted.bind(os.fsencode(short_dir) + b"/caf\xe9.sock")
+        with Emperor(uwsgi_bin) as emperor:
+            vassal = deploy_broken(emperor, "hang")  # never ready: only the stop's record makes its file the run's
+            path = vassal.socket_path
+            assert path is not None
+    assert not os.path.exists(path)
