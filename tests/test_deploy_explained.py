@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES
-from dev_helpers import Up, copy_example, names_for_test, up_process, workspace
+from dev_helpers import Up, cli, copy_example, names_for_test, up_process, workspace
 from dev_helpers import assert_nothing_left as assert_up_left_nothing
 from plugin_helpers import Sandbox, assert_nothing_left
 
@@ -98,5 +98,12 @@ def test_up_warns_of_a_typo_and_says_why_an_app_failed(workspace: Path, up_proce
     up.expect(rf"^warning: {good}: service3/app.uwsgi.ini:{typo_line}: .*`proceses`: .*did you mean `processes`\?$")
     after = up.expect(rf"^{broken} failed to start; emperor-dev check finds:$")
     assert re.match(r"broken-config/app.uwsgi.ini:5: E501 .*does-not-exist", up.lines[after]), up.lines[after:]
+    # added later from another terminal: `emperor-dev add` says the same, its error led by the finding
+    added = cli(workspace, "add", "broken-config", "--name", f"{broken}-again")
+    assert added.returncode == 1
+    assert re.match(r"emperor-dev: broken-config/app.uwsgi.ini:5: E501 .*does-not-exist.*\n    fix: ", added.stderr), (
+        added.stderr
+    )
+    assert f"vassal {broken}-again " in added.stderr and "was cursed by the emperor" in added.stderr
     up.stopped(signal.SIGINT)
-    assert_up_left_nothing(up, [good, broken])
+    assert_up_left_nothing(up, [good, broken, f"{broken}-again"])

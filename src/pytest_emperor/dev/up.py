@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_emperor.check.at_deploy import causes, ignored_options, shown, static_findings
+from pytest_emperor.check.at_deploy import causes, explained, ignored_options, shown, static_findings
 from pytest_emperor.convention import DEFAULT_DOMAIN, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT, ROUTER_HOST
 from pytest_emperor.dev.apps import AppSpec, resolve_app
 from pytest_emperor.dev.control import AppStatus, ControlServer, Message
@@ -369,7 +369,10 @@ class DevServer:
         if self._watcher is not None:
             self._watcher.apps_changed()
         if wait:
-            vassal.wait_ready()
+            try:
+                vassal.wait_ready()
+            except VassalError as exc:  # led by what check finds in its ini, as a test's failed deploy is
+                raise explained(exc, vassal.ini, vassal.name, self.emperor.uwsgi) from None
         return self.app_status(spec.name)
 
     def wait_for(self, name: str, until: str, timeout: float | None) -> AppStatus:
