@@ -196,6 +196,8 @@ def test_the_next_attach_removes_what_a_killed_pytest_deployed(workspace: Path, 
 
     (workspace / "apps" / "service3" / "test_killed.py").unlink()
     (workspace / "apps" / "service3" / "test_noop.py").write_text("def test_noop(app_vassal):\n    pass\n")
+    unmeasured = run_pytest(workspace, "test_noop.py")  # pytest-cov installed, --cov not asked: nothing to say
+    assert unmeasured.returncode == 0 and "not measured" not in unmeasured.stdout, unmeasured.stdout
     again = run_pytest(workspace, "test_noop.py", "--cov=.")
 
     assert again.returncode == 0, again.stdout + again.stderr

@@ -281,3 +281,19 @@ def test_a_second_ctrl_c_forces_a_stop_that_hangs_and_still_leaves_nothing(
     assert up.wait() == 130, "\n".join(up.lines[-30:])  # as a shell's 128 + SIGINT
     assert up.lines[-1] == "stopped: the apps, the router and the emperor are gone"
     assert_nothing_left(up, [good])
+
+
+def test_a_stop_the_emperor_does_not_answer_kills_it_and_says_so(workspace: Path, up_process: list[Up]) -> None:
+    good, _ = names_for_test()
+    copy_example(workspace, "service3", "service3")
+    up = Up(workspace, f"{good}=service3")
+    up_process.append(up)
+    up.started()
+    emperor = next(pid for pid in children_of(up.process.pid) if b"--emperor" in command_line(pid).split(b"\0"))
+    os.kill(emperor, signal.SIGSTOP)  # frozen: its shutdown never begins, so the stop kills it after its grace
+    up.stopped(signal.SIGINT)  # one Ctrl-C: what it asked for is done
+    assert up.lines[-2:] == [
+        "the emperor did not stop within 5 s of its SIGINT: every process of the run was killed",
+        "stopped: the apps, the router and the emperor are gone",
+    ]
+    assert_nothing_left(up, [good])

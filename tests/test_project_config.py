@@ -119,7 +119,7 @@ def found(find: Callable[[None], Path], variable: str) -> str:
     try:
         return str(find(None)) + (f" (${variable})" if os.environ.get(variable) else "")
     except EmperorError as exc:
-        return "none: " + " ".join(line.strip() for line in str(exc).splitlines())
+        return "none: " + re.sub(r":\n\s*", ": ", str(exc)).replace("\n", "; ")
 
 
 def config(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -158,6 +158,10 @@ def test_emperor_dev_config_prints_every_setting_and_where_it_came_from(tmp_path
     assert document["nginx-site"] == {"value": str(tmp_path / "deploy" / "api.conf"), "source": source}
     assert document["timeout"] == {"value": 30.0, "source": "default"}
     assert document["uwsgi"] == {"value": None, "source": "default", "found": found(find_uwsgi, "EMPEROR_UWSGI")}
+    none = json.loads(subprocess.run([sys.executable, "-m", "pytest_emperor.dev", "config", "--json"], cwd=below,
+                                     text=True, capture_output=True, timeout=60, check=True,
+                                     env=dict(os.environ, EMPEROR_UWSGI=str(tmp_path / "no"))).stdout)["uwsgi"]
+    assert none["found"] is None and none["problem"].startswith(f"no usable uwsgi binary: {tmp_path / 'no'} ")
     missing = subprocess.run([sys.executable, "-m", "pytest_emperor.dev", "config"], cwd=below, text=True,
                              capture_output=True, timeout=60, env=dict(os.environ, EMPEROR_UWSGI=str(tmp_path / "no")))
     nowhere = re.escape(str(tmp_path / "no"))

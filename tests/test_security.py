@@ -256,6 +256,8 @@ def test_up_never_sends_a_request_to_another_user_s_listener_on_an_app_s_socket(
         request = cli(workspace, "request", victim, "/login", "-H", "Cookie: session=secret", "-i")
         assert request.returncode == 1 and request.stdout == ""
         assert f"'{victim}' is error: " in request.stderr and "so the request was not sent" in request.stderr
+        status_now = cli(workspace, "status")  # what it is, why, and what to do once the socket is free
+        assert status_now.returncode == 1 and f"once that is fixed: emperor-dev reload {victim}" in status_now.stdout
         status, body = up.get(victim, "/login")
         assert status == 404 and f"Host '{victim}.api.localhost' routes to no app of this run" in body
         assert f">{good}</a>" in body and f">{victim}</a>" not in body  # the apps it runs, not the refused one

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
 import threading
 import urllib.parse
@@ -252,21 +253,26 @@ def config(as_json: bool) -> None:
     from pytest_emperor.routing.nginx import find_nginx
 
     settings = _settings(Path.cwd(), {})
-    found = {}  # what an unset binary's default finds here: the one the doors would run
+    found: dict[str, str | None] = {}  # what an unset binary's default finds here: the one the doors would run
+    problems: dict[str, str] = {}  # why it finds none
     for key, find, variable in (("nginx", find_nginx, "EMPEROR_NGINX"), ("uwsgi", find_uwsgi, "EMPEROR_UWSGI")):
         if settings[key] is None:
             via = f" (${variable})" if os.environ.get(variable) else ""
             try:
                 found[key] = f"{find(None)}{via}"
             except (EmperorError, OSError) as exc:
-                found[key] = "none: " + " ".join(line.strip() for line in str(exc).splitlines())
+                found[key] = None
+                problems[key] = re.sub(r":\n\s*", ": ", str(exc)).replace("\n", "; ")  # one line
     if as_json:
         document = settings.to_json()
         for key, binary in found.items():
             document[key]["found"] = binary
+            if key in problems:
+                document[key]["problem"] = problems[key]
         click.echo(json.dumps(document, indent=2))
     else:
-        for line in settings.lines(found):
+        said = {key: binary or f"none: {problems[key]}" for key, binary in found.items()}
+        for line in settings.lines(said):
             click.echo(printable(line))
 
 

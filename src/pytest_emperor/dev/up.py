@@ -28,7 +28,7 @@ from pytest_emperor.dev.output import EMPEROR, Output
 from pytest_emperor.dev.page import UpPage
 from pytest_emperor.dev.state import Instance, StateDir
 from pytest_emperor.dev.watch import AppWatcher
-from pytest_emperor.engine.emperor import Emperor
+from pytest_emperor.engine.emperor import SHUTDOWN_GRACE, Emperor
 from pytest_emperor.engine.emperor_log import EventKind
 from pytest_emperor.engine.processes import die_with_parent, wait_exit
 from pytest_emperor.engine.runs import remove_stale_socket
@@ -132,6 +132,9 @@ class DevServer:
                     self._starting = False  # from now on a signal asks for the stop or forces it, never cuts it short
                 finally:
                     self._stack.close()
+        if self._emperor is not None and self._emperor.shutdown_killed and not self.forced:
+            self.output.note(f"the emperor did not stop within {SHUTDOWN_GRACE:g} s of its SIGINT: every process of "
+                             "the run was killed", error=True)
         self.output.note("stopped: the apps, the router and the emperor are gone")
         if self.forced:
             return EXIT_FORCED
@@ -225,8 +228,8 @@ class DevServer:
             )
         except RouterError as exc:
             raise RouterError(
-                f"could not start the router (nginx) on {options.host}:{options.port} (is the port taken? "
-                f"--port 0 picks a free one): {exc}"
+                f"could not start the router (nginx) on {options.host}:{options.port}"
+                + (" (is the port taken? --port 0 picks a free one)" if options.port else "") + f": {exc}"
             ) from exc
         self._stack.callback(router.stop)  # before the emperor's stop
         self._emperor.front = lambda: router
@@ -463,7 +466,9 @@ class DevServer:
             failure = self.failures.get(name)
             if failure is None:  # not deployed yet (``up`` is starting)
                 return AppStatus(name, url, VassalState.STARTING.value, None, str(spec.ini), None, None)
-            return AppStatus(name, url, "error", None, str(spec.ini), None, None, failure.splitlines())
+            # nothing retries a deploy that was refused (a socket another process serves): `reload` deploys it again
+            why = [*failure.splitlines(), f"once that is fixed: emperor-dev reload {name}"]
+            return AppStatus(name, url, "error", None, str(spec.ini), None, None, why)
         stats = self.emperor.stats() if stats is None else stats
         state = vassal.state_in(stats)
         errors: list[str] = []

@@ -18,7 +18,8 @@ from pytest_emperor.errors import UwsgiNotFound
 
 INSTALL_HINT = (
     "install the uWSGI sdist (it compiles a real binary; needs gcc and the Python headers): "
-    "`pip install uwsgi`, or point --emperor-uwsgi / EMPEROR_UWSGI at a uwsgi binary"
+    "`pip install uwsgi`, or point `uwsgi` in [tool.emperor-dev] (--emperor-uwsgi for pytest, --uwsgi for "
+    "emperor-dev, or $EMPEROR_UWSGI) at a uwsgi binary"
 )
 
 
@@ -28,8 +29,8 @@ def candidates(explicit: str | os.PathLike[str] | None = None) -> list[tuple[str
     if explicit:
         found.append(("--emperor-uwsgi", Path(explicit)))
     env = os.environ.get("EMPEROR_UWSGI")
-    if env:
-        found.append(("EMPEROR_UWSGI", Path(env)))
+    if env:  # a bare name is looked up on $PATH, as a shell (and the profile's `uwsgi`) would
+        found.append(("EMPEROR_UWSGI", Path(shutil.which(env) or env) if os.sep not in env else Path(env)))
     # Not resolved: a venv's python is a symlink to the base interpreter, and uwsgi lives in the venv's bin/.
     found.append(("beside the running Python", Path(sys.executable).parent / "uwsgi"))
     on_path = shutil.which("uwsgi")

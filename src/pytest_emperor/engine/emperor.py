@@ -155,6 +155,8 @@ class Emperor:
         # the binary's version (%V of the vassals' inis): its stats say it for free, where `uwsgi --version`
         # (binary.uwsgi_version, what emperor-dev check asks without an emperor) costs a process start
         self.version = ""
+        #: the emperor did not finish its shutdown within SHUTDOWN_GRACE of its SIGINT: its run was killed
+        self.shutdown_killed = False
 
     # -- paths ------------------------------------------------------------------------------------------------
 
@@ -375,6 +377,7 @@ class Emperor:
         # A wake-up that lands just before the emperor sleeps is lost: one a tick until it is gone.
         while not wait_exit(proc.pid, WAKE_TICK):
             if time.monotonic() > deadline:
+                self.shutdown_killed = True
                 self._run.kill()
                 return
             wake_emperor()

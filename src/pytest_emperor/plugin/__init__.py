@@ -131,7 +131,8 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = PytestSettings.from_config(config)
     session = config.stash[_SESSION] = Session(settings, config.rootpath)
     attach = config.getoption("emperor_attach")
-    measured = config.getoption("cov_source", None) is not None and not config.getoption("no_cov", False)
+    # pytest-cov's --cov appends to a list that is empty unless given (a bare --cov appends True)
+    measured = bool(config.getoption("cov_source", None)) and not config.getoption("no_cov", False)
     if attach if attach is not None else config.getini("emperor_attach"):
         session.attached = _attach(config, settings)
         if measured:  # up's apps are up's: it measures them itself
