@@ -170,17 +170,28 @@ def read_line(process: subprocess.Popen[str], timeout: float = WAIT) -> str:
 def setup_started(fifo: Path, timeout: float = WAIT) -> int:
     """The pid a blocking setup wrote into ``fifo`` once it ran, waited for with a deadline (a plain open would
     wait for ever on a maker that failed before its setup)."""
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # Linux reports no hang-up before a first writer came
-    try:
-        data = b""
-        deadline = time.monotonic() + timeout
-        while not data.endswith(b"\n"):
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            assert ready, f"no setup started within {timeout} s (read so far: {data!r})"
-            data += os.read(fd, 64)
-        return int(data)
-    finally:
-        os.close(fd)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        # Linux reports a hang-up once a writer came and went since this open: select() then says readable while
+        # read() says EAGAIN if a new writer has it open and has not written yet (seen in CI), or 0 if none has:
+        # the first is waited out (closing now would fail that writer's write: no reader), the second reopened
+        # (a fresh open has seen no writer come and go).
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            while not data.endswith(b"\n"):
+                ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, f"no setup started within {timeout} s (read so far: {data!r})"
+                try:
+                    chunk = os.read(fd, 64)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(fd)
+    return int(data)
 
 
 def let_setup_finish(fifo: Path, timeout: float = WAIT) -> None:
