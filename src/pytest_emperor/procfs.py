@@ -77,9 +77,9 @@ def unix_socket_paths() -> dict[str, str]:
             next(f)  # the header
             for line in f:
                 fields = line.rstrip(b"\n").split(maxsplit=7)
-                if len(fields) == 8 and fields[7].startswith(b"/"):
-                    paths[f"socket:[{int(fields[6])}]"] = os.fsdecode(fields[7])
-    except (OSError, StopIteration, ValueError):
+                if len(fields) == 8 and fields[7].startswith(b"/"):  # a line another user's name broke is skipped
+                    paths[f"socket:[{fields[6].decode('ascii', 'replace')}]"] = os.fsdecode(fields[7])
+    except (OSError, StopIteration):
         return {}
     return paths
 

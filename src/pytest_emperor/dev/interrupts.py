@@ -4,9 +4,9 @@ A Python signal handler runs on the main thread wherever that thread was: inside
 handler that prints there gets "RuntimeError: reentrant call inside <_io.BufferedWriter>": ``up`` exited 1 so in
 CI), inside ``threading.Event.wait()`` holding the event's lock, inside ``Thread.start()`` holding threading's
 own, or inside another handler; a handler that takes such a lock waits for itself forever (docs/up.md,
-"Stopping", has the evidence). So the handler only writes the signal's number to a pipe (``os.write`` takes no Python lock)
-and, when asked to, interrupts a start-up under way; a thread of its own reads the pipe and does the work: the
-first signal asks for the stop, each later one forces it.
+"Stopping", has the evidence). So the handler only writes the signal's number to a pipe (``os.write`` takes no
+Python lock) and, when asked to, interrupts a start-up under way; a thread of its own reads the pipe and does the
+work: the first signal asks for the stop, each later one forces it.
 """
 
 from __future__ import annotations
