@@ -261,16 +261,23 @@ def test_up_by_a_site_file_says_how_curl_opens_its_production_urls(workspace: Pa
     assert_nothing_left(up, [good])
 
 
-def test_a_second_ctrl_c_forces_a_stop_that_hangs_and_still_leaves_nothing(
-    workspace: Path, up_process: list[Up]
-) -> None:
+def up_with_a_frozen_emperor(workspace: Path, up_process: list[Up]) -> tuple[Up, str, int]:
+    """A running ``up`` of one app whose emperor is SIGSTOPped: its shutdown cannot begin, so a stop hangs (for
+    SHUTDOWN_GRACE, 5 s, then kills the run by itself); the up, the app's name and the emperor's pid."""
     good, _ = names_for_test()
     copy_example(workspace, "service3", "service3")
     up = Up(workspace, f"{good}=service3")
     up_process.append(up)
     up.started()
     emperor = next(pid for pid in children_of(up.process.pid) if b"--emperor" in command_line(pid).split(b"\0"))
-    os.kill(emperor, signal.SIGSTOP)  # its shutdown cannot begin: the stop hangs (for 5 s, then kills by itself)
+    os.kill(emperor, signal.SIGSTOP)
+    return up, good, emperor
+
+
+def test_a_second_ctrl_c_forces_a_stop_that_hangs_and_still_leaves_nothing(
+    workspace: Path, up_process: list[Up]
+) -> None:
+    up, good, emperor = up_with_a_frozen_emperor(workspace, up_process)
     try:
         up.process.send_signal(signal.SIGINT)
         after = up.expect(r"^SIGINT: stopping every app \(Ctrl-C again to force\)$")
@@ -284,14 +291,8 @@ def test_a_second_ctrl_c_forces_a_stop_that_hangs_and_still_leaves_nothing(
 
 
 def test_a_stop_the_emperor_does_not_answer_kills_it_and_says_so(workspace: Path, up_process: list[Up]) -> None:
-    good, _ = names_for_test()
-    copy_example(workspace, "service3", "service3")
-    up = Up(workspace, f"{good}=service3")
-    up_process.append(up)
-    up.started()
-    emperor = next(pid for pid in children_of(up.process.pid) if b"--emperor" in command_line(pid).split(b"\0"))
-    os.kill(emperor, signal.SIGSTOP)  # frozen: its shutdown never begins, so the stop kills it after its grace
-    up.stopped(signal.SIGINT)  # one Ctrl-C: what it asked for is done
+    up, good, _ = up_with_a_frozen_emperor(workspace, up_process)
+    up.stopped(signal.SIGINT)  # one Ctrl-C: what it asked for is done, once the grace is over
     assert up.lines[-2:] == [
         "the emperor did not stop within 5 s of its SIGINT: every process of the run was killed",
         "stopped: the apps, the router and the emperor are gone",
