@@ -32,6 +32,7 @@ def test_state_and_parent_of_real_processes() -> None:
         assert procfs.parent(child.pid) == os.getpid()
         assert procfs.state(child.pid) in (b"R", b"S")
         assert child.pid in {pid for pid, _, parent in procfs.every_process() if parent == os.getpid()}
+        assert child.pid in (procfs.children(os.getpid()) or [])  # this process's threads' children included
         assert procfs.owner(child.pid) == os.getuid()
         assert (procfs.start_ticks(child.pid) or 0) >= (procfs.start_ticks(os.getpid()) or 0) > 0
         child.send_signal(signal.SIGSTOP)
@@ -48,6 +49,7 @@ def test_state_and_parent_of_real_processes() -> None:
     assert procfs.state(child.pid) == b""  # reaped: gone
     assert procfs.parent(child.pid) is None and procfs.owner(child.pid) is None
     assert child.pid not in set(procfs.pids())
+    assert procfs.children(child.pid) == []  # gone: none
 
 
 def test_a_name_with_parentheses_and_spaces_is_skipped_whole() -> None:

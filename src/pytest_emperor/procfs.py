@@ -1,4 +1,5 @@
-"""The one reader of ``/proc/<pid>/stat`` and ``/proc/net/unix`` (Linux), and of a process's owner and open files:
+"""The one reader of ``/proc/<pid>/stat`` and ``/proc/net/unix`` (Linux), and of a process's owner, children and
+open files:
 what the engine (finding, freezing and killing a run's processes; who serves a socket path a deploy would take),
 the router (waiting for nginx's workers to be asleep) and ``up``'s page (when an app started) ask of a process.
 
@@ -52,6 +53,21 @@ def owner(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def children(pid: int) -> list[int] | None:
+    """The children of ``pid`` (zombies included), from ``/proc/<pid>/task/*/children``, one small read a thread;
+    empty if it is gone, None on a kernel built without those files (the caller scans instead)."""
+    try:
+        found: list[int] = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as f:
+                found.extend(int(child) for child in f.read().split())
+    except FileNotFoundError:
+        return None if os.path.exists(f"/proc/{pid}") else []
+    except OSError:
+        return []
+    return found
 
 
 def pids() -> Iterator[int]:

@@ -95,20 +95,11 @@ def kill_marked(value: str, timeout: float = 5.0, note: Callable[[list[int]], No
 
 
 def children_of(pid: int) -> list[int]:
-    """PIDs of the live children of ``pid``: from ``/proc/<pid>/task/*/children`` (one small read per thread),
-    else from a scan of every ``/proc/*/stat`` (kernels built without that file)."""
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-        listed: list[int] = []
-        for task in tasks:
-            with open(f"/proc/{pid}/task/{task}/children", "rb") as f:
-                listed.extend(int(child) for child in f.read().split())
-    except FileNotFoundError:
-        if not os.path.exists(f"/proc/{pid}"):
-            return []
+    """PIDs of the live children of ``pid``: from ``/proc/<pid>/task/*/children`` (``procfs.children``), else
+    from a scan of every ``/proc/*/stat`` (kernels built without that file)."""
+    listed = procfs.children(pid)
+    if listed is None:
         return _children_by_scan(pid)
-    except OSError:
-        return []
     return [child for child in listed if procfs.state(child) not in (b"Z", b"")]
 
 

@@ -188,10 +188,8 @@ def create_private(path: Path, data: bytes = b"") -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    with open(fd, "wb") as f:  # writes all of it (a setup's output), closes the fd whatever happens
+        f.write(data)
 
 
 def _file_lock(path: Path) -> FileLock:

@@ -43,7 +43,7 @@ from filelock import FileLock, Timeout
 
 from pytest_emperor.engine.naming import default_name, resolve_ini, routable_name
 from pytest_emperor.engine.privileges import User, blocked
-from pytest_emperor.engine.runs import check_private_dir
+from pytest_emperor.engine.runs import check_private_dir, create_private
 from pytest_emperor.errors import RevisionError, SetupError
 from pytest_emperor.project_config import load_profile
 from pytest_emperor.revisions.git import Revision, blob_ids, resolve, write_tree
@@ -282,11 +282,9 @@ def _run_setup(revision: Revision, setup: _Setup, tree: Path, log: Path) -> None
             raise
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-    # 0600 (a log of before keeps its mode: made anew): a drop's group may search the commit's dir (_give), and a
-    # setup's output may hold an index's token
-    log.unlink(missing_ok=True)
-    with open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-        f.write(output)
+    # 0600, made anew (a log of before would keep its mode): a drop's group may search the commit's dir (_give),
+    # and a setup's output may hold an index's token
+    create_private(log, output)
     if process.returncode != 0:
         lines = output.decode(errors="replace").rstrip("\n").splitlines()
         shown = "\n".join(lines[-_SHOWN_LINES:])

@@ -157,11 +157,8 @@ def _settle(router: Router | None, timeout: float = _SETTLE_LIMIT) -> None:
     """
     if router is None or router.process.poll() is not None:
         return
-    master = router.process.pid
-    try:
-        with open(f"/proc/{master}/task/{master}/children", "rb") as f:
-            busy = [int(pid) for pid in f.read().split()]
-    except OSError:  # not Linux, or a kernel without the file
+    busy = procfs.children(router.process.pid)
+    if busy is None:  # a kernel without the file
         return
     deadline = time.monotonic() + timeout
     while True:
